@@ -1,0 +1,139 @@
+"""``dpap-deploy``: a thin command line over the Python API (contract.md).
+
+Every command parses its options, calls the API and prints. Errors in the user's input are
+printed as one line on stderr (``dpap-deploy: error: ...``) with exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any, Sequence
+
+from .errors import ConfigError, DPAPError
+
+# Training options: CLI name -> TrainConfig field. Defaults are None so that options a user
+# did not give can be told apart (config file and resume logic).
+TRAIN_OPTIONS = {"dataset": "dataset", "data_root": "data_root", "model": "model",
+                 "epochs": "epochs", "batch_size": "batch_size", "time_steps": "time_steps",
+                 "lr": "lr", "device": "device", "seed": "seed"}
+
+
+def _add_train_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", help="dataset name (default: digits, embedded)")
+    p.add_argument("--data-root", help="folder holding the dataset's files")
+    p.add_argument("--model", help="zoo model (default: snn-digits); see 'dpap-deploy models'")
+    p.add_argument("--epochs", type=int, help="training epochs (default 60)")
+    p.add_argument("--batch-size", type=int, help="batch size (default 64)")
+    p.add_argument("--time-steps", type=int, help="SNN time steps T (default 8)")
+    p.add_argument("--lr", type=float, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto")
+    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--no-dpap", action="store_true", help="train without pruning (baseline)")
+    p.add_argument("--rule", choices=["bcm", "hebb", "stdp"], help="plasticity rule (default bcm)")
+    p.add_argument("--preset", help="DPAP preset: default, conv-pruning, ann, minmax")
+    p.add_argument("--config", help="TOML or JSON file with training options and a [dpap] table")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch lines or progress bars")
+
+
+def _read_config_file(path: str) -> dict[str, Any]:
+    f = Path(path)
+    if not f.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        if f.suffix == ".json":
+            return json.loads(f.read_text())
+        return tomllib.loads(f.read_text())
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid {f.suffix.lstrip('.') or 'TOML'}: "
+                          f"{exc}") from None
+
+
+def train_config_from_args(args: argparse.Namespace):
+    """Defaults < config file < command line. Returns ``(TrainConfig, explicit_names)``."""
+    from .training import TrainConfig
+
+    values: dict[str, Any] = {}
+    dpap: dict[str, Any] | None = None
+    if args.config:
+        file_cfg = _read_config_file(args.config)
+        dpap = file_cfg.pop("dpap", None)
+        values.update({k.replace("-", "_"): v for k, v in file_cfg.items()})
+    for opt, fld in TRAIN_OPTIONS.items():
+        v = getattr(args, opt)
+        if v is not None:
+            values[fld] = v
+    if args.no_dpap:
+        values["dpap"] = False
+    if args.rule or args.preset:
+        dpap = dict(dpap or {})
+        if args.rule:
+            dpap["rule"] = args.rule
+        if args.preset:
+            dpap["preset"] = args.preset
+    if dpap is not None:
+        from .dpap import DPAPConfig
+        DPAPConfig.from_dict(dpap)  # validate now, with a clear message
+        values["dpap_config"] = dpap
+    explicit = set(values)
+    return TrainConfig.from_dict(values), explicit
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .report import run_report, write_report
+    from .training import train
+
+    cfg, explicit = train_config_from_args(args)
+    log = None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+    run = train(cfg, args.out, resume=args.resume, progress=not args.quiet, log=log,
+                explicit=explicit)
+    report = run_report(run)
+    path = write_report(args.out, report)
+    print(f"test accuracy {report['accuracy']['test']:.4f} (best {report['accuracy']['best']:.4f}), "
+          f"parameters removed {report['pruning']['params_removed_fraction']:.1%}; "
+          f"wrote {path}")
+    return 0
+
+
+def cmd_models(_args: argparse.Namespace) -> int:
+    from .zoo import ZOO
+    for spec in ZOO.values():
+        print(f"{spec.name:14s} {spec.kind}  {spec.description}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dpap-deploy",
+        description="Train and prune spiking / artificial networks with DPAP, compact them, "
+                    "and export them to neuromorphic targets.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("train", help="train a model with DPAP (or --no-dpap)")
+    _add_train_options(p)
+    p.set_defaults(func=cmd_train)
+    p = sub.add_parser("models", help="list the model zoo")
+    p.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except DPAPError as exc:
+        print(f"dpap-deploy: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        out = getattr(args, "out", None)
+        hint = f"; the last finished epoch is saved in {out}: continue with --resume" if out else ""
+        print(f"dpap-deploy: interrupted{hint}", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

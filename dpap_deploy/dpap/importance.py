@@ -1,0 +1,50 @@
+"""Dendritic-spine importance (Eq 11) and the normalisation of Eq 12-13.
+
+Normalisation is over a layer's *still-alive* elements. ``p75`` (default) maps
+``x -> clip((x - min) / (p75 - min), 0, 1)``, ``p75`` = 75th percentile of the alive values
+(linear interpolation, as ``numpy.quantile``); ``minmax`` maps ``x -> (x - min) / (max - min)``.
+When the scale is zero (``p75 == min``, or ``max == min``) the layer has no evidence this epoch
+and :func:`normalize` returns ``None``: the caller skips that survival update.
+"""
+from __future__ import annotations
+
+import torch
+
+_TORCH_QUANTILE_MAX = 16_000_000  # torch.quantile refuses larger inputs
+
+
+def spine_importance(trace_e: torch.Tensor, plast_e: torch.Tensor) -> torch.Tensor:
+    """``D_e[i] = trace_e[i] * sum_j BCM_e[i, j]`` (Eq 11). ``plast_e`` is ``[C_out, C_in]``
+    with pruned synapses already zeroed if they should not count."""
+    return trace_e * plast_e.sum(1)
+
+
+def _quantile(values: torch.Tensor, q: float) -> torch.Tensor:
+    if values.numel() <= _TORCH_QUANTILE_MAX:
+        return torch.quantile(values, q)
+    # Same linear interpolation as torch.quantile, via two order statistics (no size limit).
+    pos = q * (values.numel() - 1)
+    lo = int(pos)
+    hi = min(lo + 1, values.numel() - 1)
+    v_lo = values.kthvalue(lo + 1).values
+    v_hi = values.kthvalue(hi + 1).values
+    return v_lo + (v_hi - v_lo) * (pos - lo)
+
+
+def normalize(x: torch.Tensor, alive: torch.Tensor, method: str = "p75") -> torch.Tensor | None:
+    """Linear normalisation of ``x`` over ``x[alive]``; values of dead elements are returned
+    too (clipped) but are meaningless. Returns ``None`` when there is no evidence."""
+    vals = x[alive]
+    if vals.numel() == 0:
+        return None
+    lo = vals.min()
+    if method == "p75":
+        hi = _quantile(vals, 0.75)
+    elif method == "minmax":
+        hi = vals.max()
+    else:
+        raise ValueError(f"unknown normalisation {method!r}; use 'p75' or 'minmax'")
+    scale = hi - lo
+    if not bool(scale > 0):
+        return None
+    return ((x - lo) / scale).clamp_(0.0, 1.0)

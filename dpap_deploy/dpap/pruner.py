@@ -1,0 +1,280 @@
+"""DPAP attached to an ordinary snnTorch / PyTorch model.
+
+    dpap = DPAP(model, example_input)          # finds layers, installs hooks
+    for epoch in range(E):
+        for x, y in loader:
+            out = my_time_loop(model, x)         # the user's own loop, T calls per batch
+            loss(out, y).backward(); opt.step()
+            dpap.step()                          # masks weights; folds this batch's traces
+        dpap.end_epoch()                         # survival update and pruning (Eq 12-17)
+
+Traces are recorded by forward hooks while the model is in training mode: each call of a layer
+is one time step (Eq 5, 6; one call per batch for an ANN, Eq 18, 19). ``step`` turns the batch's
+end-of-window traces into the plasticity term (Eq 7) and moves the sliding threshold (Eq 8);
+``end_epoch`` computes spine importance (Eq 11), updates the survival functions and prunes.
+Gradients of pruned parameters are masked by tensor hooks; weights are re-masked in ``step``.
+Accumulators are float64 (values reach 1e12).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..errors import CheckpointError, ConfigError
+from . import plasticity, survival
+from .config import DPAPConfig
+from .importance import normalize, spine_importance
+from .layers import Forward, PrunableLayer, default_forward, find_prunable_layers
+from .masking import apply_masks, layer_param_masks, layer_stats
+from .traces import population_activity, update_trace
+
+_F64 = torch.float64
+
+
+@dataclass
+class LayerState:
+    """Persistent DPAP state of one layer (everything here is checkpointed)."""
+
+    syn_alive: torch.Tensor                     # bool [C_out, C_in]
+    neu_alive: torch.Tensor                     # bool [C_out]
+    F_syn: torch.Tensor                         # float64 [C_out, C_in]
+    F_neu: torch.Tensor                         # float64 [C_out]
+    theta: torch.Tensor                         # float64 [C_out], BCM sliding threshold
+    plast_e: torch.Tensor                       # float64 [C_out, C_in], Eq 10 accumulator
+    trace_e: torch.Tensor                       # float64 [C_out], sum_b sum_n S_post
+    neu_pruned_epoch: torch.Tensor              # int64 [C_out], -1 while alive
+    syn_sample: torch.Tensor                    # int64 [K], flat synapse indices tracked
+    f_neu_hist: list = field(default_factory=list)   # per epoch: float32 [C_out]
+    f_syn_hist: list = field(default_factory=list)   # per epoch: float32 [K]
+
+
+class _Recorder:
+    """Per-batch traces of one layer, filled by forward hooks (not checkpointed)."""
+
+    __slots__ = ("s_pre", "s_post", "o_pre", "stdp")
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self.s_pre = self.s_post = self.o_pre = self.stdp = None
+
+
+class DPAP:
+    """Developmental-plasticity-inspired adaptive pruning of one model."""
+
+    def __init__(self, model: nn.Module, example_input: torch.Tensor,
+                 config: DPAPConfig | None = None, forward: Forward = default_forward,
+                 seed: int = 0) -> None:
+        self.model = model
+        self.config = config or DPAPConfig()
+        self.kind, self.layers = find_prunable_layers(model, example_input, forward)
+        if self.config.rule == "stdp" and self.kind == "ann":
+            raise ConfigError("plasticity rule 'stdp' needs spike timing and an ANN has no time "
+                              "axis; use rule 'bcm' (default) or 'hebb'")
+        self.epoch = 0
+        self.num_batches = 0
+        gen = torch.Generator().manual_seed(seed)
+        self.states = [self._new_state(layer, gen) for layer in self.layers]
+        self._rec = [_Recorder() for _ in self.layers]
+        self._pairs: list[list] = [[] for _ in self.layers]
+        self._handles: list = []
+        self._grad_handles: dict[int, list] = {}
+        for i in range(len(self.layers)):
+            self._refresh_masks(i)
+        self._attach()
+
+    # ----------------------------------------------------------------- set-up
+    def _new_state(self, layer: PrunableLayer, gen: torch.Generator) -> LayerState:
+        dev = layer.synapse.weight.device
+        n_out, n_in = layer.n_out, layer.n_in
+        params = self.config.params_for(layer.kind)
+        k = min(self.config.history_synapse_samples, n_out * n_in)
+        return LayerState(
+            syn_alive=torch.ones(n_out, n_in, dtype=torch.bool, device=dev),
+            neu_alive=torch.ones(n_out, dtype=torch.bool, device=dev),
+            F_syn=torch.full((n_out, n_in), params.beta, dtype=_F64, device=dev),
+            F_neu=torch.full((n_out,), params.beta, dtype=_F64, device=dev),
+            theta=torch.zeros(n_out, dtype=_F64, device=dev),
+            plast_e=torch.zeros(n_out, n_in, dtype=_F64, device=dev),
+            trace_e=torch.zeros(n_out, dtype=_F64, device=dev),
+            neu_pruned_epoch=torch.full((n_out,), -1, dtype=torch.long, device=dev),
+            syn_sample=torch.randperm(n_out * n_in, generator=gen)[:k].sort().values.to(dev),
+        )
+
+    def _tracked(self, layer: PrunableLayer) -> bool:
+        return not layer.is_output or self.config.prune_output_synapses
+
+    def _attach(self) -> None:
+        for i, layer in enumerate(self.layers):
+            if not self._tracked(layer):
+                continue
+            self._handles.append(layer.synapse.register_forward_pre_hook(self._pre_hook(i)))
+            if layer.neuron is not None:
+                self._handles.append(layer.neuron.register_forward_hook(self._post_hook(i, False)))
+            else:  # ANN layer without an activation module: trace = ReLU(pre-activation)
+                last = layer.bn if layer.bn is not None else layer.synapse
+                self._handles.append(last.register_forward_hook(self._post_hook(i, True)))
+
+    def detach(self) -> None:
+        """Remove every hook DPAP installed; masks already applied stay applied."""
+        for h in self._handles:
+            h.remove()
+        for hs in self._grad_handles.values():
+            for h in hs:
+                h.remove()
+        self._handles, self._grad_handles = [], {}
+
+    # ------------------------------------------------------------------ hooks
+    def _recording(self) -> bool:
+        return self.model.training
+
+    def _pre_hook(self, i: int):
+        def hook(_mod, inputs):
+            if not self._recording():
+                return
+            rec = self._rec[i]
+            act = population_activity(inputs[0].detach())
+            rec.s_pre = update_trace(rec.s_pre, act, self.config.tau)
+            rec.o_pre = act
+        return hook
+
+    def _post_hook(self, i: int, relu: bool):
+        def hook(_mod, _inputs, output):
+            if not self._recording():
+                return
+            out = output[0] if isinstance(output, tuple) else output
+            out = out.detach()
+            act = population_activity(torch.relu(out) if relu else out)
+            rec = self._rec[i]
+            if rec.s_post is not None and rec.s_post.shape != act.shape:
+                raise RuntimeError(
+                    f"DPAP traces of layer '{self.layers[i].name}' from an earlier batch were "
+                    "not consumed: call dpap.step() after every optimizer step")
+            if self.config.rule == "stdp":
+                before = None if rec.s_post is None else rec.s_post.clone()
+                term = plasticity.stdp_step(rec.o_pre, act, rec.s_pre, before)
+                rec.stdp = term if rec.stdp is None else rec.stdp.add_(term)
+            rec.s_post = update_trace(rec.s_post, act, self.config.tau)
+        return hook
+
+    # ------------------------------------------------------------- per batch
+    @torch.no_grad()
+    def step(self) -> None:
+        """After ``optimizer.step()``: re-zero pruned weights and fold the batch's traces."""
+        for i, pairs in enumerate(self._pairs):
+            if pairs:
+                apply_masks(pairs)
+        if not any(r.s_post is not None for r in self._rec):
+            return
+        self.num_batches += 1
+        for i, (layer, st, rec) in enumerate(zip(self.layers, self.states, self._rec)):
+            if rec.s_post is None:
+                continue
+            if rec.s_pre is None:
+                raise RuntimeError(f"layer '{layer.name}' produced output without input")
+            s_post = rec.s_post.to(_F64)
+            if not survival.in_warmup(self.epoch, self.config.params_for(layer.kind)):
+                rule = self.config.rule
+                if rule == "bcm":
+                    st.plast_e += plasticity.bcm(rec.s_pre.to(_F64), s_post, st.theta)
+                elif rule == "hebb":
+                    st.plast_e += plasticity.hebb(rec.s_pre.to(_F64), s_post)
+                else:
+                    st.plast_e += rec.stdp.to(_F64)
+                st.trace_e += s_post.sum(0)
+            st.theta = plasticity.update_threshold(st.theta, s_post, self.num_batches)
+            rec.clear()
+
+    # ------------------------------------------------------------- per epoch
+    @torch.no_grad()
+    def end_epoch(self) -> dict[str, dict[str, int]]:
+        """Survival update and pruning for the epoch just finished; returns what died."""
+        died: dict[str, dict[str, int]] = {}
+        method = self.config.normalization
+        for i, (layer, st) in enumerate(zip(self.layers, self.states)):
+            params = self.config.params_for(layer.kind)
+            n_syn = n_neu = 0
+            if self._tracked(layer) and not survival.in_warmup(self.epoch, params):
+                syn_alive = st.syn_alive & st.neu_alive[:, None]
+                plast = st.plast_e * syn_alive if self.config.mask_dead_synapses_in_spine \
+                    else st.plast_e
+                norm = normalize(st.plast_e, syn_alive, method)
+                if norm is not None:
+                    st.F_syn = survival.update_survival(st.F_syn, norm, syn_alive, params, self.epoch)
+                    dead = survival.prune_decisions(st.F_syn, syn_alive)
+                    st.syn_alive &= ~dead
+                    n_syn = int(dead.sum())
+                if not layer.is_output:
+                    D = spine_importance(st.trace_e, plast)
+                    norm = normalize(D, st.neu_alive, method)
+                    if norm is not None:
+                        st.F_neu = survival.update_survival(st.F_neu, norm, st.neu_alive, params,
+                                                            self.epoch)
+                        dead = survival.prune_decisions(st.F_neu, st.neu_alive)
+                        st.neu_alive &= ~dead
+                        st.neu_pruned_epoch[dead] = self.epoch
+                        n_neu = int(dead.sum())
+            st.f_neu_hist.append(st.F_neu.float().cpu())
+            st.f_syn_hist.append(st.F_syn.flatten()[st.syn_sample].float().cpu())
+            st.plast_e.zero_()
+            st.trace_e.zero_()
+            if n_syn or n_neu:
+                self._refresh_masks(i)
+            died[layer.name] = {"synapses": n_syn, "neurons": n_neu}
+        self.epoch += 1
+        return died
+
+    def _refresh_masks(self, i: int) -> None:
+        layer, st = self.layers[i], self.states[i]
+        if bool(st.syn_alive.all()) and bool(st.neu_alive.all()):
+            self._pairs[i] = []
+            return
+        self._pairs[i] = layer_param_masks(layer, st.syn_alive, st.neu_alive)
+        apply_masks(self._pairs[i])
+        if i not in self._grad_handles:
+            self._grad_handles[i] = [
+                p.register_hook(lambda g, i=i, k=k: g * self._pairs[i][k][1] if self._pairs[i] else g)
+                for k, (p, _) in enumerate(self._pairs[i])]
+
+    # ------------------------------------------------------------- reporting
+    def layer_stats(self) -> list[dict]:
+        """Per layer: neurons / synapses total and kept (a conv synapse is a kernel), params."""
+        return [layer_stats(layer, st.syn_alive, st.neu_alive)
+                for layer, st in zip(self.layers, self.states)]
+
+    def params_removed_fraction(self) -> float:
+        """Parameters zeroed by pruning over all parameters of the model (weights, biases,
+        BatchNorm affine; the outgoing weights of dead neurons are counted by compaction)."""
+        total = sum(p.numel() for p in self.model.parameters())
+        removed = sum(s["params_total"] - s["params_kept"] for s in self.layer_stats())
+        return removed / total if total else 0.0
+
+    # ---------------------------------------------------------- checkpointing
+    def state_dict(self) -> dict:
+        return {"format": "dpap-state", "version": 1, "epoch": self.epoch,
+                "num_batches": self.num_batches, "config": self.config.to_dict(),
+                "layers": [{"name": layer.name, **{k: getattr(st, k) for k in (
+                    "syn_alive", "neu_alive", "F_syn", "F_neu", "theta", "plast_e", "trace_e",
+                    "neu_pruned_epoch", "syn_sample")},
+                    "f_neu_hist": list(st.f_neu_hist), "f_syn_hist": list(st.f_syn_hist)}
+                    for layer, st in zip(self.layers, self.states)]}
+
+    def load_state_dict(self, sd: dict) -> None:
+        if not isinstance(sd, dict) or sd.get("format") != "dpap-state":
+            raise CheckpointError("the checkpoint has no DPAP state (was it written with --no-dpap?)")
+        names = [d["name"] for d in sd["layers"]]
+        if names != [layer.name for layer in self.layers]:
+            raise CheckpointError(f"DPAP state is for layers {names}, the model has "
+                                  f"{[layer.name for layer in self.layers]}")
+        self.epoch, self.num_batches = int(sd["epoch"]), int(sd["num_batches"])
+        for i, (layer, st, d) in enumerate(zip(self.layers, self.states, sd["layers"])):
+            dev = layer.synapse.weight.device
+            for k in ("syn_alive", "neu_alive", "F_syn", "F_neu", "theta", "plast_e", "trace_e",
+                      "neu_pruned_epoch", "syn_sample"):
+                setattr(st, k, d[k].to(dev))
+            st.f_neu_hist, st.f_syn_hist = list(d["f_neu_hist"]), list(d["f_syn_hist"])
+            self._rec[i].clear()
+            self._refresh_masks(i)
