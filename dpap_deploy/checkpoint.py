@@ -22,6 +22,8 @@ from .errors import CheckpointError
 
 FORMAT = "dpap-deploy-checkpoint"
 VERSION = 1
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 def atomic_write_bytes(path: str | Path, write) -> None:
@@ -30,6 +32,7 @@ def atomic_write_bytes(path: str | Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)   # mkstemp creates 0600; give the usual file mode
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
