@@ -13,7 +13,13 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 PY="$VENV/bin/python"
-PIP=("$PY" -m pip --disable-pip-version-check -q)
+# pip, quietly; this machine's pip.conf names local mirrors that may be absent, and pip warns
+# about each of them for every package: drop those lines, keep everything else.
+pip_q() {
+  "$PY" -m pip --disable-pip-version-check -q "$@" 2>&1 \
+    | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+  return "${PIPESTATUS[0]}"
+}
 
 stamp="$VENV/.dpap-setup-stamp"
 want=$(cat scripts/requirements.txt scripts/constraints.txt pyproject.toml | sha256sum | cut -d' ' -f1)
@@ -21,15 +27,15 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   echo "[setup] $VENV is up to date"
 else
   echo "[setup] installing torch 2.13.0 (local CPU wheel) and the runtime stack"
-  "${PIP[@]}" install -c scripts/constraints.txt -r scripts/requirements.txt
+  pip_q install -c scripts/constraints.txt -r scripts/requirements.txt
   # tonic (GPL-3.0) is the optional 'events' extra; it is installed here so the event-data
   # paths can be tested, but the core package never imports it unconditionally.
-  "${PIP[@]}" install -c scripts/constraints.txt "tonic==1.7.0"
+  pip_q install -c scripts/constraints.txt "tonic==1.7.0"
   # lava-nc 0.10.0 and lava-dl 0.6.0 declare Requires-Python <3.11 and lava-dl pins torch 2.3:
   # install them past those declarations (see docs/platform notes in docs/install.md).
-  "${PIP[@]}" install -c scripts/constraints.txt --ignore-requires-python "lava-nc==0.10.0"
-  "${PIP[@]}" install --no-deps --ignore-requires-python "lava-dl==0.6.0"
-  "${PIP[@]}" install --no-deps -e .
+  pip_q install -c scripts/constraints.txt --ignore-requires-python "lava-nc==0.10.0"
+  pip_q install --no-deps --ignore-requires-python "lava-dl==0.6.0"
+  pip_q install --no-deps -e .
   echo "$want" > "$stamp"
 fi
 # Python 3.11 fixes for lava-nc / lava-dl; idempotent, verifies itself.

@@ -29,12 +29,18 @@ def _ann_2x2():
 X = torch.tensor([[1.0, 2.0], [3.0, 0.0]])
 
 
-def test_ann_linear_batch_accumulators_and_threshold():
+def _ann_after_one_batch(cfg=CFG):
+    """The 2x2 ANN with DPAP attached, after one training batch of X."""
     model = _ann_2x2()
-    dp = DPAP(model, X, CFG)
+    dp = DPAP(model, X, cfg)
     model.train()
     model(X)
     dp.step()
+    return model, dp
+
+
+def test_ann_linear_batch_accumulators_and_threshold():
+    model, dp = _ann_after_one_batch()
     st = dp.states[0]
     # post = relu(I x) = x; BCM = (post^2)^T @ x = [[1, 9], [4, 0]] @ [[1, 2], [3, 0]]
     assert st.plast_e.tolist() == [[28.0, 2.0], [4.0, 8.0]]
@@ -51,11 +57,7 @@ def test_ann_linear_batch_accumulators_and_threshold():
 
 
 def test_ann_linear_end_of_epoch_survival_and_pruning():
-    model = _ann_2x2()
-    dp = DPAP(model, X, CFG)
-    model.train()
-    model(X)
-    dp.step()
+    model, dp = _ann_after_one_batch()
     # the optimizer moved the weights after the traces were taken
     _set(model[0], [[1, 0.5], [0.25, 1]], [0.3, 0.7])
     died = dp.end_epoch()
@@ -124,11 +126,7 @@ def test_conv_kernel_level_bcm_and_bn_pruning():
 
 
 def test_gradients_of_pruned_parameters_are_masked():
-    model = _ann_2x2()
-    dp = DPAP(model, X, CFG)
-    model.train()
-    model(X)
-    dp.step()
+    model, dp = _ann_after_one_batch()
     dp.end_epoch()
     model(X).sum().backward()
     g = model[0].weight.grad
@@ -146,11 +144,7 @@ def test_eval_mode_records_nothing():
 
 
 def test_hebb_and_stdp_rules():
-    model = _ann_2x2()
-    dp = DPAP(model, X, DPAPConfig(conv=CONV, linear=LIN, rule="hebb"))
-    model.train()
-    model(X)
-    dp.step()
+    model, dp = _ann_after_one_batch(DPAPConfig(conv=CONV, linear=LIN, rule="hebb"))
     assert dp.states[0].plast_e.tolist() == [[1 + 9.0, 2.0], [2.0, 4.0]]  # post^T @ pre
     with pytest.raises(ConfigError, match="stdp"):
         DPAP(_ann_2x2(), X, DPAPConfig(rule="stdp"))

@@ -42,8 +42,12 @@ def register(name: str):
 
 
 def load_dataset(name: str = "digits", data_root: str | None = None) -> Dataset:
+    if name.startswith("npz:"):
+        from .user import load_npz
+        return load_npz(name[4:])
     if name not in DATASETS:
-        raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+        raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}, "
+                          "or npz:FILE")
     return DATASETS[name](data_root)
 
 

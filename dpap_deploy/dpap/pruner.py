@@ -175,17 +175,19 @@ class DPAP:
                 continue
             if rec.s_pre is None:
                 raise RuntimeError(f"layer '{layer.name}' produced output without input")
-            s_post = rec.s_post.to(_F64)
+            # The batch term is a float32 matrix product (values up to ~1e10 per batch keep
+            # 7 significant digits); sums across batches and epochs are float64.
             if not survival.in_warmup(self.epoch, self.config.params_for(layer.kind)):
                 rule = self.config.rule
                 if rule == "bcm":
-                    st.plast_e += plasticity.bcm(rec.s_pre.to(_F64), s_post, st.theta)
+                    term = plasticity.bcm(rec.s_pre, rec.s_post, st.theta.to(rec.s_post.dtype))
                 elif rule == "hebb":
-                    st.plast_e += plasticity.hebb(rec.s_pre.to(_F64), s_post)
+                    term = plasticity.hebb(rec.s_pre, rec.s_post)
                 else:
-                    st.plast_e += rec.stdp.to(_F64)
-                st.trace_e += s_post.sum(0)
-            st.theta = plasticity.update_threshold(st.theta, s_post, self.num_batches)
+                    term = rec.stdp
+                st.plast_e += term
+                st.trace_e += rec.s_post.sum(0)
+            st.theta = plasticity.update_threshold(st.theta, rec.s_post.to(_F64), self.num_batches)
             rec.clear()
 
     # ------------------------------------------------------------- per epoch

@@ -1,0 +1,85 @@
+"""The CLI as a user meets it: files written, one-line errors with non-zero exit status."""
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+
+def cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "dpap_deploy", *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=600)
+
+
+def test_train_writes_report_history_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    r = cli("train", "--epochs", "3", "--batch-size", "128", "--out", str(out), "--quiet")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads((out / "report.json").read_text())
+    for key in ("dataset", "model", "kind", "epochs", "seed", "dpap", "accuracy", "pruning"):
+        assert key in rep
+    assert rep["dataset"] == "digits" and rep["model"] == "snn-digits" and rep["kind"] == "snn"
+    assert rep["epochs"] == 3 and rep["dpap"] is True
+    assert 0.0 <= rep["accuracy"]["test"] <= 1.0 and rep["accuracy"]["best"] >= rep["accuracy"]["test"]
+    assert 0.0 <= rep["pruning"]["params_removed_fraction"] < 1.0
+    layers = rep["pruning"]["layers"]
+    assert [l["neurons_total"] for l in layers] == [16, 32, 128, 10]
+    assert all(l["neurons_kept"] <= l["neurons_total"] for l in layers)
+    rows = list(csv.DictReader((out / "history.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert float(rows[-1]["test_acc"]) == rep["accuracy"]["test"]
+    assert {"loss", "train_acc", "test_acc", "wall_time_s", "7:neurons_kept",
+            "7:synapses_kept"} <= set(rows[0])
+    assert (out / "checkpoint.pt").exists()
+    # resume a finished run: nothing to train, the report is rewritten
+    r = cli("train", "--resume", "--out", str(out), "--quiet")
+    assert r.returncode == 0, r.stderr
+
+
+def _assert_one_line_error(r, *fragments):
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dpap-deploy: error: "), r.stderr
+    assert "Traceback" not in r.stderr
+    for f in fragments:
+        assert f in lines[0], lines[0]
+
+
+def test_bad_input_gives_one_line_errors(tmp_path):
+    _assert_one_line_error(cli("train", "--epochs", "0", "--out", str(tmp_path / "a")), "epochs 0")
+    _assert_one_line_error(cli("train", "--dataset", "nope", "--out", str(tmp_path / "b")), "'nope'")
+    _assert_one_line_error(cli("train", "--dataset", f"npz:{tmp_path}/missing.npz",
+                               "--out", str(tmp_path / "c")), "missing.npz", "does not exist")
+    _assert_one_line_error(cli("train", "--model", "ann-lenet", "--out", str(tmp_path / "d")),
+                           "(1, 8, 8)", "ann-lenet")
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("[dpap.linear]\nepsilon = 3.0\n")
+    _assert_one_line_error(cli("train", "--config", str(cfg), "--out", str(tmp_path / "e")),
+                           "epsilon=3.0")
+    cfg.write_text("epochs = 2\n[dpap]\nrule = 'oja'\n")
+    _assert_one_line_error(cli("train", "--config", str(cfg), "--out", str(tmp_path / "f")),
+                           "rule='oja'")
+    run = tmp_path / "g"
+    run.mkdir()
+    (run / "checkpoint.pt").write_bytes(b"not a checkpoint at all")
+    _assert_one_line_error(cli("train", "--resume", "--out", str(run)), "checkpoint.pt",
+                           "not a readable checkpoint")
+
+
+def test_npz_dataset_and_config_file(tmp_path):
+    rng = np.random.default_rng(0)
+    f = tmp_path / "toy.npz"
+    np.savez(f, x_train=rng.integers(0, 256, (64, 8, 8), dtype=np.uint8),
+             y_train=rng.integers(0, 3, 64), x_test=rng.integers(0, 256, (16, 8, 8), dtype=np.uint8),
+             y_test=rng.integers(0, 3, 16))
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"epochs": 1, "batch_size": 32, "dpap": {"rule": "hebb"}}))
+    out = tmp_path / "run"
+    r = cli("train", "--dataset", f"npz:{f}", "--config", str(cfg), "--model", "ann-digits",
+            "--out", str(out), "--quiet")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["epochs"] == 1 and rep["kind"] == "ann" and rep["dpap_config"]["rule"] == "hebb"
+    assert rep["pruning"]["layers"][-1]["neurons_total"] == 3
