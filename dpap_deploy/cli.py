@@ -28,7 +28,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, help="training epochs (default 60)")
     p.add_argument("--batch-size", type=int, help="batch size (default 64)")
     p.add_argument("--time-steps", type=int, help="SNN time steps T (default 8)")
-    p.add_argument("--lr", type=float, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--lr", type=float, help="Adam learning rate (default 5e-3)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--no-dpap", action="store_true", help="train without pruning (baseline)")

@@ -47,7 +47,7 @@ class TrainConfig:
     epochs: int = 60
     batch_size: int = 64
     time_steps: int = 8
-    lr: float = 1e-3
+    lr: float = 5e-3
     seed: int = 0
     device: str = "auto"
     dpap: bool = True
