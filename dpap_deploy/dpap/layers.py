@@ -29,6 +29,16 @@ Forward = Callable[[nn.Module, torch.Tensor], object]
 
 
 @dataclass
+class Call:
+    """One leaf-module call of the probe forward pass (shapes include the batch dimension)."""
+
+    name: str
+    module: nn.Module
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+
+
+@dataclass
 class PrunableLayer:
     """One synaptic operator with its optional BatchNorm and its neuron population."""
 
@@ -62,19 +72,27 @@ def default_forward(model: nn.Module, x: torch.Tensor) -> object:
     return model(x)
 
 
-def _call_order(model: nn.Module, example_input: torch.Tensor,
-                forward: Forward) -> list[tuple[str, nn.Module]]:
+def _shape(x) -> tuple[int, ...]:
+    x = x[0] if isinstance(x, tuple) else x
+    return tuple(x.shape) if isinstance(x, torch.Tensor) else ()
+
+
+def call_order(model: nn.Module, example_input: torch.Tensor,
+               forward: Forward = None) -> list[Call]:
+    """Leaf modules in the order one forward step calls them, with their tensor shapes.
+    Runs in eval mode without gradients and resets neuron states afterwards."""
+    forward = forward or default_forward
     names = {m: n for n, m in model.named_modules()}
-    order: list[tuple[str, nn.Module]] = []
+    order: list[Call] = []
     seen: set[int] = set()
 
-    def hook(mod, _inp, _out):
+    def hook(mod, inp, out):
         if id(mod) in seen:
             raise UnsupportedModelError(
                 f"module '{names[mod]}' ({type(mod).__name__}) is called more than once in one "
                 "forward step; DPAP needs every layer used once per step (no weight sharing)")
         seen.add(id(mod))
-        order.append((names[mod], mod))
+        order.append(Call(names[mod], mod, _shape(inp), _shape(out)))
 
     leaves = [m for m in model.modules() if not list(m.children())]
     handles = [m.register_forward_hook(hook) for m in leaves]
@@ -114,7 +132,8 @@ def find_prunable_layers(model: nn.Module, example_input: torch.Tensor,
     neuron_type = snn.Leaky if kind == "snn" else nn.ReLU
     layers: list[PrunableLayer] = []
     cur: PrunableLayer | None = None
-    for name, mod in _call_order(model, example_input, forward):
+    for call in call_order(model, example_input, forward):
+        name, mod = call.name, call.module
         if isinstance(mod, SYNAPTIC):
             if isinstance(mod, nn.Conv2d) and mod.groups != 1:
                 raise _unsupported(name, mod, f"grouped convolution, groups={mod.groups}")
