@@ -84,6 +84,7 @@ def train_config_from_args(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from .pipeline import write_human_report
     from .report import run_report, write_report
     from .training import train
 
@@ -93,9 +94,29 @@ def cmd_train(args: argparse.Namespace) -> int:
                 explicit=explicit)
     report = run_report(run)
     path = write_report(args.out, report)
+    write_human_report(args.out)
     print(f"test accuracy {report['accuracy']['test']:.4f} (best {report['accuracy']['best']:.4f}), "
           f"parameters removed {report['pruning']['params_removed_fraction']:.1%}; "
           f"wrote {path}")
+    return 0
+
+
+def cmd_compact(args: argparse.Namespace) -> int:
+    from .pipeline import compact_run
+    r = compact_run(args.source, args.out)
+    p, o = r["params"], r["ops"]
+    print(f"parameters {p['dense']:,} -> {p['compact']:,} ({1 - p['compact'] / p['dense']:.1%} "
+          f"smaller); SynOps/sample {o['synops_dense']:,.0f} -> {o['synops_compact']:,.0f}; "
+          f"MACs/sample {o['macs_dense']:,.0f} -> {o['macs_compact']:,.0f}; "
+          f"accuracy {r['compaction']['accuracy_compact']:.4f} (identical to the masked model); "
+          f"wrote {args.out}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .pipeline import write_human_report
+    path = write_human_report(args.run_dir, baseline=args.baseline)
+    print(f"wrote {path} and {Path(args.run_dir) / 'plots'}")
     return 0
 
 
@@ -115,6 +136,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model with DPAP (or --no-dpap)")
     _add_train_options(p)
     p.set_defaults(func=cmd_train)
+    p = sub.add_parser("compact", help="physically remove pruned units; count params and ops")
+    p.add_argument("source", metavar="RUN_DIR_OR_CHECKPOINT")
+    p.add_argument("--out", required=True, help="output directory")
+    p.set_defaults(func=cmd_compact)
+    p = sub.add_parser("report", help="regenerate report.md and plots/ of a run directory")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--baseline", help="a --no-dpap run to plot accuracy against")
+    p.set_defaults(func=cmd_report)
     p = sub.add_parser("models", help="list the model zoo")
     p.set_defaults(func=cmd_models)
     return parser

@@ -41,10 +41,17 @@ def fanout(layer: nn.Module, in_shape: tuple[int, ...], nonzero: bool = True) ->
                             support, stride=layer.stride, padding=layer.padding,
                             dilation=layer.dilation).shape[-2:]
     ones = torch.ones(1, w.shape[0], out_h, out_w, dtype=torch.float64, device=w.device)
-    fo = F.conv_transpose2d(ones, support, stride=layer.stride, padding=layer.padding,
-                            dilation=layer.dilation)[0]
-    fo = fo[:, :h, :wd]  # rows/columns the conv never reaches (stride remainder) stay 0
-    return F.pad(fo, (0, wd - fo.shape[2], 0, h - fo.shape[1]))
+    # Transposed conv without padding gives the fan-out of every position of the *padded*
+    # input; the real input is the window [pad, pad + size). (Passing padding= instead would
+    # crop symmetrically and lose the last row when the stride leaves a remainder.)
+    full = F.conv_transpose2d(ones, support, stride=layer.stride, dilation=layer.dilation)[0]
+    ph, pw = _pair(layer.padding)
+    fo = full[:, ph:ph + h, pw:pw + wd]
+    return F.pad(fo, (0, wd - fo.shape[2], 0, h - fo.shape[1]))  # never reached: fan-out 0
+
+
+def _pair(v) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else tuple(v)
 
 
 @dataclass

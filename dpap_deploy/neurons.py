@@ -39,6 +39,7 @@ def rectangle(width: float = SURROGATE_WIDTH):
     def spike_fn(x: torch.Tensor) -> torch.Tensor:
         return _Rectangle.apply(x, width)
     spike_fn.__name__ = f"rectangle_a{width:g}"
+    spike_fn.width = width
     return spike_fn
 
 

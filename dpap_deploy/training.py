@@ -242,16 +242,17 @@ def train_epoch(run: Run, progress: bool) -> tuple[float, float]:
 
 
 def history_row(run: Run, loss: float, train_acc: float, test_acc: float, wall: float) -> dict:
-    row: dict[str, Any] = {"epoch": run.epoch + 1, "loss": round(loss, 6),
-                           "train_acc": round(train_acc, 6), "test_acc": round(test_acc, 6),
+    row: dict[str, Any] = {"epoch": run.epoch + 1, "loss": loss,
+                           "train_acc": train_acc, "test_acc": test_acc,
                            "lr": run.optimizer.param_groups[0]["lr"], "wall_time_s": round(wall, 4)}
     stats = run.layer_stats()
     row["params_kept"] = sum(s["params_kept"] for s in stats) + \
         sum(p.numel() for p in run.model.parameters()) - sum(s["params_total"] for s in stats)
-    row["params_removed_fraction"] = round(run.params_removed_fraction(), 6)
+    row["params_removed_fraction"] = run.params_removed_fraction()
     for s in stats:
         row[f"{s['name']}:neurons_kept"] = s["neurons_kept"]
         row[f"{s['name']}:synapses_kept"] = s["synapses_kept"]
+        row[f"{s['name']}:params_kept"] = s["params_kept"]
     return row
 
 

@@ -258,7 +258,7 @@ class DPAP:
     def state_dict(self) -> dict:
         return {"format": "dpap-state", "version": 1, "epoch": self.epoch,
                 "num_batches": self.num_batches, "config": self.config.to_dict(),
-                "layers": [{"name": layer.name, **{k: getattr(st, k) for k in (
+                "layers": [{"name": layer.name, "kind": layer.kind, **{k: getattr(st, k) for k in (
                     "syn_alive", "neu_alive", "F_syn", "F_neu", "theta", "plast_e", "trace_e",
                     "neu_pruned_epoch", "syn_sample")},
                     "f_neu_hist": list(st.f_neu_hist), "f_syn_hist": list(st.f_syn_hist)}

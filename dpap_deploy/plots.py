@@ -1,0 +1,125 @@
+"""Figures of a run (matplotlib, files only): what people would rather look at than read.
+
+- ``accuracy.png``: test accuracy per epoch, with the baseline run when there is one.
+- ``params_per_layer.png``: parameters alive per layer per epoch (paper Fig. 4G).
+- ``survival.png``: survival functions of neurons and synapses in the epochs before they were
+  pruned, aligned at the epoch of pruning (paper Fig. 4E-F).
+- ``fc_map.png``: kept / pruned synapses and neurons of the first fully connected layer
+  (paper Fig. 4A, C).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _col(history: list[dict], key: str) -> np.ndarray:
+    return np.array([float(h[key]) for h in history])
+
+
+def plot_accuracy(history: list[dict], path: Path, baseline: list[dict] | None = None,
+                  label: str = "DPAP") -> Path:
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.plot(_col(history, "epoch"), 100 * _col(history, "test_acc"), label=f"{label} (test)")
+    if baseline:
+        ax.plot(_col(baseline, "epoch"), 100 * _col(baseline, "test_acc"), "--",
+                label="no pruning (test)")
+    if "params_removed_fraction" in history[0]:
+        ax2 = ax.twinx()
+        ax2.plot(_col(history, "epoch"), 100 * _col(history, "params_removed_fraction"),
+                 color="grey", alpha=0.5, lw=1)
+        ax2.set_ylabel("parameters removed (%)", color="grey")
+        ax2.set_ylim(0, 100)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test accuracy (%)")
+    ax.legend(loc="lower right")
+    ax.set_title("Accuracy during training")
+    return _save(fig, path)
+
+
+def plot_params_per_layer(history: list[dict], layer_names: list[str], path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    epochs = _col(history, "epoch")
+    for name in layer_names:
+        key = f"{name}:params_kept"
+        if key in history[0]:
+            ax.plot(epochs, _col(history, key), label=f"layer {name}")
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("parameters alive")
+    ax.legend(fontsize=8)
+    ax.set_title("Alive parameters per layer")
+    return _save(fig, path)
+
+
+def _before_death(hist: torch.Tensor, died: torch.Tensor, window: int) -> list[np.ndarray]:
+    """Trajectories ``hist[e-window+1 .. e, unit]`` of units that died at epoch ``e``."""
+    out = []
+    for unit, e in enumerate(died.tolist()):
+        if e < 0:
+            continue
+        lo = max(0, e - window + 1)
+        traj = hist[lo:e + 1, unit].numpy()
+        out.append(np.concatenate([np.full(window - len(traj), np.nan), traj]))
+    return out
+
+
+def plot_survival(dpap_state: dict, path: Path, window: int = 8) -> Path:
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharex=True)
+    x = np.arange(-window + 1, 1)
+    for d in dpap_state["layers"]:
+        if not d["f_neu_hist"]:
+            continue
+        neu = torch.stack(d["f_neu_hist"])                      # [epochs, units]
+        trajs = _before_death(neu, d["neu_pruned_epoch"], window)
+        if trajs:
+            axes[0].plot(x, np.nanmean(trajs, 0), marker="o", label=f"{d['name']} ({len(trajs)})")
+        syn = torch.stack(d["f_syn_hist"])                      # [epochs, sampled synapses]
+        neg = syn < 0
+        first = torch.where(neg.any(0), neg.float().argmax(0), torch.full_like(neg[0], -1, dtype=torch.long))
+        trajs = _before_death(syn, first, window)
+        if trajs:
+            axes[1].plot(x, np.nanmean(trajs, 0), marker="o", label=f"{d['name']} ({len(trajs)})")
+    for ax, title in zip(axes, ("neurons: F_D", "synapses (sample): F_BCM")):
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_xlabel("epochs before pruning")
+        ax.set_title(title)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8, title="layer (pruned)")
+    axes[0].set_ylabel("survival value (mean)")
+    return _save(fig, path)
+
+
+def plot_fc_map(dpap_state: dict, path: Path) -> Path | None:
+    """Kept (dark) / pruned (white) synapses of the first linear layer; pruned neurons are
+    white rows, and the strip on the left marks the neurons. None if there is no such layer."""
+    fc = [d for d in dpap_state["layers"] if d.get("kind") == "linear"]
+    if not fc:
+        return None
+    d = fc[0]
+    kept = (d["syn_alive"] & d["neu_alive"][:, None]).float().numpy()
+    fig, (a0, a1) = plt.subplots(1, 2, figsize=(9, 4), gridspec_kw={"width_ratios": [1, 30]})
+    a0.imshow(d["neu_alive"].float().numpy()[:, None], aspect="auto", cmap="Greys", vmin=0, vmax=1,
+              interpolation="nearest")
+    a0.set_xticks([])
+    a0.set_ylabel("neuron")
+    a1.imshow(kept, aspect="auto", cmap="Greys", vmin=0, vmax=1, interpolation="nearest")
+    a1.set_xlabel("input (synapse)")
+    a1.set_yticks([])
+    a1.set_title(f"layer {d['name']}: {int(d['neu_alive'].sum())}/{len(d['neu_alive'])} neurons, "
+                 f"{int(kept.sum())}/{kept.size} synapses kept")
+    return _save(fig, path)

@@ -1,0 +1,62 @@
+"""``report.md``: the run's report for people, rendered from ``report.json``."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}%"
+
+
+def _n(x: float) -> str:
+    return f"{x:,.0f}"
+
+
+def render(report: dict[str, Any], plots: list[str]) -> str:
+    r = report
+    lines = [f"# {r['model']} on {r['dataset']}", "",
+             f"- kind: {r['kind']}, epochs: {r['epochs']}, seed: {r['seed']}, "
+             f"DPAP: {'on' if r['dpap'] else 'off'}"
+             + (f", time steps: {r['time_steps']}" if r.get("time_steps") else ""),
+             f"- test accuracy: {_pct(r['accuracy']['test'])} (best {_pct(r['accuracy']['best'])}"
+             f" at epoch {r['accuracy'].get('best_epoch')})",
+             f"- parameters removed by pruning: {_pct(r['pruning']['params_removed_fraction'])}"]
+    if "params" in r:
+        p = r["params"]
+        lines += [f"- parameters: {_n(p['dense'])} dense, {_n(p['nonzero'])} non-zero after "
+                  f"pruning, {_n(p['compact'])} after compaction ({_n(p['compact_nonzero'])} "
+                  f"non-zero): {_pct(1 - p['compact'] / p['dense'])} smaller"]
+    if "ops" in r:
+        o = r["ops"]
+        lines += [f"- per sample: {_n(o['synops_dense'])} SynOps dense -> "
+                  f"{_n(o['synops_compact'])} compacted; {_n(o['macs_dense'])} MACs dense -> "
+                  f"{_n(o['macs_compact'])} compacted",
+                  f"- energy **estimate** per sample (0.9 pJ/AC, 4.6 pJ/MAC, 45 nm): "
+                  f"{o['energy_pj_dense'] / 1e3:,.1f} nJ dense -> "
+                  f"{o['energy_pj_compact'] / 1e3:,.1f} nJ compacted"]
+    lines += ["", "## Layers", ""]
+    if "compaction" in r:
+        lines += ["| layer | kind | neurons kept | synapses kept | params dense | params compact | "
+                  "SynOps dense | SynOps compact | MACs dense | MACs compact |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for l in r["compaction"]["layers"]:
+            lines.append(
+                f"| {l['name']} | {l['kind']} | {l['neurons_kept']}/{l['neurons_total']} | "
+                f"{l['synapses_kept']}/{l['synapses_total']} | {_n(l['params_dense'])} | "
+                f"{_n(l['params_compact'])} | {_n(l['synops_dense'])} | {_n(l['synops_compact'])} | "
+                f"{_n(l['macs_dense'])} | {_n(l['macs_compact'])} |")
+        lines += ["", "Neurons: units (conv channels) kept after pruning and compaction (derived "
+                  "deaths included); synapses: conv kernels / linear weights kept by the masks. "
+                  "SynOps count input spikes times their fan-out; MACs count non-spike inputs "
+                  "(direct encoding, ANN). 'dense' counts every weight of the masked network, "
+                  "'compact' only the non-zero weights of the compacted one."]
+    else:
+        lines += ["| layer | kind | neurons kept | synapses kept | params kept |", "|---|---|---|---|---|"]
+        for l in r["pruning"]["layers"]:
+            lines.append(f"| {l['name']} | {l['kind']} | {l['neurons_kept']}/{l['neurons_total']} | "
+                         f"{l['synapses_kept']}/{l['synapses_total']} | "
+                         f"{l.get('params_kept', '')}/{l.get('params_total', '')} |")
+    if plots:
+        lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots]
+    return "\n".join(lines) + "\n"
