@@ -16,28 +16,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
+from common import digits_28, interleaved_medians, median
 from dpap_deploy.data import Dataset, load_dataset
 from dpap_deploy.training import TrainConfig, build_run, train_epoch
 
 ACTIVE = {"conv": {"warmup": 0}, "linear": {"warmup": 0}}
 PRIME = {"conv": {"warmup": 0, "beta": 0.5, "eta": 2.0}, "linear": {"warmup": 0, "beta": 0.5, "eta": 2.0}}
-
-
-def digits_28(n: int) -> Dataset:
-    d = load_dataset("digits")
-    reps = -(-n // len(d.y_train))
-    x = F.interpolate(d.x_train, size=(28, 28), mode="bilinear", align_corners=False)
-    x = x.repeat(reps, 1, 1, 1)[:n]
-    y = d.y_train.repeat(reps)[:n]
-    return Dataset("digits-28", x, y, x[:10], y[:10], 10)
 
 
 def time_epoch(run) -> float:
@@ -58,12 +48,8 @@ def bench(model: str, data: Dataset, batch_size: int, repeats: int) -> dict:
     time_epoch(dp)                         # priming epoch: prunes, so masks are active
     dp.dpap.config = type(dp.dpap.config).from_dict(ACTIVE)  # realistic survival parameters
     stats = dp.dpap.layer_stats()
-    tb, td = [], []
-    for r in range(repeats):
-        order = (base, dp) if r % 2 == 0 else (dp, base)
-        for run in order:
-            (tb if run is base else td).append(time_epoch(run))
-    mb, md = statistics.median(tb), statistics.median(td)
+    tb, td = interleaved_medians([lambda: time_epoch(base), lambda: time_epoch(dp)], repeats)
+    mb, md = median(tb), median(td)
     return {"model": model, "input": list(data.input_shape), "samples_per_epoch": len(data.y_train),
             "batch_size": batch_size, "repeats": repeats,
             "epoch_s_baseline": tb, "epoch_s_dpap": td,

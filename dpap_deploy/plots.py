@@ -61,7 +61,11 @@ def plot_params_per_layer(history: list[dict], layer_names: list[str], path: Pat
     ax.set_yscale("log")
     ax.set_xlabel("epoch")
     ax.set_ylabel("parameters alive")
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "history.csv has no per-layer parameter columns", ha="center",
+                transform=ax.transAxes)
     ax.set_title("Alive parameters per layer")
     return _save(fig, path)
 
