@@ -1,0 +1,51 @@
+"""``onnx``: the compacted ANN as an ONNX model with a dynamic batch dimension, checked with
+``onnx.checker`` and run in onnxruntime; logits must match torch within 1e-5."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import UnsupportedModelError
+from .base import ExportJob, ExportResult
+
+TARGET = "onnx"
+KINDS = ("ann",)
+ATOL = 1e-5
+
+
+def export(job: ExportJob, out: Path) -> ExportResult:
+    import onnx
+    import onnxruntime as ort
+
+    if job.kind != "ann":
+        raise UnsupportedModelError("target 'onnx' exports ANN models (ONNX has no spiking "
+                                    "neuron); export an SNN with --target nir, netx or loihi-sim")
+    x, y = job.samples()
+    model = job.model.eval()
+    path = Path(out) / "model.onnx"
+    batch = torch.export.Dim("batch", min=1)
+    torch.onnx.export(model, (x[:2],), str(path), input_names=["input"], output_names=["logits"],
+                      dynamic_shapes={"x": {0: batch}} if _arg_name(model) == "x" else ({0: batch},),
+                      dynamo=True, verbose=False)
+    onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = np.concatenate([sess.run(None, {"input": x[i:i + 256].numpy()})[0]
+                          for i in range(0, len(x), 256)])
+    with torch.no_grad():
+        ref = model(x).numpy()
+    diff = float(np.abs(got - ref).max())
+    acc = float((got.argmax(1) == y.numpy()).mean())
+    agree = float((got.argmax(1) == ref.argmax(1)).mean())
+    return ExportResult(TARGET, [path.name], acc,
+                        {"agreement": agree, "n_samples": len(x), "max_abs_diff": diff,
+                         "atol": ATOL}, diff <= ATOL,
+                        {"opset": onnx.load(str(path)).opset_import[0].version,
+                         "dynamic_batch": True})
+
+
+def _arg_name(model) -> str:
+    import inspect
+    params = list(inspect.signature(model.forward).parameters)
+    return params[0] if params else "input"
