@@ -120,6 +120,35 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_export(r: dict) -> None:
+    e = r["export"]
+    par = e["parity"]
+    print(f"{e['target']}: accuracy {e['accuracy']:.4f} on {par['n_samples']} test samples, "
+          f"agreement with torch {par['agreement']:.2%}, parity "
+          f"{'passed' if e['passed'] else 'FAILED'}; files {', '.join(e['files'])}")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .pipeline import export_run
+    r = export_run(args.source, args.target, args.out, args.max_samples)
+    _print_export(r)
+    return 0
+
+
+def cmd_train_and_export(args: argparse.Namespace) -> int:
+    from .pipeline import train_and_export
+    cfg, explicit = train_config_from_args(args)
+    log = None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+    r = train_and_export(cfg, args.target, args.out, resume=args.resume,
+                         progress=not args.quiet, log=log, explicit=explicit,
+                         max_samples=args.max_samples)
+    print(f"test accuracy {r['accuracy']['test']:.4f}, parameters "
+          f"{r['params']['dense']:,} -> {r['params']['compact']:,} after compaction")
+    _print_export(r)
+    print(f"wrote {args.out}/report.json and report.md")
+    return 0
+
+
 def cmd_models(_args: argparse.Namespace) -> int:
     from .zoo import ZOO
     for spec in ZOO.values():
@@ -140,6 +169,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", metavar="RUN_DIR_OR_CHECKPOINT")
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(func=cmd_compact)
+    p = sub.add_parser("export", help="compact a run and export it to a target, verified")
+    p.add_argument("source", metavar="RUN_DIR_OR_CHECKPOINT")
+    p.add_argument("--target", required=True, choices=["loihi-sim", "netx", "nir", "onnx"])
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--max-samples", type=int, help="test samples the target runs (default: all; "
+                   "1000 for loihi-sim and netx)")
+    p.set_defaults(func=cmd_export)
+    p = sub.add_parser("train-and-export", help="train with DPAP, compact, export, verify")
+    _add_train_options(p)
+    p.add_argument("--target", default="loihi-sim", choices=["loihi-sim", "netx", "nir", "onnx"])
+    p.add_argument("--max-samples", type=int, help="test samples the target runs")
+    p.set_defaults(func=cmd_train_and_export)
     p = sub.add_parser("report", help="regenerate report.md and plots/ of a run directory")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--baseline", help="a --no-dpap run to plot accuracy against")

@@ -20,3 +20,7 @@ class UnsupportedModelError(DPAPError):
 
 class CheckpointError(DPAPError):
     """A checkpoint is missing, corrupt, or not written by dpap-deploy."""
+
+
+class ParityError(DPAPError):
+    """An exported model does not reproduce the source model within the target's tolerance."""

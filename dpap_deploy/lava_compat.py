@@ -10,6 +10,14 @@ Both wheels declare ``Requires-Python <3.11`` and break on 3.11 in two small pla
    needs OpenCV and a working torchvision (there is no CPU torchvision build next to torch 2.13
    here). netx imports slayer, so the import is made optional: ``slayer.obd`` is then absent.
 
+A third incompatibility is with other libraries in the same process, not with Python:
+``lava.magma.runtime.message_infrastructure.multiprocessing`` calls
+``multiprocessing.set_start_method('fork')`` when imported, which raises "context has already
+been set" once anything has used the default context (tqdm's progress-bar lock does). Lava only
+needs the start method to *be* 'fork', so :func:`import_lava_runtime` imports that module with
+the call made a no-op when the method is already 'fork' (the Linux default), and refuses
+clearly otherwise. This one is an import-time shim, not a file edit.
+
 The patch edits the installed files in place, marks every edit, and is idempotent: running it
 again finds the markers and changes nothing. ``scripts/setup.sh`` runs it after installing
 Lava (``python -m dpap_deploy.lava_compat``); it then imports both packages to verify.
@@ -95,6 +103,31 @@ def apply() -> list[PatchResult]:
     if slayer_init is not None and slayer_init.exists():
         results.append(_rewrite(slayer_init, patch_slayer_init_source))
     return results
+
+
+def import_lava_runtime() -> None:
+    """Import Lava's runtime in a process whose multiprocessing context may already be set."""
+    import multiprocessing as mp
+    mod = "lava.magma.runtime.message_infrastructure.multiprocessing"
+    if mod in sys.modules:
+        return
+    current = mp.get_start_method(allow_none=True)
+    if current not in (None, "fork"):
+        from .errors import DPAPError
+        raise DPAPError(f"Lava needs the 'fork' multiprocessing start method, this process uses "
+                        f"{current!r}; run the Lava target in a fresh process")
+    original = mp.set_start_method
+
+    def tolerant(method, force=False):
+        if method == mp.get_start_method(allow_none=True):
+            return None
+        return original(method, force=force)
+
+    mp.set_start_method = tolerant
+    try:
+        importlib.import_module(mod)
+    finally:
+        mp.set_start_method = original
 
 
 def main() -> int:

@@ -82,6 +82,8 @@ def compact_run(source: str | Path, out: str | Path, progress: bool = False) -> 
                         f"{acc_masked:.4f}")
     dense, nonzero = param_counts(model)
     c_dense, c_nonzero = param_counts(result.model)
+    weights = lambda m: sum(int(l.synapse.weight.count_nonzero())  # noqa: E731
+                            for l in find_prunable_layers(m, xv[:2])[1])
     layers = run.dpap.layers if run.dpap is not None else find_prunable_layers(model, xv[:2])[1]
     meta = {"dataset": run.cfg.dataset, "model": run.cfg.model, "time_steps": T,
             "input_shape": list(run.data.input_shape), "n_classes": run.data.n_classes}
@@ -90,7 +92,9 @@ def compact_run(source: str | Path, out: str | Path, progress: bool = False) -> 
     report = run_report(run)
     report.update({
         "params": {"dense": dense, "nonzero": nonzero, "compact": c_dense,
-                   "compact_nonzero": c_nonzero},
+                   "compact_nonzero": c_nonzero,
+                   "compact_nonzero_weights": weights(result.model),
+                   "deploy_nonzero_weights": weights(deploy)},
         "ops": _ops_section(masked_ops, small_ops),
         "compaction": {"accuracy_masked": acc_masked, "accuracy_compact": acc_compact,
                        "verified_on": len(xv), "files": files,
@@ -155,3 +159,43 @@ def _dpap_state(run_dir: Path, report: dict) -> dict | None:
                                  else "linear")
             return state
     return None
+
+
+DEFAULT_MAX_SAMPLES = {"loihi-sim": 1000, "netx": 1000}
+
+
+def export_run(source: str | Path, target: str, out: str | Path,
+               max_samples: int | None = None) -> dict[str, Any]:
+    """Compact the run at ``source``, export the compacted network to ``target``, verify it in
+    the target's consumer and write the report. Raises ``ParityError`` (after writing the
+    report) when the parity check fails."""
+    from .exporters import ExportJob, export
+    from .serialize import load_model
+    out = Path(out)
+    report = compact_run(source, out)
+    model, kind, meta = load_model(out / "compact.pt")
+    run_cfg = report["train_config"]
+    from .data import load_dataset
+    data = load_dataset(run_cfg["dataset"], run_cfg["data_root"])
+    limit = max_samples if max_samples is not None else DEFAULT_MAX_SAMPLES.get(target)
+    job = ExportJob(model, kind, data.x_test, data.y_test, meta["time_steps"], limit)
+    result = export(target, job, out)
+    section = {"export": result.to_report()}
+    write_report(out, section)
+    write_human_report(out)
+    if not result.passed:
+        from .errors import ParityError
+        raise ParityError(f"{target} parity check failed: {result.parity}; the files and "
+                          f"report are in {out}")
+    return {**report, **section}
+
+
+def train_and_export(cfg, target: str, out: str | Path, resume: bool = False,
+                     progress: bool = True, log=None, explicit=None,
+                     max_samples: int | None = None) -> dict[str, Any]:
+    """Train with DPAP, compact, export, verify, report: the whole path in one call."""
+    from .training import train
+    out = Path(out)
+    run = train(cfg, out, resume=resume, progress=progress, log=log, explicit=explicit)
+    write_report(out, run_report(run))
+    return export_run(out, target, out, max_samples)

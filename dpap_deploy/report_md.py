@@ -57,6 +57,18 @@ def render(report: dict[str, Any], plots: list[str]) -> str:
             lines.append(f"| {l['name']} | {l['kind']} | {l['neurons_kept']}/{l['neurons_total']} | "
                          f"{l['synapses_kept']}/{l['synapses_total']} | "
                          f"{l.get('params_kept', '')}/{l.get('params_total', '')} |")
+    if "export" in r:
+        e, par = r["export"], r["export"]["parity"]
+        lines += ["", f"## Export: {e['target']}", "",
+                  f"- files: {', '.join(e['files'])}",
+                  f"- accuracy in the target: {_pct(e['accuracy'])} on {par['n_samples']} test samples",
+                  f"- agreement with torch: {_pct(par['agreement'])} of samples"
+                  + (f"; identical spike trains: {_pct(par['identical_spike_trains'])}"
+                     if "identical_spike_trains" in par else "")
+                  + (f"; max |logit difference| {par['max_abs_diff']:.2e}" if "max_abs_diff" in par else ""),
+                  f"- parity check: {'passed' if e.get('passed') else 'FAILED'}"]
+        if "synapses" in e:
+            lines.append(f"- non-zero synapses in the exported file: {e['synapses']:,}")
     if plots:
         lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots]
     return "\n".join(lines) + "\n"

@@ -28,6 +28,7 @@ import nir
 import numpy as np
 
 from ..errors import UnsupportedModelError
+from ..lava_compat import import_lava_runtime
 from .nir_graph import DT, chain
 
 MESSAGE_BITS = 24   # graded (non-binary) messages for the direct-encoded first layer
@@ -59,6 +60,7 @@ class LavaNetwork:
         self.layers: list[LavaLayer] = []
 
     def _build(self, source_shape: tuple, total_steps: int, data: np.ndarray):
+        import_lava_runtime()
         from lava.proc.conv.process import Conv
         from lava.proc.dense.process import Dense
         from lava.proc.io.sink import RingBuffer as Sink

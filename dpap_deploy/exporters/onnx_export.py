@@ -2,12 +2,14 @@
 ``onnx.checker`` and run in onnxruntime; logits must match torch within 1e-5."""
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..errors import UnsupportedModelError
 from .base import ExportJob, ExportResult
 
 TARGET = "onnx"
@@ -19,16 +21,14 @@ def export(job: ExportJob, out: Path) -> ExportResult:
     import onnx
     import onnxruntime as ort
 
-    if job.kind != "ann":
-        raise UnsupportedModelError("target 'onnx' exports ANN models (ONNX has no spiking "
-                                    "neuron); export an SNN with --target nir, netx or loihi-sim")
     x, y = job.samples()
     model = job.model.eval()
     path = Path(out) / "model.onnx"
     batch = torch.export.Dim("batch", min=1)
-    torch.onnx.export(model, (x[:2],), str(path), input_names=["input"], output_names=["logits"],
-                      dynamic_shapes={"x": {0: batch}} if _arg_name(model) == "x" else ({0: batch},),
-                      dynamo=True, verbose=False)
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)   # torchvision-op notices
+    with contextlib.redirect_stdout(io.StringIO()):             # the exporter's progress lines
+        torch.onnx.export(model, (x[:2],), str(path), input_names=["input"],
+                          output_names=["logits"], dynamic_shapes=({0: batch},), dynamo=True)
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = np.concatenate([sess.run(None, {"input": x[i:i + 256].numpy()})[0]
@@ -43,9 +43,3 @@ def export(job: ExportJob, out: Path) -> ExportResult:
                          "atol": ATOL}, diff <= ATOL,
                         {"opset": onnx.load(str(path)).opset_import[0].version,
                          "dynamic_batch": True})
-
-
-def _arg_name(model) -> str:
-    import inspect
-    params = list(inspect.signature(model.forward).parameters)
-    return params[0] if params else "input"
