@@ -169,9 +169,10 @@ def export_run(source: str | Path, target: str, out: str | Path,
     """Compact the run at ``source``, export the compacted network to ``target``, verify it in
     the target's consumer and write the report. Raises ``ParityError`` (after writing the
     report) when the parity check fails."""
-    from .exporters import ExportJob, export
+    from .exporters import ExportJob, check_target, export
     from .serialize import load_model
     out = Path(out)
+    check_target(target, load_checkpoint(source)["kind"])   # fail before any work
     report = compact_run(source, out)
     model, kind, meta = load_model(out / "compact.pt")
     run_cfg = report["train_config"]

@@ -70,6 +70,13 @@ def plot_params_per_layer(history: list[dict], layer_names: list[str], path: Pat
     return _save(fig, path)
 
 
+def _mean_trajectory(trajs: list[np.ndarray]) -> np.ndarray:
+    """Mean over units at each epoch offset; offsets no unit reaches stay NaN (not plotted)."""
+    stack = np.array(trajs)
+    counts = (~np.isnan(stack)).sum(0)
+    return np.where(counts > 0, np.nansum(stack, 0) / np.maximum(counts, 1), np.nan)
+
+
 def _before_death(hist: torch.Tensor, died: torch.Tensor, window: int) -> list[np.ndarray]:
     """Trajectories ``hist[e-window+1 .. e, unit]`` of units that died at epoch ``e``."""
     out = []
@@ -91,13 +98,13 @@ def plot_survival(dpap_state: dict, path: Path, window: int = 8) -> Path:
         neu = torch.stack(d["f_neu_hist"])                      # [epochs, units]
         trajs = _before_death(neu, d["neu_pruned_epoch"], window)
         if trajs:
-            axes[0].plot(x, np.nanmean(trajs, 0), marker="o", label=f"{d['name']} ({len(trajs)})")
+            axes[0].plot(x, _mean_trajectory(trajs), marker="o", label=f"{d['name']} ({len(trajs)})")
         syn = torch.stack(d["f_syn_hist"])                      # [epochs, sampled synapses]
         neg = syn < 0
         first = torch.where(neg.any(0), neg.float().argmax(0), torch.full_like(neg[0], -1, dtype=torch.long))
         trajs = _before_death(syn, first, window)
         if trajs:
-            axes[1].plot(x, np.nanmean(trajs, 0), marker="o", label=f"{d['name']} ({len(trajs)})")
+            axes[1].plot(x, _mean_trajectory(trajs), marker="o", label=f"{d['name']} ({len(trajs)})")
     for ax, title in zip(axes, ("neurons: F_D", "synapses (sample): F_BCM")):
         ax.axhline(0, color="k", lw=0.8)
         ax.set_xlabel("epochs before pruning")

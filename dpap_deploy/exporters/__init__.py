@@ -24,16 +24,22 @@ def exporter(target: str):
     return importlib.import_module(f".{TARGETS[target]}", __name__)
 
 
-def export(target: str, job: ExportJob, out: str | Path) -> ExportResult:
+def check_target(target: str, kind: str):
+    """The exporter module of ``target``, if it takes models of ``kind``; else a clear error."""
     mod = exporter(target)
-    if job.kind not in mod.KINDS:
-        other = "--target onnx" if job.kind == "ann" else "--target nir, netx or loihi-sim"
+    if kind not in mod.KINDS:
+        other = "--target onnx" if kind == "ann" else "--target nir, netx or loihi-sim"
         raise UnsupportedModelError(
             f"target '{target}' takes {' or '.join(k.upper() for k in mod.KINDS)} models and this "
-            f"is an {job.kind.upper()}; use {other}")
+            f"is an {kind.upper()}; use {other}")
+    return mod
+
+
+def export(target: str, job: ExportJob, out: str | Path) -> ExportResult:
+    mod = check_target(target, job.kind)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     return mod.export(job, out)
 
 
-__all__ = ["TARGETS", "ExportJob", "ExportResult", "export", "exporter"]
+__all__ = ["TARGETS", "ExportJob", "ExportResult", "check_target", "export", "exporter"]

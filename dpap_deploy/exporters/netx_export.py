@@ -1,0 +1,194 @@
+"""``netx``: the compacted SNN as a Lava-DL netx HDF5 file for Loihi 2 (``network.net``),
+loaded with ``lava.lib.dl.netx.hdf5.Network`` and run in Lava fixed point.
+
+The file holds the deployment graph (BatchNorm and AvgPool folded: the netx loader has no
+pooling layer): ``layer/0`` is ``input`` (shape ``C, H, W``), then ``conv`` / ``flatten`` /
+``dense`` layers, each synaptic layer with a ``neuron`` group of type ``CUBA``.
+
+**Quantisation**, per synaptic layer ``l`` with float weights ``W``, bias ``b``:
+- weights become even integers in ``[-256, 254]`` (Loihi's 8-bit mixed-sign synapse keeps
+  even values, as slayer's export does): ``W_q = 2 round(W s / 2)``;
+- the scale is ``s = min(254 / max|W|, 0.9 * 32767 / I_max)``: full weight resolution unless the
+  largest synaptic input ``I_max`` (measured on calibration samples, in float) would overflow
+  the neuron's 16-bit input;
+- the first layer gets the image as graded spikes ``x_q = round(x 2^q)`` (``q = INPUT_BITS``),
+  so its effective scale is ``s 2^q``;
+- the threshold and the bias carry the same scale: ``vThMant = round(V_th s)``,
+  ``bias = round(b s)`` (13-bit);
+- CUBA decays on 12 bits (4096 = full decay): ``iDecay = 4096`` (no current memory,
+  ``du = 1``), ``vDecay = round((1 - lambda) 4096)``.
+In fixed point a neuron then computes ``v = v (4096 - vDecay) / 4096 + sum W_q s_in + bias``
+and spikes when ``v > vThMant`` (Lava scales ``u``, bias and threshold by 2^6 alike), i.e. the
+float network with every quantity multiplied by ``s``, up to rounding.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+
+import numpy as np
+import snntorch as snn
+import torch
+from torch import nn
+
+from ..compaction import deployment_graph
+from ..dpap.layers import call_order
+from ..errors import UnsupportedModelError
+from ..lava_compat import import_lava_runtime
+from ._compare import spike_parity, torch_spikes
+from .base import ExportJob, ExportResult
+
+TARGET = "netx"
+KINDS = ("snn",)
+INPUT_BITS = 4           # graded input x_q = round(x * 16): exact for the 0..16 digits pixels
+MAX_ACCURACY_DROP = 0.02
+A_IN_LIMIT = 32767 * 0.9
+BIAS_LIMIT = 4095
+
+
+def _layers(model: nn.Module, x: torch.Tensor):
+    """``[(kind, synapse, leaky, in_shape, out_shape)]`` and flatten markers, in order."""
+    seq, pending = [], None
+    for c in call_order(model, x[:2]):
+        m = c.module
+        if isinstance(m, (nn.Identity, nn.Dropout)):
+            continue
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            pending = (m, c.in_shape[1:])
+        elif isinstance(m, snn.Leaky):
+            if pending is None:
+                raise UnsupportedModelError(f"Leaky '{c.name}' does not follow a Conv2d / Linear")
+            syn, in_shape = pending
+            seq.append(("conv" if isinstance(syn, nn.Conv2d) else "dense", syn, m, in_shape,
+                        c.out_shape[1:]))
+            pending = None
+        elif isinstance(m, nn.Flatten):
+            seq.append(("flatten", None, None, c.in_shape[1:], c.out_shape[1:]))
+        else:
+            raise UnsupportedModelError(
+                f"layer '{c.name}' ({type(m).__name__}) cannot go to netx: the netx loader has "
+                "Conv, Dense and Flatten layers only (AvgPool2d and BatchNorm are folded for "
+                "you; replace MaxPool2d by AvgPool2d and retrain to export)")
+    return seq
+
+
+@torch.no_grad()
+def _max_input_currents(model: nn.Module, x: torch.Tensor, time_steps: int) -> dict[int, float]:
+    """Largest |W s_in| (bias excluded) per synaptic layer over ``x`` and all steps."""
+    from ..neurons import run_snn
+    peaks: dict[int, float] = {}
+    hooks = []
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            def hook(mod, inp, out):
+                cur = out if mod.bias is None else out - mod.bias.view(1, -1, *([1] * (out.dim() - 2)))
+                peaks[id(mod)] = max(peaks.get(id(mod), 0.0), float(cur.abs().max()))
+            hooks.append(m.register_forward_hook(hook))
+    try:
+        run_snn(model.eval(), x, time_steps)
+    finally:
+        for h in hooks:
+            h.remove()
+    return peaks
+
+
+def write_netx(model: nn.Module, x: torch.Tensor, path: Path, time_steps: int) -> dict:
+    """Write the folded SNN as a netx HDF5 file; returns the quantisation summary."""
+    import h5py
+    seq = _layers(model, x)
+    peaks = _max_input_currents(model, x, time_steps)
+    summary, first = [], True
+    with h5py.File(path, "w") as f:
+        layer = f.create_group("layer")
+        g0 = layer.create_group("0")
+        g0.create_dataset("type", data=np.bytes_("input"))
+        g0.create_dataset("shape", data=np.array(x.shape[1:]))
+        for i, (kind, syn, leaky, in_shape, out_shape) in enumerate(seq, start=1):
+            g = layer.create_group(str(i))
+            g.create_dataset("type", data=np.bytes_(kind))
+            if kind == "flatten":
+                g.create_dataset("shape", data=np.array(out_shape))
+                continue
+            w = syn.weight.detach().double().numpy()
+            b = syn.bias.detach().double().numpy() if syn.bias is not None else np.zeros(w.shape[0])
+            in_scale = 2.0 ** INPUT_BITS if first else 1.0
+            w_max = float(np.abs(w).max()) or 1.0
+            s = min(254.0 / w_max, A_IN_LIMIT / max(peaks.get(id(syn), 0.0) * in_scale, 1e-12))
+            w_q = np.clip(2 * np.round(w * s / 2), -256, 254).astype(np.int32)
+            eff = s * in_scale
+            vth = int(round(float(leaky.threshold) * eff))
+            bias_q = np.round(b * eff)
+            clipped = int((np.abs(bias_q) > BIAS_LIMIT).sum())
+            bias_q = np.clip(bias_q, -BIAS_LIMIT, BIAS_LIMIT).astype(np.int32)
+            if not 0 < vth <= 131071:
+                raise UnsupportedModelError(f"netx threshold {vth} of layer {i} is outside Loihi's "
+                                            "17-bit range")
+            g.create_dataset("shape", data=np.array(out_shape))
+            g.create_dataset("weight", data=w_q)
+            g.create_dataset("bias", data=bias_q)
+            if kind == "conv":
+                for k in ("stride", "padding", "dilation"):
+                    g.create_dataset(k, data=np.array(getattr(syn, k)))
+                g.create_dataset("groups", data=np.array(syn.groups))
+            n = g.create_group("neuron")
+            n.create_dataset("type", data=np.bytes_("CUBA"))
+            n.create_dataset("iDecay", data=np.array(4096))
+            n.create_dataset("vDecay", data=np.array(int(round((1 - float(leaky.beta)) * 4096))))
+            n.create_dataset("vThMant", data=np.array(vth))
+            n.create_dataset("refDelay", data=np.array(1))
+            n.create_dataset("gradedSpike", data=np.array(False))
+            summary.append({"layer": i, "type": kind, "scale": s * in_scale, "vThMant": vth,
+                            "weight_range": [int(w_q.min()), int(w_q.max())],
+                            "bias_clipped": clipped,
+                            "synapses": int(np.count_nonzero(w_q))})
+            first = False
+    return {"input_bits": INPUT_BITS, "layers": summary}
+
+
+def run_netx(path: Path, x: np.ndarray, time_steps: int) -> np.ndarray:
+    """Run the netx file in Lava fixed point; ``x`` torch layout; returns ``[N, T, out]``."""
+    import_lava_runtime()
+    from lava.lib.dl.netx.hdf5 import Network
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from lava.proc.io.sink import RingBuffer as Sink
+    from lava.proc.io.source import RingBuffer as Source
+
+    net = Network(net_config=str(path), input_message_bits=INPUT_BITS + 1,
+                  reset_interval=time_steps, reset_offset=1)
+    n, depth = len(x), len(net.layers)
+    xq = np.round(x * 2 ** INPUT_BITS).astype(np.int32)
+    lava_x = xq.transpose(0, 3, 2, 1) if xq.ndim == 4 else xq
+    total = n * time_steps + depth
+    data = np.zeros(lava_x.shape[1:] + (total,), dtype=np.int32)
+    data[..., :n * time_steps] = np.repeat(np.moveaxis(lava_x, 0, -1), time_steps, axis=-1)
+    src, sink = Source(data=data), Sink(shape=net.out.shape, buffer=total)
+    src.s_out.connect(net.inp)
+    net.out.connect(sink.a_in)
+    try:
+        net.run(condition=RunSteps(num_steps=total), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+        out = sink.data.get()
+    finally:
+        net.stop()
+    spikes = (out[..., depth:depth + n * time_steps] != 0).astype(np.float32)
+    return spikes.reshape(spikes.shape[0], n, time_steps).transpose(1, 2, 0)
+
+
+def export(job: ExportJob, out: Path) -> ExportResult:
+    x, y = job.samples()
+    folded = deployment_graph(copy.deepcopy(job.model), x[:64], time_steps=job.time_steps)
+    path = Path(out) / "network.net"
+    quant = write_netx(folded, x, path, job.time_steps)
+    t0 = time.perf_counter()
+    got = run_netx(path, x.numpy(), job.time_steps)
+    wall = time.perf_counter() - t0
+    par = spike_parity(torch_spikes(folded, x, job.time_steps), got, y.numpy())
+    par["accuracy_float"] = par.pop("accuracy_torch")
+    drop = par["accuracy_float"] - par["accuracy"]
+    return ExportResult(TARGET, [path.name], par["accuracy"], par,
+                        passed=drop <= MAX_ACCURACY_DROP,
+                        details={"lava_config": "Loihi2SimCfg(select_tag='fixed_pt')",
+                                 "accuracy_drop": drop, "quantization": quant,
+                                 "synapses": sum(l["synapses"] for l in quant["layers"]),
+                                 "lava_wall_s": wall})
