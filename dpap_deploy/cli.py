@@ -149,6 +149,28 @@ def cmd_train_and_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_synth_events(args: argparse.Namespace) -> int:
+    from .data import load_dataset
+    from .data.saccade import write_nmnist_tree
+    d = load_dataset(args.dataset, args.data_root)
+    if d.is_sequence or d.input_shape[0] != 1:
+        raise ConfigError(f"synth-events needs single-channel images, {args.dataset!r} has "
+                          f"input shape {d.input_shape}")
+    if d.input_shape[1:] != (28, 28):
+        import torch.nn.functional as F
+        resize = lambda x: F.interpolate(x, size=(28, 28), mode="bilinear")  # noqa: E731
+        d.x_train, d.x_test = resize(d.x_train), resize(d.x_test)
+    counts = {}
+    for split, x, y, limit in (("train", d.x_train, d.y_train, args.limit_train),
+                               ("test", d.x_test, d.y_test, args.limit_test)):
+        n = len(y) if limit is None else min(limit, len(y))
+        counts[split] = write_nmnist_tree(args.out, split, x[:n, 0].numpy(), y[:n].numpy(),
+                                          progress=not args.quiet)
+    print(f"wrote {counts['train']} train and {counts['test']} test event streams under "
+          f"{Path(args.out) / 'NMNIST'}; train on them with --dataset nmnist --data-root {args.out}")
+    return 0
+
+
 def cmd_models(_args: argparse.Namespace) -> int:
     from .zoo import ZOO
     for spec in ZOO.values():
@@ -185,6 +207,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--baseline", help="a --no-dpap run to plot accuracy against")
     p.set_defaults(func=cmd_report)
+    p = sub.add_parser("synth-events", help="N-MNIST-style saccade events from an image dataset")
+    p.add_argument("--dataset", default="fashion-mnist")
+    p.add_argument("--data-root")
+    p.add_argument("--limit-train", type=int, help="first N training images only")
+    p.add_argument("--limit-test", type=int, help="first N test images only")
+    p.add_argument("--out", required=True, help="ROOT: writes ROOT/NMNIST/{Train,Test}/...")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_synth_events)
     p = sub.add_parser("models", help="list the model zoo")
     p.set_defaults(func=cmd_models)
     return parser

@@ -57,8 +57,11 @@ def reset_states(model: nn.Module) -> None:
 
 
 def run_snn(model: nn.Module, x: torch.Tensor, time_steps: int = TIME_STEPS) -> torch.Tensor:
-    """Direct encoding: feed the static input ``x [B, ...]`` as current at every one of
-    ``time_steps`` steps; returns the output spikes ``[T, B, out]``."""
+    """Direct encoding: feed the static input ``x [B, C, H, W]`` as current at every one of
+    ``time_steps`` steps; returns the output spikes ``[T, B, out]``. Event frames
+    ``[B, T, C, H, W]`` are fed one frame per step instead (``time_steps`` is then ``T``)."""
+    if x.dim() == 5:
+        return run_snn_frames(model, x)
     reset_states(model)
     return torch.stack([model(x) for _ in range(time_steps)])
 

@@ -101,6 +101,8 @@ def model_output(model: nn.Module, x: torch.Tensor, kind: str, time_steps: int) 
     """SNN: firing rate ``[B, classes]`` over ``time_steps``; ANN: logits."""
     if kind == "snn":
         return run_snn(model, x, time_steps).mean(0)
+    if x.dim() == 5:
+        raise ConfigError("event frames [N, T, C, H, W] need a spiking model (an snn-* model)")
     return model(x)
 
 
@@ -158,7 +160,10 @@ class Run:
 
 
 def build_run(cfg: TrainConfig, data: Dataset | None = None) -> Run:
-    data = data if data is not None else load_dataset(cfg.dataset, cfg.data_root)
+    data = data if data is not None else load_dataset(cfg.dataset, cfg.data_root, cfg.time_steps)
+    if data.is_sequence and data.x_train.shape[1] != cfg.time_steps:
+        raise ConfigError(f"dataset {data.name!r} has {data.x_train.shape[1]} time bins but "
+                          f"--time-steps is {cfg.time_steps}")
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     model, kind = build_model(cfg.model, data.input_shape, data.n_classes)

@@ -38,5 +38,16 @@ else
   pip_q install --no-deps -e .
   echo "$want" > "$stamp"
 fi
+# Real 28x28 data offline: Fashion-MNIST from Debian (/usr/share/datasets/fashion-mnist).
+if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "[setup] installing Fashion-MNIST (Debian package dataset-fashion-mnist)"
+    { apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 ||
+      { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1; }; } ||
+      echo "[setup] warning: could not install dataset-fashion-mnist; --dataset fashion-mnist will need --data-root"
+  else
+    echo "[setup] note: run 'apt-get install dataset-fashion-mnist' as root for --dataset fashion-mnist"
+  fi
+fi
 # Python 3.11 fixes for lava-nc / lava-dl; idempotent, verifies itself.
 "$PY" -m dpap_deploy.lava_compat

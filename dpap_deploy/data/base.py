@@ -21,16 +21,23 @@ class Dataset:
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
-        return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
+        """``(C, H, W)`` of one frame."""
+        return tuple(self.x_train.shape[-3:])  # type: ignore[return-value]
+
+    @property
+    def is_sequence(self) -> bool:
+        """Event data: ``[N, T, C, H, W]``, frame ``t`` is the input at step ``t``."""
+        return self.x_train.dim() == 5
 
     def __post_init__(self) -> None:
         for split, x, y in (("train", self.x_train, self.y_train), ("test", self.x_test, self.y_test)):
-            if x.dim() != 4 or x.shape[0] != y.shape[0]:
-                raise ConfigError(f"dataset {self.name!r}: {split} images must be [N, C, H, W] with "
-                                  f"one label each, got {tuple(x.shape)} and {tuple(y.shape)}")
+            if x.dim() not in (4, 5) or x.shape[0] != y.shape[0]:
+                raise ConfigError(f"dataset {self.name!r}: {split} images must be [N, C, H, W] "
+                                  f"(or [N, T, C, H, W] event frames) with one label each, got "
+                                  f"{tuple(x.shape)} and {tuple(y.shape)}")
 
 
-Loader = Callable[[str | None], Dataset]
+Loader = Callable[[str | None, int], Dataset]   # (data_root, time_steps) -> Dataset
 DATASETS: dict[str, Loader] = {}
 
 
@@ -41,14 +48,19 @@ def register(name: str):
     return deco
 
 
-def load_dataset(name: str = "digits", data_root: str | None = None) -> Dataset:
+def load_dataset(name: str = "digits", data_root: str | None = None,
+                 time_steps: int = 8) -> Dataset:
+    """Load a dataset by name. ``time_steps`` is the number of time bins of event datasets."""
     if name.startswith("npz:"):
         from .user import load_npz
         return load_npz(name[4:])
+    if name.startswith("idx:"):
+        from .idx import load_idx_folder
+        return load_idx_folder(name[4:], name)
     if name not in DATASETS:
         raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}, "
-                          "or npz:FILE")
-    return DATASETS[name](data_root)
+                          "idx:DIR or npz:FILE")
+    return DATASETS[name](data_root, time_steps)
 
 
-from . import digits  # noqa: E402,F401  (registers the embedded default)
+from . import cifar, digits, events, idx  # noqa: E402,F401  (register the loaders)

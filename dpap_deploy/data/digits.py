@@ -16,7 +16,7 @@ SPLIT_SEED = 0
 
 
 @register("digits")
-def load_digits(data_root: str | None = None) -> Dataset:
+def load_digits(data_root: str | None = None, time_steps: int = 8) -> Dataset:
     from sklearn.datasets import load_digits as sk_digits
 
     d = sk_digits()

@@ -82,6 +82,8 @@ def call_order(model: nn.Module, example_input: torch.Tensor,
     """Leaf modules in the order one forward step calls them, with their tensor shapes.
     Runs in eval mode without gradients and resets neuron states afterwards."""
     forward = forward or default_forward
+    if example_input.dim() == 5 and forward is default_forward:
+        example_input = example_input[:, 0]   # event frames [B, T, C, H, W]: one step is a frame
     names = {m: n for n, m in model.named_modules()}
     order: list[Call] = []
     seen: set[int] = set()

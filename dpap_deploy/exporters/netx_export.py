@@ -38,6 +38,7 @@ from ..errors import UnsupportedModelError
 from ..lava_compat import import_lava_runtime
 from ._compare import spike_parity, torch_spikes
 from .base import ExportJob, ExportResult
+from .nir_to_lava import input_schedule
 
 TARGET = "netx"
 KINDS = ("snn",)
@@ -158,11 +159,9 @@ def run_netx(path: Path, x: np.ndarray, time_steps: int) -> np.ndarray:
     net = Network(net_config=str(path), input_message_bits=INPUT_BITS + 1,
                   reset_interval=time_steps, reset_offset=1)
     n, depth = len(x), len(net.layers)
-    xq = np.round(x * 2 ** INPUT_BITS).astype(np.int32)
-    lava_x = xq.transpose(0, 3, 2, 1) if xq.ndim == 4 else xq
-    total = n * time_steps + depth
-    data = np.zeros(lava_x.shape[1:] + (total,), dtype=np.int32)
-    data[..., :n * time_steps] = np.repeat(np.moveaxis(lava_x, 0, -1), time_steps, axis=-1)
+    data = input_schedule(np.round(x * 2 ** INPUT_BITS).astype(np.int32), time_steps, depth,
+                          dtype=np.int32)
+    total = data.shape[-1]
     src, sink = Source(data=data), Sink(shape=net.out.shape, buffer=total)
     src.s_out.connect(net.inp)
     net.out.connect(sink.a_in)

@@ -47,6 +47,26 @@ def _chw_to_whc_columns(c: int, h: int, w: int) -> np.ndarray:
     return idx.transpose(2, 1, 0).reshape(-1)              # in (w, h, c) order
 
 
+def input_schedule(x: np.ndarray, time_steps: int, extra_steps: int, dtype=np.float64) -> np.ndarray:
+    """RingBuffer data in Lava order ``(W, H, C, steps)`` (or ``(F, steps)``): each sample for
+    ``time_steps`` steps, back to back, then ``extra_steps`` of zeros for the pipeline to drain.
+    Static inputs ``[N, C, H, W]`` repeat every step; event frames ``[N, T, C, H, W]`` give
+    frame ``t`` at step ``t``."""
+    n = len(x)
+    if x.ndim == 5:
+        if x.shape[1] != time_steps:
+            raise UnsupportedModelError(f"inputs have {x.shape[1]} frames, the run {time_steps} steps")
+        seq = x.transpose(0, 1, 4, 3, 2)                              # N, T, W, H, C
+    elif x.ndim == 4:
+        seq = np.repeat(x.transpose(0, 3, 2, 1)[:, None], time_steps, axis=1)
+    else:
+        seq = np.repeat(x[:, None], time_steps, axis=1)
+    flat = seq.reshape((n * time_steps,) + seq.shape[2:])             # steps first
+    data = np.zeros(seq.shape[2:] + (n * time_steps + extra_steps,), dtype=dtype)
+    data[..., :n * time_steps] = np.moveaxis(flat, 0, -1)
+    return data
+
+
 class LavaNetwork:
     """Builds the processes; ``run(x, T)`` returns output spikes ``[N, T, classes]``."""
 
@@ -136,17 +156,16 @@ class LavaNetwork:
         return src, sink, n_lif
 
     def run(self, x: np.ndarray, select_tag: str = "floating_pt") -> np.ndarray:
-        """``x``: torch-layout inputs ``[N, C, H, W]`` (or ``[N, F]``); returns ``[N, T, out]``."""
+        """``x``: torch-layout inputs ``[N, C, H, W]``, ``[N, T, C, H, W]`` or ``[N, F]``;
+        returns output spikes ``[N, T, out]``."""
         from lava.magma.core.run_configs import Loihi2SimCfg
         from lava.magma.core.run_conditions import RunSteps
 
         n = len(x)
-        lava_x = x.transpose(0, 3, 2, 1) if x.ndim == 4 else x      # (N, W, H, C)
         depth = sum(1 for _, nd in self.nodes if isinstance(nd, nir.LIF))
-        total = n * self.T + depth
-        data = np.zeros(lava_x.shape[1:] + (total,), dtype=np.float64)
-        data[..., :n * self.T] = np.repeat(np.moveaxis(lava_x, 0, -1), self.T, axis=-1)
-        src, sink, n_lif = self._build(tuple(lava_x.shape[1:]), total, data)
+        data = input_schedule(x, self.T, depth)
+        total = data.shape[-1]
+        src, sink, n_lif = self._build(tuple(data.shape[:-1]), total, data)
         try:
             src.run(condition=RunSteps(num_steps=total), run_cfg=Loihi2SimCfg(select_tag=select_tag))
             out = sink.data.get()
