@@ -7,7 +7,7 @@ from typing import Callable
 
 import torch.nn.functional as F
 
-from dpap_deploy.data import Dataset, load_dataset
+from dpap_deploy.data import Dataset, load_dataset  # noqa: F401
 
 
 def digits_28(n_train: int | None = None) -> Dataset:
@@ -36,3 +36,63 @@ def interleaved_medians(fns: list[Callable[[], object]], repeats: int) -> list[l
 
 def median(xs: list[float]) -> float:
     return statistics.median(xs)
+
+
+def load_bench_data(name: str, train_subset: int | None, test_subset: int | None,
+                    data_root: str | None = None, time_steps: int = 8):
+    """A dataset, optionally cut to its first ``train_subset`` / ``test_subset`` samples."""
+    d = load_dataset(name, data_root, time_steps)
+    if train_subset:
+        d.x_train, d.y_train = d.x_train[:train_subset], d.y_train[:train_subset]
+    if test_subset:
+        d.x_test, d.y_test = d.x_test[:test_subset], d.y_test[:test_subset]
+    return d
+
+
+def run_and_measure(cfg, data, label: str, synops_samples: int = 500) -> dict:
+    """Train one configuration (in a temporary folder) and measure it on the test inputs:
+    final / best accuracy, parameters removed, SynOps (SNN) or MACs (ANN) with non-zero
+    weights, per sample, and the per-epoch accuracy curve."""
+    import tempfile
+    from dpap_deploy.counting import count_ops, param_counts
+    from dpap_deploy.training import train
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        run = train(cfg, tmp, progress=False, data=data)
+        wall = time.perf_counter() - t0
+    model = run.model.eval()
+    ops = count_ops(model, data.x_test[:synops_samples], run.cfg.time_steps)
+    total, nonzero = param_counts(model)
+    accs = [h["test_acc"] for h in run.history]
+    return {"label": label, "seed": cfg.seed, "final_acc": accs[-1], "best_acc": max(accs),
+            "params_removed": run.params_removed_fraction(), "params_nonzero": nonzero,
+            "params_total": total, "synops": ops.total("synops"), "macs": ops.total("macs"),
+            "acc_curve": accs, "removed_curve": [h["params_removed_fraction"] for h in run.history],
+            "wall_s": wall}
+
+
+def epochs_to_reach(curve: list[float], level: float) -> int | None:
+    """First epoch (1-based) whose test accuracy reaches ``level``; None if never."""
+    for i, a in enumerate(curve):
+        if a >= level:
+            return i + 1
+    return None
+
+
+def dpap_window(removed_curve: list[float]) -> list[int]:
+    """Epochs in which a DPAP run did its pruning: from the first death to 90% of the final."""
+    final = removed_curve[-1]
+    if final <= 0:
+        return [2, max(3, len(removed_curve) // 2)]
+    start = next(i for i, r in enumerate(removed_curve) if r > 0)
+    end = next(i for i, r in enumerate(removed_curve) if r >= 0.9 * final)
+    return [start, max(end + 1, start + 1)]
+
+
+def write_results(path: str, payload: dict) -> None:
+    import json
+    from pathlib import Path
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"wrote {out}")

@@ -18,7 +18,8 @@ from .errors import ConfigError, DPAPError
 # did not give can be told apart (config file and resume logic).
 TRAIN_OPTIONS = {"dataset": "dataset", "data_root": "data_root", "model": "model",
                  "epochs": "epochs", "batch_size": "batch_size", "time_steps": "time_steps",
-                 "lr": "lr", "device": "device", "seed": "seed"}
+                 "lr": "lr", "device": "device", "seed": "seed", "baseline": "baseline",
+                 "prune_target": "prune_target"}
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
@@ -32,6 +33,9 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--no-dpap", action="store_true", help="train without pruning (baseline)")
+    p.add_argument("--baseline", choices=["magnitude", "random"],
+                   help="prune with a baseline instead of DPAP (with --no-dpap --prune-target F)")
+    p.add_argument("--prune-target", type=float, help="baseline: fraction of parameters to remove")
     p.add_argument("--rule", choices=["bcm", "hebb", "stdp"], help="plasticity rule (default bcm)")
     p.add_argument("--preset", help="DPAP preset: default, conv-pruning, ann, minmax")
     p.add_argument("--config", help="TOML or JSON file with training options and a [dpap] table")

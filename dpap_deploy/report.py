@@ -24,6 +24,7 @@ def run_report(run) -> dict[str, Any]:
         "epochs": run.epoch,
         "seed": run.cfg.seed,
         "dpap": run.dpap is not None,
+        "pruning_method": "dpap" if run.dpap is not None else (run.cfg.baseline or "none"),
         "time_steps": run.cfg.time_steps if run.kind == "snn" else None,
         "accuracy": {"test": accs[-1] if accs else 0.0,
                      "best": accs[best] if best is not None else 0.0,

@@ -52,6 +52,9 @@ class TrainConfig:
     device: str = "auto"
     dpap: bool = True
     dpap_config: dict | None = None
+    baseline: str | None = None          # "magnitude" or "random" instead of DPAP
+    prune_target: float | None = None    # baseline: fraction of all parameters to remove
+    prune_window: list | None = None     # baseline: [start, end] epochs of the schedule
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "time_steps"):
@@ -60,6 +63,12 @@ class TrainConfig:
                 raise ConfigError(f"invalid {name.replace('_', '-')} {v!r}: must be an integer >= 1")
         if not (isinstance(self.lr, (int, float)) and 0 < self.lr < 10):
             raise ConfigError(f"invalid learning rate {self.lr!r}: must be in (0, 10)")
+        if self.baseline is not None:
+            if self.dpap:
+                raise ConfigError(f"--baseline {self.baseline} replaces DPAP: pass --no-dpap too")
+            if self.prune_target is None:
+                raise ConfigError("a pruning baseline needs --prune-target (fraction of all "
+                                  "parameters to remove)")
         if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
             raise ConfigError(f"invalid device {self.device!r}: use auto, cpu or cuda")
 
@@ -144,19 +153,24 @@ class Run:
     scheduler: Any
     dpap: DPAP | None
     history: list[dict] = field(default_factory=list)
+    baseline: Any = None                 # a baselines.GradualPruner, when cfg.baseline is set
+
+    @property
+    def pruner(self):
+        return self.dpap if self.dpap is not None else self.baseline
 
     @property
     def epoch(self) -> int:
         return len(self.history)
 
     def layer_stats(self) -> list[dict]:
-        if self.dpap is not None:
-            return self.dpap.layer_stats()
+        if self.pruner is not None:
+            return self.pruner.layer_stats()
         _, layers = find_prunable_layers(self.model, self.data.x_train[:2].to(self.device))
         return [layer_stats(layer) for layer in layers]
 
     def params_removed_fraction(self) -> float:
-        return self.dpap.params_removed_fraction() if self.dpap is not None else 0.0
+        return self.pruner.params_removed_fraction() if self.pruner is not None else 0.0
 
 
 def build_run(cfg: TrainConfig, data: Dataset | None = None) -> Run:
@@ -174,7 +188,13 @@ def build_run(cfg: TrainConfig, data: Dataset | None = None) -> Run:
     if cfg.dpap:
         dpap = DPAP(model, data.x_train[:2].to(device), resolve_dpap_config(cfg, kind),
                     seed=cfg.seed)
-    return Run(cfg, data, model, kind, device, optimizer, scheduler, dpap)
+    run = Run(cfg, data, model, kind, device, optimizer, scheduler, dpap)
+    if cfg.baseline is not None:
+        from .baselines import GradualPruner
+        start, end = cfg.prune_window or [2, max(3, cfg.epochs // 2)]
+        run.baseline = GradualPruner(model, data.x_train[:2].to(device), cfg.baseline,
+                                     cfg.prune_target, start, end, seed=cfg.seed)
+    return run
 
 
 def save_run(run: Run, out: Path) -> None:
@@ -183,6 +203,7 @@ def save_run(run: Run, out: Path) -> None:
         "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict(),
         "dpap": run.dpap.state_dict() if run.dpap is not None else None,
+        "baseline": run.baseline.state_dict() if run.baseline is not None else None,
         "history": run.history, "rng": rng_state()})
     write_history(out / HISTORY, run.history)
 
@@ -199,6 +220,8 @@ def restore_run(ckpt: dict, device: str | None = None, data: Dataset | None = No
         run.scheduler.load_state_dict(ckpt["scheduler"])
         if run.dpap is not None:
             run.dpap.load_state_dict(ckpt["dpap"])
+        if run.baseline is not None:
+            run.baseline.load_state_dict(ckpt["baseline"])
     except (KeyError, RuntimeError, ValueError) as exc:
         raise DPAPError(f"checkpoint does not match its own model configuration: "
                         f"{str(exc).splitlines()[0][:200]}") from None
@@ -236,8 +259,8 @@ def train_epoch(run: Run, progress: bool) -> tuple[float, float]:
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         run.optimizer.step()
-        if run.dpap is not None:
-            run.dpap.step()
+        if run.pruner is not None:
+            run.pruner.step()
         total_loss += float(loss.detach()) * len(y)
         correct += int((out.argmax(1) == y).sum())
         seen += len(y)
@@ -269,6 +292,8 @@ def fit(run: Run, out: Path, progress: bool = True,
         t0 = time.perf_counter()
         loss, train_acc = train_epoch(run, progress)
         died = run.dpap.end_epoch() if run.dpap is not None else {}
+        if run.baseline is not None:
+            run.baseline.end_epoch()
         test_acc = evaluate(run.model, run.data.x_test, run.data.y_test, run.kind,
                             run.cfg.time_steps, run.device)
         row = history_row(run, loss, train_acc, test_acc, time.perf_counter() - t0)

@@ -1,0 +1,50 @@
+"""Plasticity ablation (paper Fig. 4H): DPAP with BCM (default) vs Hebb vs STDP as the
+synaptic importance, same settings and seeds; accuracy and fraction pruned.
+
+    .venv/bin/python benchmarks/bench_plasticity.py [--dataset digits --model snn-digits] [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+
+from common import load_bench_data, run_and_measure, write_results
+from dpap_deploy.training import TrainConfig
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", default="digits")
+    ap.add_argument("--model", default="snn-digits")
+    ap.add_argument("--epochs", type=int, default=60)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--train-subset", type=int)
+    ap.add_argument("--test-subset", type=int)
+    ap.add_argument("--quick", action="store_true", help="1 seed, 15 epochs")
+    ap.add_argument("--out")
+    args = ap.parse_args(argv)
+    seeds, epochs = (args.seeds[:1], 15) if args.quick else (args.seeds, args.epochs)
+    data = load_bench_data(args.dataset, args.train_subset, args.test_subset)
+    rows = []
+    for rule in ("bcm", "hebb", "stdp"):
+        for seed in seeds:
+            cfg = TrainConfig(dataset=args.dataset, model=args.model, epochs=epochs, seed=seed,
+                              device="cpu", dpap_config={"rule": rule})
+            rows.append(dict(run_and_measure(cfg, data, rule), rule=rule))
+            print(f"{rule} seed {seed}: final {rows[-1]['final_acc']:.4f}, removed "
+                  f"{rows[-1]['params_removed']:.1%}, {rows[-1]['wall_s']:.0f}s", flush=True)
+    print(f"\n{args.model} on {args.dataset}, {epochs} epochs, seeds {seeds}")
+    print(f"{'rule':6s} {'final acc':>10s} {'best acc':>9s} {'removed':>8s} {'s/run':>6s}")
+    for rule in ("bcm", "hebb", "stdp"):
+        rs = [r for r in rows if r["rule"] == rule]
+        m = lambda k: statistics.mean(r[k] for r in rs)  # noqa: E731
+        print(f"{rule:6s} {100 * m('final_acc'):9.2f}% {100 * m('best_acc'):8.2f}% "
+              f"{100 * m('params_removed'):7.1f}% {m('wall_s'):6.0f}")
+    write_results(args.out or f"benchmarks/results/plasticity_{args.dataset}_{args.model}.json",
+                  {"args": vars(args), "runs": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
