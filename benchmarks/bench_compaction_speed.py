@@ -15,15 +15,12 @@ when its first layer keeps all its channels.
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import sys
 import tempfile
-from pathlib import Path
 
 import torch
 
-from common import digits_28, interleaved_medians, median
+from common import digits_28, interleaved_medians, median, write_results
 from dpap_deploy.compaction import compact, masks_from_dpap_state
 from dpap_deploy.compaction.compact import outputs
 from dpap_deploy.counting import fanout
@@ -94,11 +91,7 @@ def main(argv=None) -> int:
               f"{r['throughput_masked']:9.0f} {r['throughput_compact']:9.0f} {r['speedup']:8.2f} "
               f"{r['mac_ratio']:9.2f} {r['speedup_over_ratio']:8.2f} "
               f"{r['neuron_update_ratio']:12.2f}", flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"torch_threads": torch.get_num_threads(), "results": results},
-                              indent=2) + "\n")
-    print(f"wrote {out}")
+    write_results(args.out, {"torch_threads": torch.get_num_threads(), "results": results})
     return 0
 
 

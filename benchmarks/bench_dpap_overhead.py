@@ -15,14 +15,12 @@ the pixels; the 8x8 defaults get the digits as they are.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-from common import digits_28, interleaved_medians, median
+from common import digits_28, interleaved_medians, median, write_results
 from dpap_deploy.data import Dataset, load_dataset
 from dpap_deploy.training import TrainConfig, build_run, train_epoch
 
@@ -77,11 +75,7 @@ def main(argv=None) -> int:
         print(f"{model:12s} {'x'.join(map(str, r['input'])):>10s} {r['samples_per_epoch']:8d} "
               f"{r['median_s_baseline']:11.3f} {r['median_s_dpap']:8.3f} {r['ratio']:6.3f}",
               flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"torch_threads": torch.get_num_threads(), "results": results},
-                              indent=2) + "\n")
-    print(f"wrote {out}")
+    write_results(args.out, {"torch_threads": torch.get_num_threads(), "results": results})
     return 0
 
 

@@ -11,14 +11,13 @@ time steps per second of each and the ratio; both runs' output spikes must agree
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
+from common import write_results
 from dpap_deploy.compaction import compact, deployment_graph, masks_from_dpap_state
 from dpap_deploy.exporters.nir_graph import to_nir
 from dpap_deploy.exporters.nir_to_lava import LavaNetwork
@@ -64,10 +63,7 @@ def main(argv=None) -> int:
     print(f"{'masked':8s} {res['params_masked']:8d} {res['steps_per_s_masked']:13.1f}")
     print(f"{'compact':8s} {res['params_compact']:8d} {res['steps_per_s_compact']:13.1f}")
     print(f"speedup {res['speedup']:.2f}x; identical output spikes: {res['outputs_identical']}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_results(args.out, res)
     return 0
 
 

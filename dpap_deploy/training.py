@@ -169,8 +169,11 @@ class Run:
         _, layers = find_prunable_layers(self.model, self.data.x_train[:2].to(self.device))
         return [layer_stats(layer) for layer in layers]
 
-    def params_removed_fraction(self) -> float:
-        return self.pruner.params_removed_fraction() if self.pruner is not None else 0.0
+    def params_removed_fraction(self, stats: list[dict] | None = None) -> float:
+        """Parameters removed by pruning over all parameters of the model."""
+        stats = self.layer_stats() if stats is None else stats
+        total = sum(p.numel() for p in self.model.parameters())
+        return sum(s["params_total"] - s["params_kept"] for s in stats) / total
 
 
 def build_run(cfg: TrainConfig, data: Dataset | None = None) -> Run:
@@ -276,7 +279,7 @@ def history_row(run: Run, loss: float, train_acc: float, test_acc: float, wall: 
     stats = run.layer_stats()
     row["params_kept"] = sum(s["params_kept"] for s in stats) + \
         sum(p.numel() for p in run.model.parameters()) - sum(s["params_total"] for s in stats)
-    row["params_removed_fraction"] = run.params_removed_fraction()
+    row["params_removed_fraction"] = run.params_removed_fraction(stats)
     for s in stats:
         row[f"{s['name']}:neurons_kept"] = s["neurons_kept"]
         row[f"{s['name']}:synapses_kept"] = s["synapses_kept"]

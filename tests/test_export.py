@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from dpap_deploy.data import Dataset, load_dataset
+from dpap_deploy.data import load_dataset
 from dpap_deploy.errors import ParityError, UnsupportedModelError
 from dpap_deploy.exporters import ExportJob, export
 from dpap_deploy.neurons import lif

@@ -7,7 +7,7 @@ from torch import nn
 
 from dpap_deploy.checkpoint import load_checkpoint
 from dpap_deploy.data import Dataset, load_dataset
-from dpap_deploy.dpap import DPAP, DPAPConfig, SurvivalParams
+from dpap_deploy.dpap import DPAP, DPAPConfig
 from dpap_deploy.neurons import lif, run_snn
 from dpap_deploy.training import TrainConfig, restore_run, train
 
