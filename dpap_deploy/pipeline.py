@@ -195,7 +195,11 @@ def train_and_export(cfg, target: str, out: str | Path, resume: bool = False,
                      progress: bool = True, log=None, explicit=None,
                      max_samples: int | None = None) -> dict[str, Any]:
     """Train with DPAP, compact, export, verify, report: the whole path in one call."""
+    from .exporters import check_target
     from .training import train
+    from .zoo import ZOO
+    if cfg.model in ZOO:
+        check_target(target, ZOO[cfg.model].kind)     # refuse before training, not after
     out = Path(out)
     run = train(cfg, out, resume=resume, progress=progress, log=log, explicit=explicit)
     write_report(out, run_report(run))

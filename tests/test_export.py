@@ -132,6 +132,12 @@ def test_targets_refuse_what_they_cannot_take(ann_run, tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert "'loihi-sim' takes SNN models" in r.stderr and "--target onnx" in r.stderr
+    import time
+    t0 = time.perf_counter()
+    r = _cli("train-and-export", "--model", "ann-digits", "--target", "netx", "--out",
+             str(tmp_path / "b"))
+    assert r.returncode == 2 and "'netx' takes SNN models" in r.stderr
+    assert time.perf_counter() - t0 < 30 and not (tmp_path / "b" / "checkpoint.pt").exists()
     maxpool_snn = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), lif(), nn.MaxPool2d(2),
                                 nn.Flatten(), nn.Linear(64, 3), lif())
     d = load_dataset("digits")
