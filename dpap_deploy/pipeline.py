@@ -134,8 +134,8 @@ def write_human_report(run_dir: str | Path, baseline: str | Path | None = None) 
         if report.get("baseline_run") and (Path(report["baseline_run"]) / HISTORY).exists():
             base_hist = read_history(Path(report["baseline_run"]) / HISTORY)
         made.append(plots.plot_accuracy(history, run_dir / "plots/accuracy.png", base_hist))
-        names = [l["name"] for l in report["pruning"]["layers"]]
-        made.append(plots.plot_params_per_layer(history, names, run_dir / "plots/params_per_layer.png"))
+        layers = [(l["name"], l["kind"]) for l in report["pruning"]["layers"]]
+        made.append(plots.plot_params_per_layer(history, layers, run_dir / "plots/params_per_layer.png"))
     state = _dpap_state(run_dir, report)
     if state is not None:
         made.append(plots.plot_survival(state, run_dir / "plots/survival.png"))

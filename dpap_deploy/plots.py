@@ -51,13 +51,14 @@ def plot_accuracy(history: list[dict], path: Path, baseline: list[dict] | None =
     return _save(fig, path)
 
 
-def plot_params_per_layer(history: list[dict], layer_names: list[str], path: Path) -> Path:
+def plot_params_per_layer(history: list[dict], layers: list[tuple[str, str]], path: Path) -> Path:
+    """``layers``: ``(name, kind)`` pairs, e.g. ``("7", "linear")``."""
     fig, ax = plt.subplots(figsize=(6, 3.6))
     epochs = _col(history, "epoch")
-    for name in layer_names:
+    for name, kind in layers:
         key = f"{name}:params_kept"
         if key in history[0]:
-            ax.plot(epochs, _col(history, key), label=f"layer {name}")
+            ax.plot(epochs, _col(history, key), label=f"layer {name} ({kind})")
     ax.set_yscale("log")
     ax.set_xlabel("epoch")
     ax.set_ylabel("parameters alive")
