@@ -181,3 +181,29 @@ def test_train_and_export_default_command(tmp_path):
     assert stored == rep["params"]["deploy_nonzero_weights"] == e["synapses"]
     for f in ("report.md", "history.csv", "checkpoint.pt", "compact.pt", "plots/accuracy.png"):
         assert (out / f).exists(), f
+
+
+def test_lava_is_stopped_when_a_run_fails(tmp_path):
+    """An exception after Lava started must not leave its processes hanging the interpreter."""
+    script = tmp_path / "fail.py"
+    script.write_text('''
+import torch
+from dpap_deploy.compaction import deployment_graph
+from dpap_deploy.exporters.nir_graph import to_nir
+from dpap_deploy.exporters.nir_to_lava import LavaNetwork
+from dpap_deploy.lava_compat import import_lava_runtime
+from dpap_deploy.zoo import build_model
+import_lava_runtime()
+from lava.magma.core.process.variable import Var
+
+def boom(self, *args, **kwargs):
+    raise RuntimeError("boom after the run started")
+
+Var.get = boom                      # fails inside the try, after Lava has run
+model, _ = build_model("snn-digits", (1, 8, 8), 10)
+x = torch.rand(3, 1, 8, 8)
+folded = deployment_graph(model.eval(), x)
+LavaNetwork(to_nir(folded, x[:2], 8), 8).run(x.numpy())
+''')
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "boom after the run started" in r.stderr
