@@ -9,6 +9,7 @@ reused; binned frames are cached there too.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -27,6 +28,9 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="2000/500 samples, 12 epochs")
+    ap.add_argument("--dpap-config", type=json.loads, default=None,
+                    help='DPAP options as JSON, e.g. \'{"linear": {"beta": 4, "warmup": 2}}\' '
+                         "(a short-run schedule; the defaults are calibrated for 60 epochs)")
     ap.add_argument("--out")
     args = ap.parse_args(argv)
     if args.quick:
@@ -42,7 +46,8 @@ def main(argv=None) -> int:
     rows = []
     for dpap in (True, False):
         cfg = TrainConfig(dataset="nmnist", data_root=str(root), model="snn-mnist", epochs=args.epochs,
-                          batch_size=64, seed=args.seed, device="cpu", dpap=dpap)
+                          batch_size=64, seed=args.seed, device="cpu", dpap=dpap,
+                          dpap_config=args.dpap_config if dpap else None)
         rows.append(run_and_measure(cfg, data, "dpap" if dpap else "none"))
         print(f"{rows[-1]['label']}: final {rows[-1]['final_acc']:.4f}, removed "
               f"{rows[-1]['params_removed']:.1%}, {rows[-1]['wall_s']:.0f}s", flush=True)

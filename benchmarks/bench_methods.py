@@ -17,6 +17,7 @@ sample with non-zero weights, and epochs to reach the no-pruning run's best accu
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 
@@ -37,6 +38,9 @@ def main(argv=None) -> int:
     ap.add_argument("--train-subset", type=int)
     ap.add_argument("--test-subset", type=int)
     ap.add_argument("--quick", action="store_true", help="1 seed, 15 epochs, small subsets")
+    ap.add_argument("--dpap-config", type=json.loads, default=None,
+                    help='DPAP options as JSON, e.g. \'{"linear": {"beta": 4, "warmup": 2}}\' '
+                         "(a short-run schedule; the defaults are calibrated for 60 epochs)")
     ap.add_argument("--out")
     args = ap.parse_args(argv)
     if args.quick:
@@ -47,7 +51,7 @@ def main(argv=None) -> int:
                 batch_size=args.batch_size, device="cpu")
     rows = []
     for seed in args.seeds:
-        dp = run_and_measure(TrainConfig(**base, seed=seed), data, "dpap")
+        dp = run_and_measure(TrainConfig(**base, seed=seed, dpap_config=args.dpap_config), data, "dpap")
         target, window = dp["params_removed"], dpap_window(dp["removed_curve"])
         runs = {"dpap": dp, "none": run_and_measure(TrainConfig(**base, seed=seed, dpap=False), data, "none")}
         for m in ("magnitude", "random"):
