@@ -9,12 +9,11 @@ reused; binned frames are cached there too.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
-from common import run_and_measure, write_results
+from common import add_dpap_config_arg, run_and_measure, write_results
 from dpap_deploy.data import load_dataset
 from dpap_deploy.data.saccade import write_nmnist_tree
 from dpap_deploy.training import TrainConfig
@@ -28,9 +27,7 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="2000/500 samples, 12 epochs")
-    ap.add_argument("--dpap-config", type=json.loads, default=None,
-                    help='DPAP options as JSON, e.g. \'{"linear": {"beta": 4, "warmup": 2}}\' '
-                         "(a short-run schedule; the defaults are calibrated for 60 epochs)")
+    add_dpap_config_arg(ap)
     ap.add_argument("--out")
     args = ap.parse_args(argv)
     if args.quick:

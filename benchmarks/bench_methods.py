@@ -17,11 +17,11 @@ sample with non-zero weights, and epochs to reach the no-pruning run's best accu
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 
-from common import dpap_window, epochs_to_reach, load_bench_data, run_and_measure, write_results
+from common import (add_dpap_config_arg, dpap_window, epochs_to_reach, load_bench_data,
+                    run_and_measure, write_results)
 from dpap_deploy.training import TrainConfig
 
 METHODS = ("dpap", "none", "magnitude", "random")
@@ -38,9 +38,7 @@ def main(argv=None) -> int:
     ap.add_argument("--train-subset", type=int)
     ap.add_argument("--test-subset", type=int)
     ap.add_argument("--quick", action="store_true", help="1 seed, 15 epochs, small subsets")
-    ap.add_argument("--dpap-config", type=json.loads, default=None,
-                    help='DPAP options as JSON, e.g. \'{"linear": {"beta": 4, "warmup": 2}}\' '
-                         "(a short-run schedule; the defaults are calibrated for 60 epochs)")
+    add_dpap_config_arg(ap)
     ap.add_argument("--out")
     args = ap.parse_args(argv)
     if args.quick:

@@ -96,3 +96,11 @@ def write_results(path: str, payload: dict) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"wrote {out}")
+
+
+def add_dpap_config_arg(ap) -> None:
+    """``--dpap-config JSON``: DPAP options for short runs (the presets assume ~60 epochs)."""
+    import json
+    ap.add_argument("--dpap-config", type=json.loads, default=None,
+                    help='DPAP options as JSON, e.g. \'{"linear": {"beta": 4, "warmup": 2}}\' '
+                         "(a short-run schedule; the defaults are calibrated for 60 epochs)")

@@ -95,8 +95,8 @@ def test_compacted_and_folded_equal_masked_for_every_zoo_model(name, shape):
             (ref - act_small[lp.name]).abs().max() < 1e-5
         assert kind == "ann" or lp.name == res.plan.layers[-1].name or ref.sum() > 0
     small_layers = find_prunable_layers(res.model, x[:2])[1]
-    assert sum(p.numel() for p in res.model.parameters()) == \
-        _expected_params(layers, res.plan) + _other_params(model)
+    # zoo models hold parameters only in Conv2d / Linear / BatchNorm
+    assert sum(p.numel() for p in res.model.parameters()) == _expected_params(layers, res.plan)
     for lp, sl in zip(res.plan.layers, small_layers):
         assert sl.n_out == len(lp.keep_out) and sl.n_in == len(lp.keep_in)
     for layer, lp in zip(layers, res.plan.layers):   # kept units are never pruned ones
@@ -106,10 +106,6 @@ def test_compacted_and_folded_equal_masked_for_every_zoo_model(name, shape):
     assert not any(isinstance(m, (nn.BatchNorm2d, nn.AvgPool2d)) for m in folded.modules())
     c = outputs(folded, x, kind, 8)
     assert torch.equal(a, c) if kind == "snn" else (a - c).abs().max() < 1e-4
-
-
-def _other_params(model):
-    return 0   # zoo models hold parameters only in Conv2d / Linear / BatchNorm
 
 
 def _masked_copy(model, x, masks):
