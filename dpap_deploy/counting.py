@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .compaction.fold import _pair
 from .dpap.layers import call_order, find_prunable_layers
 
 PJ_PER_AC = 0.9
@@ -48,10 +49,6 @@ def fanout(layer: nn.Module, in_shape: tuple[int, ...], nonzero: bool = True) ->
     ph, pw = _pair(layer.padding)
     fo = full[:, ph:ph + h, pw:pw + wd]
     return F.pad(fo, (0, wd - fo.shape[2], 0, h - fo.shape[1]))  # never reached: fan-out 0
-
-
-def _pair(v) -> tuple[int, int]:
-    return (v, v) if isinstance(v, int) else tuple(v)
 
 
 @dataclass
