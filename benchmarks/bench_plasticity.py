@@ -9,7 +9,8 @@ import argparse
 import statistics
 import sys
 
-from common import load_bench_data, run_and_measure, write_results
+from common import (add_dpap_config_arg, load_bench_data, merge_dpap_config, run_and_measure,
+                    write_results)
 from dpap_deploy.training import TrainConfig
 
 
@@ -22,6 +23,7 @@ def main(argv=None) -> int:
     ap.add_argument("--train-subset", type=int)
     ap.add_argument("--test-subset", type=int)
     ap.add_argument("--quick", action="store_true", help="1 seed, 15 epochs")
+    add_dpap_config_arg(ap)
     ap.add_argument("--out")
     args = ap.parse_args(argv)
     seeds, epochs = (args.seeds[:1], 15) if args.quick else (args.seeds, args.epochs)
@@ -30,7 +32,7 @@ def main(argv=None) -> int:
     for rule in ("bcm", "hebb", "stdp"):
         for seed in seeds:
             cfg = TrainConfig(dataset=args.dataset, model=args.model, epochs=epochs, seed=seed,
-                              device="cpu", dpap_config={"rule": rule})
+                              device="cpu", dpap_config=merge_dpap_config(args.dpap_config, {"rule": rule}))
             rows.append(dict(run_and_measure(cfg, data, rule), rule=rule))
             print(f"{rule} seed {seed}: final {rows[-1]['final_acc']:.4f}, removed "
                   f"{rows[-1]['params_removed']:.1%}, {rows[-1]['wall_s']:.0f}s", flush=True)

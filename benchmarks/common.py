@@ -104,3 +104,12 @@ def add_dpap_config_arg(ap) -> None:
     ap.add_argument("--dpap-config", type=json.loads, default=None,
                     help='DPAP options as JSON, e.g. \'{"linear": {"beta": 4, "warmup": 2}}\' '
                          "(a short-run schedule; the defaults are calibrated for 60 epochs)")
+
+
+def merge_dpap_config(base: dict | None, override: dict) -> dict:
+    """``base`` (a ``--dpap-config``) with ``override`` on top; per-kind tables are merged key
+    by key, so ``{"linear": {"eta": 4}}`` keeps the base's other linear parameters."""
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in (base or {}).items()}
+    for k, v in override.items():
+        out[k] = {**out.get(k, {}), **v} if isinstance(v, dict) else v
+    return out

@@ -37,7 +37,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
                    help="prune with a baseline instead of DPAP (with --no-dpap --prune-target F)")
     p.add_argument("--prune-target", type=float, help="baseline: fraction of parameters to remove")
     p.add_argument("--rule", choices=["bcm", "hebb", "stdp"], help="plasticity rule (default bcm)")
-    p.add_argument("--preset", help="DPAP preset: default, conv-pruning, ann, minmax")
+    p.add_argument("--preset", help="DPAP preset: default, conv-pruning, ann, short (~10-20 epochs), minmax")
     p.add_argument("--config", help="TOML or JSON file with training options and a [dpap] table")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--out", required=True, help="run directory")

@@ -145,3 +145,32 @@ def test_prune_decisions():
 def test_warmup():
     p = SurvivalParams(epsilon=1.0, eta=1.0, warmup=3)
     assert [survival.in_warmup(e, p) for e in range(5)] == [True, True, True, False, False]
+
+
+def _epochs_to_death_at_zero_importance(p: SurvivalParams, epochs: int = 200):
+    """Drive Eq 12-17 with the worst evidence (normalised importance 0 every epoch)."""
+    F, alive = torch.full((1,), p.beta, dtype=f64), torch.tensor([True])
+    for epoch in range(epochs):
+        if not survival.in_warmup(epoch, p):
+            F = survival.update_survival(F, t([0.0]), alive, p, epoch)
+        if survival.prune_decisions(F, alive).item():
+            return epoch
+    return None
+
+
+@pytest.mark.parametrize("name", ["default", "short"])
+def test_preset_claims_conv_survives_linear_can_die(name):
+    # docs/method.md: under these presets conv survival values cannot reach 0, linear ones can
+    from dpap_deploy.dpap.config import preset
+    cfg = preset(name)
+    assert _epochs_to_death_at_zero_importance(cfg.conv) is None
+    died = _epochs_to_death_at_zero_importance(cfg.linear)
+    assert died is not None
+    # "short" prunes within a ~15-epoch run, "default" only later in a ~60-epoch one
+    assert (died < 8) if name == "short" else (10 <= died < 30)
+
+
+def test_short_preset_equals_its_json_spelling():
+    from dpap_deploy.dpap.config import DPAPConfig, preset
+    spelled = {"conv": {"warmup": 2, "beta": 3, "eta": 3}, "linear": {"warmup": 2, "beta": 3, "eta": 3}}
+    assert DPAPConfig.from_dict(spelled) == preset("short") == DPAPConfig.from_dict({"preset": "short"})
