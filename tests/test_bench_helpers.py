@@ -34,3 +34,23 @@ def test_window_and_convergence():
     assert dpap_window([0, 0, 0.3, 0.5, 0.55, 0.6]) == [2, 5]
     assert epochs_to_reach([0.5, 0.7, 0.9], 0.7) == 2
     assert epochs_to_reach([0.5, 0.7], 0.9) is None
+
+
+def test_plot_results_writes_a_figure_per_result(tmp_path):
+    import json
+    import plot_results
+    res = tmp_path / "results"
+    res.mkdir()
+    run = lambda label, acc, rem: {"label": label, "seed": 0, "final_acc": acc[-1],  # noqa: E731
+                                   "acc_curve": acc, "removed_curve": rem}
+    args = {"model": "snn-digits", "dataset": "digits", "epochs": 3, "train_subset": None}
+    (res / "methods_digits_snn-digits.json").write_text(json.dumps({"args": args, "runs": [
+        run("dpap", [0.5, 0.8, 0.9], [0, 0.3, 0.5]), run("none", [0.5, 0.8, 0.91], [0, 0, 0])]}))
+    (res / "sweep_digits_snn-digits.json").write_text(json.dumps({"args": args, "runs": [
+        dict(run("none", [0.9], [0]), epsilon=None, eta=None, params_removed=0.0),
+        dict(run("a", [0.89], [0.4]), epsilon=1.0, eta=13, params_removed=0.4)]}))
+    assert plot_results.main(["--results", str(res), "--out", str(tmp_path / "img")]) == 0
+    pngs = sorted(p.name for p in (tmp_path / "img").glob("*.png"))
+    assert pngs == ["methods_digits_snn-digits.png", "sweep.png"]
+    assert all((tmp_path / "img" / p).read_bytes()[:4] == b"\x89PNG" for p in pngs)
+    assert plot_results.main(["--results", str(tmp_path / "missing")]) == 1

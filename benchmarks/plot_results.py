@@ -1,0 +1,99 @@
+"""Figures for docs/results.md from the benchmarks' JSON results.
+
+    .venv/bin/python benchmarks/plot_results.py [--results benchmarks/results] [--out docs/img]
+
+- ``methods_<name>.png`` for every ``methods_*.json``: test accuracy per epoch of DPAP, no
+  pruning, magnitude and random pruning (first seed of the file), and the fraction removed.
+- ``sweep.png``: final accuracy vs fraction removed for every ``sweep_*.json``, one panel per
+  file, with the unpruned run as a line (paper Fig. 2G-I).
+Files that are missing are skipped; the figures written are listed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from dpap_deploy.plots import _save, plt
+
+STYLE = {"dpap": ("C0", "-", "DPAP"), "none": ("k", "--", "no pruning"),
+         "magnitude": ("C1", "-", "magnitude"), "random": ("C2", "-", "random")}
+
+
+def plot_methods(result: dict, title: str, path: Path) -> Path:
+    seed = result["runs"][0]["seed"]
+    runs = {r["label"]: r for r in result["runs"] if r["seed"] == seed}
+    fig, (ax, bx) = plt.subplots(2, 1, figsize=(6, 5.2), sharex=True,
+                                 gridspec_kw={"height_ratios": [2, 1]})
+    for label, (color, ls, name) in STYLE.items():
+        if label not in runs:
+            continue
+        r = runs[label]
+        epochs = range(1, len(r["acc_curve"]) + 1)
+        ax.plot(epochs, [100 * a for a in r["acc_curve"]], ls, color=color,
+                label=f"{name} ({100 * r['final_acc']:.2f}%)")
+        bx.plot(epochs, [100 * f for f in r["removed_curve"]], ls, color=color)
+    lo = min(100 * a for r in runs.values() for a in r["acc_curve"][len(r["acc_curve"]) // 3:])
+    ax.set_ylim(max(lo - 1, 0), None)   # random pruning's dip would flatten the rest
+    ax.set_ylabel("test accuracy (%)")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(f"{title}, seed {seed}", fontsize=10)
+    bx.set_ylabel("removed (%)")
+    bx.set_xlabel("epoch")
+    bx.set_ylim(0, 100)
+    return _save(fig, path)
+
+
+def plot_sweeps(results: list[tuple[str, dict]], path: Path) -> Path:
+    fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.4), squeeze=False)
+    for ax, (title, res) in zip(axes[0], results):
+        base = next(r for r in res["runs"] if r["epsilon"] is None)
+        pts = [r for r in res["runs"] if r["epsilon"] is not None]
+        ax.axhline(100 * base["final_acc"], color="k", ls="--", lw=1, label="no pruning")
+        ax.scatter([100 * r["params_removed"] for r in pts], [100 * r["final_acc"] for r in pts])
+        labels: dict[tuple[float, float], list[str]] = {}   # points that coincide share a label
+        for r in pts:
+            xy = (round(100 * r["params_removed"], 1), round(100 * r["final_acc"], 2))
+            labels.setdefault(xy, []).append(f"{r['epsilon']:g}/{r['eta']:g}")
+        for xy, names in labels.items():
+            ax.annotate(", ".join(names), xy, fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.set_xlabel("parameters removed (%)")
+        ax.set_ylabel("final test accuracy (%)")
+        ax.set_xlim(-3, 100)
+        ax.set_ylim(100 * base["final_acc"] - 2, 100 * base["final_acc"] + 1.5)
+        ax.set_title(title, fontsize=9)
+        ax.legend(loc="lower left", fontsize=7)
+    return _save(fig, path)
+
+
+def title_of(res: dict) -> str:
+    a = res["args"]
+    n = f", {a['train_subset']} train" if a.get("train_subset") else ""
+    return f"{a['model']} on {a['dataset']}{n}, {a['epochs']} epochs"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--results", default="benchmarks/results")
+    ap.add_argument("--out", default="docs/img")
+    args = ap.parse_args(argv)
+    src, out = Path(args.results), Path(args.out)
+    if not src.is_dir():
+        print(f"no results folder {src}: run the benchmarks first (see docs/results.md)")
+        return 1
+    written = []
+    for f in sorted(src.glob("methods_*.json")):
+        res = json.loads(f.read_text())
+        written.append(plot_methods(res, title_of(res), out / f"{f.stem}.png"))
+    sweeps = [(title_of(r).replace(", ", "\n", 1) + " (labels: linear eps/eta)", r)
+              for r in (json.loads(f.read_text()) for f in sorted(src.glob("sweep_*.json")))]
+    if sweeps:
+        written.append(plot_sweeps(sweeps, out / "sweep.png"))
+    for w in written:
+        print(f"wrote {w}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
