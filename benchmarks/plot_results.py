@@ -1,6 +1,7 @@
 """Figures for docs/results.md from the benchmarks' JSON results.
 
     .venv/bin/python benchmarks/plot_results.py [--results benchmarks/results] [--out docs/img]
+        [--only STEM ...]   (e.g. --only methods_digits_snn-digits: only those result files)
 
 - ``methods_<name>.png`` for every ``methods_*.json``: test accuracy per epoch of DPAP, no
   pruning, magnitude and random pruning (first seed of the file), and the fraction removed.
@@ -77,17 +78,21 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--results", default="benchmarks/results")
     ap.add_argument("--out", default="docs/img")
+    ap.add_argument("--only", nargs="+", metavar="STEM",
+                    help="result file names without .json; sweeps go into one figure")
     args = ap.parse_args(argv)
     src, out = Path(args.results), Path(args.out)
     if not src.is_dir():
         print(f"no results folder {src}: run the benchmarks first (see docs/results.md)")
         return 1
+    keep = (lambda f: f.stem in args.only) if args.only else (lambda f: True)
     written = []
-    for f in sorted(src.glob("methods_*.json")):
+    for f in filter(keep, sorted(src.glob("methods_*.json"))):
         res = json.loads(f.read_text())
         written.append(plot_methods(res, title_of(res), out / f"{f.stem}.png"))
+    sweep_files = filter(keep, sorted(src.glob("sweep_*.json")))
     sweeps = [(title_of(r).replace(", ", "\n", 1) + " (labels: linear eps/eta)", r)
-              for r in (json.loads(f.read_text()) for f in sorted(src.glob("sweep_*.json")))]
+              for r in (json.loads(f.read_text()) for f in sweep_files)]
     if sweeps:
         written.append(plot_sweeps(sweeps, out / "sweep.png"))
     for w in written:
