@@ -35,10 +35,12 @@ def plot_methods(result: dict, title: str, path: Path) -> Path:
         ax.plot(epochs, [100 * a for a in r["acc_curve"]], ls, color=color,
                 label=f"{name} ({100 * r['final_acc']:.2f}%)")
         bx.plot(epochs, [100 * f for f in r["removed_curve"]], ls, color=color)
-    lo = min(100 * a for r in runs.values() for a in r["acc_curve"][len(r["acc_curve"]) // 3:])
-    ax.set_ylim(max(lo - 1, 0), None)   # random pruning's dip would flatten the rest
+    lo = min(100 * a for r in runs.values() for a in r["acc_curve"][-max(1, len(r["acc_curve"]) // 3):])
+    hi = max(100 * a for r in runs.values() for a in r["acc_curve"])
+    lo = max(lo - 1, 0)                  # random pruning's dip would flatten the rest
+    ax.set_ylim(lo, hi + 0.4 * (hi - lo))  # room for the legend above the curves
     ax.set_ylabel("test accuracy (%)")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper left", ncol=2, fontsize=8)
     ax.set_title(f"{title}, seed {seed}", fontsize=10)
     bx.set_ylabel("removed (%)")
     bx.set_xlabel("epoch")
