@@ -2,9 +2,10 @@
 convergence (epochs to reach the no-pruning run's best accuracy).
 
     .venv/bin/python benchmarks/bench_methods.py --dataset digits --model snn-digits
-    .venv/bin/python benchmarks/bench_methods.py --dataset fashion-mnist --model ann-lenet --epochs 15
+    .venv/bin/python benchmarks/bench_methods.py --dataset fashion-mnist --model ann-lenet \\
+        --epochs 15 --dpap-config '{"preset": "short"}'
     .venv/bin/python benchmarks/bench_methods.py --dataset fashion-mnist --model snn-mnist \\
-        --train-subset 10000 --test-subset 2000 --epochs 15
+        --train-subset 20000 --epochs 12 --dpap-config '{"preset": "short"}'
     ... --quick   (1 seed, few epochs: a smoke run)
 
 For each seed: DPAP first; its final fraction of removed parameters is the target of the
