@@ -17,11 +17,10 @@ sample with non-zero weights, and epochs to reach the no-pruning run's best accu
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 
-from common import (add_dpap_config_arg, dpap_window, epochs_to_reach, load_bench_data,
+from common import (bench_parser, dpap_window, epochs_to_reach, load_bench_data,
                     run_and_measure, write_results)
 from dpap_deploy.training import TrainConfig
 
@@ -29,18 +28,8 @@ METHODS = ("dpap", "none", "magnitude", "random")
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dataset", default="digits")
-    ap.add_argument("--data-root")
-    ap.add_argument("--model", default="snn-digits")
-    ap.add_argument("--epochs", type=int, default=60)
+    ap = bench_parser(__doc__, "1 seed, 15 epochs, small subsets")
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--train-subset", type=int)
-    ap.add_argument("--test-subset", type=int)
-    ap.add_argument("--quick", action="store_true", help="1 seed, 15 epochs, small subsets")
-    add_dpap_config_arg(ap)
-    ap.add_argument("--out")
     args = ap.parse_args(argv)
     if args.quick:
         args.seeds, args.epochs = args.seeds[:1], 15

@@ -5,29 +5,19 @@ synaptic importance, same settings and seeds; accuracy and fraction pruned.
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 
-from common import (add_dpap_config_arg, load_bench_data, merge_dpap_config, run_and_measure,
+from common import (bench_parser, load_bench_data, merge_dpap_config, run_and_measure,
                     write_results)
 from dpap_deploy.training import TrainConfig
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dataset", default="digits")
-    ap.add_argument("--model", default="snn-digits")
-    ap.add_argument("--epochs", type=int, default=60)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--train-subset", type=int)
-    ap.add_argument("--test-subset", type=int)
-    ap.add_argument("--quick", action="store_true", help="1 seed, 15 epochs")
-    add_dpap_config_arg(ap)
-    ap.add_argument("--out")
+    ap = bench_parser(__doc__, "1 seed, 15 epochs")
     args = ap.parse_args(argv)
     seeds, epochs = (args.seeds[:1], 15) if args.quick else (args.seeds, args.epochs)
-    data = load_bench_data(args.dataset, args.train_subset, args.test_subset)
+    data = load_bench_data(args.dataset, args.train_subset, args.test_subset, args.data_root)
     rows = []
     for rule in ("bcm", "hebb", "stdp"):
         for seed in seeds:

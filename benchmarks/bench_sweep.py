@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from common import (add_dpap_config_arg, load_bench_data, merge_dpap_config, run_and_measure,
+from common import (bench_parser, load_bench_data, merge_dpap_config, run_and_measure,
                     write_results)
 from dpap_deploy.training import TrainConfig
 
@@ -27,23 +27,14 @@ def _grid_point(text: str) -> tuple[float, float]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dataset", default="digits")
-    ap.add_argument("--model", default="snn-digits")
-    ap.add_argument("--epochs", type=int, default=60)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--train-subset", type=int)
-    ap.add_argument("--test-subset", type=int)
-    ap.add_argument("--quick", action="store_true", help="15 epochs, 3 grid points")
+    ap = bench_parser(__doc__, "15 epochs, 3 grid points", many_seeds=False)
     ap.add_argument("--grid", nargs="+", type=_grid_point, metavar="EPS:ETA",
                     help="linear (epsilon, eta) points; default: " +
                          " ".join(f"{e}:{n}" for e, n in GRID))
-    add_dpap_config_arg(ap)
-    ap.add_argument("--out")
     args = ap.parse_args(argv)
     grid = args.grid or (GRID[1:4] if args.quick else GRID)
     epochs = 15 if args.quick else args.epochs
-    data = load_bench_data(args.dataset, args.train_subset, args.test_subset)
+    data = load_bench_data(args.dataset, args.train_subset, args.test_subset, args.data_root)
     base = run_and_measure(TrainConfig(dataset=args.dataset, model=args.model, epochs=epochs,
                                        seed=args.seed, device="cpu", dpap=False), data, "none")
     rows = [dict(base, epsilon=None, eta=None)]

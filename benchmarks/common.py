@@ -113,3 +113,24 @@ def merge_dpap_config(base: dict | None, override: dict) -> dict:
     for k, v in override.items():
         out[k] = {**out.get(k, {}), **v} if isinstance(v, dict) else v
     return out
+
+
+def bench_parser(doc: str, quick_help: str, many_seeds: bool = True):
+    """The options the training benchmarks share: data, model, epochs, seed(s), subsets,
+    ``--quick``, ``--dpap-config`` and ``--out``; a benchmark adds its own after."""
+    import argparse
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--dataset", default="digits")
+    ap.add_argument("--data-root")
+    ap.add_argument("--model", default="snn-digits")
+    ap.add_argument("--epochs", type=int, default=60)
+    if many_seeds:
+        ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    else:
+        ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--train-subset", type=int)
+    ap.add_argument("--test-subset", type=int)
+    ap.add_argument("--quick", action="store_true", help=quick_help)
+    add_dpap_config_arg(ap)
+    ap.add_argument("--out")
+    return ap
