@@ -99,11 +99,11 @@ def write_results(path: str, payload: dict) -> None:
 
 
 def add_dpap_config_arg(ap) -> None:
-    """``--dpap-config JSON``: DPAP options for short runs (the presets assume ~60 epochs)."""
+    """``--dpap-config JSON``: DPAP options, e.g. the ``short`` preset for 10-20 epoch runs."""
     import json
     ap.add_argument("--dpap-config", type=json.loads, default=None,
-                    help='DPAP options as JSON, e.g. \'{"linear": {"beta": 4, "warmup": 2}}\' '
-                         "(a short-run schedule; the defaults are calibrated for 60 epochs)")
+                    help='DPAP options as JSON, e.g. \'{"preset": "short"}\' for runs of 10-20 '
+                         "epochs (the defaults are calibrated for ~60)")
 
 
 def merge_dpap_config(base: dict | None, override: dict) -> dict:

@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from dpap_deploy.plots import _save, plt
+from dpap_deploy.plots import plt, save_figure
 
 STYLE = {"dpap": ("C0", "-", "DPAP"), "none": ("k", "--", "no pruning"),
          "magnitude": ("C1", "-", "magnitude"), "random": ("C2", "-", "random")}
@@ -35,9 +35,10 @@ def plot_methods(result: dict, title: str, path: Path) -> Path:
         ax.plot(epochs, [100 * a for a in r["acc_curve"]], ls, color=color,
                 label=f"{name} ({100 * r['final_acc']:.2f}%)")
         bx.plot(epochs, [100 * f for f in r["removed_curve"]], ls, color=color)
-    lo = min(100 * a for r in runs.values() for a in r["acc_curve"][-max(1, len(r["acc_curve"]) // 3):])
+    # the y range follows the last third of the epochs: random pruning's dip would flatten the rest
+    last_third = [a for r in runs.values() for a in r["acc_curve"][-max(1, len(r["acc_curve"]) // 3):]]
+    lo = max(100 * min(last_third) - 1, 0)
     hi = max(100 * a for r in runs.values() for a in r["acc_curve"])
-    lo = max(lo - 1, 0)                  # random pruning's dip would flatten the rest
     ax.set_ylim(lo, hi + 0.4 * (hi - lo))  # room for the legend above the curves
     ax.set_ylabel("test accuracy (%)")
     ax.legend(loc="upper left", ncol=2, fontsize=8)
@@ -45,7 +46,7 @@ def plot_methods(result: dict, title: str, path: Path) -> Path:
     bx.set_ylabel("removed (%)")
     bx.set_xlabel("epoch")
     bx.set_ylim(0, 100)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_sweeps(results: list[tuple[str, dict]], path: Path) -> Path:
@@ -67,7 +68,7 @@ def plot_sweeps(results: list[tuple[str, dict]], path: Path) -> Path:
         ax.set_ylim(100 * base["final_acc"] - 2, 100 * base["final_acc"] + 1.5)
         ax.set_title(title, fontsize=9)
         ax.legend(loc="lower left", fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def title_of(res: dict) -> str:

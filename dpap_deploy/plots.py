@@ -19,7 +19,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
+    """Lay out, write (creating the folder) and close a figure; returns the path."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -48,7 +49,7 @@ def plot_accuracy(history: list[dict], path: Path, baseline: list[dict] | None =
     ax.set_ylabel("test accuracy (%)")
     ax.legend(loc="lower right")
     ax.set_title("Accuracy during training")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_params_per_layer(history: list[dict], layers: list[tuple[str, str]], path: Path) -> Path:
@@ -68,7 +69,7 @@ def plot_params_per_layer(history: list[dict], layers: list[tuple[str, str]], pa
         ax.text(0.5, 0.5, "history.csv has no per-layer parameter columns", ha="center",
                 transform=ax.transAxes)
     ax.set_title("Alive parameters per layer")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _mean_trajectory(trajs: list[np.ndarray]) -> np.ndarray:
@@ -113,7 +114,7 @@ def plot_survival(dpap_state: dict, path: Path, window: int = 8) -> Path:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8, title="layer (pruned)")
     axes[0].set_ylabel("survival value (mean)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_fc_map(dpap_state: dict, path: Path) -> Path | None:
@@ -134,4 +135,4 @@ def plot_fc_map(dpap_state: dict, path: Path) -> Path | None:
     a1.set_yticks([])
     a1.set_title(f"layer {d['name']}: {int(d['neu_alive'].sum())}/{len(d['neu_alive'])} neurons, "
                  f"{int(kept.sum())}/{kept.size} synapses kept")
-    return _save(fig, path)
+    return save_figure(fig, path)
