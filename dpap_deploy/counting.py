@@ -1,8 +1,8 @@
 """Parameters, synaptic operations and MACs, counted by forward hooks over real inputs
 (method.md section 7).
 
-- **SynOps** (accumulates): for every synaptic layer and time step, each input spike costs its
-  fan-out: the number of synapses it reaches. For a conv this is exact with padding and stride:
+- **SynOps** (accumulates): for every synaptic layer that reads spikes and time step, each input
+  spike costs its fan-out: the number of synapses it reaches. For a conv this is exact with padding and stride:
   the fan-out of input position ``(c, h, w)`` is ``conv_transpose2d`` of an all-ones output map
   with the kernel's support, as sinabs' ``SynOpCounter`` does. Counted for the layers of an
   SNN that receive spikes (every layer but the first); an ``AvgPool2d`` between a neuron layer
@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .compaction.fold import _pair
-from .dpap.layers import call_order, find_prunable_layers
+from .graph import ModelGraph, build_graph, outputs
+from .graph.model_graph import NEURON, POOL, SYNAPSE
 
 PJ_PER_AC = 0.9
 PJ_PER_MAC = 4.6
@@ -37,6 +38,13 @@ def fanout(layer: nn.Module, in_shape: tuple[int, ...], nonzero: bool = True) ->
     support = (w != 0).to(torch.float64) if nonzero else torch.ones_like(w, dtype=torch.float64)
     if isinstance(layer, nn.Linear):
         return support.sum(0)
+    if isinstance(layer, nn.Conv1d):      # a one-row Conv2d
+        conv2 = nn.Conv2d(w.shape[1], w.shape[0], (1, w.shape[2]), stride=(1, layer.stride[0]),
+                          padding=(0, layer.padding[0]), dilation=(1, layer.dilation[0]),
+                          bias=False, device=w.device, dtype=w.dtype)
+        with torch.no_grad():
+            conv2.weight.copy_(w.unsqueeze(2))
+        return fanout(conv2, (in_shape[0], 1, in_shape[1]), nonzero)[:, 0, :]
     _, h, wd = in_shape
     out_h, out_w = F.conv2d(torch.zeros(1, *in_shape, dtype=torch.float64, device=w.device),
                             support, stride=layer.stride, padding=layer.padding,
@@ -77,39 +85,38 @@ class OpsReport:
         return PJ_PER_AC * self.total("synops") + PJ_PER_MAC * self.total("macs")
 
 
-def _spike_multiplicity(calls, layers) -> dict[str, float]:
-    """``k^2`` per AvgPool2d between a layer's neuron and the next synapse."""
-    pos = {c.name: i for i, c in enumerate(calls)}
+def _spike_multiplicity(graph: ModelGraph) -> dict[str, float]:
+    """``k^2`` per average pool between a neuron population and the next synapse: a pooled
+    value ``count / k^2`` stands for ``count`` spikes."""
     mult = {}
-    for prev, cur in zip(layers, layers[1:]):
-        start = pos[prev.neuron_name or prev.bn_name or prev.name]
-        m = 1.0
-        for c in calls[start + 1:pos[cur.name]]:
-            if isinstance(c.module, nn.AvgPool2d):
-                k = c.module.kernel_size
-                m *= float(k * k if isinstance(k, int) else k[0] * k[1])
-        mult[cur.name] = m
+    for layer in graph.layers:
+        m, cur = 1.0, graph.nodes[graph.nodes[layer.node].inputs[0]]
+        while cur.op not in (NEURON, SYNAPSE) and cur.inputs:
+            if cur.op == POOL and cur.attrs.get("pool") == "avg":
+                for k in cur.attrs["kernel"]:
+                    m *= float(k)
+            cur = graph.nodes[cur.inputs[0]]
+        mult[layer.name] = m
     return mult
 
 
 @torch.no_grad()
 def count_ops(model: nn.Module, x: torch.Tensor, time_steps: int = 8,
-              batch_size: int = 256) -> OpsReport:
+              batch_size: int = 256, graph: ModelGraph | None = None) -> OpsReport:
     """Run ``model`` (evaluation mode) on ``x`` and count per sample."""
-    from .compaction.compact import outputs
-    kind, layers = find_prunable_layers(model, x[:2])
-    mult = _spike_multiplicity(call_order(model, x[:2]), layers)
+    graph = graph or build_graph(model, x[:2])
+    kind, layers = graph.kind, graph.layers
+    mult = _spike_multiplicity(graph)
+    spiking_input = _spiking_inputs(graph)
     report = OpsReport(samples=len(x))
-    rows = {}
     cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
     hooks = []
-    for i, layer in enumerate(layers):
+    for layer in layers:
         syn = layer.synapse
         params = sum(p.numel() for p in syn.parameters())
         nz = sum(int(p.count_nonzero()) for p in syn.parameters())
-        spikes = kind == "snn" and i > 0
+        spikes = kind == "snn" and spiking_input[layer.name]
         row = LayerOps(layer.name, layer.kind, "synops" if spikes else "macs", params, nz)
-        rows[layer.name] = row
         report.layers.append(row)
 
         def hook(mod, inputs, row=row, spikes=spikes, m=mult.get(layer.name, 1.0)):
@@ -127,8 +134,7 @@ def count_ops(model: nn.Module, x: torch.Tensor, time_steps: int = 8,
                 row.macs_dense += float(fo_dense.sum()) * inp.shape[0]
         hooks.append(syn.register_forward_hook(lambda mod, inp, out, h=hook: h(mod, inp)))
     try:
-        for s in range(0, len(x), batch_size):
-            outputs(model, x[s:s + batch_size], kind, time_steps)
+        outputs(graph, x, time_steps, batch_size)
     finally:
         for h in hooks:
             h.remove()
@@ -137,6 +143,18 @@ def count_ops(model: nn.Module, x: torch.Tensor, time_steps: int = 8,
         for k in ("synops", "synops_dense", "macs", "macs_dense"):
             setattr(row, k, getattr(row, k) / n)
     return report
+
+
+def _spiking_inputs(graph: ModelGraph) -> dict[str, bool]:
+    """Whether each synapse reads spikes (a neuron upstream) or the raw input (MACs)."""
+    def from_neuron(i: int) -> bool:
+        n = graph.nodes[i]
+        if n.op == NEURON:
+            return n.adapter.kind == "snn"
+        if n.op in ("input", SYNAPSE):
+            return False
+        return bool(n.inputs) and all(from_neuron(j) for j in n.inputs)
+    return {l.name: from_neuron(graph.nodes[l.node].inputs[0]) for l in graph.layers}
 
 
 def param_counts(model: nn.Module) -> tuple[int, int]:

@@ -14,8 +14,8 @@ from typing import Any
 import torch
 
 from .checkpoint import atomic_write_text, load_checkpoint
-from .compaction import compact, deployment_graph, masks_from_dpap_state
-from .dpap import find_prunable_layers
+from .compaction import compact, fold_for_deployment, masks_from_dpap_state
+from .graph import build_graph
 from .counting import PJ_PER_AC, PJ_PER_MAC, OpsReport, count_ops, param_counts
 from .errors import DPAPError
 from .report import run_report, write_report
@@ -72,9 +72,11 @@ def compact_run(source: str | Path, out: str | Path, progress: bool = False) -> 
     xv = x[:VERIFY_SAMPLES]
     masks = masks_from_dpap_state(ckpt["dpap"]) if ckpt.get("dpap") else None
     model = run.model.eval()
-    result = compact(model, xv, masks, time_steps=T)
-    deploy = deployment_graph(result.model, xv, time_steps=T)
-    masked_ops, small_ops = count_ops(model, x, T), count_ops(result.model, x, T)
+    graph = run.dpap.graph if run.dpap is not None else build_graph(model, xv[:2])
+    result = compact(model, xv, masks, time_steps=T, graph=graph)
+    deploy, deploy_graph = fold_for_deployment(result.model, xv, time_steps=T, graph=result.graph)
+    masked_ops = count_ops(model, x, T, graph=graph)
+    small_ops = count_ops(result.model, x, T, graph=result.graph)
     acc_masked = evaluate(model, x, y, kind, T, torch.device("cpu"))
     acc_compact = evaluate(result.model, x, y, kind, T, torch.device("cpu"))
     if acc_masked != acc_compact:
@@ -82,9 +84,8 @@ def compact_run(source: str | Path, out: str | Path, progress: bool = False) -> 
                         f"{acc_masked:.4f}")
     dense, nonzero = param_counts(model)
     c_dense, c_nonzero = param_counts(result.model)
-    weights = lambda m: sum(int(l.synapse.weight.count_nonzero())  # noqa: E731
-                            for l in find_prunable_layers(m, xv[:2])[1])
-    layers = run.dpap.layers if run.dpap is not None else find_prunable_layers(model, xv[:2])[1]
+    weights = lambda g: sum(int(l.synapse.weight.count_nonzero()) for l in g.layers)  # noqa: E731
+    layers = graph.layers
     meta = {"dataset": run.cfg.dataset, "model": run.cfg.model, "time_steps": T,
             "input_shape": list(run.data.input_shape), "n_classes": run.data.n_classes}
     files = [str(save_model(out / "compact.pt", result.model, kind, meta).name),
@@ -93,8 +94,8 @@ def compact_run(source: str | Path, out: str | Path, progress: bool = False) -> 
     report.update({
         "params": {"dense": dense, "nonzero": nonzero, "compact": c_dense,
                    "compact_nonzero": c_nonzero,
-                   "compact_nonzero_weights": weights(result.model),
-                   "deploy_nonzero_weights": weights(deploy)},
+                   "compact_nonzero_weights": weights(result.graph),
+                   "deploy_nonzero_weights": weights(deploy_graph)},
         "ops": _ops_section(masked_ops, small_ops),
         "compaction": {"accuracy_masked": acc_masked, "accuracy_compact": acc_compact,
                        "verified_on": len(xv), "files": files,

@@ -161,12 +161,13 @@ def test_hebb_and_stdp_rules():
 
 
 def test_unsupported_layers_and_shapes_are_named():
-    with pytest.raises(UnsupportedModelError, match="Conv1d.*'0'"):
-        DPAP(nn.Sequential(nn.Conv1d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(12, 2)),
-             torch.zeros(1, 1, 8))
+    with pytest.raises(UnsupportedModelError, match="Conv3d.*'0'"):
+        DPAP(nn.Sequential(nn.Conv3d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(12, 2)),
+             torch.zeros(1, 1, 3, 3, 4))
     with pytest.raises(UnsupportedModelError, match="no spiking neuron"):
         DPAP(nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2), lif()), torch.zeros(1, 4))
-    with pytest.raises(UnsupportedModelError, match="Tanh"):
-        DPAP(nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 2)), torch.zeros(1, 4))
+    with pytest.raises(UnsupportedModelError, match="grouped convolution '0'"):
+        DPAP(nn.Sequential(nn.Conv2d(2, 2, 3, groups=2), nn.ReLU(), nn.Flatten(),
+                           nn.Linear(2, 2)), torch.zeros(1, 2, 3, 3))
     with pytest.raises(DPAPError, match=r"input of shape \(5,\)"):
         DPAP(nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2)), torch.zeros(1, 5))

@@ -26,7 +26,8 @@ from ..errors import CheckpointError, ConfigError
 from . import plasticity, survival
 from .config import DPAPConfig
 from .importance import normalize, spine_importance
-from .layers import Forward, PrunableLayer, default_forward, find_prunable_layers
+from ..graph import ModelGraph, PrunableLayer, build_graph
+from .layers import Forward
 from .masking import apply_masks, layer_param_masks, layer_stats
 from .traces import population_activity, update_trace
 
@@ -65,12 +66,13 @@ class _Recorder:
 class DPAP:
     """Developmental-plasticity-inspired adaptive pruning of one model."""
 
-    def __init__(self, model: nn.Module, example_input: torch.Tensor,
-                 config: DPAPConfig | None = None, forward: Forward = default_forward,
-                 seed: int = 0) -> None:
+    def __init__(self, model: nn.Module, example_input: torch.Tensor | None = None,
+                 config: DPAPConfig | None = None, forward: Forward | None = None,
+                 seed: int = 0, graph: ModelGraph | None = None) -> None:
         self.model = model
         self.config = config or DPAPConfig()
-        self.kind, self.layers = find_prunable_layers(model, example_input, forward)
+        self.graph = graph if graph is not None else build_graph(model, example_input, forward)
+        self.kind, self.layers = self.graph.kind, self.graph.layers
         if self.config.rule == "stdp" and self.kind == "ann":
             raise ConfigError("plasticity rule 'stdp' needs spike timing and an ANN has no time "
                               "axis; use rule 'bcm' (default) or 'hebb'")
@@ -142,10 +144,14 @@ class DPAP:
         return hook
 
     def _post_hook(self, i: int, relu: bool):
+        node = self.graph.nodes[self.layers[i].neuron_node] if not relu else None
+        adapter = node.adapter if node is not None else None
+
         def hook(_mod, _inputs, output):
             if not self._recording():
                 return
-            out = output[0] if isinstance(output, tuple) else output
+            out = adapter.spikes(output) if adapter is not None else \
+                (output[0] if isinstance(output, tuple) else output)
             out = out.detach()
             act = population_activity(torch.relu(out) if relu else out)
             rec = self._rec[i]

@@ -4,12 +4,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..compaction.compact import outputs
+from ..graph import ModelGraph, build_graph, outputs
 
 
 def torch_spikes(model, x: torch.Tensor, time_steps: int) -> np.ndarray:
-    """``[N, T, classes]`` output spikes of an snnTorch model (evaluation mode)."""
-    return outputs(model, x, "snn", time_steps).permute(1, 0, 2).cpu().numpy()
+    """``[N, T, classes]`` output spikes of an snnTorch model or its ``ModelGraph``
+    (evaluation mode)."""
+    graph = model if isinstance(model, ModelGraph) else build_graph(model, x[:2])
+    out = outputs(graph, x, time_steps)
+    return out.reshape(out.shape[0], out.shape[1], -1).permute(1, 0, 2).cpu().numpy()
 
 
 def spike_parity(ref: np.ndarray, got: np.ndarray, y: np.ndarray) -> dict:

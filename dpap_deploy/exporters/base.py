@@ -22,6 +22,13 @@ class ExportJob:
     y: torch.Tensor             # test labels
     time_steps: int = 8
     max_samples: int | None = None   # how many test samples the consumer runs
+    graph: Any = None                # the model's ModelGraph; built once on first use
+
+    def model_graph(self):
+        if self.graph is None:
+            from ..graph import build_graph
+            self.graph = build_graph(self.model, self.x[:2])
+        return self.graph
 
     def samples(self) -> tuple[torch.Tensor, torch.Tensor]:
         n = len(self.x) if self.max_samples is None else min(self.max_samples, len(self.x))

@@ -23,17 +23,16 @@ float network with every quantity multiplied by ``s``, up to rounding.
 """
 from __future__ import annotations
 
-import copy
 import time
 from pathlib import Path
 
 import numpy as np
-import snntorch as snn
 import torch
 from torch import nn
 
-from ..compaction import deployment_graph
-from ..dpap.layers import call_order
+from ..compaction import fold_for_deployment
+from ..graph import ModelGraph, build_graph, outputs
+from ..graph.model_graph import FLATTEN, INPUT, NEURON, OUTPUT, PASS, SYNAPSE
 from ..errors import UnsupportedModelError
 from ..lava_compat import import_lava_runtime
 from ._compare import spike_parity, torch_spikes
@@ -48,57 +47,67 @@ A_IN_LIMIT = 32767 * 0.9
 BIAS_LIMIT = 4095
 
 
-def _layers(model: nn.Module, x: torch.Tensor):
-    """``[(kind, synapse, leaky, in_shape, out_shape)]`` and flatten markers, in order."""
+def _layers(graph: ModelGraph):
+    """``[(kind, synapse, neuron, in_shape, out_shape)]`` and flatten markers, in order: netx
+    holds a chain of conv / dense layers, each with a CUBA neuron, and flatten steps."""
+    from ..graph.neurons.leaky import Leaky
     seq, pending = [], None
-    for c in call_order(model, x[:2]):
-        m = c.module
-        if isinstance(m, (nn.Identity, nn.Dropout)):
+    for n in graph.nodes:
+        if n.op in (INPUT, OUTPUT, PASS):
             continue
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            pending = (m, c.in_shape[1:])
-        elif isinstance(m, snn.Leaky):
-            if pending is None:
-                raise UnsupportedModelError(f"Leaky '{c.name}' does not follow a Conv2d / Linear")
-            syn, in_shape = pending
-            seq.append(("conv" if isinstance(syn, nn.Conv2d) else "dense", syn, m, in_shape,
-                        c.out_shape[1:]))
-            pending = None
-        elif isinstance(m, nn.Flatten):
-            seq.append(("flatten", None, None, c.in_shape[1:], c.out_shape[1:]))
-        else:
+        if len(n.inputs) != 1 or len(graph.consumers()[n.id]) > 1 and n.id != graph.output:
             raise UnsupportedModelError(
-                f"layer '{c.name}' ({type(m).__name__}) cannot go to netx: the netx loader has "
-                "Conv, Dense and Flatten layers only (AvgPool2d and BatchNorm are folded for "
-                "you; replace MaxPool2d by AvgPool2d and retrain to export)")
+                f"'{n.name}' branches or joins: a netx file holds a chain of layers; export "
+                "branching networks with --target nir or loihi-sim")
+        if n.op == SYNAPSE and isinstance(n.module, (nn.Conv2d, nn.Linear)):
+            pending = (n.module, n.in_shape)
+        elif n.op == NEURON and isinstance(n.adapter, Leaky):
+            if pending is None:
+                raise UnsupportedModelError(f"neuron '{n.name}' does not follow a Conv2d / Linear")
+            n.adapter.check_exportable(n.module, n.name)
+            if n.adapter.per_neuron(n.module):
+                raise UnsupportedModelError(
+                    f"neuron '{n.name}' has per-neuron beta or threshold; a netx layer holds one "
+                    "decay and one threshold: use scalar values to export to netx")
+            syn, in_shape = pending
+            seq.append(("conv" if isinstance(syn, nn.Conv2d) else "dense", syn, n.module,
+                        in_shape, n.out_shape))
+            pending = None
+        elif n.op == FLATTEN:
+            seq.append(("flatten", None, None, n.in_shape, n.out_shape))
+        else:
+            what = type(n.module).__name__ if n.module is not None else n.attrs.get("fn", n.op)
+            raise UnsupportedModelError(
+                f"layer '{n.name}' ({what}) cannot go to netx: the netx loader has Conv, Dense "
+                "and Flatten layers with Leaky (CUBA) neurons only (AvgPool2d and BatchNorm are "
+                "folded for you; replace MaxPool2d by AvgPool2d and retrain to export)")
     return seq
 
 
 @torch.no_grad()
-def _max_input_currents(model: nn.Module, x: torch.Tensor, time_steps: int) -> dict[int, float]:
+def _max_input_currents(graph: ModelGraph, x: torch.Tensor, time_steps: int) -> dict[int, float]:
     """Largest |W s_in| (bias excluded) per synaptic layer over ``x`` and all steps."""
-    from ..neurons import run_snn
     peaks: dict[int, float] = {}
     hooks = []
-    for m in model.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            def hook(mod, inp, out):
-                cur = out if mod.bias is None else out - mod.bias.view(1, -1, *([1] * (out.dim() - 2)))
-                peaks[id(mod)] = max(peaks.get(id(mod), 0.0), float(cur.abs().max()))
-            hooks.append(m.register_forward_hook(hook))
+    for layer in graph.layers:
+        def hook(mod, inp, out):
+            cur = out if mod.bias is None else out - mod.bias.view(1, -1, *([1] * (out.dim() - 2)))
+            peaks[id(mod)] = max(peaks.get(id(mod), 0.0), float(cur.abs().max()))
+        hooks.append(layer.synapse.register_forward_hook(hook))
     try:
-        run_snn(model.eval(), x, time_steps)
+        outputs(graph, x, time_steps)
     finally:
         for h in hooks:
             h.remove()
     return peaks
 
 
-def write_netx(model: nn.Module, x: torch.Tensor, path: Path, time_steps: int) -> dict:
-    """Write the folded SNN as a netx HDF5 file; returns the quantisation summary."""
+def write_netx(model: nn.Module | ModelGraph, x: torch.Tensor, path: Path, time_steps: int) -> dict:
+    """Write the folded SNN (or its graph) as a netx HDF5 file; returns the quantisation summary."""
     import h5py
-    seq = _layers(model, x)
-    peaks = _max_input_currents(model, x, time_steps)
+    graph = model if isinstance(model, ModelGraph) else build_graph(model, x[:2])
+    seq = _layers(graph)
+    peaks = _max_input_currents(graph, x, time_steps)
     summary, first = [], True
     with h5py.File(path, "w") as f:
         layer = f.create_group("layer")
@@ -176,7 +185,8 @@ def run_netx(path: Path, x: np.ndarray, time_steps: int) -> np.ndarray:
 
 def export(job: ExportJob, out: Path) -> ExportResult:
     x, y = job.samples()
-    folded = deployment_graph(copy.deepcopy(job.model), x[:64], time_steps=job.time_steps)
+    _, folded = fold_for_deployment(job.model, x[:64], time_steps=job.time_steps,
+                                    graph=job.model_graph())
     path = Path(out) / "network.net"
     quant = write_netx(folded, x, path, job.time_steps)
     t0 = time.perf_counter()

@@ -1,0 +1,34 @@
+"""``snn.Leaky`` (and IF: ``beta = 1``): ``U[t] = beta U[t-1] + I[t] - R[t] (...)``, spike when
+``U > V_th``. NIR: ``LIF`` with ``tau = dt / (1 - beta)``, ``r = tau / dt``, ``v_leak = 0``,
+``v_reset = 0`` (then ``v[t] = beta v[t-1] + I[t]``); ``IF`` with ``r = 1 / dt`` when
+``beta = 1``. Reset to zero only (NIR and Lava have no reset by subtraction)."""
+from __future__ import annotations
+
+import nir
+import numpy as np
+import snntorch as snn
+
+from . import register
+from .lif_common import LIFFamily
+
+
+@register
+class Leaky(LIFFamily):
+    types = (snn.Leaky,)
+    label = "snntorch.Leaky (LIF; IF with beta=1)"
+
+    def to_nir(self, module, shape, dt):
+        self.check_exportable(module)
+        beta = np.clip(self.values(module, "beta", shape), 0.0, 1.0)
+        vth = self.values(module, "threshold", shape).astype(np.float32)
+        zeros = np.zeros(shape, dtype=np.float32)
+        if np.all(beta == 1.0):
+            return nir.IF(r=np.full(shape, 1.0 / dt, dtype=np.float32), v_threshold=vth,
+                          v_reset=zeros)
+        if np.any(beta == 1.0):
+            from ...errors import UnsupportedModelError
+            raise UnsupportedModelError("a Leaky population mixes beta = 1 (IF) and beta < 1 "
+                                        "(LIF) neurons, which no single NIR node holds")
+        tau = dt / (1.0 - beta)
+        return nir.LIF(tau=tau.astype(np.float32), r=(tau / dt).astype(np.float32),
+                       v_leak=zeros, v_threshold=vth, v_reset=zeros)

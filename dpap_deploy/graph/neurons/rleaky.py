@@ -1,0 +1,74 @@
+"""``snn.RLeaky`` / ``snn.RSynaptic``: a Leaky / Synaptic neuron with its own recurrent weight
+``V`` applied to its spikes of the previous step:
+``U[t] = beta U[t-1] + I[t] + V S[t-1]``. With ``all_to_all=True`` the recurrent weight is an
+``nn.Linear`` (or ``nn.Conv2d``) the neuron owns: a synapse whose pre- and post-synaptic
+populations are both this population, so compaction slices both of its dimensions. NIR: the
+neuron node plus a ``Linear`` node on a cycle (``lif -> w_rec -> lif``), as snnTorch writes it."""
+from __future__ import annotations
+
+import snntorch as snn
+import torch
+from torch import nn
+
+from ...errors import UnsupportedModelError
+from . import register
+from .lif_common import LIFFamily
+from .leaky import Leaky
+from .synaptic import Synaptic
+
+
+class _Recurrent(LIFFamily):
+    def recurrent(self, module: nn.Module) -> nn.Module | None:
+        if getattr(module, "all_to_all", False):
+            rec = module.recurrent
+            if not isinstance(rec, (nn.Linear, nn.Conv2d)):
+                raise UnsupportedModelError(
+                    f"{type(module).__name__} with a recurrent {type(rec).__name__}: only Linear "
+                    "and Conv2d recurrent weights are supported")
+            return rec
+        return None
+
+    def per_neuron(self, module: nn.Module) -> dict[str, torch.Tensor]:
+        out = super().per_neuron(module)
+        if not getattr(module, "all_to_all", False):
+            V = getattr(module.recurrent, "V", None)
+            if isinstance(V, torch.Tensor) and V.numel() > 1:
+                out["recurrent.V"] = V
+        return out
+
+    def recurrent_nir(self, module: nn.Module, shape: tuple[int, ...]):
+        """The NIR node of the recurrent weight (``Linear``), or refuse."""
+        import nir
+        import numpy as np
+        rec = self.recurrent(module)
+        if rec is None:
+            V = module.recurrent.V.detach().cpu().double()
+            n = int(np.prod(shape))
+            w = np.diag(np.broadcast_to(V.numpy(), (n,)).astype(np.float32))
+            return nir.Linear(weight=w)
+        if isinstance(rec, nn.Conv2d):
+            raise UnsupportedModelError(f"{type(module).__name__} with a recurrent Conv2d has no "
+                                        "NIR export here; use all_to_all with linear_features")
+        if rec.bias is not None and bool(rec.bias.detach().ne(0).any()):
+            return nir.Affine(weight=rec.weight.detach().cpu().numpy().astype(np.float32),
+                              bias=rec.bias.detach().cpu().numpy().astype(np.float32))
+        return nir.Linear(weight=rec.weight.detach().cpu().numpy().astype(np.float32))
+
+
+@register
+class RLeaky(_Recurrent):
+    types = (snn.RLeaky,)
+    label = "snntorch.RLeaky (recurrent LIF)"
+
+    def to_nir(self, module, shape, dt):
+        return Leaky.to_nir(self, module, shape, dt)
+
+
+@register
+class RSynaptic(_Recurrent):
+    types = (snn.RSynaptic,)
+    label = "snntorch.RSynaptic (recurrent CUBA LIF)"
+    per_neuron_attrs = ("alpha", "beta", "threshold")
+
+    def to_nir(self, module, shape, dt):
+        return Synaptic.to_nir(self, module, shape, dt)

@@ -1,0 +1,30 @@
+"""``snn.Synaptic`` (current-based LIF): ``I[t] = alpha I[t-1] + x[t]``,
+``U[t] = beta U[t-1] + I[t]``. NIR: ``CubaLIF`` with ``tau_syn = dt / (1 - alpha)``,
+``w_in = tau_syn / dt``, ``tau_mem = dt / (1 - beta)``, ``r = tau_mem / dt`` (as snnTorch's
+own exporter writes it)."""
+from __future__ import annotations
+
+import nir
+import numpy as np
+import snntorch as snn
+
+from . import register
+from .lif_common import LIFFamily
+
+
+@register
+class Synaptic(LIFFamily):
+    types = (snn.Synaptic,)
+    label = "snntorch.Synaptic (CUBA LIF)"
+    per_neuron_attrs = ("alpha", "beta", "threshold")
+
+    def to_nir(self, module, shape, dt):
+        self.check_exportable(module)
+        alpha = np.clip(self.values(module, "alpha", shape), 0.0, 1.0 - 1e-7)
+        beta = np.clip(self.values(module, "beta", shape), 0.0, 1.0 - 1e-7)
+        tau_syn, tau_mem = dt / (1.0 - alpha), dt / (1.0 - beta)
+        f = np.float32
+        return nir.CubaLIF(tau_syn=tau_syn.astype(f), tau_mem=tau_mem.astype(f),
+                           r=(tau_mem / dt).astype(f), v_leak=np.zeros(shape, f),
+                           v_threshold=self.values(module, "threshold", shape).astype(f),
+                           v_reset=np.zeros(shape, f), w_in=(tau_syn / dt).astype(f))
