@@ -122,12 +122,23 @@ class _Tracer(TorchFunctionMode):
         if self.first is None:
             self.first = mod
         if n >= 1 and self.step0:
-            if mod is not self.first:
+            if mod is not self.first or self._reads_step0_output(args):
                 raise UnsupportedModelError(
                     f"module '{self.names[mod]}' ({type(mod).__name__}) is called twice in one "
                     "time step (weight sharing); give each use its own module")
             self.step0 = False
             self._drop_next_step_preprocessing()
+
+    def _reads_step0_output(self, args) -> bool:
+        """A time loop feeds its first module the input again; a module fed what this step's
+        modules made is used twice in one step."""
+        todo = self.producers(args[0] if args else None)
+        while todo:
+            node = self.nodes[todo.pop()]
+            if node.module is not None:
+                return True
+            todo.extend(node.inputs)
+        return False
 
     def _drop_next_step_preprocessing(self) -> None:
         """Functions recorded after step 0's last module that read only the input (e.g. the

@@ -1,0 +1,107 @@
+"""Every model style of ``corpus_models.py``, from the user's own training loop to each target:
+DPAP attaches and trains two epochs, prunes (an aggressive configuration), compacts right after
+training with identical output spikes, and exports where the target can hold the network (NIR
+round trip identical spikes, Lava agreement >= 99% of samples), or is refused in one line."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from corpus_models import STYLES, T
+from dpap_deploy import DPAP, DPAPConfig, SurvivalParams
+from dpap_deploy.compaction import compact, masks_from_dpap_state
+from dpap_deploy.errors import UnsupportedModelError
+from dpap_deploy.exporters import ExportJob, export
+from dpap_deploy.graph import build_graph, outputs
+
+AGGRESSIVE = SurvivalParams(epsilon=1.5, eta=1.0, beta=0.5, gamma=1.0, C=0.5, warmup=0)
+CONFIG = DPAPConfig(conv=AGGRESSIVE, linear=AGGRESSIVE)
+
+
+def _data(shape, n=64, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.rand(n, *shape, generator=gen) * 3, torch.randint(0, 10, (n,), generator=gen)
+
+
+def _train(style, model, x, y, epochs=2, batch=16):
+    dp = DPAP(model, x[:2], CONFIG)
+    opt = torch.optim.Adam(model.parameters(), lr=5e-3)
+    model.train()
+    for _ in range(epochs):
+        for i in range(0, len(x), batch):
+            out = style.run(model, x[i:i + batch])          # the user's own loop
+            if style.kind == "snn":
+                loss = F.mse_loss(out.mean(0), F.one_hot(y[i:i + batch], 10).float())
+            else:
+                loss = F.cross_entropy(out, y[i:i + batch])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            dp.step()
+        dp.end_epoch()
+    return dp
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("style", STYLES, ids=[s.name for s in STYLES])
+def test_style_end_to_end(style, tmp_path):
+    torch.manual_seed(0)
+    model = style.build()
+    x, y = _data(style.in_shape)
+    dp = _train(style, model, x, y)
+    assert dp.kind == style.kind
+    dead = sum(int((~st.neu_alive).sum()) + int((~st.syn_alive).sum()) for st in dp.states)
+    assert dead > 0, "the aggressive configuration prunes in two epochs"
+    masks = masks_from_dpap_state(dp.state_dict())
+    res = compact(model, x, masks, time_steps=T, graph=dp.graph)   # right after training
+    assert sum(p.numel() for p in res.model.parameters()) < \
+        sum(p.numel() for p in model.parameters())
+    a = outputs(dp.graph, x, T)
+    b = outputs(res.graph, x, T)
+    if style.kind == "snn":
+        assert torch.equal(a, b)
+    else:
+        assert (a - b).abs().max() < 1e-4
+    for target, expect in style.expect.items():
+        job = ExportJob(res.model, style.kind, x, y, T, max_samples=32, graph=res.graph)
+        out = tmp_path / target
+        out.mkdir()
+        if expect == "ok":
+            r = export(target, job, out)
+            assert r.passed, (target, r.parity)
+            if target == "nir":
+                assert r.parity["identical_spike_trains"] == 1.0
+            if target == "loihi-sim":
+                assert r.parity["agreement"] >= 0.99
+        else:
+            with pytest.raises(UnsupportedModelError) as exc:
+                export(target, job, out)
+            msg = str(exc.value)
+            assert expect in msg and "\n" not in msg, msg
+
+
+def test_graph_of_a_time_loop_model_is_one_step():
+    from corpus_models import TutorialFC
+    g = build_graph(TutorialFC(), torch.rand(2, 1, 8, 8))
+    assert g.steps_per_call == T
+    assert [n.op for n in g.nodes] == ["input", "flatten", "synapse", "neuron", "synapse",
+                                      "neuron", "output"]
+    assert [l.name for l in g.layers] == ["fc1", "fc2"] and g.layers[-1].is_output
+
+
+def test_weight_sharing_within_a_step_is_refused():
+    from torch import nn
+    from corpus_models import _leaky
+
+    class Shared(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+            self.lif = _leaky(init_hidden=True)
+            self.out = nn.Linear(4, 2)
+            self.lo = _leaky(init_hidden=True)
+
+        def forward(self, x):
+            return self.lo(self.out(self.lif(self.fc(self.lif(self.fc(x))))))
+
+    with pytest.raises(UnsupportedModelError, match="called twice in one time step"):
+        build_graph(Shared(), torch.rand(2, 4))
