@@ -24,8 +24,7 @@ from common import digits_28, interleaved_medians, median, write_results
 from dpap_deploy.compaction import compact, masks_from_dpap_state
 from dpap_deploy.compaction.compact import outputs
 from dpap_deploy.counting import fanout
-from dpap_deploy.dpap import find_prunable_layers
-from dpap_deploy.dpap.layers import call_order
+from dpap_deploy.graph import build_graph
 from dpap_deploy.training import TrainConfig, train
 
 FAST = {"conv": {"epsilon": 1.0, "eta": 4.0, "beta": 3.0, "warmup": 1},
@@ -34,16 +33,16 @@ FAST = {"conv": {"epsilon": 1.0, "eta": 4.0, "beta": 3.0, "warmup": 1},
 
 def dense_macs(model, x) -> float:
     """Multiply-accumulates of every weight of every synaptic layer, per sample and step."""
-    _, layers = find_prunable_layers(model, x[:1])
-    shapes = {c.name: c.in_shape[1:] for c in call_order(model, x[:1])}
-    return float(sum(fanout(l.synapse, shapes[l.name], nonzero=False).sum() for l in layers))
+    graph = build_graph(model, x[:1])
+    return float(sum(fanout(l.synapse, graph.nodes[l.node].in_shape, nonzero=False).sum()
+                     for l in graph.layers))
 
 
 def neuron_updates(model, x) -> int:
     """Neuron-state elements updated per sample and step (LIF / ReLU outputs, pooling inputs
     excluded): the elementwise work that MACs do not count."""
-    return sum(int(torch.tensor(c.out_shape[1:]).prod()) for c in call_order(model, x[:1])
-               if type(c.module).__name__ in ("Leaky", "ReLU"))
+    return sum(int(torch.tensor(n.out_shape).prod()) for n in build_graph(model, x[:1]).nodes
+               if n.op == "neuron")
 
 
 def bench(model_name: str, epochs: int, repeats: int, batch: int) -> dict:

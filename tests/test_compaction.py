@@ -233,3 +233,39 @@ def test_compact_rejects_corrupt_and_foreign_checkpoints(tmp_path):
         r = _cli("compact", str(src), "--out", str(tmp_path / "o"))
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1 and frag in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("name,shape", [("snn-digits", (1, 8, 8)), ("ann-digits", (1, 8, 8)),
+                                        ("snn-cifar10", (3, 16, 16))])
+def test_cut_equals_torch_pruning_on_the_zoo(name, shape):
+    """Torch-Pruning's dependency graph, given the units our plan removes, yields bit-identical
+    parameters on the zoo's chains (surgery.py says why it does not do the cut itself)."""
+    tp = pytest.importorskip("torch_pruning")
+    import copy
+    from dpap_deploy.compaction.plan import plan_compaction
+    from dpap_deploy.compaction.compact import full_masks
+    from dpap_deploy.graph import build_graph
+    gen = torch.Generator().manual_seed(4)
+    model, _ = build_model(name, shape, 10)
+    _randomise_bn(model, gen)
+    model.eval()
+    x = torch.rand(4, *shape, generator=gen)
+    graph = build_graph(model, x)
+    masks = full_masks(graph, _random_masks(graph.layers, gen, p_syn=0.0, p_neu=0.4))
+    ours = compact(model, x, masks, graph=graph, verify=False).model
+    theirs = copy.deepcopy(model)
+    apply = __import__("dpap_deploy.compaction", fromlist=["apply_layer_masks"]).apply_layer_masks
+    apply(theirs, x, masks)
+    plan = plan_compaction(graph, masks)
+    dg = tp.DependencyGraph().build_dependency(theirs, example_inputs=x[:2], verbose=False)
+    named = dict(theirs.named_modules())
+    for lp in plan.layers:
+        syn = named[lp.name]
+        removed = sorted(set(range(syn.weight.shape[0])) - set(lp.keep_out.tolist()))
+        if removed:
+            fn = tp.prune_conv_out_channels if isinstance(syn, nn.Conv2d) else \
+                tp.prune_linear_out_channels
+            dg.get_pruning_group(syn, fn, idxs=removed).prune()
+    a, b = ours.state_dict(), theirs.state_dict()
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
