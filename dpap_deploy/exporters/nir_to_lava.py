@@ -124,7 +124,8 @@ class LavaNetwork:
                 lay = Layout(shape)
             self.layout[name] = lay
             self.graded[name] = not isinstance(node, NEURONS) and (
-                isinstance(node, SYNAPSES) or any(self.graded[u] for u in ins))
+                isinstance(node, SYNAPSES) or len(ins) + len(top.back[name]) > 1
+                or any(self.graded[u] for u in ins))
         for v in top.order:
             for u in top.back[v]:
                 if self._d_in(v) - self.depth[u] + 1 < 0:
@@ -136,6 +137,26 @@ class LavaNetwork:
 
     def _d_in(self, name) -> int:
         return max((self.depth[u] for u in self.top.inputs[name]), default=self.depth[name])
+
+    def _alias(self, name) -> bool:
+        """A pass-through node with one feed-forward input: it stands for that input."""
+        top = self.top
+        return (isinstance(top.nodes[name], PASS) and name != top.source
+                and len(top.inputs[name]) == 1 and not top.back[name])
+
+    def _feeders(self, name) -> list[str]:
+        """The nodes whose values reach ``name``'s input, looking through pass-throughs."""
+        out = []
+        for u in self.top.inputs[name] + self.top.back[name]:
+            out += self._feeders(u) if self._alias(u) else [u]
+        return out
+
+    def _fed(self, name) -> list[str]:
+        """The nodes that receive ``name``'s values, looking through pass-throughs."""
+        out = []
+        for c in self.top.consumers(name):
+            out += self._fed(c) if self._alias(c) and c != self.top.sink else [c]
+        return out
 
     def _plan_neurons(self):
         """Per neuron: Lava constants; per synapse: row scale and where its bias goes."""
@@ -164,7 +185,7 @@ class LavaNetwork:
                 leak = leak / vth
             unit = bool(np.all(scale == 1.0))
             bias = leak.copy()
-            for u in top.inputs[name] + top.back[name]:
+            for u in self._feeders(name):
                 src = top.nodes[u]
                 if not unit and not isinstance(src, (nir.Conv1d, nir.Conv2d, nir.Affine, nir.Linear)):
                     _refuse(name, node, f"has an input gain or per-neuron threshold and an input "
@@ -175,7 +196,8 @@ class LavaNetwork:
                         _refuse(name, node, f"receives the bias of {u!r}", "Lava adds a bias to "
                                 "v, CubaLIF to the current: use a bias-free Linear / Conv")
                     self.bias_to.setdefault(u, []).append(name)
-                    bias = bias + _bias_torch(src, self.torch_shapes[u]) * scale   # b is part of I
+                    b = _bias_torch(src, self.torch_shapes[u]).reshape(self.torch_shapes[name])
+                    bias = bias + b * scale                     # b is part of I, like W x
                 if not unit:
                     self.row_scale.setdefault(u, []).append(scale)
             self.neuron[name] = dict(
@@ -184,12 +206,12 @@ class LavaNetwork:
                 vth=float(vth.flat[0]) if uniform_vth else 1.0,
                 bias=self.layout[name].to_lava(bias))
         for u, scales in self.row_scale.items():
-            if len(top.consumers(u)) != 1:
+            if len(self._fed(u)) != 1:
                 _refuse(u, top.nodes[u], "feeds several neurons one of which scales its input "
                         "(gain or per-neuron threshold)", "give each neuron its own weights")
         for name in top.order:
             b = getattr(top.nodes[name], "bias", None)
-            if b is not None and np.any(b) and set(top.consumers(name)) - set(self.bias_to.get(name, [])):
+            if b is not None and np.any(b) and set(self._fed(name)) - set(self.bias_to.get(name, [])):
                 _refuse(name, top.nodes[name], "has a bias and feeds a node that is not a neuron",
                         "Lava synapses have no bias: fold it into the next layer")
 
@@ -197,7 +219,8 @@ class LavaNetwork:
     def _synapse(self, name, node, lava):
         """The Lava process of a weight or pooling node; returns it."""
         ins = self.top.inputs[name] + self.top.back[name]
-        bits = MESSAGE_BITS if any(self.graded[u] for u in ins) else 0
+        # spikes travel as bits; graded values, and spikes summed from several edges, need more
+        bits = MESSAGE_BITS if len(ins) > 1 or any(self.graded[u] for u in ins) else 0
         in_lay = self.layout[ins[0]]
         scale = self.row_scale.get(name, [None])[0]
         if isinstance(node, (nir.Affine, nir.Linear)):
