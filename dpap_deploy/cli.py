@@ -133,9 +133,24 @@ def _print_export(r: dict) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    if args.source.endswith(".nir"):
+        return _export_nir_file(args)
     from .pipeline import export_run
     r = export_run(args.source, args.target, args.out, args.max_samples)
     _print_export(r)
+    return 0
+
+
+def _export_nir_file(args: argparse.Namespace) -> int:
+    if args.target != "loihi-sim":
+        raise ConfigError(f"a NIR file runs with --target loihi-sim, not {args.target!r}")
+    from .exporters.nir_file import run_nir_file
+    e = run_nir_file(args.source, args.out, args.time_steps, args.max_samples, args.input)["export"]
+    p = e["parity"]
+    print(f"loihi-sim: {args.source} ran {p['n_samples']} samples x {e['time_steps']} steps in Lava; "
+          f"agreement with the torch reference {p['agreement']:.2%}, identical spike trains "
+          f"{p['identical_spike_trains']:.2%}; {e['synapses_lava']:,} Lava synapses; "
+          f"wrote {args.out}/report.json")
     return 0
 
 
@@ -195,12 +210,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", metavar="RUN_DIR_OR_CHECKPOINT")
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(func=cmd_compact)
-    p = sub.add_parser("export", help="compact a run and export it to a target, verified")
-    p.add_argument("source", metavar="RUN_DIR_OR_CHECKPOINT")
+    p = sub.add_parser("export", help="compact a run and export it to a target, verified; or "
+                       "run a NIR file (FILE.nir --target loihi-sim) in Lava against torch")
+    p.add_argument("source", metavar="RUN_DIR_OR_CHECKPOINT_OR_NIR")
     p.add_argument("--target", required=True, choices=["loihi-sim", "netx", "nir", "onnx"])
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--max-samples", type=int, help="test samples the target runs (default: all; "
-                   "1000 for loihi-sim and netx)")
+    p.add_argument("--max-samples", "--samples", type=int, help="test samples the target runs "
+                   "(default: all; 1000 for loihi-sim and netx; 100 for a NIR file)")
+    p.add_argument("--time-steps", type=int, help="NIR file: time steps per sample (default: "
+                   "the file's metadata, else 8)")
+    p.add_argument("--input", help="NIR file: an .npz with an array x [N, ...] or [N, T, ...] "
+                   "(default: random values in [0, 1))")
     p.set_defaults(func=cmd_export)
     p = sub.add_parser("train-and-export", help="train with DPAP, compact, export, verify")
     _add_train_options(p)

@@ -1,24 +1,36 @@
-"""A chain NIR graph as a Lava process graph, run in the Lava simulator.
+"""A NIR graph as a Lava process graph, run in the Lava simulator (floating point).
 
-Mapping (Lava keeps tensors in (X, Y, C) = (W, H, C) order, torch in (C, H, W)):
+The graph's semantics are those of ``nir_topology`` (summed fan-in, recurrent edges deliver the
+previous step) and its neurons those of ``nir_neurons``; ``nir_torch.run_reference`` runs the
+same graph in torch to check the Lava run against.
+
+Mapping (layouts: ``lava_layout``):
 
 - ``Conv2d`` -> ``lava.proc.conv.process.Conv``, weight ``(C_out, C_in, H, W)`` transposed to
-  ``(C_out, W, H, C_in)`` and spatially flipped (Lava convolves, torch correlates); its bias
-  becomes the next LIF's ``bias_mant``.
-- ``Affine`` / ``Linear`` -> ``Dense``, or ``Sparse`` (CSR) when the kept units still have pruned
-  synapses (zeros in the weight); columns that follow a flattened conv map are permuted from
-  torch's ``(c, h, w)`` order to Lava's ``(w, h, c)``.
-- ``Flatten`` -> a reshape of the output port.
-- ``LIF`` -> ``LIFReset`` (CUBA) with ``du = 1`` (no synaptic current memory), ``dv = 1 - lambda``
-  (``lambda = 1 - dt / tau``), ``vth = v_threshold``: ``v[t] = lambda v[t-1] + a_in + bias``,
-  spike when ``v > vth``, then ``v = 0``, the paper's Eq 1-2.
+  ``(C_out, W, H, C_in)`` and spatially flipped (Lava convolves, torch correlates); ``Conv1d`` is
+  the same on a one-row image. Biases become the ``bias_mant`` of the neurons they feed.
+- ``Affine`` / ``Linear`` -> ``Dense``, or ``Sparse`` (CSR) when the weight has zeros; columns
+  permuted from torch's flattening order to Lava's.
+- ``AvgPool2d`` / ``SumPool2d`` -> their own depthwise ``Conv`` (``groups = C``, a
+  ``k x k`` kernel of ``1/k^2`` or ``1``) whose graded output feeds the next stage: the deployed
+  synapse count stays near the compacted network's instead of copying every weight of the next
+  layer over the pooling window.
+- ``Flatten`` -> a reshape of the port; ``Input`` / ``Output`` inside the graph pass through.
+- ``LIF`` / ``CubaLIF`` / ``IF`` -> ``LIFReset`` (CUBA): ``u[t] = u (1-du) + a_in``,
+  ``v[t] = v (1-dv) + u + bias``, spike when ``v > vth``, then ``v = 0``. ``LIF``: ``du = 1``,
+  ``dv = 1 - beta``; ``CubaLIF``: ``du = 1 - alpha``; ``IF``: ``du = 1, dv = 0``. Input gains
+  ``g`` (and a per-neuron threshold, as ``1/vth``) scale the rows of the synapses feeding the
+  neuron; ``v_leak`` is a bias.
+- Several edges into one node: a Lava ``InPort`` sums its connections (a ``Relay`` where no
+  process stands).
 
-Samples are presented back to back, ``T`` steps each, by a ``RingBuffer`` source (graded
-values: direct encoding); every Conv / Dense adds one step of delay, so the ``k``-th LIF layer
-sees sample ``n``'s first step at time step ``n*T + 1 + k`` and resets its state exactly then
-(``reset_interval = T``, ``reset_offset = (1 + k) mod T``). The output spikes of input step
-``i`` are read from the sink at index ``i + L`` (``L`` LIF layers). Lava is always stopped,
-also on errors and Ctrl-C.
+**Time.** Every Conv / Dense / Sparse delays by one step; neurons and relays do not. A node's
+*depth* is the number of steps its output lags the input stream; where branches of different
+depth meet, the shorter ones get a ``Relay`` delay line. A recurrent edge must arrive one step
+late (NIR: the previous step), which a ``Relay`` on it arranges and gates to zero at each
+sample's first step. Samples run back to back, ``T`` steps each; a neuron of depth ``d``
+resets at Lava's step ``(d + 1) mod T`` (``reset_interval = T``), and the output of input step
+``i`` is read from the sink at index ``i + depth(Output)``.
 """
 from __future__ import annotations
 
@@ -29,147 +41,332 @@ import numpy as np
 
 from ..errors import UnsupportedModelError
 from ..lava_compat import import_lava_runtime
-from .nir_graph import DT, chain
+from .lava_layout import Layout, stream
+from .lava_process import lava_run
+from .nir_neurons import NEURONS, discretise
+from .nir_topology import DT, topology  # noqa: F401  (DT: public name, kept)
+from .nir_torch import NIRTorch, input_shape
 
-MESSAGE_BITS = 24   # graded (non-binary) messages for the direct-encoded first layer
+MESSAGE_BITS = 24   # graded (non-binary) messages into a synapse
+SYNAPSES = (nir.Conv1d, nir.Conv2d, nir.Affine, nir.Linear, nir.AvgPool2d, nir.SumPool2d)
+PASS = (nir.Input, nir.Output, nir.Flatten)
 
 
 @dataclass
 class LavaLayer:
     name: str
-    kind: str          # conv / dense / sparse / lif
+    kind: str          # conv / dense / sparse / pool / lif / cubalif / if / relay
     shape: tuple       # output shape in Lava order
 
 
 def _chw_to_whc_columns(c: int, h: int, w: int) -> np.ndarray:
     """``perm[j_lava] = j_torch``: Lava flattens (w, h, c) where torch flattens (c, h, w)."""
-    idx = np.arange(c * h * w).reshape(c, h, w)          # torch flat index of (c, h, w)
-    return idx.transpose(2, 1, 0).reshape(-1)              # in (w, h, c) order
+    return Layout((c, h, w)).flattened().perm
 
 
 def input_schedule(x: np.ndarray, time_steps: int, extra_steps: int, dtype=np.float64) -> np.ndarray:
-    """RingBuffer data in Lava order ``(W, H, C, steps)`` (or ``(F, steps)``): each sample for
-    ``time_steps`` steps, back to back, then ``extra_steps`` of zeros for the pipeline to drain.
-    Static inputs ``[N, C, H, W]`` repeat every step; event frames ``[N, T, C, H, W]`` give
-    frame ``t`` at step ``t``."""
-    n = len(x)
-    if x.ndim == 5:
-        if x.shape[1] != time_steps:
-            raise UnsupportedModelError(f"inputs have {x.shape[1]} frames, the run {time_steps} steps")
-        seq = x.transpose(0, 1, 4, 3, 2)                              # N, T, W, H, C
-    elif x.ndim == 4:
-        seq = np.repeat(x.transpose(0, 3, 2, 1)[:, None], time_steps, axis=1)
-    else:
-        seq = np.repeat(x[:, None], time_steps, axis=1)
-    flat = seq.reshape((n * time_steps,) + seq.shape[2:])             # steps first
-    data = np.zeros(seq.shape[2:] + (n * time_steps + extra_steps,), dtype=dtype)
-    data[..., :n * time_steps] = np.moveaxis(flat, 0, -1)
-    return data
+    """RingBuffer data in Lava order for image inputs ``[N, C, H, W]`` / frames
+    ``[N, T, C, H, W]`` or flat ``[N, F]`` (``lava_layout.stream`` for any NIR input)."""
+    shape = x.shape[2:] if x.ndim == 5 else x.shape[1:]
+    return stream(Layout(tuple(shape)), x, time_steps, extra_steps).astype(dtype)
+
+
+def _refuse(name: str, node, why: str, fix: str):
+    raise UnsupportedModelError(f"NIR node {name!r} ({type(node).__name__}) {why}; {fix}")
+
+
+def _uniform(name, node, what: str, a) -> float:
+    a = np.asarray(a)
+    if a.size > 1 and np.ptp(a) != 0:
+        _refuse(name, node, f"has {len(np.unique(a))} different {what} values",
+                "Lava's LIF holds one value per process: give one value for the population")
+    return float(a.flat[0])
 
 
 class LavaNetwork:
-    """Builds the processes; ``run(x, T)`` returns output spikes ``[N, T, classes]``."""
+    """Builds the processes; ``run(x)`` returns the Output node's values ``[N, T, ...]``."""
 
     def __init__(self, graph: nir.NIRGraph, time_steps: int):
-        self.graph = graph
-        self.T = int(time_steps)
-        self.dt = float(graph.metadata.get("dt", DT)) if isinstance(graph.metadata, dict) else DT
-        self.nodes = chain(graph)
-        if not isinstance(self.nodes[0][1], nir.Input):
-            raise UnsupportedModelError("the NIR graph does not start with an Input node")
+        self.graph, self.T = graph, int(time_steps)
+        self.top = topology(graph)
+        self.dt = self.top.dt
+        self.in_shape = input_shape(self.top)
+        self.torch_shapes = NIRTorch(self.top).shapes(self.in_shape)
         self.layers: list[LavaLayer] = []
+        self.synapses = 0
+        self._plan()
 
-    def _build(self, source_shape: tuple, total_steps: int, data: np.ndarray):
+    # ---- planning (no Lava): layouts, depths, neuron constants, refusals -------------------
+    def _plan(self):
+        top = self.top
+        self.layout, self.depth, self.graded = {}, {}, {}
+        for name in top.order:
+            node, ins = top.nodes[name], top.inputs[name]
+            shape = self.torch_shapes[name]
+            if name == top.source:
+                self.layout[name], self.depth[name], self.graded[name] = Layout(shape), 0, True
+                continue
+            if not isinstance(node, SYNAPSES + PASS + NEURONS):
+                hint = {"Scale": "fold the scale into the preceding weights",
+                        "Threshold": "use an IF or LIF node",
+                        "Delay": "remove the delay"}.get(type(node).__name__, "")
+                _refuse(name, node, "has no Lava mapping here (Conv1d, Conv2d, Affine, Linear, "
+                        "AvgPool2d, SumPool2d, Flatten, LIF, CubaLIF, IF)", hint or "replace it")
+            d_in = max((self.depth[u] for u in ins), default=0)
+            self.depth[name] = d_in + (1 if isinstance(node, SYNAPSES) else 0)
+            lay = self.layout[ins[0]] if ins else Layout(shape)
+            if isinstance(node, nir.Flatten):
+                if len(shape) != 1:
+                    _refuse(name, node, f"flattens to {shape}", "flatten every dimension "
+                            "(start_dim 0, end_dim -1 without the batch)")
+                lay = lay.flattened()
+            elif not isinstance(node, PASS) or tuple(lay.torch_shape) != tuple(shape):
+                lay = Layout(shape)
+            self.layout[name] = lay
+            self.graded[name] = not isinstance(node, NEURONS) and (
+                isinstance(node, SYNAPSES) or len(ins) + len(top.back[name]) > 1
+                or any(self.graded[u] for u in ins))
+        for v in top.order:
+            for u in top.back[v]:
+                if self._d_in(v) - self.depth[u] + 1 < 0:
+                    _refuse(v, top.nodes[v], f"closes a loop from {u!r} through "
+                            f"{self.depth[u] - self._d_in(v)} Lava synapse stages, which NIR "
+                            "delays by one step", "keep one weight (Linear / Affine) per "
+                            "recurrent loop")
+        self._plan_neurons()
+
+    def _d_in(self, name) -> int:
+        return max((self.depth[u] for u in self.top.inputs[name]), default=self.depth[name])
+
+    def _alias(self, name) -> bool:
+        """A pass-through node with one feed-forward input: it stands for that input."""
+        top = self.top
+        return (isinstance(top.nodes[name], PASS) and name != top.source
+                and len(top.inputs[name]) == 1 and not top.back[name])
+
+    def _feeders(self, name) -> list[str]:
+        """The nodes whose values reach ``name``'s input, looking through pass-throughs."""
+        out = []
+        for u in self.top.inputs[name] + self.top.back[name]:
+            out += self._feeders(u) if self._alias(u) else [u]
+        return out
+
+    def _fed(self, name) -> list[str]:
+        """The nodes that receive ``name``'s values, looking through pass-throughs."""
+        out = []
+        for c in self.top.consumers(name):
+            out += self._fed(c) if self._alias(c) and c != self.top.sink else [c]
+        return out
+
+    def _plan_neurons(self):
+        """Per neuron: Lava constants; per synapse: row scale and where its bias goes."""
+        top = self.top
+        self.neuron, self.row_scale, self.bias_to = {}, {}, {}
+        for name in top.order:
+            node = top.nodes[name]
+            if not isinstance(node, NEURONS):
+                continue
+            d = discretise(node, self.dt)
+            if np.any(d.v_reset != 0):
+                _refuse(name, node, f"resets to v_reset={float(np.max(np.abs(d.v_reset)))}",
+                        "Lava's LIF resets to 0: re-export with v_reset = 0")
+            beta = _uniform(name, node, "membrane decay (tau)", d.beta)
+            alpha = _uniform(name, node, "synaptic decay (tau_syn)", d.alpha) if d.alpha is not None else None
+            vth = np.broadcast_to(d.v_threshold, self.torch_shapes[name])
+            uniform_vth = np.ptp(vth) == 0
+            scale = np.ones(self.torch_shapes[name])
+            for g in (d.gain, d.syn_gain):
+                scale = scale * (1.0 if g is None else np.asarray(g, np.float64))
+            if not uniform_vth:
+                scale = scale / vth
+            leak = np.zeros(self.torch_shapes[name]) if d.leak is None else \
+                np.broadcast_to(np.asarray(d.leak, np.float64), self.torch_shapes[name]).copy()
+            if not uniform_vth:
+                leak = leak / vth
+            unit = bool(np.all(scale == 1.0))
+            bias = leak.copy()
+            for u in self._feeders(name):
+                src = top.nodes[u]
+                if not unit and not isinstance(src, (nir.Conv1d, nir.Conv2d, nir.Affine, nir.Linear)):
+                    _refuse(name, node, f"has an input gain or per-neuron threshold and an input "
+                            f"{u!r} without weights", "put a weight layer before it")
+                b = getattr(src, "bias", None)
+                if b is not None and np.any(b):
+                    if d.kind == "CubaLIF":
+                        _refuse(name, node, f"receives the bias of {u!r}", "Lava adds a bias to "
+                                "v, CubaLIF to the current: use a bias-free Linear / Conv")
+                    self.bias_to.setdefault(u, []).append(name)
+                    b = _bias_torch(src, self.torch_shapes[u]).reshape(self.torch_shapes[name])
+                    bias = bias + b * scale                     # b is part of I, like W x
+                if not unit:
+                    self.row_scale.setdefault(u, []).append(scale)
+            self.neuron[name] = dict(
+                kind=d.kind, du=1.0 - alpha if alpha is not None else 1.0,
+                dv=0.0 if d.kind == "IF" else 1.0 - beta,
+                vth=float(vth.flat[0]) if uniform_vth else 1.0,
+                bias=self.layout[name].to_lava(bias))
+        for u, scales in self.row_scale.items():
+            if len(self._fed(u)) != 1:
+                _refuse(u, top.nodes[u], "feeds several neurons one of which scales its input "
+                        "(gain or per-neuron threshold)", "give each neuron its own weights")
+        for name in top.order:
+            b = getattr(top.nodes[name], "bias", None)
+            if b is not None and np.any(b) and set(self._fed(name)) - set(self.bias_to.get(name, [])):
+                _refuse(name, top.nodes[name], "has a bias and feeds a node that is not a neuron",
+                        "Lava synapses have no bias: fold it into the next layer")
+
+    # ---- building the Lava processes -------------------------------------------------------
+    def _synapse(self, name, node, lava):
+        """The Lava process of a weight or pooling node; returns it."""
+        ins = self.top.inputs[name] + self.top.back[name]
+        # spikes travel as bits; graded values, and spikes summed from several edges, need more
+        bits = MESSAGE_BITS if len(ins) > 1 or any(self.graded[u] for u in ins) else 0
+        in_lay = self.layout[ins[0]]
+        scale = self.row_scale.get(name, [None])[0]
+        if isinstance(node, (nir.Affine, nir.Linear)):
+            if len(in_lay.torch_shape) != 1:
+                _refuse(name, node, f"gets a {in_lay.torch_shape} tensor", "flatten it first")
+            w = np.asarray(node.weight, np.float64)
+            if in_lay.perm is not None:
+                w = w[:, in_lay.perm]
+            if scale is not None:
+                w = w * scale.reshape(-1, 1)
+            self.synapses += int(np.count_nonzero(w))
+            if (w == 0).any():
+                from scipy.sparse import csr_matrix
+                self.layers.append(LavaLayer(name, "sparse", (w.shape[0],)))
+                return lava.Sparse(weights=csr_matrix(w), num_message_bits=bits)
+            self.layers.append(LavaLayer(name, "dense", (w.shape[0],)))
+            return lava.Dense(weights=w, num_message_bits=bits)
+        conv1d = isinstance(node, nir.Conv1d)
+        if isinstance(node, (nir.AvgPool2d, nir.SumPool2d)):
+            k, st, pad = (_pair(getattr(node, a)) for a in ("kernel_size", "stride", "padding"))
+            c = in_lay.torch_shape[0]
+            value = 1.0 if isinstance(node, nir.SumPool2d) else 1.0 / (k[0] * k[1])
+            w = np.full((c, k[1], k[0], 1), value)          # depthwise: one kernel per channel
+            groups, dil, kind = c, (1, 1), "pool"
+        else:
+            w = np.asarray(node.weight, np.float64)
+            if conv1d:                                       # (C_out, C_in, K) as a 1 x K image
+                w = w[:, :, None, :]
+            st, pad, dil = (_pair(getattr(node, a), (0 if a == "padding" else 1) if conv1d else None)
+                            for a in ("stride", "padding", "dilation"))
+            groups, kind = int(node.groups), "conv"
+            w = w.transpose(0, 3, 2, 1)[:, ::-1, ::-1, :]   # (C_out, W, H, C_in), flipped
+            if scale is not None:
+                per_c = scale.reshape(scale.shape[0], -1)
+                if np.ptp(per_c, axis=1).any():
+                    _refuse(name, node, "feeds neurons whose gain or threshold varies within a "
+                            "channel", "give the neurons one value per channel")
+                w = w * per_c[:, :1, None, None]
+        if isinstance(pad, str):
+            _refuse(name, node, f"has padding {pad!r}", "give the padding as integers")
+        w = np.ascontiguousarray(w)
+        self.synapses += int(np.count_nonzero(w))
+        p = lava.Conv(weight=w, input_shape=in_lay.shape, stride=(st[1], st[0]),
+                      padding=(pad[1], pad[0]), dilation=(dil[1], dil[0]), groups=groups,
+                      num_message_bits=bits)
+        if tuple(p.a_out.shape) != self.layout[name].shape:
+            _refuse(name, node, f"gives Lava shape {tuple(p.a_out.shape)} where the graph has "
+                    f"{self.layout[name].shape}", "check its padding and stride")
+        self.layers.append(LavaLayer(name, kind, tuple(p.a_out.shape)))
+        return p
+
+    def _build(self, data: np.ndarray, total: int):
         import_lava_runtime()
+        from types import SimpleNamespace
+
         from lava.proc.conv.process import Conv
         from lava.proc.dense.process import Dense
         from lava.proc.io.sink import RingBuffer as Sink
         from lava.proc.io.source import RingBuffer as Source
         from lava.proc.lif.process import LIFReset
         from lava.proc.sparse.process import Sparse
-        from scipy.sparse import csr_matrix
 
+        from .lava_relay.process import Relay
+        lava = SimpleNamespace(Conv=Conv, Dense=Dense, Sparse=Sparse)
+        top, T = self.top, self.T
+        self.layers, self.synapses = [], 0
+        out_port, in_port = {}, {}
         src = Source(data=data)
-        port, shape = src.s_out, source_shape          # current port and its Lava shape
-        torch_chw = None                               # (c, h, w) when the port carries a conv map
-        first, pending_bias, n_lif = True, None, 0
-        procs = [src]
-        for name, node in self.nodes[1:]:
-            bits = MESSAGE_BITS if first else 0
-            if isinstance(node, nir.Conv2d):
-                w = np.asarray(node.weight, dtype=np.float64)
-                if int(node.groups) != 1 or tuple(np.atleast_1d(node.dilation)) not in ((1,), (1, 1)):
-                    raise UnsupportedModelError(f"Lava Conv of '{name}': groups and dilation must be 1")
-                stride, pad = np.atleast_1d(node.stride), np.atleast_1d(node.padding)
-                # Lava's conv flips the kernel (a true convolution, torch correlates): pass
-                # it pre-flipped so that both compute the same thing.
-                p = Conv(weight=w.transpose(0, 3, 2, 1)[:, ::-1, ::-1, :].copy(), input_shape=shape,
-                         stride=(int(stride[-1]), int(stride[0])), padding=(int(pad[-1]), int(pad[0])),
-                         num_message_bits=bits)
-                port.connect(p.s_in)
-                port, shape = p.a_out, tuple(p.a_out.shape)
-                pending_bias = np.broadcast_to(np.asarray(node.bias, np.float64)[None, None, :], shape)
-                torch_chw = (shape[2], shape[1], shape[0])
-                self.layers.append(LavaLayer(name, "conv", shape))
-            elif isinstance(node, (nir.Affine, nir.Linear)):
-                w = np.asarray(node.weight, dtype=np.float64)
-                if torch_chw is not None and w.shape[1] == int(np.prod(torch_chw)):
-                    w = w[:, _chw_to_whc_columns(*torch_chw)]
-                sparse = bool((w == 0).any())
-                p = Sparse(weights=csr_matrix(w), num_message_bits=bits) if sparse \
-                    else Dense(weights=w, num_message_bits=bits)
-                port.connect(p.s_in)
-                port, shape = p.a_out, (w.shape[0],)
-                pending_bias = np.asarray(node.bias, np.float64) if isinstance(node, nir.Affine) \
-                    else np.zeros(w.shape[0])
-                torch_chw = None
-                self.layers.append(LavaLayer(name, "sparse" if sparse else "dense", shape))
-            elif isinstance(node, nir.Flatten):
-                port = port.flatten()
-                shape = (int(np.prod(shape)),)
+        out_port[top.source] = src.s_out
+        for name in top.order:
+            node = top.nodes[name]
+            if name == top.source:
                 continue
-            elif isinstance(node, nir.LIF):
-                if pending_bias is None:
-                    raise UnsupportedModelError(f"LIF '{name}' does not follow a Conv2d / Affine")
-                n_lif += 1
-                lam = 1.0 - self.dt / float(np.asarray(node.tau).flat[0])
-                p = LIFReset(shape=shape, du=1.0, dv=1.0 - lam, bias_mant=pending_bias,
-                             vth=float(np.asarray(node.v_threshold).flat[0]),
-                             reset_interval=self.T, reset_offset=(1 + n_lif) % self.T)
-                port.connect(p.a_in)
-                port = p.s_out
-                pending_bias = None
-                self.layers.append(LavaLayer(name, "lif", shape))
-            elif isinstance(node, nir.Output):
-                break
-            elif isinstance(node, nir.AvgPool2d):
-                raise UnsupportedModelError(
-                    f"NIR node '{name}' is AvgPool2d: Lava has no pooling process; export the "
-                    "pool-folded graph (dpap_deploy.compaction.deployment_graph)")
-            else:
-                raise UnsupportedModelError(f"NIR node '{name}' ({type(node).__name__}) has no "
-                                            "Lava mapping here")
-            procs.append(p)
-            first = False
-        sink = Sink(shape=shape, buffer=total_steps)
-        port.connect(sink.a_in)
-        return src, sink, n_lif
+            ins = top.inputs[name] + top.back[name]
+            if isinstance(node, SYNAPSES):
+                p = self._synapse(name, node, lava)
+                in_port[name], out_port[name] = p.s_in, p.a_out
+            elif isinstance(node, NEURONS):
+                c = self.neuron[name]
+                shape = self.layout[name].shape
+                p = LIFReset(shape=shape, du=c["du"], dv=c["dv"], vth=c["vth"],
+                             bias_mant=np.ascontiguousarray(c["bias"]), reset_interval=T,
+                             reset_offset=(self.depth[name] + 1) % T)
+                self.layers.append(LavaLayer(name, c["kind"].lower(), shape))
+                in_port[name], out_port[name] = p.a_in, p.s_out
+            elif len(ins) == 1 and not top.back[name]:          # pass-through: the same port
+                port = out_port[ins[0]]
+                out_port[name] = port.flatten() if isinstance(node, nir.Flatten) \
+                    and len(self.layout[ins[0]].torch_shape) != 1 else port
+            else:                                               # a sum where no process stands
+                shape = self.layout[ins[0]].shape
+                r = Relay(shape)
+                self.layers.append(LavaLayer(name, "relay", shape))
+                in_port[name] = r.a_in
+                out_port[name] = r.s_out.flatten() if isinstance(node, nir.Flatten) else r.s_out
+        for v in top.order:                                     # edges, with delays
+            if v not in in_port:
+                continue
+            d_in = self._d_in(v)
+            for u, back in [(u, False) for u in top.inputs[v]] + [(u, True) for u in top.back[v]]:
+                lag = d_in - self.depth[u] + (1 if back else 0)
+                port = out_port[u]
+                if lag or back:
+                    shape = tuple(port.shape)
+                    r = Relay(shape, delay=lag, gate_interval=T if back else 0,
+                              gate_offset=(d_in + 1) % T)
+                    self.layers.append(LavaLayer(f"{u}->{v}", "relay", shape))
+                    port.connect(r.a_in)
+                    port = r.s_out
+                port.connect(in_port[v])
+        sink = Sink(shape=tuple(out_port[top.sink].shape), buffer=total)
+        out_port[top.sink].connect(sink.a_in)
+        return src, sink
 
     def run(self, x: np.ndarray, select_tag: str = "floating_pt") -> np.ndarray:
-        """``x``: torch-layout inputs ``[N, C, H, W]``, ``[N, T, C, H, W]`` or ``[N, F]``;
-        returns output spikes ``[N, T, out]``."""
-        from lava.magma.core.run_configs import Loihi2SimCfg
+        """``x``: torch-layout inputs ``[N, ...]`` (repeated every step) or frames
+        ``[N, T, ...]``; returns the Output node's values ``[N, T, ...]``."""
         from lava.magma.core.run_conditions import RunSteps
+        from lava.magma.core.run_configs import Loihi2SimCfg
 
-        n = len(x)
-        depth = sum(1 for _, nd in self.nodes if isinstance(nd, nir.LIF))
-        data = input_schedule(x, self.T, depth)
+        import_lava_runtime()
+        n, lag = len(x), self.depth[self.top.sink]
+        data = stream(self.layout[self.top.source], x, self.T, lag)
         total = data.shape[-1]
-        src, sink, n_lif = self._build(tuple(data.shape[:-1]), total, data)
-        try:
-            src.run(condition=RunSteps(num_steps=total), run_cfg=Loihi2SimCfg(select_tag=select_tag))
-            out = sink.data.get()
-        finally:
-            src.stop()
-        spikes = out[..., n_lif:n_lif + n * self.T]                  # [classes, N*T]
-        return spikes.reshape(spikes.shape[0], n, self.T).transpose(1, 2, 0)
+        src, sink = self._build(data, total)
+        out = lava_run(src, lambda: src.run(condition=RunSteps(num_steps=total),
+                                            run_cfg=Loihi2SimCfg(select_tag=select_tag)),
+                       lambda: sink.data.get())
+        steps = self.layout[self.top.sink].from_lava(out[..., lag:lag + n * self.T])
+        return steps.reshape((n, self.T) + steps.shape[1:])
+
+
+def _pair(v, row: int | None = None) -> tuple:
+    """``(H, W)`` of a NIR size; a Conv1d's ``(K,)`` is ``(row, K)`` on a one-row image
+    (``row``: 1 for stride and dilation, 0 for padding)."""
+    if isinstance(v, str):
+        return v
+    a = [int(i) for i in np.atleast_1d(np.asarray(v))]
+    if row is not None:
+        return (row, a[0])
+    return (a[0], a[0]) if len(a) == 1 else (a[0], a[1])
+
+
+def _bias_torch(node, out_shape) -> np.ndarray:
+    """A synapse's bias broadcast over its output (per channel for a convolution)."""
+    b = np.asarray(node.bias, np.float64)
+    if isinstance(node, (nir.Conv1d, nir.Conv2d)):
+        b = b.reshape((-1,) + (1,) * (len(out_shape) - 1))
+    return np.broadcast_to(b, out_shape)

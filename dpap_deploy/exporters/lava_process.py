@@ -1,0 +1,106 @@
+"""Lava runs that cannot outlive their parent.
+
+A Lava run forks about a dozen processes (``multiprocessing``, 'fork'). Left alone, ``kill -9``
+of the parent leaves them running, and Ctrl-C sends SIGINT to every one of them, whose
+tracebacks and half-stopped channels then hang the parent's ``stop()``. Here, while a run is
+under way (:func:`lava_run`):
+
+- every forked child (and its own children) asks the kernel for SIGKILL when its parent dies
+  (``prctl(PR_SET_PDEATHSIG)``, set in an ``os.register_at_fork`` hook; a child whose parent
+  died before that exits at once), and ignores SIGINT: Ctrl-C is the parent's alone;
+- on Ctrl-C the parent kills its descendants (no graceful ``stop()``, which could wait forever
+  on them) and raises ``KeyboardInterrupt``; the command line turns that into one line and
+  exit status 130;
+- on any other error, and on success, Lava is stopped gracefully in a ``finally``.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+from contextlib import contextmanager
+from pathlib import Path
+
+PR_SET_PDEATHSIG = 1
+_state = {"active": False, "forker": None}
+
+
+def _before_fork() -> None:
+    _state["forker"] = os.getpid()
+
+
+def _after_fork_in_child() -> None:
+    if not _state["active"]:
+        return
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):      # not Linux: the parent's Ctrl-C path still kills us
+        pass
+    if os.getppid() != _state["forker"]:   # the parent died between fork and prctl
+        os._exit(1)
+
+
+os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
+
+
+def descendants(pid: int | None = None) -> list[int]:
+    """Process ids of every descendant of ``pid`` (default: this process), from ``/proc``."""
+    root = os.getpid() if pid is None else pid
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(d.name))
+    out, todo = [], [root]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def kill_descendants(keep: set[int] = frozenset()) -> None:
+    """SIGKILL every descendant of this process except ``keep``."""
+    for pid in descendants():
+        if pid in keep:
+            continue
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@contextmanager
+def children_die_with_parent():
+    """Within this block, forked children die with this process and ignore SIGINT."""
+    previous = _state["active"]
+    _state["active"] = True
+    try:
+        yield
+    finally:
+        _state["active"] = previous
+
+
+def lava_run(process, run, read):
+    """``run()`` then ``read()`` on a Lava network whose ``process.stop()`` ends it; the
+    children die with this process, Ctrl-C kills them and re-raises, any other outcome stops
+    Lava gracefully."""
+    before = set(descendants())
+    with children_die_with_parent():
+        try:
+            run()
+            out = read()
+        except KeyboardInterrupt:
+            kill_descendants(keep=before)
+            raise
+        except BaseException:
+            process.stop()
+            raise
+        process.stop()
+    return out

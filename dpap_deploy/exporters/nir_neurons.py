@@ -1,0 +1,105 @@
+"""NIR's continuous neurons as discrete steps (forward Euler, step ``dt``), shared by the torch
+reference and the Lava mapping so that both use the very same float32 constants.
+
+- ``LIF``: ``tau dv/dt = (v_leak - v) + r I``
+  -> ``v[t] = beta v[t-1] + g I[t] + c`` with ``beta = 1 - dt/tau``, ``g = r dt/tau``,
+  ``c = v_leak dt/tau``.
+- ``CubaLIF``: ``tau_syn dI/dt = -I + w_in x``, ``tau_mem dv/dt = (v_leak - v) + r I``
+  -> ``I[t] = alpha I[t-1] + g_syn x[t]`` (``alpha = 1 - dt/tau_syn``, ``g_syn = w_in dt/tau_syn``),
+  ``v[t] = beta v[t-1] + g I[t] + c`` as for ``LIF`` with ``tau = tau_mem``.
+- ``IF``: ``dv/dt = r I`` -> ``v[t] = v[t-1] + g I[t]``, ``g = r dt`` (``beta = 1``).
+
+Every neuron spikes when ``v > v_threshold`` and then sets ``v = v_reset``.
+
+**Float32 choice.** snnTorch computes ``mem = beta * mem + input`` in float32 with the float32
+``beta`` its user gave. A writer stores ``tau = dt / (1 - beta)`` in float32, and for
+``beta < 0.5`` several float32 ``beta`` give the same float32 ``tau``: ``1 - dt/tau`` then
+comes back within a few units in the last place, not exactly (measured: exact for about 2 of 3
+values). So :func:`decay` takes, among the float32 values next to ``1 - dt/tau``, one that the
+writers' own formula maps back to the stored ``tau`` (ours: ``float32(dt / (1 - beta))`` in
+float64; snnTorch's: the same in float32), preferring the shortest decimal (``0.9``, what
+people write), then the nearest. Gains within 1e-6 of 1 (``r = tau/dt`` stored in float32)
+are exactly 1, so ``g I`` is ``I`` and the spikes of a model run through NIR are snnTorch's own.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import nir
+import numpy as np
+
+from ..errors import UnsupportedModelError
+
+UNIT_GAIN_TOLERANCE = 1e-6   # float32 storage of r = tau/dt and tau rounds the gain by ~1e-7
+
+
+def _f32(v) -> np.ndarray:
+    return np.asarray(v, dtype=np.float32)
+
+
+def _candidates(tau32: float, dt: float) -> float:
+    est = 1.0 - dt / float(tau32)
+    c = np.float32(est)
+    cands = [c]
+    lo = hi = c
+    for _ in range(4):
+        lo, hi = np.nextafter(lo, np.float32(-1)), np.nextafter(hi, np.float32(2))
+        cands += [lo, hi]
+    ours = lambda b: np.float32(dt / (1.0 - float(b))) == tau32  # noqa: E731
+    theirs = lambda b: np.float32(np.float32(dt) / (np.float32(1) - b)) == tau32  # noqa: E731
+    ok = [b for b in cands if ours(b) or theirs(b)] or [c]
+    return min(ok, key=lambda b: (len(np.format_float_positional(b, unique=True)), abs(float(b) - est)))
+
+
+def decay(tau, dt: float) -> np.ndarray:
+    """float32 ``1 - dt/tau`` as the writer meant it (module docstring), element-wise."""
+    tau = _f32(tau)
+    if np.any(~np.isfinite(tau)) or np.any(tau <= 0):
+        raise UnsupportedModelError(f"NIR time constants must be positive and finite, got {tau.min()}")
+    uniq, inv = np.unique(tau, return_inverse=True)
+    vals = np.array([_candidates(t, dt) for t in uniq], dtype=np.float32)
+    return vals[inv].reshape(tau.shape)
+
+
+def _gain(g: np.ndarray) -> np.ndarray | None:
+    """``None`` when the gain is 1 (multiplying by it would only add rounding)."""
+    g = np.asarray(g, dtype=np.float64)
+    return None if np.all(np.abs(g - 1.0) <= UNIT_GAIN_TOLERANCE) else g.astype(np.float32)
+
+
+@dataclass
+class Discrete:
+    """One neuron population's discrete constants (float32 arrays or scalars)."""
+    kind: str                      # "LIF", "CubaLIF", "IF"
+    beta: np.ndarray               # membrane decay (1 for IF)
+    gain: np.ndarray | None        # input gain g (None: 1)
+    leak: np.ndarray | None        # constant drive c (None: 0)
+    v_threshold: np.ndarray
+    v_reset: np.ndarray
+    alpha: np.ndarray | None = None       # synaptic decay (CubaLIF)
+    syn_gain: np.ndarray | None = None    # g_syn (CubaLIF; None: 1)
+
+
+def discretise(node: nir.NIRNode, dt: float) -> Discrete:
+    if isinstance(node, nir.LIF):
+        k = dt / np.asarray(node.tau, np.float64)
+        return Discrete("LIF", decay(node.tau, dt), _gain(np.asarray(node.r) * k),
+                        _leak(node.v_leak, k), _f32(node.v_threshold), _f32(node.v_reset))
+    if isinstance(node, nir.CubaLIF):
+        k = dt / np.asarray(node.tau_mem, np.float64)
+        ks = dt / np.asarray(node.tau_syn, np.float64)
+        return Discrete("CubaLIF", decay(node.tau_mem, dt), _gain(np.asarray(node.r) * k),
+                        _leak(node.v_leak, k), _f32(node.v_threshold), _f32(node.v_reset),
+                        alpha=decay(node.tau_syn, dt), syn_gain=_gain(np.asarray(node.w_in) * ks))
+    if isinstance(node, nir.IF):
+        return Discrete("IF", np.float32(1.0), _gain(np.asarray(node.r, np.float64) * dt), None,
+                        _f32(node.v_threshold), _f32(node.v_reset))
+    raise TypeError(type(node).__name__)
+
+
+def _leak(v_leak, k) -> np.ndarray | None:
+    c = np.asarray(v_leak, np.float64) * k
+    return None if not np.any(c) else c.astype(np.float32)
+
+
+NEURONS = (nir.LIF, nir.CubaLIF, nir.IF)
