@@ -77,12 +77,12 @@ class TutorialCSNN(nn.Module):
 class SynapticNet(nn.Module):
     def __init__(self):
         super().__init__()
-        self.fc1 = nn.Linear(64, 40)
+        self.fc1 = nn.Linear(64, 40, bias=False)    # Lava's CUBA bias goes to v, not the current
         self.syn1 = snn.Synaptic(alpha=0.6, beta=BETA, spike_grad=rectangle(1.0),
-                                 reset_mechanism="zero")
-        self.fc2 = nn.Linear(40, 10)
+                                 reset_mechanism="zero", reset_delay=False)
+        self.fc2 = nn.Linear(40, 10, bias=False)
         self.syn2 = snn.Synaptic(alpha=0.6, beta=BETA, spike_grad=rectangle(1.0),
-                                 reset_mechanism="zero")
+                                 reset_mechanism="zero", reset_delay=False)
 
     def forward(self, x):
         syn1, mem1 = self.syn1.reset_mem()
@@ -95,12 +95,20 @@ class SynapticNet(nn.Module):
         return torch.stack(rec)
 
 
+class SynapticDelayed(SynapticNet):
+    """snnTorch's default reset_delay=True: refused at export, with the reason."""
+
+    def __init__(self):
+        super().__init__()
+        self.syn1.reset_delay = self.syn2.reset_delay = True
+
+
 class RecurrentNet(nn.Module):
     def __init__(self):
         super().__init__()
         self.fc1 = nn.Linear(64, 32)
         self.rlif = snn.RLeaky(beta=BETA, linear_features=32, spike_grad=rectangle(1.0),
-                               reset_mechanism="zero")
+                               reset_mechanism="zero", reset_delay=False)
         self.fc2 = nn.Linear(32, 10)
         self.lif2 = _leaky(reset_mechanism="zero")
 
@@ -286,6 +294,8 @@ STYLES = [
     Style("fixed-per-neuron-beta", _seq_fixed_per_neuron, IMG, expect={"nir": "ok"}),
     Style("integrate-and-fire", _seq_if, IMG, expect={"nir": "ok", "loihi-sim": "ok"}),
     Style("synaptic-cuba", SynapticNet, IMG, _looped, expect={"nir": "ok", "loihi-sim": "ok"}),
+    Style("synaptic-delayed-reset", SynapticDelayed, IMG, _looped,
+          expect={"nir": "reset_delay=True"}),
     Style("rleaky-recurrent", RecurrentNet, IMG, _looped, expect={"nir": "ok"}),
     Style("conv1d", _seq_conv1d, (2, 16), expect={"nir": "ok", "loihi-sim": "ok"}),
     Style("residual-block", ResidualBlock, IMG, expect={"nir": "ok", "loihi-sim": "ok",

@@ -80,19 +80,7 @@ def apply_layer_masks(model: nn.Module, example_input: torch.Tensor | None, mask
             syn, neu = masks[layer.name]
             dev = layer.synapse.weight.device
             apply_masks(layer_param_masks(layer, syn.to(dev), neu.to(dev)))
-            _mask_recurrent(graph, layer, neu.to(dev))
     return model
-
-
-@torch.no_grad()
-def _mask_recurrent(graph: ModelGraph, layer, neu: torch.Tensor) -> None:
-    """A pruned neuron neither sends nor receives recurrent input."""
-    if layer.neuron is None or layer.neuron_node < 0:
-        return
-    rec = graph.nodes[layer.neuron_node].adapter.recurrent(layer.neuron)
-    if rec is not None and rec.weight.shape[0] == neu.numel() == rec.weight.shape[1]:
-        m = (neu[:, None] & neu[None, :]).to(rec.weight.dtype)
-        rec.weight.mul_(m.reshape(m.shape + (1,) * (rec.weight.dim() - 2)))
 
 
 def compact(model: nn.Module, example_input: torch.Tensor, masks: Masks | None = None,

@@ -48,6 +48,10 @@ def constant_drive(layer: PrunableLayer) -> torch.Tensor:
     """Input current of each unit when all its inputs are zero (evaluation mode)."""
     syn = layer.synapse
     b = syn.bias.detach() if syn.bias is not None else torch.zeros(layer.n_out, device=syn.weight.device)
+    from ..dpap.masking import recurrent_of
+    rec = recurrent_of(layer)
+    if rec is not None and rec.bias is not None:     # RLeaky: the recurrent bias drives too
+        b = b + rec.bias.detach()
     bn = layer.bn
     if bn is None:
         return b

@@ -24,12 +24,28 @@ def layer_param_masks(layer: PrunableLayer, syn_alive: torch.Tensor,
     """Every (parameter, mask) pair of a layer: weight, bias, BatchNorm weight and bias."""
     w = layer.synapse.weight
     pairs = [(w, weight_mask(syn_alive, neu_alive, w))]
+    rec = recurrent_of(layer)
+    rec_params = ()
+    if rec is not None:       # a pruned neuron neither sends nor receives recurrent input
+        both = neu_alive[:, None] & neu_alive[None, :]
+        pairs.append((rec.weight, both.reshape(both.shape + (1,) * (rec.weight.dim() - 2))
+                      .to(rec.weight.dtype)))
+        rec_params = (rec.bias,)
     for p in (layer.synapse.bias,
               getattr(layer.bn, "weight", None) if layer.bn is not None else None,
-              getattr(layer.bn, "bias", None) if layer.bn is not None else None):
+              getattr(layer.bn, "bias", None) if layer.bn is not None else None, *rec_params):
         if p is not None:
             pairs.append((p, neu_alive.to(p.dtype)))
     return pairs
+
+
+def recurrent_of(layer: PrunableLayer) -> nn.Module | None:
+    """The recurrent weight owned by the layer's neuron (``RLeaky``), or ``None``."""
+    from ..graph import adapter_for
+    if layer.neuron is None:
+        return None
+    adapter = adapter_for(layer.neuron)
+    return adapter.recurrent(layer.neuron) if adapter is not None else None
 
 
 @torch.no_grad()

@@ -70,6 +70,17 @@ def _pool_node(n) -> nir.NIRNode:
                          padding=np.array(a["padding"]))
 
 
+def _add_bias(nodes: dict, feeders: list[str], bias: np.ndarray, where: str) -> None:
+    """Add a constant input current to the one synapse node that feeds a neuron."""
+    if len(feeders) != 1 or not isinstance(nodes[feeders[0]], (nir.Affine, nir.Linear)):
+        raise UnsupportedModelError(
+            f"the recurrent weight of '{where}' has a bias and its neuron is not fed by one "
+            "Linear layer that could carry it; use bias=False on the recurrent weight")
+    old = nodes[feeders[0]]
+    b = np.asarray(getattr(old, "bias", 0.0), dtype=np.float32) + bias
+    nodes[feeders[0]] = nir.Affine(weight=old.weight, bias=b.astype(np.float32))
+
+
 def to_nir(model: nn.Module | ModelGraph, example_input: torch.Tensor | None = None,
            time_steps: int = 8) -> nir.NIRGraph:
     """NIR graph of an SNN (evaluation semantics). ``model`` may be its ``ModelGraph``."""
@@ -121,8 +132,12 @@ def to_nir(model: nn.Module | ModelGraph, example_input: torch.Tensor | None = N
                 node = n.adapter.to_nir(n.module, n.out_shape, DT)
             except UnsupportedModelError as exc:
                 raise UnsupportedModelError(f"neuron '{n.name}': {exc}") from None
+            feeders = alias[n.inputs[0]]
             name = add(n, node)
             rec = getattr(n.adapter, "recurrent_nir", None)
+            bias = n.adapter.recurrent_bias(n.module) if rec is not None else None
+            if bias is not None:
+                _add_bias(nodes, feeders, bias, n.name)
             if rec is not None:
                 w = f"{name}_rec"
                 nodes[w] = rec(n.module, n.out_shape)

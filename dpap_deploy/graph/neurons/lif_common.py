@@ -42,14 +42,24 @@ class LIFFamily(NeuronAdapter):
                 f"{type(module).__name__}.{attr} of shape {tuple(t.shape)} does not broadcast to "
                 f"its population of shape {shape}") from None
 
-    @staticmethod
-    def check_exportable(module: nn.Module, name: str = "") -> None:
+    # snnTorch's Leaky with reset to zero multiplies the old membrane by (1 - spike) before
+    # adding the input, which is NIR's reset; Synaptic / RLeaky instead zero the *new*
+    # membrane at the step after a spike (their input of that step is lost) unless
+    # reset_delay=False, which zeroes it right after the spike as NIR does.
+    delayed_reset_is_nir = True
+
+    def check_exportable(self, module: nn.Module, name: str = "") -> None:
         where = f" '{name}'" if name else ""
         mech = getattr(module, "reset_mechanism", "zero")
         if mech != "zero":
             raise UnsupportedModelError(
                 f"{type(module).__name__}{where} uses reset_mechanism='{mech}'; NIR and Lava "
                 "neurons reset to zero: train with reset_mechanism='zero' to export")
+        if not self.delayed_reset_is_nir and getattr(module, "reset_delay", False):
+            raise UnsupportedModelError(
+                f"{type(module).__name__}{where} uses reset_delay=True, which zeroes the "
+                "membrane one step after a spike and drops that step's input; NIR's reset does "
+                "not: train with reset_delay=False to export")
         g = getattr(module, "graded_spikes_factor", 1.0)
         if float(torch.as_tensor(g).float().mean()) != 1.0 or torch.as_tensor(g).numel() != 1:
             raise UnsupportedModelError(

@@ -18,6 +18,8 @@ from .synaptic import Synaptic
 
 
 class _Recurrent(LIFFamily):
+    delayed_reset_is_nir = False
+
     def recurrent(self, module: nn.Module) -> nn.Module | None:
         if getattr(module, "all_to_all", False):
             rec = module.recurrent
@@ -36,8 +38,17 @@ class _Recurrent(LIFFamily):
                 out["recurrent.V"] = V
         return out
 
+    def recurrent_bias(self, module: nn.Module):
+        """The recurrent weight's bias (added at every step, the first included), or ``None``;
+        the NIR writer moves it into the bias of the synapse that feeds the neuron, where it
+        has the same effect at every step."""
+        rec = self.recurrent(module)
+        if rec is None or rec.bias is None or not bool(rec.bias.detach().ne(0).any()):
+            return None
+        return rec.bias.detach().cpu().numpy().astype("float32")
+
     def recurrent_nir(self, module: nn.Module, shape: tuple[int, ...]):
-        """The NIR node of the recurrent weight (``Linear``), or refuse."""
+        """The NIR node of the recurrent weight (``Linear``, bias apart), or refuse."""
         import nir
         import numpy as np
         rec = self.recurrent(module)
@@ -49,9 +60,6 @@ class _Recurrent(LIFFamily):
         if isinstance(rec, nn.Conv2d):
             raise UnsupportedModelError(f"{type(module).__name__} with a recurrent Conv2d has no "
                                         "NIR export here; use all_to_all with linear_features")
-        if rec.bias is not None and bool(rec.bias.detach().ne(0).any()):
-            return nir.Affine(weight=rec.weight.detach().cpu().numpy().astype(np.float32),
-                              bias=rec.bias.detach().cpu().numpy().astype(np.float32))
         return nir.Linear(weight=rec.weight.detach().cpu().numpy().astype(np.float32))
 
 

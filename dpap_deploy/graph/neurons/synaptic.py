@@ -14,6 +14,8 @@ from .lif_common import LIFFamily
 
 @register
 class Synaptic(LIFFamily):
+    delayed_reset_is_nir = False
+
     types = (snn.Synaptic,)
     label = "snntorch.Synaptic (CUBA LIF)"
     per_neuron_attrs = ("alpha", "beta", "threshold")
