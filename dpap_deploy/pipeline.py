@@ -43,11 +43,18 @@ def _ops_section(masked: OpsReport, small: OpsReport) -> dict[str, float]:
             "measured_on": f"{small.samples} test samples"}
 
 
+def _nonzero_kernels(weight: torch.Tensor) -> torch.Tensor:
+    """``[C_out, C_in]`` synapses (kernels) with a non-zero weight: the masks of a run pruned
+    without DPAP state (a baseline), whose pruned weights are zero."""
+    w = weight.detach().cpu()
+    return w.reshape(w.shape[0], w.shape[1], -1).ne(0).any(2)
+
+
 def _layer_rows(layers, plan, masks, masked_ops: OpsReport, small_ops: OpsReport) -> list[dict]:
     rows = []
     for layer, lp, mo, so in zip(layers, plan.layers, masked_ops.layers, small_ops.layers):
         syn, neu = masks[layer.name] if masks and layer.name in masks else (
-            torch.ones(layer.n_out, layer.n_in, dtype=torch.bool), torch.ones(layer.n_out, dtype=torch.bool))
+            _nonzero_kernels(layer.synapse.weight), torch.ones(layer.n_out, dtype=torch.bool))
         eff = (syn & neu[:, None])
         in_units = lp.keep_in
         bn_params = sum(p.numel() for p in layer.bn.parameters()) if layer.bn is not None else 0

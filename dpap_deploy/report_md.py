@@ -39,7 +39,7 @@ def render(report: dict[str, Any], plots: list[str]) -> str:
              f"- test accuracy: {_pct(r['accuracy']['test'])} (best {_pct(r['accuracy']['best'])}"
              f" at epoch {r['accuracy'].get('best_epoch')})",
              f"- parameters removed by pruning: {_pct(r['pruning']['params_removed_fraction'])}"]
-    lines += _output_lines(r.get("output"), "test set")
+    lines += _output_lines(r.get("output"), "on the test set")
     if "params" in r:
         p = r["params"]
         lines += [f"- parameters: {_n(p['dense'])} dense, {_n(p['nonzero'])} non-zero after "
