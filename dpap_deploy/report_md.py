@@ -23,7 +23,7 @@ def _output_lines(act: dict | None, where: str) -> list[str]:
     """Output-layer activity (metrics.output_activity) as one line; ties count as wrong."""
     if not act or act.get("tie_fraction") is None:
         return []
-    rate = (f"firing rate {act['firing_rate']:.3f} spikes per neuron per step, silent on "
+    rate = (f"firing rate {act['firing_rate']:.3g} spikes per neuron per step, silent on "
             f"{_pct(act['silent_fraction'])} of samples, " if act.get("firing_rate") is not None
             else "")
     return [f"- output layer {where}: {rate}tied (no prediction, counted wrong) on "

@@ -171,3 +171,16 @@ def test_plots_read_alone(tmp_path, monkeypatch):
     long = [dict(h, epoch=e) for e in range(1, 40) for h in run.history]
     plots.plot_accuracy(long, out / "e.png")
     assert figs[-1].axes[0].lines[0].get_marker() in (None, "None", "")
+
+
+def test_export_of_a_silent_network_warns_and_scores_its_ties_as_wrong(tmp_path):
+    from dpap_deploy.pipeline import export_run
+    run = train(TrainConfig(epochs=1, lr=1e-3), tmp_path / "run", progress=False)
+    assert run.history[-1]["test_silent_fraction"] > 0.5          # barely trained: mostly silent
+    rep = export_run(tmp_path / "run", "nir", tmp_path / "nir")
+    par = rep["export"]["parity"]
+    assert par["output"] == par["output_torch"] and par["agreement"] == 1.0   # a faithful copy
+    assert par["accuracy"] <= 1 - par["output"]["tie_fraction"]
+    assert len(rep["export"]["warnings"]) == 1 and "nir export: the output layer is silent" in \
+        rep["export"]["warnings"][0]
+    assert rep["accuracy"]["test"] == par["accuracy"]
