@@ -95,7 +95,7 @@ def test_one_recording_nmnist_warns_and_does_not_score_100(tmp_path):
     assert r.returncode == 0, r.stderr
     warnings = [line for line in r.stderr.splitlines() if line.startswith("warning: ")]
     for fragment in ("train set holds a single class (label 0", "test set holds a single class",
-                     "1 of 1 test sample (100.0%) are identical to training samples",
+                     "1 of 1 test sample (100.0%) is identical to training samples",
                      "output layer is silent (no spike) on 100.0% of 1 sample"):
         assert sum(fragment in w for w in warnings) == 1, (fragment, r.stderr)
     rep = json.loads((out / "report.json").read_text())

@@ -61,7 +61,8 @@ def _overlap(data: Dataset) -> list[str]:
     if not shared:
         return []
     n = len(data.y_test)
-    return [f"{shared:,} of {_count(n, 'test sample')} ({shared / n:.1%}) are identical to "
+    verb = "is" if shared == 1 else "are"
+    return [f"{shared:,} of {_count(n, 'test sample')} ({shared / n:.1%}) {verb} identical to "
             "training samples: test accuracy partly measures memory"]
 
 
