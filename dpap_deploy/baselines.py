@@ -86,7 +86,8 @@ class GradualPruner:
             s = layer_stats(layer)
             kept = int(m.sum())
             s["params_kept"] = kept + (layer.n_out if layer.synapse.bias is not None else 0)
-            s["synapses_kept"] = int(m.flatten(1).any(1).sum()) if m.dim() > 2 else kept
+            # a conv synapse is a kernel [C_out, C_in] (kept if any of its weights is)
+            s["synapses_kept"] = int(m.flatten(2).any(2).sum()) if m.dim() > 2 else kept
             out.append(s)
         return out
 

@@ -18,6 +18,8 @@ from .compaction import compact, fold_for_deployment, masks_from_dpap_state
 from .graph import build_graph
 from .counting import PJ_PER_AC, PJ_PER_MAC, OpsReport, count_ops, param_counts
 from .errors import DPAPError
+from .metrics import silent_warning
+from .notices import warn
 from .report import run_report, write_report
 from .report_md import render
 from .serialize import save_model
@@ -41,20 +43,30 @@ def _ops_section(masked: OpsReport, small: OpsReport) -> dict[str, float]:
             "measured_on": f"{small.samples} test samples"}
 
 
+def _nonzero_kernels(weight: torch.Tensor) -> torch.Tensor:
+    """``[C_out, C_in]`` synapses (kernels) with a non-zero weight: the masks of a run pruned
+    without DPAP state (a baseline), whose pruned weights are zero."""
+    w = weight.detach().cpu()
+    return w.reshape(w.shape[0], w.shape[1], -1).ne(0).any(2)
+
+
 def _layer_rows(layers, plan, masks, masked_ops: OpsReport, small_ops: OpsReport) -> list[dict]:
     rows = []
     for layer, lp, mo, so in zip(layers, plan.layers, masked_ops.layers, small_ops.layers):
         syn, neu = masks[layer.name] if masks and layer.name in masks else (
-            torch.ones(layer.n_out, layer.n_in, dtype=torch.bool), torch.ones(layer.n_out, dtype=torch.bool))
+            _nonzero_kernels(layer.synapse.weight), torch.ones(layer.n_out, dtype=torch.bool))
         eff = (syn & neu[:, None])
         in_units = lp.keep_in
         bn_params = sum(p.numel() for p in layer.bn.parameters()) if layer.bn is not None else 0
         bn_kept = (bn_params // layer.n_out) * len(lp.keep_out)
+        after_pruning, kept = int(eff.sum()), int(eff[lp.keep_out][:, in_units].sum())
+        # kept = total - pruned (by the pruner's masks) - derived dead (removed by compaction)
         rows.append({"name": layer.name, "kind": layer.kind,
                      "neurons_total": layer.n_out, "neurons_kept": len(lp.keep_out),
                      "neurons_pruned": lp.pruned_out, "neurons_derived_dead": lp.derived_out,
-                     "synapses_total": layer.n_out * layer.n_in,
-                     "synapses_kept": int(eff[lp.keep_out][:, in_units].sum()),
+                     "synapses_total": layer.n_out * layer.n_in, "synapses_kept": kept,
+                     "synapses_pruned": layer.n_out * layer.n_in - after_pruning,
+                     "synapses_derived_dead": after_pruning - kept,
                      "params_dense": mo.params + bn_params, "params_compact": so.params + bn_kept,
                      "synops_dense": mo.synops_dense, "synops_compact": so.synops,
                      "macs_dense": mo.macs_dense, "macs_compact": so.macs})
@@ -183,6 +195,8 @@ def export_run(source: str | Path, target: str, out: str | Path,
     job = ExportJob(model, kind, data.x_test, data.y_test, meta["time_steps"], limit)
     result = export(target, job, out)
     section = {"export": result.to_report()}
+    silent = silent_warning(result.parity.get("output", {}), f"{target} export")
+    section["export"]["warnings"] = [warn(silent)] if silent else []
     write_report(out, section)
     write_human_report(out)
     if not result.passed:

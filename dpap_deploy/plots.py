@@ -6,6 +6,9 @@
   pruned, aligned at the epoch of pruning (paper Fig. 4E-F).
 - ``fc_map.png``: kept / pruned synapses and neurons of the first fully connected layer
   (paper Fig. 4A, C).
+
+Each figure reads alone: runs of at most ``MARKER_EPOCHS`` epochs draw a marker at every
+epoch (a 1-epoch run is a single point), panels with nothing to draw say so, maps have legends.
 """
 from __future__ import annotations
 
@@ -17,6 +20,18 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+
+MARKER_EPOCHS = 20
+
+
+def _marker(history: list[dict]) -> dict:
+    """Plot keywords: a marker per epoch for short runs, plain lines for long ones."""
+    return {"marker": "o", "markersize": 3} if len(history) <= MARKER_EPOCHS else {}
+
+
+def _empty(ax, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="grey")
 
 
 def save_figure(fig, path: Path) -> Path:
@@ -35,14 +50,15 @@ def _col(history: list[dict], key: str) -> np.ndarray:
 def plot_accuracy(history: list[dict], path: Path, baseline: list[dict] | None = None,
                   label: str = "DPAP") -> Path:
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    ax.plot(_col(history, "epoch"), 100 * _col(history, "test_acc"), label=f"{label} (test)")
+    ax.plot(_col(history, "epoch"), 100 * _col(history, "test_acc"), label=f"{label} (test)",
+            **_marker(history))
     if baseline:
         ax.plot(_col(baseline, "epoch"), 100 * _col(baseline, "test_acc"), "--",
-                label="no pruning (test)")
+                label="no pruning (test)", **_marker(baseline))
     if "params_removed_fraction" in history[0]:
         ax2 = ax.twinx()
         ax2.plot(_col(history, "epoch"), 100 * _col(history, "params_removed_fraction"),
-                 color="grey", alpha=0.5, lw=1)
+                 color="grey", alpha=0.5, lw=1, **_marker(history))
         ax2.set_ylabel("parameters removed (%)", color="grey")
         ax2.set_ylim(0, 100)
     ax.set_xlabel("epoch")
@@ -59,15 +75,14 @@ def plot_params_per_layer(history: list[dict], layers: list[tuple[str, str]], pa
     for name, kind in layers:
         key = f"{name}:params_kept"
         if key in history[0]:
-            ax.plot(epochs, _col(history, key), label=f"layer {name} ({kind})")
+            ax.plot(epochs, _col(history, key), label=f"layer {name} ({kind})", **_marker(history))
     ax.set_yscale("log")
     ax.set_xlabel("epoch")
     ax.set_ylabel("parameters alive")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
     else:
-        ax.text(0.5, 0.5, "history.csv has no per-layer parameter columns", ha="center",
-                transform=ax.transAxes)
+        _empty(ax, "history.csv has no per-layer parameter columns")
     ax.set_title("Alive parameters per layer")
     return save_figure(fig, path)
 
@@ -113,6 +128,8 @@ def plot_survival(dpap_state: dict, path: Path, window: int = 8) -> Path:
         ax.set_title(title)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8, title="layer (pruned)")
+        else:
+            _empty(ax, "nothing pruned")
     axes[0].set_ylabel("survival value (mean)")
     return save_figure(fig, path)
 
@@ -133,6 +150,9 @@ def plot_fc_map(dpap_state: dict, path: Path) -> Path | None:
     a1.imshow(kept, aspect="auto", cmap="Greys", vmin=0, vmax=1, interpolation="nearest")
     a1.set_xlabel("input (synapse)")
     a1.set_yticks([])
+    a1.legend(handles=[Patch(facecolor="black", label="kept"),
+                       Patch(facecolor="white", edgecolor="grey", label="pruned")],
+              loc="upper right", fontsize=8, framealpha=0.9)
     a1.set_title(f"layer {d['name']}: {int(d['neu_alive'].sum())}/{len(d['neu_alive'])} neurons, "
                  f"{int(kept.sum())}/{kept.size} synapses kept")
     return save_figure(fig, path)

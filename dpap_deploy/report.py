@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .checkpoint import atomic_write_text
+from .metrics import silent_warning
 
 
 def run_report(run) -> dict[str, Any]:
@@ -34,14 +35,40 @@ def run_report(run) -> dict[str, Any]:
             "params_removed_fraction": run.params_removed_fraction(),
             "params_total": sum(p.numel() for p in run.model.parameters()),
             "params_kept": hist[-1]["params_kept"] if hist else None,
-            "layers": [{k: s[k] for k in ("name", "kind", "neurons_total", "neurons_kept",
-                                          "synapses_total", "synapses_kept", "params_total",
-                                          "params_kept")} for s in stats],
+            "layers": [_pruning_row(s) for s in stats],
         },
+        "output": _output_section(run),
+        "data_warnings": list(run.data_warnings),
         "wall_time_s": round(sum(h["wall_time_s"] for h in hist), 3),
         "train_config": run.cfg.to_dict(),
         "dpap_config": run.dpap.config.to_dict() if run.dpap is not None else None,
     }
+
+
+def _pruning_row(s: dict) -> dict:
+    """A layer under the pruner's masks. ``*_pruned`` are removed by the pruner (DPAP or a
+    baseline); units that compaction removes on top (derived deaths) are counted only in
+    ``compaction.layers`` (``*_derived_dead``)."""
+    row = {k: s[k] for k in ("name", "kind", "neurons_total", "neurons_kept", "synapses_total",
+                             "synapses_kept", "params_total", "params_kept")}
+    row["neurons_pruned"] = s["neurons_total"] - s["neurons_kept"]
+    row["synapses_pruned"] = s["synapses_total"] - s["synapses_kept"]
+    return row
+
+
+def _output_section(run) -> dict[str, Any]:
+    """Output-layer activity on the test set after the last epoch (``metrics.output_activity``;
+    None for runs from before it was recorded)."""
+    last = run.history[-1] if run.history else {}
+    n = len(run.data.y_test)
+    out: dict[str, Any] = {"tie_fraction": last.get("test_tie_fraction"),
+                           "measured_on": f"{n} test samples"}
+    if run.kind == "snn":
+        out["firing_rate"] = last.get("test_output_rate")
+        out["silent_fraction"] = last.get("test_silent_fraction")
+        out["warning"] = silent_warning({"silent_fraction": out["silent_fraction"] or 0.0,
+                                         "n_samples": n}, "test set")
+    return out
 
 
 def write_report(out: str | Path, report: dict[str, Any]) -> Path:

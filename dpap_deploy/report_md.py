@@ -13,6 +13,23 @@ def _n(x: float) -> str:
     return f"{x:,.0f}"
 
 
+def _removed(layer: dict, what: str) -> str:
+    """'pruned + derived' removed counts of a compaction layer row ('' in older reports)."""
+    p, d = layer.get(f"{what}_pruned"), layer.get(f"{what}_derived_dead")
+    return f"{p} + {d}" if p is not None and d is not None else ""
+
+
+def _output_lines(act: dict | None, where: str) -> list[str]:
+    """Output-layer activity (metrics.output_activity) as one line; ties count as wrong."""
+    if not act or act.get("tie_fraction") is None:
+        return []
+    rate = (f"firing rate {act['firing_rate']:.3g} spikes per neuron per step, silent on "
+            f"{_pct(act['silent_fraction'])} of samples, " if act.get("firing_rate") is not None
+            else "")
+    return [f"- output layer {where}: {rate}tied (no prediction, counted wrong) on "
+            f"{_pct(act['tie_fraction'])}"]
+
+
 def render(report: dict[str, Any], plots: list[str]) -> str:
     r = report
     lines = [f"# {r['model']} on {r['dataset']}", "",
@@ -22,6 +39,7 @@ def render(report: dict[str, Any], plots: list[str]) -> str:
              f"- test accuracy: {_pct(r['accuracy']['test'])} (best {_pct(r['accuracy']['best'])}"
              f" at epoch {r['accuracy'].get('best_epoch')})",
              f"- parameters removed by pruning: {_pct(r['pruning']['params_removed_fraction'])}"]
+    lines += _output_lines(r.get("output"), "on the test set")
     if "params" in r:
         p = r["params"]
         lines += [f"- parameters: {_n(p['dense'])} dense, {_n(p['nonzero'])} non-zero after "
@@ -37,17 +55,22 @@ def render(report: dict[str, Any], plots: list[str]) -> str:
                   f"{o['energy_pj_compact'] / 1e3:,.1f} nJ compacted"]
     lines += ["", "## Layers", ""]
     if "compaction" in r:
-        lines += ["| layer | kind | neurons kept | synapses kept | params dense | params compact | "
+        lines += ["| layer | kind | neurons kept | neurons pruned + derived | synapses kept | "
+                  "synapses pruned + derived | params dense | params compact | "
                   "SynOps dense | SynOps compact | MACs dense | MACs compact |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for l in r["compaction"]["layers"]:
             lines.append(
                 f"| {l['name']} | {l['kind']} | {l['neurons_kept']}/{l['neurons_total']} | "
-                f"{l['synapses_kept']}/{l['synapses_total']} | {_n(l['params_dense'])} | "
+                f"{_removed(l, 'neurons')} | {l['synapses_kept']}/{l['synapses_total']} | "
+                f"{_removed(l, 'synapses')} | {_n(l['params_dense'])} | "
                 f"{_n(l['params_compact'])} | {_n(l['synops_dense'])} | {_n(l['synops_compact'])} | "
                 f"{_n(l['macs_dense'])} | {_n(l['macs_compact'])} |")
-        lines += ["", "Neurons: units (conv channels) kept after pruning and compaction (derived "
-                  "deaths included); synapses: conv kernels / linear weights kept by the masks. "
+        lines += ["", f"Neurons are units (conv channels), synapses conv kernels or linear weights. "
+                  f"Kept = total - pruned - derived: 'pruned' units were switched off by "
+                  f"{r.get('pruning_method', 'the pruner')} during training (the `pruning.layers` "
+                  "counts of report.json); 'derived' ones were removed by compaction because no "
+                  "live input reaches them or nothing reads them (derived deaths). "
                   "SynOps count input spikes times their fan-out; MACs count non-spike inputs "
                   "(direct encoding, ANN). 'dense' counts every weight of the masked network, "
                   "'compact' only the non-zero weights of the compacted one."]
@@ -67,8 +90,20 @@ def render(report: dict[str, Any], plots: list[str]) -> str:
                      if "identical_spike_trains" in par else "")
                   + (f"; max |logit difference| {par['max_abs_diff']:.2e}" if "max_abs_diff" in par else ""),
                   f"- parity check: {'passed' if e.get('passed') else 'FAILED'}"]
+        lines += _output_lines(par.get("output"), "in the target")
         if "synapses" in e:
             lines.append(f"- non-zero synapses in the exported file: {e['synapses']:,}")
+            c = r.get("params", {}).get("compact_nonzero_weights")
+            if c is not None and c != e["synapses"]:
+                lines.append(f"- the exported file holds {e['synapses']:,} synapses against "
+                             f"{c:,} non-zero weights in the compacted network because average "
+                             "pooling, folded into the next layer's weights for the target, "
+                             "copies each weight over the pooling window (k x k copies for a "
+                             "k x k pool): the same computation, with more stored synapses")
+    warnings = (r.get("data_warnings") or []) + [w for w in [(r.get("output") or {}).get("warning")]
+                                                  if w] + list(r.get("export", {}).get("warnings", []))
+    if warnings:
+        lines += ["", "## Warnings", ""] + [f"- {w}" for w in warnings]
     if plots:
         lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots]
     return "\n".join(lines) + "\n"

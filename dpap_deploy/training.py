@@ -6,6 +6,10 @@ cosine learning-rate schedule over the run. Each epoch ends with the DPAP surviv
 test evaluation, one row of ``history.csv`` and an atomic checkpoint holding the model,
 optimizer, scheduler, DPAP state and every RNG state, so an interrupted run resumed with
 ``resume=True`` ends with the same weights and masks as an uninterrupted one (CPU, same seed).
+
+A sample whose output scores tie (a silent output layer included) counts as wrong
+(:mod:`.metrics`). The data are checked once when a run starts (:mod:`.data.checks`), and a
+network whose output is silent on many test samples is reported (:func:`.metrics.silent_warning`).
 """
 from __future__ import annotations
 
@@ -26,10 +30,14 @@ from tqdm import tqdm
 
 from .checkpoint import atomic_write_text, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .data import Dataset, load_dataset
+from .data.checks import check_dataset
 from .dpap import DPAP, DPAPConfig, find_prunable_layers, preset
 from .dpap.masking import layer_stats
 from .errors import ConfigError, DPAPError
+from .metrics import correct as n_correct, output_activity, predictions, silent_warning
 from .neurons import run_snn
+from .notices import warn
+from .progress import LogProgress
 from .zoo import build_model
 
 CHECKPOINT = "checkpoint.pt"
@@ -123,16 +131,24 @@ def loss_fn(out: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, kind: str, time_steps: int,
-             device: torch.device, batch_size: int = 512) -> float:
+def evaluate_outputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, kind: str,
+                     time_steps: int, device: torch.device,
+                     batch_size: int = 512) -> tuple[float, dict]:
+    """Accuracy (ties and silence wrong) and the output activity (:func:`output_activity`;
+    for an ANN only ``tie_fraction`` means something)."""
     was = model.training
     model.eval()
-    correct = 0
-    for i in range(0, len(y), batch_size):
-        out = model_output(model, x[i:i + batch_size].to(device), kind, time_steps)
-        correct += int((out.argmax(1).cpu() == y[i:i + batch_size]).sum())
+    outs = [model_output(model, x[i:i + batch_size].to(device), kind, time_steps).cpu()
+            for i in range(0, len(y), batch_size)]
     model.train(was)
-    return correct / max(len(y), 1)
+    out = torch.cat(outs) if outs else torch.zeros(0, 1)
+    return n_correct(predictions(out), y) / max(len(y), 1), output_activity(out)
+
+
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, kind: str, time_steps: int,
+             device: torch.device, batch_size: int = 512) -> float:
+    """Test accuracy; a sample whose outputs tie (e.g. all silent) counts as wrong."""
+    return evaluate_outputs(model, x, y, kind, time_steps, device, batch_size)[0]
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -154,6 +170,7 @@ class Run:
     dpap: DPAP | None
     history: list[dict] = field(default_factory=list)
     baseline: Any = None                 # a baselines.GradualPruner, when cfg.baseline is set
+    data_warnings: list[str] = field(default_factory=list)   # data.checks, when training began
 
     @property
     def pruner(self):
@@ -207,7 +224,7 @@ def save_run(run: Run, out: Path) -> None:
         "scheduler": run.scheduler.state_dict(),
         "dpap": run.dpap.state_dict() if run.dpap is not None else None,
         "baseline": run.baseline.state_dict() if run.baseline is not None else None,
-        "history": run.history, "rng": rng_state()})
+        "history": run.history, "rng": rng_state(), "data_warnings": run.data_warnings})
     write_history(out / HISTORY, run.history)
 
 
@@ -229,6 +246,7 @@ def restore_run(ckpt: dict, device: str | None = None, data: Dataset | None = No
         raise DPAPError(f"checkpoint does not match its own model configuration: "
                         f"{str(exc).splitlines()[0][:200]}") from None
     run.history = list(ckpt["history"])
+    run.data_warnings = list(ckpt.get("data_warnings", []))
     set_rng_state(ckpt["rng"])
     return run
 
@@ -246,15 +264,20 @@ def write_history(path: Path, history: list[dict]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-def train_epoch(run: Run, progress: bool) -> tuple[float, float]:
+def train_epoch(run: Run, progress: bool,
+                progress_interval_s: float | None = None) -> tuple[float, float]:
+    """One epoch; progress is a bar on a terminal, else a line every ``progress_interval_s``."""
     cfg, model, data = run.cfg, run.model, run.data
     model.train()
     order = epoch_order(len(data.y_train), cfg.seed, run.epoch)
     total_loss, correct, seen = 0.0, 0, 0
     batches = range(0, len(order), cfg.batch_size)
+    tty = sys.stderr.isatty()
     bar = tqdm(batches, desc=f"epoch {run.epoch + 1}/{cfg.epochs}", leave=False, unit="batch",
-               disable=not (progress and sys.stderr.isatty()))
-    for i in bar:
+               disable=not (progress and tty))
+    lines = LogProgress(run.epoch + 1, cfg.epochs, len(order), len(batches),
+                        progress_interval_s) if progress and not tty else None
+    for b, i in enumerate(bar):
         idx = order[i:i + cfg.batch_size]
         x, y = data.x_train[idx].to(run.device), data.y_train[idx].to(run.device)
         out = model_output(model, x, run.kind, cfg.time_steps)
@@ -265,17 +288,25 @@ def train_epoch(run: Run, progress: bool) -> tuple[float, float]:
         if run.pruner is not None:
             run.pruner.step()
         total_loss += float(loss.detach()) * len(y)
-        correct += int((out.argmax(1) == y).sum())
+        correct += n_correct(predictions(out.detach()), y)
         seen += len(y)
         bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}")
+        if lines is not None:
+            lines.update(b + 1, seen, total_loss / seen)
     run.scheduler.step()
     return total_loss / seen, correct / seen
 
 
-def history_row(run: Run, loss: float, train_acc: float, test_acc: float, wall: float) -> dict:
+def history_row(run: Run, loss: float, train_acc: float, test_acc: float, wall: float,
+                activity: dict | None = None) -> dict:
     row: dict[str, Any] = {"epoch": run.epoch + 1, "loss": loss,
                            "train_acc": train_acc, "test_acc": test_acc,
                            "lr": run.optimizer.param_groups[0]["lr"], "wall_time_s": round(wall, 4)}
+    if activity is not None:
+        row["test_tie_fraction"] = activity["tie_fraction"]
+        if run.kind == "snn":
+            row["test_silent_fraction"] = activity["silent_fraction"]
+            row["test_output_rate"] = activity["firing_rate"]
     stats = run.layer_stats()
     row["params_kept"] = sum(s["params_kept"] for s in stats) + \
         sum(p.numel() for p in run.model.parameters()) - sum(s["params_total"] for s in stats)
@@ -288,18 +319,21 @@ def history_row(run: Run, loss: float, train_acc: float, test_acc: float, wall: 
 
 
 def fit(run: Run, out: Path, progress: bool = True,
-        log: Callable[[str], None] | None = None) -> Run:
-    """Train ``run`` from its current epoch to ``cfg.epochs``, checkpointing every epoch."""
+        log: Callable[[str], None] | None = None,
+        progress_interval_s: float | None = None) -> Run:
+    """Train ``run`` from its current epoch to ``cfg.epochs``, checkpointing every epoch.
+    ``progress_interval_s``: seconds between progress lines when stderr is not a terminal
+    (default: :func:`.progress.default_interval`, 30 s)."""
     log = log or (lambda msg: None)
     while run.epoch < run.cfg.epochs:
         t0 = time.perf_counter()
-        loss, train_acc = train_epoch(run, progress)
+        loss, train_acc = train_epoch(run, progress, progress_interval_s)
         died = run.dpap.end_epoch() if run.dpap is not None else {}
         if run.baseline is not None:
             run.baseline.end_epoch()
-        test_acc = evaluate(run.model, run.data.x_test, run.data.y_test, run.kind,
-                            run.cfg.time_steps, run.device)
-        row = history_row(run, loss, train_acc, test_acc, time.perf_counter() - t0)
+        test_acc, activity = evaluate_outputs(run.model, run.data.x_test, run.data.y_test,
+                                              run.kind, run.cfg.time_steps, run.device)
+        row = history_row(run, loss, train_acc, test_acc, time.perf_counter() - t0, activity)
         run.history.append(row)
         save_run(run, out)
         n_died = sum(d["neurons"] for d in died.values())
@@ -307,13 +341,20 @@ def fit(run: Run, out: Path, progress: bool = True,
         log(f"epoch {row['epoch']:3d}/{run.cfg.epochs}  loss {loss:.4f}  train {train_acc:.4f}  "
             f"test {test_acc:.4f}  removed {row['params_removed_fraction']:.1%}"
             + (f"  (pruned {n_died} neurons, {s_died} synapses)" if n_died or s_died else "")
+            + (f"  silent {row['test_silent_fraction']:.1%}" if row.get("test_silent_fraction") else "")
             + f"  {row['wall_time_s']:.2f}s")
+    if run.kind == "snn" and run.history:
+        last = run.history[-1]
+        msg = silent_warning({"silent_fraction": float(last.get("test_silent_fraction", 0.0)),
+                              "n_samples": len(run.data.y_test)}, "test set")
+        if msg:
+            warn(msg)
     return run
 
 
 def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: bool = True,
           log: Callable[[str], None] | None = None, data: Dataset | None = None,
-          explicit: set[str] | None = None) -> Run:
+          explicit: set[str] | None = None, progress_interval_s: float | None = None) -> Run:
     """Train (or resume) a run in ``out``; returns the finished run. See :func:`fit`.
 
     On resume the run's stored configuration is used; options named in ``explicit`` (all of
@@ -330,10 +371,11 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
             log(f"resuming {out} after epoch {run.epoch}")
     else:
         run = build_run(cfg, data)
+        run.data_warnings = check_dataset(run.data, run.cfg.batch_size)
         out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.json", _json(run.cfg.to_dict() | {
         "dpap_config_resolved": run.dpap.config.to_dict() if run.dpap is not None else None}))
-    return fit(run, out, progress, log)
+    return fit(run, out, progress, log, progress_interval_s)
 
 
 def _check_resume_matches(stored: TrainConfig, asked: TrainConfig,

@@ -99,7 +99,10 @@ def test_netx_loads_in_lava_dl_and_fixed_point_is_within_two_points(snn_run, tmp
     res = export("netx", job, tmp_path)
     assert res.parity["n_samples"] == 150 and res.passed
     assert res.parity["accuracy_float"] - res.accuracy <= 0.02
-    assert res.parity["agreement"] >= 0.95
+    # 95% of samples agreed with argmax; a tie (float or fixed point) now agrees only with the
+    # same tie, so each tied sample may move from agreeing to not
+    ties = res.parity["output"]["tie_fraction"] + res.parity["output_torch"]["tie_fraction"]
+    assert res.parity["agreement"] >= 0.95 - ties
     with h5py.File(tmp_path / "network.net") as f:
         types = [f[f"layer/{i}/type"][()].decode() for i in range(len(f["layer"]))]
         assert types == ["input", "conv", "conv", "flatten", "dense", "dense"]

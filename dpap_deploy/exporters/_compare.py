@@ -5,6 +5,7 @@ import numpy as np
 import torch
 
 from ..graph import ModelGraph, build_graph, outputs
+from ..metrics import accuracy, agreement, output_activity, predictions
 
 
 def torch_spikes(model, x: torch.Tensor, time_steps: int) -> np.ndarray:
@@ -16,11 +17,13 @@ def torch_spikes(model, x: torch.Tensor, time_steps: int) -> np.ndarray:
 
 
 def spike_parity(ref: np.ndarray, got: np.ndarray, y: np.ndarray) -> dict:
-    """Sample agreement (same predicted class), exact spike agreement, and accuracies.
-    Prediction: most output spikes; ties go to the lowest class index, as in torch."""
-    p_ref, p_got = ref.sum(1).argmax(1), got.sum(1).argmax(1)
-    return {"agreement": float((p_ref == p_got).mean()),
+    """Sample agreement (same predicted class), exact spike agreement, accuracies, and the
+    output activity of both (``metrics``). Prediction: most output spikes; a tie (silence
+    included) is no prediction: wrong, and agreeing only with the same tie."""
+    p_ref, p_got = predictions(ref.sum(1)), predictions(got.sum(1))
+    return {"agreement": agreement(ref.sum(1), got.sum(1)),
             "n_samples": int(len(ref)),
             "identical_spike_trains": float((ref == got).all(axis=(1, 2)).mean()),
-            "accuracy_torch": float((p_ref == y).mean()),
-            "accuracy": float((p_got == y).mean())}
+            "accuracy_torch": accuracy(p_ref, y),
+            "accuracy": accuracy(p_got, y),
+            "output": output_activity(got), "output_torch": output_activity(ref)}

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..metrics import accuracy, agreement, predictions
 from .base import ExportJob, ExportResult
 
 TARGET = "onnx"
@@ -36,8 +37,8 @@ def export(job: ExportJob, out: Path) -> ExportResult:
     with torch.no_grad():
         ref = model(x).numpy()
     diff = float(np.abs(got - ref).max())
-    acc = float((got.argmax(1) == y.numpy()).mean())
-    agree = float((got.argmax(1) == ref.argmax(1)).mean())
+    acc = accuracy(predictions(got), y)           # tied logits: no prediction, wrong
+    agree = agreement(got, ref)
     return ExportResult(TARGET, [path.name], acc,
                         {"agreement": agree, "n_samples": len(x), "max_abs_diff": diff,
                          "atol": ATOL}, diff <= ATOL,
