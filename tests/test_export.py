@@ -68,7 +68,12 @@ def test_lava_float_agrees_with_torch(snn_run, tmp_path):
     assert res.parity["n_samples"] == 120
     assert res.parity["agreement"] >= 0.99 and res.passed
     assert abs(res.accuracy - res.parity["accuracy_torch"]) <= 0.01
-    assert res.details["synapses"] == report["params"]["deploy_nonzero_weights"]
+    # pooling is its own depthwise stage in Lava (C x k x k taps per pool), not folded into
+    # the next layer's weights: the deployed count stays near the compacted one
+    convs = [m for m in job.model if isinstance(m, torch.nn.Conv2d)]
+    pool_taps = sum(c.out_channels * 4 for c in convs)
+    assert res.details["synapses"] == report["params"]["compact_nonzero_weights"] + pool_taps
+    assert res.details["synapses"] < report["params"]["deploy_nonzero_weights"]
 
 
 def test_lava_uses_sparse_for_pruned_synapses_and_matches_exactly():
@@ -146,7 +151,7 @@ def test_targets_refuse_what_they_cannot_take(ann_run, tmp_path):
     d = load_dataset("digits")
     job = ExportJob(maxpool_snn.eval(), "snn", d.x_test[:8], d.y_test[:8])
     for target in ("nir", "netx"):
-        with pytest.raises(UnsupportedModelError, match="MaxPool2d"):
+        with pytest.raises(UnsupportedModelError, match="max pooling.*AvgPool2d"):
             export(target, job, tmp_path / target)
 
 
@@ -181,7 +186,10 @@ def test_train_and_export_default_command(tmp_path):
     graph = nir.read(str(out / e["files"][0]))
     stored = sum(int(np.count_nonzero(n.weight)) for n in graph.nodes.values()
                  if isinstance(n, (nir.Conv2d, nir.Affine, nir.Linear)))
-    assert stored == rep["params"]["deploy_nonzero_weights"] == e["synapses"]
+    # the Lava graph keeps pooling as a stage: its NIR file holds the compacted weights, and
+    # Lava adds the pooling taps (two 2x2 pools), far fewer than folding would copy
+    assert stored == rep["params"]["compact_nonzero_weights"] == e["synapses_nir"]
+    assert stored < e["synapses"] < rep["params"]["deploy_nonzero_weights"]
     for f in ("report.md", "history.csv", "checkpoint.pt", "compact.pt", "plots/accuracy.png"):
         assert (out / f).exists(), f
 

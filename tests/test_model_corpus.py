@@ -108,3 +108,46 @@ def test_weight_sharing_within_a_step_is_refused():
 
     with pytest.raises(UnsupportedModelError, match="called twice in one time step"):
         build_graph(Shared(), torch.rand(2, 4))
+
+
+def test_a_new_neuron_type_is_one_registered_adapter():
+    """The extension point: a neuron class of the user's own, made known by one adapter
+    (what ``graph/neurons/<name>.py`` holds), is traced, pruned and compacted."""
+    from torch import nn
+    from dpap_deploy.graph import NeuronAdapter, register
+    from dpap_deploy.graph.neurons import _ADAPTERS
+
+    class HardLIF(nn.Module):                 # a user's own neuron with hidden state
+        def __init__(self, n):
+            super().__init__()
+            self.gain = nn.Parameter(torch.ones(n))
+            self.mem = None
+
+        def forward(self, x):
+            self.mem = x * self.gain if self.mem is None else 0.5 * self.mem + x * self.gain
+            spk = (self.mem > 0.5).float() + 0 * self.mem
+            self.mem = self.mem * (1 - spk)
+            return spk
+
+    @register
+    class HardLIFAdapter(NeuronAdapter):
+        types = (HardLIF,)
+        kind = "snn"
+        label = "HardLIF"
+
+        def per_neuron(self, module):
+            return {"gain": module.gain}
+
+        def clear_state(self, module):
+            module.mem = None
+
+    try:
+        model = nn.Sequential(nn.Linear(6, 8), HardLIF(8), nn.Linear(8, 3), HardLIF(3))
+        x = torch.rand(5, 6) * 2
+        g = build_graph(model, x)
+        assert [n.op for n in g.nodes][1:5] == ["synapse", "neuron", "synapse", "neuron"]
+        masks = {"0": (torch.ones(8, 6, dtype=torch.bool), torch.arange(8) % 2 == 0)}
+        res = compact(model, x, masks, time_steps=3, graph=g)
+        assert res.model[0].out_features == 4 and res.model[1].gain.numel() == 4
+    finally:
+        _ADAPTERS.remove(next(a for a in _ADAPTERS if isinstance(a, HardLIFAdapter)))

@@ -8,7 +8,7 @@
             dpap.step()                          # masks weights; folds this batch's traces
         dpap.end_epoch()                         # survival update and pruning (Eq 12-17)
 
-Traces are recorded by forward hooks while the model is in training mode: each call of a layer
+Traces are recorded by forward hooks while the model is in training mode with autograd on: each call of a layer
 is one time step (Eq 5, 6; one call per batch for an ANN, Eq 18, 19). ``step`` turns the batch's
 end-of-window traces into the plasticity term (Eq 7) and moves the sliding threshold (Eq 8);
 ``end_epoch`` computes spine importance (Eq 11), updates the survival functions and prunes.
@@ -131,7 +131,9 @@ class DPAP:
 
     # ------------------------------------------------------------------ hooks
     def _recording(self) -> bool:
-        return self.model.training
+        # A training forward pass: training mode with autograd on. An evaluation inside the
+        # training loop (``torch.no_grad()``, with or without ``model.eval()``) is not recorded.
+        return self.model.training and torch.is_grad_enabled()
 
     def _pre_hook(self, i: int):
         def hook(_mod, inputs):
