@@ -109,11 +109,17 @@ def write_netx(model: nn.Module | ModelGraph, x: torch.Tensor, path: Path, time_
     seq = _layers(graph)
     peaks = _max_input_currents(graph, x, time_steps)
     summary, first = [], True
+    # A network that flattens its input first takes it flat (torch's (c, h, w) order), so the
+    # dense weights' columns need no permutation from Lava's (w, h, c) order.
+    input_flat = bool(seq) and seq[0][0] == "flatten"
+    if input_flat:
+        seq = seq[1:]
     with h5py.File(path, "w") as f:
         layer = f.create_group("layer")
         g0 = layer.create_group("0")
         g0.create_dataset("type", data=np.bytes_("input"))
-        g0.create_dataset("shape", data=np.array(x.shape[1:]))
+        g0.create_dataset("shape", data=np.array([int(np.prod(x.shape[1:]))] if input_flat
+                                                 else x.shape[1:]))
         for i, (kind, syn, leaky, in_shape, out_shape) in enumerate(seq, start=1):
             g = layer.create_group(str(i))
             g.create_dataset("type", data=np.bytes_(kind))
@@ -153,7 +159,7 @@ def write_netx(model: nn.Module | ModelGraph, x: torch.Tensor, path: Path, time_
                             "bias_clipped": clipped,
                             "synapses": int(np.count_nonzero(w_q))})
             first = False
-    return {"input_bits": INPUT_BITS, "layers": summary}
+    return {"input_bits": INPUT_BITS, "input_flat": input_flat, "layers": summary}
 
 
 def run_netx(path: Path, x: np.ndarray, time_steps: int) -> np.ndarray:
@@ -190,7 +196,7 @@ def export(job: ExportJob, out: Path) -> ExportResult:
     path = Path(out) / "network.net"
     quant = write_netx(folded, x, path, job.time_steps)
     t0 = time.perf_counter()
-    got = run_netx(path, x.numpy(), job.time_steps)
+    got = run_netx(path, (x.flatten(1) if quant["input_flat"] else x).numpy(), job.time_steps)
     wall = time.perf_counter() - t0
     par = spike_parity(torch_spikes(folded, x, job.time_steps), got, y.numpy())
     par["accuracy_float"] = par.pop("accuracy_torch")
