@@ -245,3 +245,14 @@ def test_ctrl_c_to_the_process_group_exits_130_within_5_s(tmp_path):
     assert err.strip().splitlines() == ["dpap-deploy: interrupted"]
     time.sleep(0.5)
     assert [k for k in kids if _alive(k)] == []
+
+
+def test_snntorch_synaptic_zero_reset_is_not_nir_cubalif():
+    """snnTorch's Synaptic(reset_mechanism="zero") zeroes the whole membrane step after a spike
+    (that step's input is lost); NIR's CubaLIF only sets v = v_reset. A writer mapping one to
+    the other changes the spikes: here [0, 1, 0, 1] against NIR's [0, 1, 1, ...]."""
+    syn = snn.Synaptic(alpha=0.5, beta=0.5, threshold=1.0, reset_mechanism="zero", init_hidden=True)
+    with torch.no_grad():
+        theirs = [float(syn(torch.ones(1, 1))) for _ in range(4)]
+    ours = run_reference(_chain(G.cuba((1,), 0.5, 0.5), 1), np.ones((1, 1), np.float32), 4)
+    assert theirs == [0, 1, 0, 1] and ours[0, :3, 0].tolist() == [0, 1, 1]

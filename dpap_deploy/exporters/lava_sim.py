@@ -35,4 +35,4 @@ def export(job: ExportJob, out: Path) -> ExportResult:
                         details={"lava_config": "Loihi2SimCfg(select_tag='floating_pt')",
                                  "lava_layers": [f"{l.name}:{l.kind}{list(l.shape)}" for l in net.layers],
                                  "lava_steps": len(x) * job.time_steps, "lava_wall_s": wall,
-                                 "synapses": nir_synapses(graph)})
+                                 "synapses": nir_synapses(graph), "synapses_lava": net.synapses})
