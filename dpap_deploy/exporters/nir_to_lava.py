@@ -93,8 +93,8 @@ class LavaNetwork:
         self.in_shape = input_shape(self.top)
         self.torch_shapes = NIRTorch(self.top).shapes(self.in_shape)
         self.layers: list[LavaLayer] = []
-        self.synapses = 0
         self._plan()
+        self.synapses = self._count_synapses()
 
     # ---- planning (no Lava): layouts, depths, neuron constants, refusals -------------------
     def _plan(self):
@@ -134,6 +134,18 @@ class LavaNetwork:
                             "delays by one step", "keep one weight (Linear / Affine) per "
                             "recurrent loop")
         self._plan_neurons()
+
+    def _count_synapses(self) -> int:
+        """Weights the Lava network holds: non-zero weights plus ``C k^2`` per pool."""
+        n = 0
+        for name in self.top.order:
+            node = self.top.nodes[name]
+            if isinstance(node, (nir.AvgPool2d, nir.SumPool2d)):
+                k = _pair(node.kernel_size)
+                n += self.layout[self.top.inputs[name][0]].torch_shape[0] * k[0] * k[1]
+            elif isinstance(node, SYNAPSES):
+                n += int(np.count_nonzero(node.weight))
+        return n
 
     def _d_in(self, name) -> int:
         return max((self.depth[u] for u in self.top.inputs[name]), default=self.depth[name])
@@ -231,7 +243,6 @@ class LavaNetwork:
                 w = w[:, in_lay.perm]
             if scale is not None:
                 w = w * scale.reshape(-1, 1)
-            self.synapses += int(np.count_nonzero(w))
             if (w == 0).any():
                 from scipy.sparse import csr_matrix
                 self.layers.append(LavaLayer(name, "sparse", (w.shape[0],)))
@@ -262,7 +273,6 @@ class LavaNetwork:
         if isinstance(pad, str):
             _refuse(name, node, f"has padding {pad!r}", "give the padding as integers")
         w = np.ascontiguousarray(w)
-        self.synapses += int(np.count_nonzero(w))
         p = lava.Conv(weight=w, input_shape=in_lay.shape, stride=(st[1], st[0]),
                       padding=(pad[1], pad[0]), dilation=(dil[1], dil[0]), groups=groups,
                       num_message_bits=bits)
@@ -286,7 +296,7 @@ class LavaNetwork:
         from .lava_relay.process import Relay
         lava = SimpleNamespace(Conv=Conv, Dense=Dense, Sparse=Sparse)
         top, T = self.top, self.T
-        self.layers, self.synapses = [], 0
+        self.layers = []
         out_port, in_port = {}, {}
         src = Source(data=data)
         out_port[top.source] = src.s_out
