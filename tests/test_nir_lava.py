@@ -256,3 +256,23 @@ def test_snntorch_synaptic_zero_reset_is_not_nir_cubalif():
         theirs = [float(syn(torch.ones(1, 1))) for _ in range(4)]
     ours = run_reference(_chain(G.cuba((1,), 0.5, 0.5), 1), np.ones((1, 1), np.float32), 4)
     assert theirs == [0, 1, 0, 1] and ours[0, :3, 0].tolist() == [0, 1, 1]
+
+
+def test_neuron_after_a_flatten_keeps_lava_element_order():
+    """Conv -> Flatten -> LIF (a threshold per channel) -> Linear: the LIF works on the conv map
+    in Lava's (w, h, c) order, its parameters and the next weight's columns must follow."""
+    rng = np.random.default_rng(5)
+    node = G.lif((48,), 0.7)
+    node.v_threshold[:] = np.repeat([0.6, 1.2], 24)          # torch order: channel-major
+    g = G.graph({"input": nir.Input(np.array([2, 4, 6])),
+                 "c": nir.Conv2d(input_shape=(4, 6), weight=np.abs(rng.standard_normal((2, 2, 1, 1)) * 2).astype(np.float32),
+                                 stride=1, padding=0, dilation=1, groups=1,
+                                 bias=np.array([0.2, -0.1], np.float32)),
+                 "flat": nir.Flatten(input_type={"input": np.array([2, 4, 6])}, start_dim=0, end_dim=-1),
+                 "n": node, "fc": nir.Linear(weight=rng.standard_normal((5, 48)).astype(np.float32)),
+                 "n2": G.if_((5,)), "output": nir.Output(np.array([5]))},
+                [("input", "c"), ("c", "flat"), ("flat", "n"), ("n", "fc"), ("fc", "n2"), ("n2", "output")])
+    x = rng.uniform(0, 1, (30, 2, 4, 6)).astype(np.float32)
+    ref = run_reference(g, x, 6)
+    got = LavaNetwork(g, 6).run(x)
+    assert ref.mean() > 0.05 and (got == ref).mean() >= 0.999

@@ -114,19 +114,24 @@ class LavaNetwork:
                         "AvgPool2d, SumPool2d, Flatten, LIF, CubaLIF, IF)", hint or "replace it")
             d_in = max((self.depth[u] for u in ins), default=0)
             self.depth[name] = d_in + (1 if isinstance(node, SYNAPSES) else 0)
-            lay = self.layout[ins[0]] if ins else Layout(shape)
-            if isinstance(node, nir.Flatten):
+            lay = self.layout[ins[0]]
+            if isinstance(node, SYNAPSES):                  # a synapse sets its own layout
+                lay = Layout(shape)
+            elif isinstance(node, nir.Flatten):
                 if len(shape) != 1:
                     _refuse(name, node, f"flattens to {shape}", "flatten every dimension "
                             "(start_dim 0, end_dim -1 without the batch)")
                 lay = lay.flattened()
-            elif not isinstance(node, PASS) or tuple(lay.torch_shape) != tuple(shape):
-                lay = Layout(shape)
-            self.layout[name] = lay
+            self.layout[name] = lay                         # neurons, pass-through: the input's
             self.graded[name] = not isinstance(node, NEURONS) and (
                 isinstance(node, SYNAPSES) or len(ins) + len(top.back[name]) > 1
                 or any(self.graded[u] for u in ins))
         for v in top.order:
+            perms = {None if self.layout[u].perm is None else self.layout[u].perm.tobytes()
+                     for u in top.inputs[v] + top.back[v]}
+            if len(perms) > 1:
+                _refuse(v, top.nodes[v], "sums a flattened map with a vector in another element "
+                        "order", "put a Linear after the Flatten, before the sum")
             for u in top.back[v]:
                 if self._d_in(v) - self.depth[u] + 1 < 0:
                     _refuse(v, top.nodes[v], f"closes a loop from {u!r} through "
@@ -211,7 +216,7 @@ class LavaNetwork:
                     b = _bias_torch(src, self.torch_shapes[u]).reshape(self.torch_shapes[name])
                     bias = bias + b * scale                     # b is part of I, like W x
                 if not unit:
-                    self.row_scale.setdefault(u, []).append(scale)
+                    self.row_scale.setdefault(u, []).append(scale.reshape(self.torch_shapes[u]))
             self.neuron[name] = dict(
                 kind=d.kind, du=1.0 - alpha if alpha is not None else 1.0,
                 dv=0.0 if d.kind == "IF" else 1.0 - beta,
