@@ -247,7 +247,7 @@ def test_ctrl_c_to_the_process_group_exits_130_within_5_s(tmp_path):
     assert [k for k in kids if _alive(k)] == []
 
 
-def test_snntorch_synaptic_zero_reset_is_not_nir_cubalif():
+def test_snntorch_synaptic_and_rleaky_zero_reset_are_not_nir_neurons():
     """snnTorch's Synaptic(reset_mechanism="zero") zeroes the whole membrane step after a spike
     (that step's input is lost); NIR's CubaLIF only sets v = v_reset. A writer mapping one to
     the other changes the spikes: here [0, 1, 0, 1] against NIR's [0, 1, 1, ...]."""
@@ -256,6 +256,38 @@ def test_snntorch_synaptic_zero_reset_is_not_nir_cubalif():
         theirs = [float(syn(torch.ones(1, 1))) for _ in range(4)]
     ours = run_reference(_chain(G.cuba((1,), 0.5, 0.5), 1), np.ones((1, 1), np.float32), 4)
     assert theirs == [0, 1, 0, 1] and ours[0, :3, 0].tolist() == [0, 1, 1]
+    # RLeaky's zero reset does the same (mem = f(input) - reset * f(input)); Leaky's does not
+    rleaky = snn.RLeaky(beta=0.5, threshold=1.0, linear_features=1, reset_mechanism="zero",
+                        init_hidden=True)
+    with torch.no_grad():
+        rleaky.recurrent.weight.zero_()
+        rleaky.recurrent.bias.zero_()
+        theirs = [float(rleaky(torch.ones(1, 1))) for _ in range(5)]
+    ours = run_reference(_chain(G.lif((1,), 0.5), 1), np.ones((1, 1), np.float32), 5)
+    assert theirs == [0, 1, 0, 0, 1] and ours[0, :, 0].tolist() == [0, 1, 0, 1, 0]
+
+
+def test_snntorch_rleaky_export_runs_in_lava_like_the_reference(tmp_path):
+    """snnTorch writes RLeaky as a recurrent LIF + Affine (with the recurrent bias); Lava gives
+    the reference's spikes. (Not snnTorch's own: its zero reset differs, test above.)"""
+    from snntorch.export_nir import export_to_nir
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(20, 16), snn.RLeaky(beta=torch.full((16,), 0.8),
+                                                      threshold=torch.full((16,), 0.5),
+                                                      linear_features=16, init_hidden=True,
+                                                      reset_mechanism="zero"),
+                        nn.Linear(16, 5), snn.Leaky(beta=torch.full((5,), 0.9),
+                                                    threshold=torch.full((5,), 0.5),
+                                                    init_hidden=True, reset_mechanism="zero"))
+    with torch.no_grad():
+        net[0].weight.mul_(2)
+        net[1].recurrent.weight.mul_(2)
+    nir.write(str(tmp_path / "r.nir"), export_to_nir(net, torch.rand(1, 20), ignore_dims=[0]))
+    g = nir.read(str(tmp_path / "r.nir"))
+    assert any(isinstance(n, nir.Affine) and n.weight.shape == (16, 16) for n in g.nodes.values())
+    x = np.random.default_rng(0).random((30, 20)).astype(np.float32)
+    ref = run_reference(g, x, 10)
+    assert ref.mean() > 0.05 and np.array_equal(LavaNetwork(g, 10).run(x), ref)
 
 
 def test_neuron_after_a_flatten_keeps_lava_element_order():
