@@ -88,6 +88,8 @@ class LavaNetwork:
 
     def __init__(self, graph: nir.NIRGraph, time_steps: int):
         self.graph, self.T = graph, int(time_steps)
+        if self.T < 1:
+            raise UnsupportedModelError(f"time_steps={time_steps}: give a positive number of steps")
         self.top = topology(graph)
         self.dt = self.top.dt
         self.in_shape = input_shape(self.top)
