@@ -224,7 +224,7 @@ class LavaNetwork:
                 dv=0.0 if d.kind == "IF" else 1.0 - beta,
                 vth=float(vth.flat[0]) if uniform_vth else 1.0,
                 bias=self.layout[name].to_lava(bias))
-        for u, scales in self.row_scale.items():
+        for u in self.row_scale:
             if len(self._fed(u)) != 1:
                 _refuse(u, top.nodes[u], "feeds several neurons one of which scales its input "
                         "(gain or per-neuron threshold)", "give each neuron its own weights")
