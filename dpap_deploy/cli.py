@@ -254,7 +254,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         out = getattr(args, "out", None)
-        hint = f"; the last finished epoch is saved in {out}: continue with --resume" if out else ""
+        training = args.func in (cmd_train, cmd_train_and_export)
+        hint = f"; the last finished epoch is saved in {out}: continue with --resume" \
+            if out and training else ""
         print(f"dpap-deploy: interrupted{hint}", file=sys.stderr)
         return 130
 

@@ -36,5 +36,5 @@ def export(job: ExportJob, out: Path) -> ExportResult:
                         details={"lava_config": "Loihi2SimCfg(select_tag='floating_pt')",
                                  "lava_layers": [f"{l.name}:{l.kind}{list(l.shape)}" for l in net.layers],
                                  "lava_steps": len(x) * job.time_steps, "lava_wall_s": wall,
-                                 "synapses": int(getattr(net, "synapses", 0)) or nir_synapses(graph),
+                                 "synapses": net.synapses, "synapses_lava": net.synapses,
                                  "synapses_nir": nir_synapses(graph)})

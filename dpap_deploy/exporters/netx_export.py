@@ -171,6 +171,7 @@ def run_netx(path: Path, x: np.ndarray, time_steps: int) -> np.ndarray:
     from lava.proc.io.sink import RingBuffer as Sink
     from lava.proc.io.source import RingBuffer as Source
 
+    from .lava_process import lava_run
     net = Network(net_config=str(path), input_message_bits=INPUT_BITS + 1,
                   reset_interval=time_steps, reset_offset=1)
     n, depth = len(x), len(net.layers)
@@ -180,11 +181,9 @@ def run_netx(path: Path, x: np.ndarray, time_steps: int) -> np.ndarray:
     src, sink = Source(data=data), Sink(shape=net.out.shape, buffer=total)
     src.s_out.connect(net.inp)
     net.out.connect(sink.a_in)
-    try:
-        net.run(condition=RunSteps(num_steps=total), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
-        out = sink.data.get()
-    finally:
-        net.stop()
+    out = lava_run(net, lambda: net.run(condition=RunSteps(num_steps=total),
+                                        run_cfg=Loihi2SimCfg(select_tag="fixed_pt")),
+                   lambda: sink.data.get())
     spikes = (out[..., depth:depth + n * time_steps] != 0).astype(np.float32)
     return spikes.reshape(spikes.shape[0], n, time_steps).transpose(1, 2, 0)
 

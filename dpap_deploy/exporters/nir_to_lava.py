@@ -88,13 +88,15 @@ class LavaNetwork:
 
     def __init__(self, graph: nir.NIRGraph, time_steps: int):
         self.graph, self.T = graph, int(time_steps)
+        if self.T < 1:
+            raise UnsupportedModelError(f"time_steps={time_steps}: give a positive number of steps")
         self.top = topology(graph)
         self.dt = self.top.dt
         self.in_shape = input_shape(self.top)
         self.torch_shapes = NIRTorch(self.top).shapes(self.in_shape)
         self.layers: list[LavaLayer] = []
-        self.synapses = 0
         self._plan()
+        self.synapses = self._count_synapses()
 
     # ---- planning (no Lava): layouts, depths, neuron constants, refusals -------------------
     def _plan(self):
@@ -114,19 +116,24 @@ class LavaNetwork:
                         "AvgPool2d, SumPool2d, Flatten, LIF, CubaLIF, IF)", hint or "replace it")
             d_in = max((self.depth[u] for u in ins), default=0)
             self.depth[name] = d_in + (1 if isinstance(node, SYNAPSES) else 0)
-            lay = self.layout[ins[0]] if ins else Layout(shape)
-            if isinstance(node, nir.Flatten):
+            lay = self.layout[ins[0]]
+            if isinstance(node, SYNAPSES):                  # a synapse sets its own layout
+                lay = Layout(shape)
+            elif isinstance(node, nir.Flatten):
                 if len(shape) != 1:
                     _refuse(name, node, f"flattens to {shape}", "flatten every dimension "
                             "(start_dim 0, end_dim -1 without the batch)")
                 lay = lay.flattened()
-            elif not isinstance(node, PASS) or tuple(lay.torch_shape) != tuple(shape):
-                lay = Layout(shape)
-            self.layout[name] = lay
+            self.layout[name] = lay                         # neurons, pass-through: the input's
             self.graded[name] = not isinstance(node, NEURONS) and (
                 isinstance(node, SYNAPSES) or len(ins) + len(top.back[name]) > 1
                 or any(self.graded[u] for u in ins))
         for v in top.order:
+            perms = {None if self.layout[u].perm is None else self.layout[u].perm.tobytes()
+                     for u in top.inputs[v] + top.back[v]}
+            if len(perms) > 1:
+                _refuse(v, top.nodes[v], "sums a flattened map with a vector in another element "
+                        "order", "put a Linear after the Flatten, before the sum")
             for u in top.back[v]:
                 if self._d_in(v) - self.depth[u] + 1 < 0:
                     _refuse(v, top.nodes[v], f"closes a loop from {u!r} through "
@@ -134,6 +141,18 @@ class LavaNetwork:
                             "delays by one step", "keep one weight (Linear / Affine) per "
                             "recurrent loop")
         self._plan_neurons()
+
+    def _count_synapses(self) -> int:
+        """Weights the Lava network holds: non-zero weights plus ``C k^2`` per pool."""
+        n = 0
+        for name in self.top.order:
+            node = self.top.nodes[name]
+            if isinstance(node, (nir.AvgPool2d, nir.SumPool2d)):
+                k = _pair(node.kernel_size)
+                n += self.layout[self.top.inputs[name][0]].torch_shape[0] * k[0] * k[1]
+            elif isinstance(node, SYNAPSES):
+                n += int(np.count_nonzero(node.weight))
+        return n
 
     def _d_in(self, name) -> int:
         return max((self.depth[u] for u in self.top.inputs[name]), default=self.depth[name])
@@ -199,13 +218,13 @@ class LavaNetwork:
                     b = _bias_torch(src, self.torch_shapes[u]).reshape(self.torch_shapes[name])
                     bias = bias + b * scale                     # b is part of I, like W x
                 if not unit:
-                    self.row_scale.setdefault(u, []).append(scale)
+                    self.row_scale.setdefault(u, []).append(scale.reshape(self.torch_shapes[u]))
             self.neuron[name] = dict(
                 kind=d.kind, du=1.0 - alpha if alpha is not None else 1.0,
                 dv=0.0 if d.kind == "IF" else 1.0 - beta,
                 vth=float(vth.flat[0]) if uniform_vth else 1.0,
                 bias=self.layout[name].to_lava(bias))
-        for u, scales in self.row_scale.items():
+        for u in self.row_scale:
             if len(self._fed(u)) != 1:
                 _refuse(u, top.nodes[u], "feeds several neurons one of which scales its input "
                         "(gain or per-neuron threshold)", "give each neuron its own weights")
@@ -231,7 +250,6 @@ class LavaNetwork:
                 w = w[:, in_lay.perm]
             if scale is not None:
                 w = w * scale.reshape(-1, 1)
-            self.synapses += int(np.count_nonzero(w))
             if (w == 0).any():
                 from scipy.sparse import csr_matrix
                 self.layers.append(LavaLayer(name, "sparse", (w.shape[0],)))
@@ -262,7 +280,6 @@ class LavaNetwork:
         if isinstance(pad, str):
             _refuse(name, node, f"has padding {pad!r}", "give the padding as integers")
         w = np.ascontiguousarray(w)
-        self.synapses += int(np.count_nonzero(w))
         p = lava.Conv(weight=w, input_shape=in_lay.shape, stride=(st[1], st[0]),
                       padding=(pad[1], pad[0]), dilation=(dil[1], dil[0]), groups=groups,
                       num_message_bits=bits)
@@ -286,7 +303,7 @@ class LavaNetwork:
         from .lava_relay.process import Relay
         lava = SimpleNamespace(Conv=Conv, Dense=Dense, Sparse=Sparse)
         top, T = self.top, self.T
-        self.layers, self.synapses = [], 0
+        self.layers = []
         out_port, in_port = {}, {}
         src = Source(data=data)
         out_port[top.source] = src.s_out

@@ -3,7 +3,9 @@
 NIR's semantics, which this module fixes once: a node with several incoming edges receives the
 *sum* of its inputs; within one time step the graph is evaluated in topological order with no
 delay; an edge that closes a cycle (a recurrent weight) delivers its source's output of the
-*previous* step (zeros at the first step). Which edges close cycles is decided by a depth-first
+*previous* step. Before the first step no neuron has spiked: a recurrent ``Linear`` delivers
+zeros, a recurrent ``Affine`` its bias (as snnTorch's ``RLeaky`` computes ``recurrent(0)``, and
+as Lava, where the bias sits in the neuron, does). Which edges close cycles is decided by a depth-first
 search from the ``Input`` node, following edges in the order the graph lists them: an edge to a
 node still on the search stack is recurrent. Nested graphs (snnTorch writes ``RLeaky`` as a
 subgraph) are inlined first: ``sub.input`` / ``sub.output`` become pass-through nodes.

@@ -89,23 +89,39 @@ class _Neuron:
                     f"{tuple(v.shape)}, its input {tuple(x.shape[1:])}; give one value or one "
                     "per neuron")
 
-    def step(self, x: torch.Tensor) -> torch.Tensor:
-        p = self.p
+    def step(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        """``parts``: the incoming edges' values, feed-forward first, summed in that order after
+        the decay (``beta * v + a + b``: snnTorch's ``RLeaky`` adds input, then recurrence)."""
+        p, x = self.p, parts[0]
         if self.v is None:
             self._check(x)
             self.v = torch.zeros_like(x)
             self.i = torch.zeros_like(x)
         if self.d.kind == "CubaLIF":             # I[t] = alpha I[t-1] + g_syn x[t]
-            self.i = p["alpha"] * self.i + (x if p["syn_gain"] is None else p["syn_gain"] * x)
-            x = self.i
-        drive = x if p["gain"] is None else p["gain"] * x
+            self.i = _decay_add(p["alpha"] * self.i, parts, p["syn_gain"])
+            parts = [self.i]
         # v[t] = beta v[t-1] + g I[t] (+ c); IF: beta = 1, and 1 * v is v exactly
-        v = (self.v + drive) if self.d.kind == "IF" else p["beta"] * self.v + drive
+        v = _decay_add(self.v if self.d.kind == "IF" else p["beta"] * self.v, parts, p["gain"])
         if p["leak"] is not None:
             v = v + p["leak"]
         spk = v > p["vth"]
         self.v = torch.where(spk, p["v_reset"].expand_as(v), v)
         return spk.to(x.dtype)
+
+
+def _decay_add(decayed: torch.Tensor, parts: list[torch.Tensor], gain) -> torch.Tensor:
+    if gain is not None:
+        return decayed + gain * _sum(parts)
+    for part in parts:
+        decayed = decayed + part
+    return decayed
+
+
+def _sum(parts: list[torch.Tensor]) -> torch.Tensor:
+    total = parts[0]
+    for part in parts[1:]:
+        total = total + part
+    return total
 
 
 class NIRTorch:
@@ -132,27 +148,31 @@ class NIRTorch:
     def reset(self) -> None:
         for n in self.neurons.values():
             n.v = n.i = None
-        self.prev: dict[str, torch.Tensor] = {}
+        self.prev: dict[str, torch.Tensor] | None = None
+
+    def _evaluate(self, x: torch.Tensor, back: dict, rest: bool = False) -> dict:
+        top, out = self.top, {}
+        for name in top.order:
+            parts = [x] if name == top.source else \
+                [out[s] for s in top.inputs[name]] + [back[s] for s in top.back[name] if s in back]
+            if not parts:
+                raise UnsupportedModelError(f"NIR node {name!r} has no input at the first step")
+            if name in self.neurons:
+                out[name] = torch.zeros_like(parts[0]) if rest else self.fns[name](parts)
+            else:
+                out[name] = self.fns[name](_sum(parts))
+        return out
 
     @torch.no_grad()
     def step(self, x: torch.Tensor, record: dict | None = None) -> torch.Tensor:
         """One time step; returns the Output node's value. ``record`` gets every node's."""
-        top, out = self.top, {}
-        for name in top.order:
-            parts = [out[s] for s in top.inputs[name]] + \
-                    [self.prev[s] for s in top.back[name] if s in self.prev]
-            if name == top.source:
-                parts = [x]
-            if not parts:
-                raise UnsupportedModelError(f"NIR node {name!r} has no input at the first step")
-            total = parts[0]
-            for p in parts[1:]:
-                total = total + p
-            out[name] = self.fns[name](total)
+        if self.prev is None:      # before the first step: no input, no spike (a recurrent
+            self.prev = self._evaluate(torch.zeros_like(x), {}, rest=True)   # Affine: its bias)
+        out = self._evaluate(x, self.prev)
         self.prev = out
         if record is not None:
             record.update(out)
-        return out[top.sink]
+        return out[self.top.sink]
 
     def shapes(self, input_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
         """Every node's output shape (batch excluded), by one step on zeros."""
