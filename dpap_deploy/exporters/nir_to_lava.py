@@ -177,6 +177,24 @@ class LavaNetwork:
             out += self._fed(c) if self._alias(c) and c != self.top.sink else [c]
         return out
 
+    def _pooled_bias(self, pool: str):
+        """``(synapse, per-channel bias seen after the pool)`` when ``pool`` is an unpadded
+        average or sum pool fed by one synapse with a bias: a pool of a per-channel constant
+        is that constant (times ``k*k`` for a sum), so the bias can go to the neuron after it."""
+        node = self.top.nodes[pool]
+        if not isinstance(node, (nir.AvgPool2d, nir.SumPool2d)) or np.any(np.asarray(node.padding)):
+            return None
+        feeders = self._feeders(pool)
+        if len(feeders) != 1:
+            return None
+        src = self.top.nodes[feeders[0]]
+        b = getattr(src, "bias", None)
+        if not isinstance(src, (nir.Conv1d, nir.Conv2d)) or b is None or not np.any(b):
+            return None
+        k = _pair(node.kernel_size)
+        factor = k[0] * k[1] if isinstance(node, nir.SumPool2d) else 1.0
+        return feeders[0], np.asarray(b, np.float64) * factor
+
     def _plan_neurons(self):
         """Per neuron: Lava constants; per synapse: row scale and where its bias goes."""
         top = self.top
@@ -210,7 +228,18 @@ class LavaNetwork:
                     _refuse(name, node, f"has an input gain or per-neuron threshold and an input "
                             f"{u!r} without weights", "put a weight layer before it")
                 b = getattr(src, "bias", None)
-                if b is not None and np.any(b):
+                pooled = self._pooled_bias(u)
+                if pooled is not None:          # conv -> average / sum pool -> neuron
+                    syn_name, per_channel = pooled
+                    if d.kind == "CubaLIF":
+                        _refuse(name, node, f"receives the bias of {syn_name!r}", "Lava adds a "
+                                "bias to v, CubaLIF to the current: use a bias-free Linear / Conv")
+                    self.bias_to.setdefault(syn_name, []).append(u)
+                    shape = self.torch_shapes[name]
+                    b_full = np.broadcast_to(per_channel.reshape((-1,) + (1,) * (len(shape) - 1)),
+                                             shape)
+                    bias = bias + b_full * scale
+                elif b is not None and np.any(b):
                     if d.kind == "CubaLIF":
                         _refuse(name, node, f"receives the bias of {u!r}", "Lava adds a bias to "
                                 "v, CubaLIF to the current: use a bias-free Linear / Conv")
