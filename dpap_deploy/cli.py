@@ -19,7 +19,7 @@ from .errors import ConfigError, DPAPError
 TRAIN_OPTIONS = {"dataset": "dataset", "data_root": "data_root", "model": "model",
                  "epochs": "epochs", "batch_size": "batch_size", "time_steps": "time_steps",
                  "lr": "lr", "device": "device", "seed": "seed", "baseline": "baseline",
-                 "prune_target": "prune_target"}
+                 "prune_target": "prune_target", "executor": "executor"}
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
@@ -32,6 +32,9 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, help="Adam learning rate (default 5e-3)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--executor", choices=["multistep", "step"],
+                   help="SNN time loop: multistep (a whole window per layer, default) or step "
+                        "(snnTorch's step loop)")
     p.add_argument("--no-dpap", action="store_true", help="train without pruning (baseline)")
     p.add_argument("--baseline", choices=["magnitude", "random"],
                    help="prune with a baseline instead of DPAP (with --no-dpap --prune-target F)")

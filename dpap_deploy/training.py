@@ -61,6 +61,7 @@ class TrainConfig:
     dpap: bool = True
     dpap_config: dict | None = None
     baseline: str | None = None          # "magnitude" or "random" instead of DPAP
+    executor: str = "multistep"          # SNN time loop: "multistep" (a window per layer) or "step"
     prune_target: float | None = None    # baseline: fraction of all parameters to remove
     prune_window: list | None = None     # baseline: [start, end] epochs of the schedule
 
@@ -77,6 +78,8 @@ class TrainConfig:
             if self.prune_target is None:
                 raise ConfigError("a pruning baseline needs --prune-target (fraction of all "
                                   "parameters to remove)")
+        if self.executor not in ("multistep", "step"):
+            raise ConfigError(f"invalid executor {self.executor!r}: use multistep or step")
         if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
             raise ConfigError(f"invalid device {self.device!r}: use auto, cpu or cuda")
 
@@ -114,9 +117,17 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def model_output(model: nn.Module, x: torch.Tensor, kind: str, time_steps: int) -> torch.Tensor:
-    """SNN: firing rate ``[B, classes]`` over ``time_steps``; ANN: logits."""
+def model_output(model: nn.Module, x: torch.Tensor, kind: str, time_steps: int,
+                 executor=None, observer=None) -> torch.Tensor:
+    """SNN: firing rate ``[B, classes]`` over ``time_steps``; ANN: logits. With a multi-step
+    ``executor`` (``dpap_deploy.executor.MultiStep``) the window runs layer by layer, and DPAP
+    (``observer``) takes its traces from the executor instead of its hooks."""
     if kind == "snn":
+        if executor is not None:
+            if observer is not None and hasattr(observer, "windows"):
+                with observer.windows():
+                    return executor.run(x, time_steps, observer).mean(0)
+            return executor.run(x, time_steps).mean(0)
         return run_snn(model, x, time_steps).mean(0)
     if x.dim() == 5:
         raise ConfigError("event frames [N, T, C, H, W] need a spiking model (an snn-* model)")
@@ -133,12 +144,12 @@ def loss_fn(out: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:
 @torch.no_grad()
 def evaluate_outputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, kind: str,
                      time_steps: int, device: torch.device,
-                     batch_size: int = 512) -> tuple[float, dict]:
+                     batch_size: int = 512, executor=None) -> tuple[float, dict]:
     """Accuracy (ties and silence wrong) and the output activity (:func:`output_activity`;
     for an ANN only ``tie_fraction`` means something)."""
     was = model.training
     model.eval()
-    outs = [model_output(model, x[i:i + batch_size].to(device), kind, time_steps).cpu()
+    outs = [model_output(model, x[i:i + batch_size].to(device), kind, time_steps, executor).cpu()
             for i in range(0, len(y), batch_size)]
     model.train(was)
     out = torch.cat(outs) if outs else torch.zeros(0, 1)
@@ -170,6 +181,7 @@ class Run:
     dpap: DPAP | None
     history: list[dict] = field(default_factory=list)
     baseline: Any = None                 # a baselines.GradualPruner, when cfg.baseline is set
+    executor: Any = None                 # executor.MultiStep, when the SNN runs multi-step
     data_warnings: list[str] = field(default_factory=list)   # data.checks, when training began
 
     @property
@@ -193,6 +205,18 @@ class Run:
         return sum(s["params_total"] - s["params_kept"] for s in stats) / total
 
 
+def make_executor(cfg: TrainConfig, model: nn.Module, kind: str, example: torch.Tensor,
+                  graph=None):
+    """The multi-step executor for an SNN the graph can run layer by layer, else ``None``
+    (the step loop; ``--executor step`` asks for it)."""
+    if cfg.executor != "multistep" or kind != "snn":
+        return None
+    from .executor import MultiStep
+    from .graph import build_graph
+    graph = graph if graph is not None else build_graph(model, example)
+    return MultiStep(graph) if MultiStep.supports(graph) else None
+
+
 def build_run(cfg: TrainConfig, data: Dataset | None = None) -> Run:
     data = data if data is not None else load_dataset(cfg.dataset, cfg.data_root, cfg.time_steps)
     if data.is_sequence and data.x_train.shape[1] != cfg.time_steps:
@@ -209,6 +233,8 @@ def build_run(cfg: TrainConfig, data: Dataset | None = None) -> Run:
         dpap = DPAP(model, data.x_train[:2].to(device), resolve_dpap_config(cfg, kind),
                     seed=cfg.seed)
     run = Run(cfg, data, model, kind, device, optimizer, scheduler, dpap)
+    run.executor = make_executor(cfg, model, kind, data.x_train[:2].to(device),
+                                 dpap.graph if dpap is not None else None)
     if cfg.baseline is not None:
         from .baselines import GradualPruner
         start, end = cfg.prune_window or [2, max(3, cfg.epochs // 2)]
@@ -280,7 +306,7 @@ def train_epoch(run: Run, progress: bool,
     for b, i in enumerate(bar):
         idx = order[i:i + cfg.batch_size]
         x, y = data.x_train[idx].to(run.device), data.y_train[idx].to(run.device)
-        out = model_output(model, x, run.kind, cfg.time_steps)
+        out = model_output(model, x, run.kind, cfg.time_steps, run.executor, run.dpap)
         loss = loss_fn(out, y, run.kind)
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -332,7 +358,8 @@ def fit(run: Run, out: Path, progress: bool = True,
         if run.baseline is not None:
             run.baseline.end_epoch()
         test_acc, activity = evaluate_outputs(run.model, run.data.x_test, run.data.y_test,
-                                              run.kind, run.cfg.time_steps, run.device)
+                                              run.kind, run.cfg.time_steps, run.device,
+                                              executor=run.executor)
         row = history_row(run, loss, train_acc, test_acc, time.perf_counter() - t0, activity)
         run.history.append(row)
         save_run(run, out)

@@ -63,6 +63,25 @@ class _Recorder:
         self.s_pre = self.s_post = self.o_pre = self.stdp = None
 
 
+def _activity_seq(x: torch.Tensor) -> torch.Tensor:
+    """``[T, B, ...] -> [T, B, C]`` population activity of every step in one operation."""
+    T, B = x.shape[:2]
+    return population_activity(x.reshape((T * B,) + x.shape[2:])).reshape(T, B, -1)
+
+
+class _Windowed:
+    def __init__(self, dpap: "DPAP") -> None:
+        self.dpap = dpap
+
+    def __enter__(self):
+        self.dpap._windowed = True
+        return self.dpap
+
+    def __exit__(self, *exc):
+        self.dpap._windowed = False
+        return False
+
+
 class DPAP:
     """Developmental-plasticity-inspired adaptive pruning of one model."""
 
@@ -78,6 +97,7 @@ class DPAP:
                               "axis; use rule 'bcm' (default) or 'hebb'")
         self.epoch = 0
         self.num_batches = 0
+        self._windowed = False
         gen = torch.Generator().manual_seed(seed)
         self.states = [self._new_state(layer, gen) for layer in self.layers]
         self._rec = [_Recorder() for _ in self.layers]
@@ -132,17 +152,31 @@ class DPAP:
     # ------------------------------------------------------------------ hooks
     def _recording(self) -> bool:
         # A training forward pass: training mode with autograd on. An evaluation inside the
-        # training loop (``torch.no_grad()``, with or without ``model.eval()``) is not recorded.
-        return self.model.training and torch.is_grad_enabled()
+        # training loop (``torch.no_grad()``, with or without ``model.eval()``) is not recorded,
+        # nor a window the multi-step executor reports itself (``window``).
+        return self.model.training and torch.is_grad_enabled() and not self._windowed
+
+    def _record_pre(self, i: int, act: torch.Tensor) -> None:
+        rec = self._rec[i]
+        rec.s_pre = update_trace(rec.s_pre, act, self.config.tau)
+        rec.o_pre = act
+
+    def _record_post(self, i: int, act: torch.Tensor) -> None:
+        rec = self._rec[i]
+        if rec.s_post is not None and rec.s_post.shape != act.shape:
+            raise RuntimeError(
+                f"DPAP traces of layer '{self.layers[i].name}' from an earlier batch were "
+                "not consumed: call dpap.step() after every optimizer step")
+        if self.config.rule == "stdp":
+            before = None if rec.s_post is None else rec.s_post.clone()
+            term = plasticity.stdp_step(rec.o_pre, act, rec.s_pre, before)
+            rec.stdp = term if rec.stdp is None else rec.stdp.add_(term)
+        rec.s_post = update_trace(rec.s_post, act, self.config.tau)
 
     def _pre_hook(self, i: int):
         def hook(_mod, inputs):
-            if not self._recording():
-                return
-            rec = self._rec[i]
-            act = population_activity(inputs[0].detach())
-            rec.s_pre = update_trace(rec.s_pre, act, self.config.tau)
-            rec.o_pre = act
+            if self._recording():
+                self._record_pre(i, population_activity(inputs[0].detach()))
         return hook
 
     def _post_hook(self, i: int, relu: bool):
@@ -155,18 +189,27 @@ class DPAP:
             out = adapter.spikes(output) if adapter is not None else \
                 (output[0] if isinstance(output, tuple) else output)
             out = out.detach()
-            act = population_activity(torch.relu(out) if relu else out)
-            rec = self._rec[i]
-            if rec.s_post is not None and rec.s_post.shape != act.shape:
-                raise RuntimeError(
-                    f"DPAP traces of layer '{self.layers[i].name}' from an earlier batch were "
-                    "not consumed: call dpap.step() after every optimizer step")
-            if self.config.rule == "stdp":
-                before = None if rec.s_post is None else rec.s_post.clone()
-                term = plasticity.stdp_step(rec.o_pre, act, rec.s_pre, before)
-                rec.stdp = term if rec.stdp is None else rec.stdp.add_(term)
-            rec.s_post = update_trace(rec.s_post, act, self.config.tau)
+            self._record_post(i, population_activity(torch.relu(out) if relu else out))
         return hook
+
+    def window(self, i: int, pre: torch.Tensor, pre_static: bool, post: torch.Tensor,
+               steps: int) -> None:
+        """A whole window of layer ``i`` from the multi-step executor: ``pre`` is its input
+        ``[T, B, ...]`` (or ``[B, ...]`` at every step when ``pre_static``), ``post`` its
+        spikes ``[T, B, ...]``. The traces are the step loop's, step by step, on activities
+        computed for all steps at once (Eq 5-6)."""
+        if not (self.model.training and torch.is_grad_enabled()) or \
+                not self._tracked(self.layers[i]):
+            return
+        a_post = _activity_seq(post.detach())
+        a_pre = population_activity(pre.detach()) if pre_static else _activity_seq(pre.detach())
+        for t in range(steps):
+            self._record_pre(i, a_pre if pre_static else a_pre[t])
+            self._record_post(i, a_post[t])
+
+    def windows(self):
+        """Context for a multi-step run: the hooks stand aside while it reports windows."""
+        return _Windowed(self)
 
     # ------------------------------------------------------------- per batch
     @torch.no_grad()

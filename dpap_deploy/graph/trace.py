@@ -227,7 +227,8 @@ class _Tracer(TorchFunctionMode):
         elif name in _POOL_FN or "pool" in name:
             nid = self.add_node(POOL, label, ins, out, in_t, attrs=_pool_fn_attrs(name, args, kwargs))
         elif name in _DROPOUT_FN:
-            nid = self.add_node(PASS, label, ins, out, in_t, attrs={"fn": name})
+            p = kwargs.get("p", args[1] if len(args) > 1 and isinstance(args[1], float) else 0.5)
+            nid = self.add_node(PASS, label, ins, out, in_t, attrs={"fn": name, "p": p})
         elif name in _ACT_FN:
             nid = self.add_node(ELEMENTWISE, label, ins, out, in_t, attrs={"fn": name, "act": True})
         else:

@@ -1,0 +1,6 @@
+"""Multi-step execution: a whole time window per layer (``multistep.py``), with ``snn.Leaky``
+populations fused into one autograd operation each (``lif.py``)."""
+from .lif import LeakyWindow, fusable, leaky_window
+from .multistep import MultiStep
+
+__all__ = ["MultiStep", "LeakyWindow", "fusable", "leaky_window"]

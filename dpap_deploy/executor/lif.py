@@ -1,0 +1,147 @@
+"""A whole time window of one ``snn.Leaky`` population in one autograd operation.
+
+Forward, for ``t = 0 .. T-1`` with ``U[-1] = 0`` (snnTorch 1.0's arithmetic, operation by
+operation, so the spikes are bit-identical to its step loop):
+
+    R[t]  = H(U[t-1] - V_th) = S[t-1] / g            (detached, snnTorch's ``mem_reset``)
+    zero:      U[t] = beta * ((1 - R[t]) * U[t-1]) + I[t]
+    subtract:  U[t] = (beta * U[t-1] + I[t]) - R[t] * V_th
+    none:      U[t] = beta * U[t-1] + I[t]
+    S[t]  = spike_grad(U[t] - V_th) * g               (g: graded_spikes_factor)
+
+with ``beta`` clamped to [0, 1]. The forward loop runs without autograd, writes into
+preallocated ``[T, ...]`` buffers (four element-wise operations a step) and saves ``U`` and the
+spikes. ``(1 - R) U`` is computed as ``where(R, 0, U)``: equal, but for the sign of a zero.
+Backward is one reverse pass (backpropagation through time):
+
+    dL/dU[t] = dL/dS[t] g spike_grad'(U[t] - V_th) + dL/dU[t+1] * dU[t+1]/dU[t]
+    dU[t+1]/dU[t] = beta (1 - R[t+1])  (zero)   or   beta  (subtract, none)
+    dL/dI[t] = dL/dU[t];   dL/dbeta = sum_t dL/dU[t] * U'[t-1] (inside [0, 1]);
+    dL/dV_th = sum_t (-dL/dS[t] g spike_grad'(.) - dL/dU[t] R[t] [subtract])
+
+The surrogate derivative ``spike_grad'`` is the model's own: ``spike_grad`` is called once on
+all ``T`` steps under autograd and differentiated, so any snnTorch surrogate works. A static
+input current ``I`` (``[B, ...]``, the same at every step: direct encoding) is not expanded;
+its gradient is the sum over steps.
+"""
+from __future__ import annotations
+
+import torch
+
+RESETS = {"subtract": 0, "zero": 1, "none": 2}
+
+
+class LeakyWindow(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, current, beta, threshold, graded, spike_grad, reset, steps):
+        static = steps is not None
+        T = steps if static else current.shape[0]
+        shape = tuple(current.shape if static else current.shape[1:])
+        b = beta.clamp(0, 1)
+        U = torch.empty((T,) + shape, dtype=current.dtype, device=current.device)
+        fired = torch.empty((T,) + shape, dtype=torch.bool, device=current.device)
+        mem = torch.zeros(shape, dtype=current.dtype, device=current.device)
+        thr = threshold
+        for t in range(T):
+            cur = current if static else current[t]
+            if t > 0 and reset == 1:      # (1 - R) U: R = H(U[t-1] - V_th) is last step's spike
+                mem = torch.where(fired[t - 1], 0.0, mem)
+            torch.mul(b, mem, out=U[t])
+            U[t].add_(cur)
+            if t > 0 and reset == 0:
+                U[t].sub_(fired[t - 1] * thr)
+            mem = U[t]
+            torch.gt(mem, thr, out=fired[t])
+        ctx.save_for_backward(U, fired, beta, threshold, graded)
+        ctx.spike_grad, ctx.reset, ctx.static = spike_grad, reset, static
+        spikes = fired.to(current.dtype)
+        return spikes if bool(graded.eq(1).all()) else spikes * graded
+
+    @staticmethod
+    def backward(ctx, grad_spikes):
+        U, fired, beta, threshold, graded = ctx.saved_tensors
+        spike_grad, reset, static = ctx.spike_grad, ctx.reset, ctx.static
+        T = U.shape[0]
+        direct = surrogate_grad(spike_grad, U, threshold, grad_spikes * graded)
+        b = beta.clamp(0, 1)
+        g_mem = torch.empty_like(U)
+        acc = None
+        for t in range(T - 1, -1, -1):
+            if acc is None:
+                acc = direct[t].clone()
+            else:
+                if reset == 1:            # dU[t+1]/dU[t] = beta (1 - R[t+1]), R[t+1] = fired[t]
+                    acc = torch.where(fired[t], 0.0, acc)
+                acc = acc.mul_(b) if acc.shape == direct[t].shape else acc * b
+                acc.add_(direct[t])
+            g_mem[t] = acc
+        g_current = g_mem.sum(0) if static else g_mem
+        g_beta = g_thr = None
+        if ctx.needs_input_grad[1]:
+            prev = torch.cat([torch.zeros_like(U[:1]), U[:-1]])             # U[t-1]
+            if reset == 1:
+                prev = prev.masked_fill(torch.cat([torch.zeros_like(fired[:1]), fired[:-1]]), 0)
+            g = (g_mem * prev) * ((beta >= 0) & (beta <= 1)).to(U.dtype)
+            g_beta = _reduce_to(g, beta)
+        if ctx.needs_input_grad[2]:
+            g = -direct
+            if reset == 0:
+                g = g - g_mem * torch.cat([torch.zeros_like(fired[:1]), fired[:-1]]).to(U.dtype)
+            g_thr = _reduce_to(g, threshold)
+        return g_current, g_beta, g_thr, None, None, None, None
+
+
+def surrogate_grad(spike_grad, U: torch.Tensor, threshold: torch.Tensor,
+                   grad: torch.Tensor) -> torch.Tensor:
+    """``grad * spike_grad'(U - V_th)`` for every step at once: closed form for the rectangle
+    of ``dpap_deploy.neurons`` (``|x| < a/2 -> 1/a``), else by differentiating the model's own
+    ``spike_grad`` under autograd (any snnTorch surrogate)."""
+    width = getattr(spike_grad, "width", None)
+    if width is not None and getattr(spike_grad, "__name__", "").startswith("rectangle"):
+        inside = (U - threshold).abs_() < width / 2
+        return grad * inside.to(grad.dtype) / width
+    with torch.enable_grad():
+        shifted = (U - threshold).detach().requires_grad_(True)
+        (out,) = torch.autograd.grad(spike_grad(shifted), shifted, grad)
+    return out
+
+
+def _reduce_to(g: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Sum a ``[T, B, ...]`` gradient down to the shape of a broadcast parameter."""
+    g = g.sum(0)
+    while g.dim() > like.dim():
+        g = g.sum(0)
+    for i, n in enumerate(like.shape):
+        if n == 1 and g.shape[i] != 1:
+            g = g.sum(i, keepdim=True)
+    return g.reshape(like.shape)
+
+
+def leaky_window(neuron, current: torch.Tensor, steps: int | None = None) -> torch.Tensor:
+    """Spikes ``[T, B, ...]`` of ``snn.Leaky`` ``neuron`` over a window; ``current`` is
+    ``[T, B, ...]``, or ``[B, ...]`` repeated for ``steps`` steps."""
+    reset = RESETS[neuron.reset_mechanism]
+    beta = neuron.beta if isinstance(neuron.beta, torch.Tensor) else torch.tensor(float(neuron.beta))
+    thr = neuron.threshold
+    graded = neuron.graded_spikes_factor
+    return LeakyWindow.apply(current, beta.to(current.dtype), thr.to(current.dtype),
+                             graded.to(current.dtype), neuron.spike_grad, reset, steps)
+
+
+def fusable(neuron) -> bool:
+    """``snn.Leaky`` with the options this function reproduces exactly, and a surrogate whose
+    forward is the Heaviside step ``x > 0`` (every snnTorch surrogate's is; checked)."""
+    import snntorch as snn
+    return (type(neuron) is snn.Leaky and neuron.reset_delay and not neuron.inhibition
+            and not neuron.state_quant and neuron.reset_mechanism in RESETS
+            and _heaviside_forward(neuron.spike_grad))
+
+
+def _heaviside_forward(spike_grad) -> bool:
+    probe = torch.tensor([-1.0, -1e-30, -0.0, 0.0, 1e-30, 0.5, 3.0])
+    with torch.no_grad():
+        try:
+            out = spike_grad(probe)
+        except Exception:  # noqa: BLE001 - a surrogate we cannot probe is not fused
+            return False
+    return isinstance(out, torch.Tensor) and torch.equal(out.float(), (probe > 0).float())

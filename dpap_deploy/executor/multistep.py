@@ -1,0 +1,176 @@
+"""Multi-step execution of a model graph: a whole time window per layer instead of a step loop.
+
+A value flowing through the graph is either *static* (``[B, ...]``, the same at every step: the
+directly encoded input and what stateless layers make of it) or a *sequence* (``[T, B, ...]``).
+- Stateless layers (synapses, pooling, flatten, dropout, element-wise activations, ``+``,
+  ``torch.cat``) run once: on a static value as it is (so the first synaptic layer of a
+  directly encoded network runs once, not ``T`` times), on a sequence folded to ``[T*B, ...]``.
+- ``snn.Leaky`` populations run their whole window in one autograd operation (``lif.py``);
+  other neuron types (``Synaptic``, ``RLeaky``, ...) step through the window with their own
+  module, so everything the graph can hold still runs.
+- BatchNorm in training mode normalises each step's batch on its own, as the step loop does.
+The result equals the snnTorch step loop: identical spikes, gradients equal up to float
+rounding (tests). Models whose forward runs its own time loop are not run here: they keep
+running as written (``MultiStep.supports`` says which).
+
+DPAP's traces: the executor calls ``observer.window(layer, pre, post)`` for every tracked layer
+with its pre-synaptic input and its spikes over the window, where the step loop fired DPAP's
+hooks once per step (``dpap.pruner.DPAP.window``).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..graph import ModelGraph
+from ..graph.model_graph import (ADD, CAT, ELEMENTWISE, FLATTEN, INPUT, NEURON, NORM, OUTPUT,
+                                 PASS, POOL, SYNAPSE)
+from ..graph.state import reset_states
+from .lif import fusable, leaky_window
+
+
+class _Seq:
+    """A value over the window: ``[T, B, ...]``."""
+
+    __slots__ = ("t",)
+
+    def __init__(self, t: torch.Tensor):
+        self.t = t
+
+
+def _fold(fn, v, T: int):
+    """Apply a stateless ``fn`` to a static tensor or to a sequence folded into the batch."""
+    if isinstance(v, _Seq):
+        x = v.t
+        y = fn(x.reshape((x.shape[0] * x.shape[1],) + x.shape[2:]))
+        return _Seq(y.reshape((x.shape[0], x.shape[1]) + y.shape[1:]))
+    return fn(v)
+
+
+def _as_seq(v, T: int) -> torch.Tensor:
+    return v.t if isinstance(v, _Seq) else v.unsqueeze(0).expand((T,) + v.shape)
+
+
+def _pool_fn(attrs: dict):
+    kind, dims = attrs["pool"], attrs["dims"]
+    fn = {("avg", 1): F.avg_pool1d, ("avg", 2): F.avg_pool2d,
+          ("max", 1): F.max_pool1d, ("max", 2): F.max_pool2d}[(kind, dims)]
+    kw = dict(kernel_size=attrs["kernel"], stride=attrs["stride"], padding=attrs["padding"],
+              ceil_mode=attrs["ceil_mode"])
+    return lambda x: fn(x, **kw)
+
+
+_ACTS = {"relu": torch.relu, "relu_": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh,
+         "gelu": F.gelu, "silu": F.silu, "elu": F.elu, "leaky_relu": F.leaky_relu,
+         "relu6": F.relu6, "hardtanh": F.hardtanh, "softplus": F.softplus}
+
+
+class MultiStep:
+    """Runs ``graph`` a window at a time; ``MultiStep.supports(graph)`` says whether it can."""
+
+    def __init__(self, graph: ModelGraph):
+        why = self.unsupported(graph)
+        if why:
+            raise ValueError(f"the multi-step executor cannot run this model: {why}")
+        self.graph = graph
+        self.layer_of_neuron = {l.neuron_node: i for i, l in enumerate(graph.layers)}
+        self.layer_of_synapse = {l.node: i for i, l in enumerate(graph.layers)}
+
+    @staticmethod
+    def unsupported(graph: ModelGraph) -> str | None:
+        if graph.kind != "snn":
+            return "it is not a spiking network"
+        if graph.steps_per_call != 1:
+            return "its forward runs its own time loop (it keeps running as written)"
+        for n in graph.nodes:
+            if n.op == ELEMENTWISE and n.attrs.get("fn") not in _ACTS:
+                return f"operation '{n.attrs.get('fn')}' at '{n.name}'"
+            if n.op == CAT and n.attrs.get("dim", 1) in (0, -len(n.out_shape) - 1):
+                return f"'{n.name}' concatenates along the batch"
+            if n.op == NEURON and n.adapter.recurrent(n.module) is None and \
+                    n.adapter.kind != "snn":
+                return f"'{n.name}' is not a spiking neuron"
+        return None
+
+    @classmethod
+    def supports(cls, graph: ModelGraph) -> bool:
+        return cls.unsupported(graph) is None
+
+    def run(self, x: torch.Tensor, time_steps: int, observer=None) -> torch.Tensor:
+        """Output spikes ``[T, B, ...]`` for a static input ``[B, ...]`` over ``time_steps``
+        steps, or event frames ``[B, T, ...]`` (one per step)."""
+        g = self.graph
+        frames = x.dim() == len(g.input_shape) + 2
+        T = int(x.shape[1]) if frames else int(time_steps)
+        reset_states(g.model)
+        val: dict[int, object] = {}
+        for n in g.nodes:
+            ins = [val[i] for i in n.inputs]
+            if n.op == INPUT:
+                val[n.id] = _Seq(x.transpose(0, 1)) if frames else x
+            elif n.op == SYNAPSE:
+                val[n.id] = _fold(n.module, ins[0], T)
+            elif n.op == NORM:
+                val[n.id] = self._norm(n.module, ins[0], T)
+            elif n.op == NEURON:
+                val[n.id] = self._neuron(n, ins[0], T)
+            elif n.op == POOL:
+                val[n.id] = _fold(_pool_fn(n.attrs), ins[0], T)
+            elif n.op == FLATTEN:
+                val[n.id] = _fold(lambda t: t.flatten(1), ins[0], T)
+            elif n.op == PASS:
+                fn = n.module if n.module is not None else self._functional_dropout(n)
+                val[n.id] = _fold(fn, ins[0], T)
+            elif n.op == ELEMENTWISE:
+                val[n.id] = _fold(_ACTS[n.attrs["fn"]], ins[0], T)
+            elif n.op == ADD:
+                a, b = ins
+                if isinstance(a, _Seq) or isinstance(b, _Seq):
+                    val[n.id] = _Seq(_as_seq(a, T) + _as_seq(b, T))
+                else:
+                    val[n.id] = a + b
+            elif n.op == CAT:
+                dim = n.attrs.get("dim", 1)
+                if any(isinstance(v, _Seq) for v in ins):
+                    d = dim + 1 if dim >= 0 else dim
+                    val[n.id] = _Seq(torch.cat([_as_seq(v, T) for v in ins], dim=d))
+                else:
+                    val[n.id] = torch.cat(ins, dim=dim)
+            elif n.op == OUTPUT:
+                val[n.id] = ins[0]
+            if observer is not None and n.op == NEURON and n.id in self.layer_of_neuron:
+                i = self.layer_of_neuron[n.id]
+                layer = g.layers[i]
+                pre = val[g.nodes[layer.node].inputs[0]]
+                static = not isinstance(pre, _Seq)
+                observer.window(i, pre if static else pre.t, static, val[n.id].t, T)
+        reset_states(g.model)
+        out = val[g.output]
+        return _as_seq(out, T)
+
+    def _functional_dropout(self, n):
+        p = float(n.attrs.get("p", 0.5))
+        return lambda t: F.dropout(t, p, training=self.graph.model.training)
+
+    @staticmethod
+    def _norm(bn: nn.Module, v, T: int):
+        if isinstance(v, _Seq) and bn.training:
+            return _Seq(torch.stack([bn(v.t[t]) for t in range(T)]))
+        if not isinstance(v, _Seq) and bn.training:    # the step loop normalises T times
+            outs = [bn(v) for _ in range(T)]
+            return _Seq(torch.stack(outs))
+        return _fold(bn, v, T)
+
+    def _neuron(self, n, v, T: int) -> _Seq:
+        m = n.module
+        if fusable(m):
+            if isinstance(v, _Seq):
+                return _Seq(leaky_window(m, v.t))
+            return _Seq(leaky_window(m, v, steps=T))
+        seq = _as_seq(v, T)
+        out = []
+        for t in range(T):
+            o = m(seq[t])
+            out.append(n.adapter.spikes(o))
+        return _Seq(torch.stack(out))

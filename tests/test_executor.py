@@ -1,0 +1,133 @@
+"""The multi-step executor against snnTorch's step loop: identical output spikes, gradients
+equal up to float rounding, the same DPAP masks; the fused Leaky window against hand values."""
+import copy
+
+import pytest
+import snntorch as snn
+import torch
+from torch import nn
+
+from corpus_models import STYLES
+from dpap_deploy.executor import MultiStep, leaky_window
+from dpap_deploy.graph import build_graph, run_window
+from dpap_deploy.neurons import rectangle
+from dpap_deploy.zoo import build_model
+
+
+def _pair(model, x):
+    other = copy.deepcopy(model)
+    return (build_graph(model, x), build_graph(other, x))
+
+
+def _check(model, x, T=6, train=True, rtol=1e-4):
+    model.train(train)
+    g_step, g_multi = _pair(model, x)
+    g_multi.model.train(train)
+    a = run_window(g_step, x, T)
+    b = MultiStep(g_multi).run(x, T)
+    assert torch.equal(a, b), "identical output spikes"
+    assert a.sum() > 0, "a test where something spikes"
+    if not train:
+        return
+    w = torch.arange(a.shape[-1], dtype=a.dtype) + 1
+    (a * w).sum().backward()
+    (b * w).sum().backward()
+    # Rounding is relative to the terms summed, not to a gradient that cancels (a bias before
+    # a training-mode BatchNorm has a true gradient of 0): compare to the largest gradient.
+    scale = max(float(p.grad.abs().max()) for p in g_step.model.parameters() if p.grad is not None)
+    for (name, p1), p2 in zip(g_step.model.named_parameters(), g_multi.model.parameters()):
+        assert (p1.grad is None) == (p2.grad is None), name
+        if p1.grad is not None:
+            assert float((p1.grad - p2.grad).abs().max()) <= rtol * scale, name
+
+
+@pytest.mark.parametrize("name,shape", [("snn-digits", (1, 8, 8)), ("snn-mnist", (1, 28, 28)),
+                                        ("snn-cifar10", (3, 16, 16))])
+@pytest.mark.parametrize("train", [True, False])
+def test_zoo_models_step_and_multistep_agree(name, shape, train):
+    torch.manual_seed(0)
+    model, _ = build_model(name, shape, 10)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(2.0)
+    _check(model, torch.rand(6, *shape) * 2, train=train)
+
+
+@pytest.mark.parametrize("style", [s for s in STYLES if s.kind == "snn" and s.run.__name__ ==
+                                   "_stepwise" and s.name != "zoo-sequential"],
+                         ids=lambda s: s.name)
+def test_corpus_models_step_and_multistep_agree(style):
+    torch.manual_seed(1)
+    model = style.build()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.mul_(3.0)
+    for m in model.modules():      # dropout draws its masks in another order: same law, not
+        if isinstance(m, nn.Dropout):  # the same numbers; compare without it
+            m.p = 0.0
+    x = torch.rand(6, *style.in_shape) * 3
+    g = build_graph(model, x)
+    assert MultiStep.supports(g), MultiStep.unsupported(g)
+    _check(model, x, train=True, rtol=1e-3)
+
+
+@pytest.mark.parametrize("reset", ["zero", "subtract", "none"])
+def test_fused_leaky_matches_hand_values_and_learns_beta_threshold(reset):
+    """beta 0.5, threshold 1, current 0.6 every step: U = .6, .9, 1.05 (spike) then the reset."""
+    n = snn.Leaky(beta=torch.tensor(0.5), threshold=torch.tensor(1.0), learn_beta=True,
+                  learn_threshold=True, spike_grad=rectangle(1.0), reset_mechanism=reset)
+    cur = torch.full((5, 1, 1), 0.6, requires_grad=True)
+    s = leaky_window(n, cur)
+    after = {"zero": 0.6, "subtract": 0.6 + 0.525 - 1.0, "none": 0.6 + 0.525}[reset]
+    assert s.flatten().tolist()[:3] == [0.0, 0.0, 1.0]
+    ref = snn.Leaky(beta=torch.tensor(0.5), threshold=torch.tensor(1.0), learn_beta=True,
+                    learn_threshold=True, spike_grad=rectangle(1.0), reset_mechanism=reset)
+    cur2 = cur.detach().clone().requires_grad_(True)
+    mem, out = ref.init_leaky(), []
+    for t in range(5):
+        spk, mem = ref(cur2[t], mem)
+        out.append(spk)
+        if t == 3:
+            assert float(mem) == pytest.approx(after)
+    ref_s = torch.stack(out)
+    assert torch.equal(s, ref_s)
+    w = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0]).view(5, 1, 1)
+    (s * w).sum().backward()
+    (ref_s * w).sum().backward()
+    assert torch.allclose(cur.grad, cur2.grad, atol=1e-6)
+    assert torch.allclose(n.beta.grad, ref.beta.grad, atol=1e-6)
+    assert torch.allclose(n.threshold.grad, ref.threshold.grad, atol=1e-6)
+
+
+def test_looped_models_are_not_taken():
+    from corpus_models import TutorialFC
+    g = build_graph(TutorialFC(), torch.rand(2, 1, 8, 8))
+    assert not MultiStep.supports(g) and "own time loop" in MultiStep.unsupported(g)
+
+
+@pytest.mark.slow
+def test_dpap_run_gives_the_same_masks_either_way(tmp_path):
+    from dpap_deploy.training import TrainConfig, train
+    fast = {"conv": {"epsilon": 1.0, "eta": 3.0, "beta": 2.0, "warmup": 0},
+            "linear": {"epsilon": 1.5, "eta": 3.0, "beta": 2.0, "warmup": 0}}
+    runs = {}
+    for ex in ("step", "multistep"):
+        runs[ex] = train(TrainConfig(epochs=3, dpap_config=fast, executor=ex, device="cpu"),
+                         tmp_path / ex, progress=False)
+    assert runs["multistep"].executor is not None and runs["step"].executor is None
+    a, b = runs["step"].dpap.state_dict(), runs["multistep"].dpap.state_dict()
+    dead = 0
+    for la, lb in zip(a["layers"], b["layers"]):
+        assert torch.equal(la["syn_alive"], lb["syn_alive"]), la["name"]
+        assert torch.equal(la["neu_alive"], lb["neu_alive"]), la["name"]
+        dead += int((~la["neu_alive"]).sum())
+    assert dead > 0
+    # Gradients differ by float rounding; Adam divides by sqrt(v), so a weight whose gradient is
+    # pure rounding noise can move by up to the learning rate (5e-3) per step either way: most
+    # weights stay equal, none moves apart by more than two steps' worth.
+    diffs = torch.cat([(p1 - p2).abs().flatten() for p1, p2 in
+                       zip(runs["step"].model.parameters(), runs["multistep"].model.parameters())])
+    assert float(diffs.median()) < 1e-5 and float(diffs.max()) <= 2 * 5e-3
+    acc = [[row["test_acc"] for row in runs[ex].history] for ex in ("step", "multistep")]
+    assert max(abs(a - b) for a, b in zip(*acc)) <= 3 / 397, acc
