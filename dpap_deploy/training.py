@@ -211,10 +211,14 @@ def make_executor(cfg: TrainConfig, model: nn.Module, kind: str, example: torch.
     (the step loop; ``--executor step`` asks for it)."""
     if cfg.executor != "multistep" or kind != "snn":
         return None
-    from .executor import MultiStep
+    from .executor import MultiStep, tune_cpu_allocator
     from .graph import build_graph
     graph = graph if graph is not None else build_graph(model, example)
-    return MultiStep(graph) if MultiStep.supports(graph) else None
+    if not MultiStep.supports(graph):
+        return None
+    if example.device.type == "cpu":
+        tune_cpu_allocator()
+    return MultiStep(graph)
 
 
 def build_run(cfg: TrainConfig, data: Dataset | None = None) -> Run:

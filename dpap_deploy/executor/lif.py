@@ -31,12 +31,30 @@ import torch
 RESETS = {"subtract": 0, "zero": 1, "none": 2}
 
 
+def _native(current, beta, threshold, graded):
+    """The compiled kernel when it covers this case (``native.py``), else ``None``."""
+    if current.device.type != "cpu" or current.dtype != torch.float32 or beta.numel() != 1 \
+            or threshold.numel() != 1 or not bool(graded.eq(1).all()):
+        return None
+    from . import native
+    return native.kernel()
+
+
 class LeakyWindow(torch.autograd.Function):
     @staticmethod
     def forward(ctx, current, beta, threshold, graded, spike_grad, reset, steps):
         static = steps is not None
         T = steps if static else current.shape[0]
         shape = tuple(current.shape if static else current.shape[1:])
+        ctx.spike_grad, ctx.reset, ctx.static, ctx.shape = spike_grad, reset, static, shape
+        k = _native(current, beta, threshold, graded)
+        ctx.native = k is not None
+        if k is not None:
+            b = float(beta.clamp(0, 1))
+            U, S = k.leaky_forward(current.reshape(-1) if static else current.reshape(T, -1),
+                                   T, b, float(threshold), reset, static)
+            ctx.save_for_backward(U, S, beta, threshold, graded)
+            return S.reshape((T,) + shape)
         b = beta.clamp(0, 1)
         U = torch.empty((T,) + shape, dtype=current.dtype, device=current.device)
         fired = torch.empty((T,) + shape, dtype=torch.bool, device=current.device)
@@ -53,12 +71,13 @@ class LeakyWindow(torch.autograd.Function):
             mem = U[t]
             torch.gt(mem, thr, out=fired[t])
         ctx.save_for_backward(U, fired, beta, threshold, graded)
-        ctx.spike_grad, ctx.reset, ctx.static = spike_grad, reset, static
         spikes = fired.to(current.dtype)
         return spikes if bool(graded.eq(1).all()) else spikes * graded
 
     @staticmethod
     def backward(ctx, grad_spikes):
+        if ctx.native:
+            return _native_backward(ctx, grad_spikes)
         U, fired, beta, threshold, graded = ctx.saved_tensors
         spike_grad, reset, static = ctx.spike_grad, ctx.reset, ctx.static
         T = U.shape[0]
@@ -91,15 +110,43 @@ class LeakyWindow(torch.autograd.Function):
         return g_current, g_beta, g_thr, None, None, None, None
 
 
+def _native_backward(ctx, grad_spikes):
+    from . import native
+    U, S, beta, threshold, graded = ctx.saved_tensors
+    T = U.shape[0]
+    g = grad_spikes.reshape(T, -1)
+    width = _rectangle_width(ctx.spike_grad)
+    direct = torch.empty(0) if width else \
+        surrogate_grad(ctx.spike_grad, U, threshold, g).contiguous()
+    G, gb, gt = native.kernel().leaky_backward(
+        g, U, S, direct, float(beta.clamp(0, 1)), float(threshold), ctx.reset, ctx.static,
+        float(width or 0.0), ctx.needs_input_grad[1], ctx.needs_input_grad[2])
+    g_current = G.reshape(ctx.shape) if ctx.static else G.reshape((T,) + ctx.shape)
+    g_beta = g_thr = None
+    if ctx.needs_input_grad[1]:
+        inside = bool((beta >= 0) & (beta <= 1))
+        g_beta = (gb if inside else torch.zeros_like(gb)).to(beta.dtype).reshape(beta.shape)
+    if ctx.needs_input_grad[2]:
+        g_thr = gt.to(threshold.dtype).reshape(threshold.shape)
+    return g_current, g_beta, g_thr, None, None, None, None
+
+
+def _rectangle_width(spike_grad) -> float | None:
+    width = getattr(spike_grad, "width", None)
+    if width is not None and getattr(spike_grad, "__name__", "").startswith("rectangle"):
+        return float(width)
+    return None
+
+
 def surrogate_grad(spike_grad, U: torch.Tensor, threshold: torch.Tensor,
                    grad: torch.Tensor) -> torch.Tensor:
     """``grad * spike_grad'(U - V_th)`` for every step at once: closed form for the rectangle
     of ``dpap_deploy.neurons`` (``|x| < a/2 -> 1/a``), else by differentiating the model's own
     ``spike_grad`` under autograd (any snnTorch surrogate)."""
-    width = getattr(spike_grad, "width", None)
-    if width is not None and getattr(spike_grad, "__name__", "").startswith("rectangle"):
-        inside = (U - threshold).abs_() < width / 2
-        return grad * inside.to(grad.dtype) / width
+    width = _rectangle_width(spike_grad)
+    if width is not None:
+        inside = (U - threshold).abs_().lt_(width / 2)          # 0./1. in U's dtype
+        return inside.mul_(grad).div_(width)
     with torch.enable_grad():
         shifted = (U - threshold).detach().requires_grad_(True)
         (out,) = torch.autograd.grad(spike_grad(shifted), shifted, grad)

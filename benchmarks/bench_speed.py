@@ -1,0 +1,129 @@
+"""Training and inference samples/s: snnTorch's step loop against the multi-step executor,
+side by side in one process (interleaved repeats, medians), for snn-digits, the paper's MNIST
+SNN and (small batch) the CIFAR-10 SNN.
+
+    python benchmarks/bench_speed.py [--repeats 7] [--out benchmarks/results/speed.json]
+
+Each model is measured twice, in two child processes run one after the other: with glibc's
+default allocator, and with the allocator tuning training applies on CPU
+(``dpap_deploy.executor.tune_cpu_allocator``); both executors share the process, so each
+ratio compares like with like. A training step is forward, backward and an Adam step on one
+batch (DPAP not attached); inference is a no-grad forward of one batch. Inputs: real digits
+(upsampled to 28x28 for snn-mnist, to 32x32 RGB for snn-cifar10), direct encoding, T = 8.
+Run it alone: two torch processes at once slow each other down.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+MODELS = [("snn-digits", (1, 8, 8), 64), ("snn-mnist", (1, 28, 28), 100),
+          ("snn-cifar10", (3, 32, 32), 16)]
+
+
+def measure(name: str, shape, batch: int, repeats: int, steps: int = 8) -> dict:
+    import torch
+    import torch.nn.functional as F
+    from common import interleaved_medians, median
+    from dpap_deploy.data import load_dataset
+    from dpap_deploy.executor import MultiStep
+    from dpap_deploy.graph import build_graph, run_window
+    from dpap_deploy.zoo import build_model
+
+    torch.manual_seed(0)
+    d = load_dataset("digits")
+    x = F.interpolate(d.x_train[:batch], size=shape[1:], mode="bilinear", align_corners=False)
+    x = x.expand(-1, shape[0], -1, -1).contiguous()
+    y = d.y_train[:batch]
+    model, _ = build_model(name, shape, 10)
+    graph = build_graph(model, x)
+    executor = MultiStep(graph)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+    def train_step(run):
+        model.train()
+        out = run().mean(0)
+        loss = ((out - F.one_hot(y, 10).float()) ** 2).sum(1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    def infer(run):
+        model.eval()
+        with torch.no_grad():
+            run()
+
+    step = lambda: run_window(graph, x, steps)          # noqa: E731
+    multi = lambda: executor.run(x, steps)               # noqa: E731
+    for f in (step, multi):                              # warm-up, and a firing check
+        infer(f)
+        train_step(f)
+    model.eval()
+    with torch.no_grad():
+        rate = float(run_window(graph, x, steps).mean())
+    tr = interleaved_medians([lambda: train_step(step), lambda: train_step(multi)], repeats)
+    inf = interleaved_medians([lambda: infer(step), lambda: infer(multi)], repeats)
+    out = {"batch": batch, "time_steps": steps, "output_rate": rate,
+           "train_step_loop": batch / median(tr[0]), "train_multistep": batch / median(tr[1]),
+           "infer_step_loop": batch / median(inf[0]), "infer_multistep": batch / median(inf[1])}
+    out["train_ratio"] = out["train_multistep"] / out["train_step_loop"]
+    out["infer_ratio"] = out["infer_multistep"] / out["infer_step_loop"]
+    return out
+
+
+def child(args) -> None:
+    if args.tuned:
+        from dpap_deploy.executor import tune_cpu_allocator
+        assert tune_cpu_allocator()
+    import torch
+    res = {"threads": torch.get_num_threads(), "models": {}}
+    for name, shape, batch in MODELS:
+        res["models"][name] = measure(name, shape, batch, args.repeats)
+    print(json.dumps(res))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--out", default="benchmarks/results/speed.json")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--tuned", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        return child(args)
+    results = {}
+    for label, tuned in (("default_allocator", False), ("tuned_allocator", True)):
+        cmd = [sys.executable, __file__, "--child", "--repeats", str(args.repeats)]
+        env = dict(os.environ, DPAP_DEPLOY_MALLOC_TUNING="1")
+        t0 = time.perf_counter()
+        r = subprocess.run(cmd + (["--tuned"] if tuned else []), capture_output=True, text=True,
+                           env=env, cwd=os.path.dirname(os.path.abspath(__file__)))
+        if r.returncode != 0:
+            sys.exit(r.stderr[-2000:])
+        results[label] = json.loads(r.stdout.strip().splitlines()[-1])
+        results[label]["wall_s"] = time.perf_counter() - t0
+    print(f"{'model':12s} {'allocator':9s} {'train step':>10s} {'multi':>8s} {'ratio':>6s}   "
+          f"{'infer step':>10s} {'multi':>8s} {'ratio':>6s}   (samples/s)")
+    for label, res in results.items():
+        for name, m in res["models"].items():
+            print(f"{name:12s} {label.split('_')[0]:9s} {m['train_step_loop']:10.0f} "
+                  f"{m['train_multistep']:8.0f} {m['train_ratio']:5.2f}x   "
+                  f"{m['infer_step_loop']:10.0f} {m['infer_multistep']:8.0f} {m['infer_ratio']:5.2f}x")
+    for name in results["default_allocator"]["models"]:
+        old = results["default_allocator"]["models"][name]
+        new = results["tuned_allocator"]["models"][name]
+        print(f"{name}: what training does now (multi-step, tuned allocator) against before "
+              f"(step loop, default allocator): train "
+              f"{new['train_multistep'] / old['train_step_loop']:.2f}x, infer "
+              f"{new['infer_multistep'] / old['infer_step_loop']:.2f}x")
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from common import write_results
+    write_results(args.out, {"benchmark": "speed", **results})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""A compiled CPU kernel for the fused Leaky window: one pass over memory forward, one backward.
+
+The torch-operation path of ``lif.py`` reads and writes each ``[T, B, ...]`` tensor several
+times per step; memory bandwidth, not arithmetic, bounds it. This kernel keeps a neuron's
+membrane in a register and runs its whole time loop in one go (neurons split over torch's
+thread count), computing
+exactly the same float32 operations in the same order as snnTorch (built with
+``-ffp-contract=off`` so that ``beta * U + I`` is not fused into one rounding): the spikes are
+bit-identical. It covers the common case (float32 on CPU, scalar ``beta`` and ``threshold``,
+binary spikes); anything else takes the torch path.
+
+Built on first use with ``torch.utils.cpp_extension.load_inline`` (a C++ compiler and ninja are
+needed; the build is cached in torch's extension folder). If the build fails the torch path is
+used and the reason is kept in ``native.error``; ``DPAP_DEPLOY_NATIVE=0`` turns it off.
+"""
+from __future__ import annotations
+
+import os
+import threading
+
+_SOURCE = r"""
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <thread>
+#include <vector>
+
+// Split [0, n) over torch's intra-op thread count with plain threads (a second OpenMP runtime
+// next to torch's would make both spin against each other).
+static void for_chunks(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn) {
+  const int nt = std::max(1, std::min<int>(at::get_num_threads(), (int)((n + 65535) / 65536)));
+  if (nt == 1) { fn(0, n, 0); return; }
+  std::vector<std::thread> pool;
+  const int64_t step = (n + nt - 1) / nt;
+  for (int c = 0; c < nt; ++c) {
+    const int64_t a = c * step, e = std::min(n, a + step);
+    if (a < e) pool.emplace_back(fn, a, e, c);
+  }
+  for (auto& th : pool) th.join();
+}
+
+// reset: 0 subtract, 1 zero, 2 none.  current: [T, N] or [N] (static, the same each step).
+std::vector<torch::Tensor> leaky_forward(torch::Tensor current, int64_t T, double beta_d,
+                                         double thr_d, int64_t reset, bool is_static) {
+  auto cur = current.contiguous();
+  const int64_t N = is_static ? cur.numel() : cur.numel() / T;
+  auto U = torch::empty({T, N}, cur.options());
+  auto S = torch::empty({T, N}, cur.options());
+  const float* I = cur.data_ptr<float>();
+  float* u = U.data_ptr<float>();
+  float* s = S.data_ptr<float>();
+  const float b = (float)beta_d, th = (float)thr_d;
+  for_chunks(N, [&](int64_t i0, int64_t i1, int) {
+  for (int64_t i = i0; i < i1; ++i) {
+    float mem = 0.f;
+    bool fired = false;
+    for (int64_t t = 0; t < T; ++t) {
+      const float x = is_static ? I[i] : I[t * N + i];
+      float m;
+      if (reset == 1) {
+        const float kept = fired ? 0.f : mem;
+        m = b * kept;
+        m = m + x;
+      } else {
+        m = b * mem;
+        m = m + x;
+        if (reset == 0 && fired) m = m - th;
+      }
+      mem = m;
+      fired = m > th;
+      u[t * N + i] = m;
+      s[t * N + i] = fired ? 1.f : 0.f;
+    }
+  }
+  });
+  return {U, S};
+}
+
+// Returns {grad of the current ([T, N] or [N]), sum for d beta, sum for d threshold}.
+// direct: dL/dS * surrogate'(U - th), or empty when `width` > 0 (rectangle computed here).
+std::vector<torch::Tensor> leaky_backward(torch::Tensor grad_s, torch::Tensor U, torch::Tensor S,
+                                          torch::Tensor direct, double beta_d, double thr_d,
+                                          int64_t reset, bool is_static, double width,
+                                          bool need_beta, bool need_thr) {
+  auto g = grad_s.contiguous();
+  const int64_t T = U.size(0), N = U.size(1);
+  const bool have_direct = direct.numel() > 0;
+  auto D = have_direct ? direct.contiguous() : direct;
+  auto G = is_static ? torch::empty({N}, U.options()) : torch::empty({T, N}, U.options());
+  const float* gs = g.data_ptr<float>();
+  const float* u = U.data_ptr<float>();
+  const float* s = S.data_ptr<float>();
+  const float* d = have_direct ? D.data_ptr<float>() : nullptr;
+  float* out = G.data_ptr<float>();
+  const float b = (float)beta_d, th = (float)thr_d, half = (float)(width / 2), w = (float)width;
+  std::vector<double> gbs(64, 0.0), gts(64, 0.0);
+  for_chunks(N, [&](int64_t i0, int64_t i1, int c) {
+  double gb = 0.0, gt = 0.0;
+  for (int64_t i = i0; i < i1; ++i) {
+    float acc = 0.f, sum = 0.f;
+    for (int64_t t = T - 1; t >= 0; --t) {
+      const int64_t k = t * N + i;
+      float dk;
+      if (have_direct) dk = d[k];
+      else dk = std::fabs(u[k] - th) < half ? gs[k] / w : 0.f;
+      if (t < T - 1) {
+        if (reset == 1 && s[k] != 0.f) acc = 0.f;
+        acc = acc * b;
+      }
+      acc = acc + dk;
+      if (is_static) sum += acc; else out[k] = acc;
+      if (need_beta && t > 0) {
+        float prev = u[k - N];
+        if (reset == 1 && s[k - N] != 0.f) prev = 0.f;
+        gb += (double)acc * (double)prev;
+      }
+      if (need_thr) {
+        gt -= (double)dk;
+        if (reset == 0 && t > 0 && s[k - N] != 0.f) gt -= (double)acc;
+      }
+    }
+    if (is_static) out[i] = sum;
+  }
+  gbs[c] = gb;
+  gts[c] = gt;
+  });
+  double gb = 0.0, gt = 0.0;
+  for (int c = 0; c < 64; ++c) { gb += gbs[c]; gt += gts[c]; }
+  auto opts = torch::TensorOptions().dtype(torch::kFloat64);
+  return {G, torch::full({}, gb, opts), torch::full({}, gt, opts)};
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("leaky_forward", &leaky_forward, "fused Leaky window, forward");
+  m.def("leaky_backward", &leaky_backward, "fused Leaky window, backward");
+}
+"""
+
+_lock = threading.Lock()
+_module = None
+error: str | None = None
+
+
+def _ninja_on_path() -> None:
+    """torch's extension builder runs ``ninja`` from PATH; the ``ninja`` wheel of the
+    requirements puts it in the environment's bin folder, which may not be on PATH."""
+    try:
+        import ninja
+        path = os.environ.get("PATH", "")
+        if ninja.BIN_DIR not in path.split(os.pathsep):
+            os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + path
+    except ImportError:
+        pass
+
+
+def kernel():
+    """The compiled module, or ``None`` (disabled, or the build failed: see ``error``)."""
+    global _module, error
+    if os.environ.get("DPAP_DEPLOY_NATIVE", "1") == "0":
+        return None
+    if _module is not None or error is not None:
+        return _module
+    with _lock:
+        if _module is None and error is None:
+            try:
+                _ninja_on_path()
+                from torch.utils.cpp_extension import load_inline
+                _module = load_inline(
+                    name="dpap_deploy_leaky_v2", cpp_sources=[_SOURCE], functions=None,
+                    extra_cflags=["-O3", "-ffp-contract=off"], verbose=False)
+            except Exception as exc:  # noqa: BLE001 - any build failure means the torch path
+                error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1][:300] if str(exc).strip() else ''}"
+    return _module
