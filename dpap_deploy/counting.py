@@ -134,7 +134,7 @@ def count_ops(model: nn.Module, x: torch.Tensor, time_steps: int = 8,
                 row.macs_dense += float(fo_dense.sum()) * inp.shape[0]
         hooks.append(syn.register_forward_hook(lambda mod, inp, out, h=hook: h(mod, inp)))
     try:
-        outputs(graph, x, time_steps, batch_size)
+        outputs(graph, x, time_steps, batch_size, multistep=False)   # one call per step
     finally:
         for h in hooks:
             h.remove()

@@ -156,3 +156,18 @@ def test_compiled_kernel_and_torch_path_agree(monkeypatch, reset, static):
     assert torch.equal(s1, s2) and s1.sum() > 0
     assert torch.allclose(g1, g2, atol=1e-5)
     assert torch.allclose(b1, b2, rtol=1e-4, atol=1e-5) and torch.allclose(t1, t2, rtol=1e-4, atol=1e-5)
+
+
+def test_event_frames_one_per_step_agree():
+    """Frames ``[B, T, C, H, W]`` to a one-call-one-step model: frame t at step t, both ways."""
+    torch.manual_seed(0)
+    model, _ = build_model("snn-digits", (2, 8, 8), 10)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(2.5)
+    x = (torch.rand(4, 5, 2, 8, 8) > 0.6).float()
+    g_step, g_multi = _pair(model, x)
+    assert g_step.input_shape == (2, 8, 8) and g_step.nodes[1].inputs == [0]
+    a = run_window(g_step, x, 99)
+    b = MultiStep(g_multi).run(x, 99)
+    assert a.shape[0] == 5 and torch.equal(a, b) and a.sum() > 0

@@ -61,17 +61,25 @@ def run_window(graph: ModelGraph, x: torch.Tensor, time_steps: int) -> torch.Ten
 
 @torch.no_grad()
 def outputs(graph: ModelGraph, x: torch.Tensor, time_steps: int, batch_size: int = 512,
-            dtype: torch.dtype | None = None) -> torch.Tensor:
+            dtype: torch.dtype | None = None, multistep: bool = True) -> torch.Tensor:
     """Evaluation-mode output over ``x`` in batches: SNN ``[T, N, ...]`` spikes, ANN logits.
-    ``dtype=torch.float64`` runs a float64 copy of the input (the model must be float64 too)."""
+    ``dtype=torch.float64`` runs a float64 copy of the input (the model must be float64 too).
+    SNNs run on the multi-step executor when it can take the graph (identical spikes, faster);
+    ``multistep=False`` keeps the step loop (counting hooks need one call per step)."""
     model: nn.Module = graph.model
     was = model.training
     model.eval()
+    runner = None
+    if multistep and graph.kind == "snn":
+        from ..executor import MultiStep
+        if MultiStep.supports(graph):
+            runner = MultiStep(graph).run
     try:
         parts = []
         for s in range(0, len(x), batch_size):
             xb = x[s:s + batch_size]
-            parts.append(run_window(graph, xb.to(dtype) if dtype else xb, time_steps))
+            xb = xb.to(dtype) if dtype else xb
+            parts.append(runner(xb, time_steps) if runner else run_window(graph, xb, time_steps))
         return torch.cat(parts, dim=1 if graph.kind == "snn" else 0)
     finally:
         model.train(was)

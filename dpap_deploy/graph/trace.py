@@ -344,12 +344,13 @@ def _trace(model, x, forward, tracer: _Tracer, event: bool) -> ModelGraph:
         except (RuntimeError, ValueError, TypeError) as exc:
             if event:                      # a model that takes one frame per call
                 tracer.__init__(model)
-                inp = tracer.add_node(INPUT, "input", [], x[:, 0], [])
-                tracer._tag(x[:, 0], inp)
+                frame = x[:, 0]
+                inp = tracer.add_node(INPUT, "input", [], frame, [])
+                tracer._tag(frame, inp)
                 try:
-                    result = forward(model, x[:, 0])
+                    result = forward(model, frame)
                 except (RuntimeError, ValueError, TypeError) as exc2:
-                    raise _fit_error(x[:, 0], exc2) from None
+                    raise _fit_error(frame, exc2) from None
             else:
                 raise _fit_error(x, exc) from None
     calls = [c for c in tracer.calls.values()]
