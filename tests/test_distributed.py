@@ -3,6 +3,7 @@ global batch (masks exactly, weights within float rounding), both ranks hold the
 and a killed two-process run resumed equals an uninterrupted one, bit for bit."""
 from __future__ import annotations
 
+import shutil
 import socket
 import sys
 from pathlib import Path
@@ -95,11 +96,19 @@ def test_ddp_gradients_equal_the_global_batch_gradient(two, digits):
         assert ((grads[n] - p.grad).abs().max() / scale) < 1e-5, n
 
 
-def test_killed_two_process_run_resumed_equals_uninterrupted(two, tmp_path):
-    _, ranks, _ = two
-    cut = tmp_path / "cut"
+@pytest.fixture(scope="module")
+def killed(tmp_path_factory):
+    """A two-process run killed (SIGKILL on rank 0) after its epoch-2 checkpoint, and a copy."""
+    cut = tmp_path_factory.mktemp("killed") / "cut"
     codes = _run_two(cut, CFG, kill_after=2)
     assert codes[0] != 0 and load_checkpoint(cut)["epoch"] == 2
+    shutil.copytree(cut, cut.parent / "copy")
+    return cut, cut.parent / "copy"
+
+
+def test_killed_two_process_run_resumed_equals_uninterrupted(two, killed):
+    _, ranks, _ = two
+    cut, _ = killed
     assert _run_two(cut, CFG, resume=True) == [0, 0]
     back = torch.load(cut / "rank0.pt")
     for k, w in ranks[0]["model"].items():
@@ -107,6 +116,18 @@ def test_killed_two_process_run_resumed_equals_uninterrupted(two, tmp_path):
     for a, b in zip(back["masks"], ranks[0]["masks"]):
         assert torch.equal(a, b)
     assert [r["test_acc"] for r in back["history"]] == [r["test_acc"] for r in ranks[0]["history"]]
+
+
+def test_two_process_checkpoint_resumed_in_one_process(two, killed, digits):
+    """A change of world size keeps the global batch, the order and the RNG; only the
+    summation order of gradients and DPAP statistics changes (float rounding)."""
+    _, ranks, _ = two
+    _, copy = killed
+    run = train(TrainConfig(**CFG), copy, resume=True, progress=False, data=digits)
+    for a, b in zip(pruner_masks(run), ranks[0]["masks"]):
+        assert torch.equal(a, b)
+    for k, w in ranks[0]["model"].items():
+        assert torch.allclose(run.model.state_dict()[k], w, rtol=1e-4, atol=1e-5), k
 
 
 def test_rank_slices_cover_the_global_batch_in_order(digits):
@@ -126,3 +147,4 @@ def test_rank_slices_cover_the_global_batch_in_order(digits):
 def test_batch_too_small_for_the_ranks_is_one_line():
     with pytest.raises(ConfigError, match="every process needs"):
         distributed.check_batch(1400, 64 * 3 + 1, 200)
+
