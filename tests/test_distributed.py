@@ -148,3 +148,18 @@ def test_batch_too_small_for_the_ranks_is_one_line():
     with pytest.raises(ConfigError, match="every process needs"):
         distributed.check_batch(1400, 64 * 3 + 1, 200)
 
+
+
+def test_step_executor_and_magnitude_baseline_under_two_processes(tmp_path):
+    """snnTorch's own step loop under DDP (its neurons keep state in buffers shaped like the
+    last batch: rank 0's evaluation batch differs from the slices) and a baseline's masks."""
+    cfg = dict(epochs=3, batch_size=100, seed=2, device="cpu", executor="step", dpap=False,
+               baseline="magnitude", prune_target=0.4, prune_window=[0, 2])
+    assert _run_two(tmp_path, cfg) == [0, 0]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    for a, b in zip(ranks[0]["masks"], ranks[1]["masks"]):
+        assert torch.equal(a, b)
+    assert 0.3 < sum(int((~m).sum()) for m in ranks[0]["masks"]) / \
+        sum(m.numel() for m in ranks[0]["masks"]) < 1.0
+    for k, w in ranks[0]["model"].items():
+        assert torch.equal(ranks[1]["model"][k], w), k
