@@ -13,7 +13,9 @@ is one time step (Eq 5, 6; one call per batch for an ANN, Eq 18, 19). ``step`` t
 end-of-window traces into the plasticity term (Eq 7) and moves the sliding threshold (Eq 8);
 ``end_epoch`` computes spine importance (Eq 11), updates the survival functions and prunes.
 Gradients of pruned parameters are masked by tensor hooks; weights are re-masked in ``step``.
-Accumulators are float64 (values reach 1e12).
+Accumulators are float64 (values reach 1e12). Traces are read in float32 (also under autocast).
+In a data-parallel run ``reduce`` sums the batch's per-process sums over the processes before
+they are folded (``_step_reduced``), so every process takes the one-process decision.
 """
 from __future__ import annotations
 
