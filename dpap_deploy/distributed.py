@@ -181,8 +181,8 @@ def wrap(module: torch.nn.Module, device: torch.device, d: Dist) -> torch.nn.Mod
         return module
     from torch.nn.parallel import DistributedDataParallel as DDP
     ids = [device.index] if device.type == "cuda" else None
-    # Buffers are not broadcast: snnTorch neurons keep their membrane state in buffers shaped
-    # like the last batch (rank 0's evaluation batch differs from the others' slices), and a
-    # BatchNorm's running statistics only serve rank 0's evaluation and checkpoint.
+    # Buffers are broadcast once, not at every forward: snnTorch neurons keep their membrane
+    # state in buffers shaped like the last batch (rank 0's evaluation batch differs from the
+    # others' slices), and a BatchNorm's running statistics serve only rank 0's evaluation.
     return DDP(module, device_ids=ids, output_device=ids[0] if ids else None,
-               broadcast_buffers=False)
+               forward_sync_buffers=False)
