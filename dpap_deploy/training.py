@@ -251,7 +251,6 @@ def build_run(cfg: TrainConfig, data: Dataset | None = None) -> Run:
                           f"--time-steps is {cfg.time_steps}")
     d = distributed.current()
     device = resolve_device(distributed.device_for(cfg.device, d))
-    amp.check(cfg.precision, device)
     distributed.check_batch(len(data.y_train), cfg.batch_size, d.world)
     if cfg.augment and data.is_sequence:
         raise ConfigError(f"--augment crops and flips images; {data.name!r} holds event frames")
@@ -480,11 +479,13 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
                         "it or choose another --out")
     if resume and ckpt_path.exists():
         run = restore_run(load_checkpoint(ckpt_path), device=cfg.device, data=data)
+        amp.check(run.cfg.precision, run.device)
         _check_resume_matches(run.cfg, cfg, explicit)
         if log and d.is_main:
             log(f"resuming {out} after epoch {run.epoch}")
     else:
         run = build_run(cfg, data)
+        amp.check(cfg.precision, run.device)   # here, not in build_run: a CPU can compact it
         run.data_warnings = check_dataset(run.data, run.cfg.batch_size)
         if d.is_main:
             out.mkdir(parents=True, exist_ok=True)

@@ -163,3 +163,11 @@ def test_step_executor_and_magnitude_baseline_under_two_processes(tmp_path):
         sum(m.numel() for m in ranks[0]["masks"]) < 1.0
     for k, w in ranks[0]["model"].items():
         assert torch.equal(ranks[1]["model"][k], w), k
+
+
+def test_a_two_process_run_compacts_in_one_process(two, tmp_path):
+    from dpap_deploy.pipeline import compact_run
+    out, ranks, _ = two
+    r = compact_run(out, tmp_path / "compact")
+    assert r["params"]["compact"] < r["params"]["dense"]
+    assert r["compaction"]["accuracy_compact"] == ranks[0]["history"][-1]["test_acc"]

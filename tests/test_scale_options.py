@@ -64,9 +64,10 @@ def test_bf16_autocast_on_cpu_follows_fp32_with_float64_dpap_state(tmp_path, dig
     assert all((st.theta > 0).any() for st in run.dpap.states[:-1])   # the output is untracked
 
 
-def test_fp16_needs_cuda_and_bad_values_are_one_line(digits):
+def test_fp16_needs_cuda_and_bad_values_are_one_line(digits, tmp_path):
     with pytest.raises(ConfigError, match="fp16 needs --device cuda"):
-        build_run(TrainConfig(precision="fp16", device="cpu"), digits)
+        train(TrainConfig(precision="fp16", device="cpu"), tmp_path, data=digits)
+    assert build_run(TrainConfig(precision="fp16", device="cpu"), digits).scaler is not None
     with pytest.raises(ConfigError, match="invalid precision"):
         TrainConfig(precision="fp8")
     with pytest.raises(ConfigError, match="invalid workers"):
