@@ -48,3 +48,17 @@ def train_rank(rank: int, world: int, port: int, out: str, cfg: dict, resume: bo
     torch.save({"masks": pruner_masks(run), "model": run.model.state_dict(),
                 "history": run.history}, os.path.join(out, f"rank{rank}.pt"))
     distributed.shutdown()
+
+
+def check_rank(rank: int, world: int, port: int, digest: int, queue) -> None:
+    """Join a gloo group and compare ``digest`` across ranks; report the error text (or '')."""
+    _env(rank, world, port)
+    from dpap_deploy import distributed
+    from dpap_deploy.errors import DPAPError
+    d = distributed.setup("cpu")
+    try:
+        d.check_same(digest, "the pruning masks after epoch 3")
+        queue.put((rank, ""))
+    except DPAPError as exc:
+        queue.put((rank, str(exc)))
+    distributed.shutdown()

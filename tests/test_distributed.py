@@ -144,6 +144,22 @@ def test_rank_slices_cover_the_global_batch_in_order(digits):
     assert len(full) == 15 and len(full[-1][1]) == n - 14 * batch
 
 
+def test_mask_hash_mismatch_stops_every_rank_with_one_line():
+    """(Equal hashes pass: every run above checks them after each epoch.)"""
+    ctx = mp.get_context("spawn")
+    queue, port = ctx.Queue(), _port()
+    procs = [ctx.Process(target=ddp_worker.check_rank, args=(r, 2, port, 7 + r, queue))
+             for r in range(2)]
+    for p in procs:
+        p.start()
+    got = dict(queue.get(timeout=60) for _ in procs)
+    for p in procs:
+        p.join(60)
+    for msg in got.values():
+        assert msg.startswith("ranks disagree on the pruning masks after epoch 3: ranks [1]")
+        assert "\n" not in msg
+
+
 def test_batch_too_small_for_the_ranks_is_one_line():
     with pytest.raises(ConfigError, match="every process needs"):
         distributed.check_batch(1400, 64 * 3 + 1, 200)
