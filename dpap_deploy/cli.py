@@ -19,7 +19,8 @@ from .errors import ConfigError, DPAPError
 TRAIN_OPTIONS = {"dataset": "dataset", "data_root": "data_root", "model": "model",
                  "epochs": "epochs", "batch_size": "batch_size", "time_steps": "time_steps",
                  "lr": "lr", "device": "device", "seed": "seed", "baseline": "baseline",
-                 "prune_target": "prune_target", "executor": "executor"}
+                 "prune_target": "prune_target", "executor": "executor",
+                 "precision": "precision", "workers": "workers", "augment": "augment"}
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
@@ -35,6 +36,12 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--executor", choices=["multistep", "step"],
                    help="SNN time loop: multistep (a whole window per layer, default) or step "
                         "(snnTorch's step loop)")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"],
+                   help="autocast dtype of the training forward (default fp32; fp16 needs cuda)")
+    p.add_argument("--workers", type=int, help="DataLoader worker processes (default 0: "
+                   "batches indexed from memory)")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="random crop (padding 4) and horizontal flip (default: on for cifar10)")
     p.add_argument("--no-dpap", action="store_true", help="train without pruning (baseline)")
     p.add_argument("--baseline", choices=["magnitude", "random"],
                    help="prune with a baseline instead of DPAP (with --no-dpap --prune-target F)")
@@ -97,8 +104,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg, explicit = train_config_from_args(args)
     log = None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
-    run = train(cfg, args.out, resume=args.resume, progress=not args.quiet, log=log,
-                explicit=explicit)
+    from .distributed import shutdown
+    try:
+        run = train(cfg, args.out, resume=args.resume, progress=not args.quiet, log=log,
+                    explicit=explicit)
+    finally:
+        shutdown()               # leave torchrun's process group (no-op for one process)
+    if not run.dist.is_main:     # under torchrun rank 0 writes the reports
+        return 0
     report = run_report(run)
     path = write_report(args.out, report)
     write_human_report(args.out)
@@ -158,7 +171,11 @@ def _export_nir_file(args: argparse.Namespace) -> int:
 
 
 def cmd_train_and_export(args: argparse.Namespace) -> int:
+    from .distributed import env_world
     from .pipeline import train_and_export
+    if env_world() > 1:
+        raise ConfigError(f"train-and-export runs in one process (WORLD_SIZE is {env_world()}); "
+                          "under torchrun use 'train', then 'export' the run directory")
     cfg, explicit = train_config_from_args(args)
     log = None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     r = train_and_export(cfg, args.target, args.out, resume=args.resume,

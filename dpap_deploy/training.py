@@ -28,9 +28,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from . import distributed, precision as amp
 from .checkpoint import atomic_write_text, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .data import Dataset, load_dataset
 from .data.checks import check_dataset
+from .data.loader import EpochBatchSampler, batch_sizes, epoch_batches, epoch_order, make_loader
 from .dpap import DPAP, DPAPConfig, find_prunable_layers, preset
 from .dpap.masking import layer_stats
 from .errors import ConfigError, DPAPError
@@ -64,6 +66,9 @@ class TrainConfig:
     executor: str = "multistep"          # SNN time loop: "multistep" (a window per layer) or "step"
     prune_target: float | None = None    # baseline: fraction of all parameters to remove
     prune_window: list | None = None     # baseline: [start, end] epochs of the schedule
+    precision: str = "fp32"              # autocast dtype of the training forward: fp32, bf16, fp16
+    workers: int = 0                     # DataLoader worker processes (0: in-memory fast path)
+    augment: bool | None = None          # random crop (pad 4) + flip; None: on for cifar10
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "time_steps"):
@@ -80,11 +85,19 @@ class TrainConfig:
                                   "parameters to remove)")
         if self.executor not in ("multistep", "step"):
             raise ConfigError(f"invalid executor {self.executor!r}: use multistep or step")
+        if not isinstance(self.workers, int) or isinstance(self.workers, bool) or self.workers < 0:
+            raise ConfigError(f"invalid workers {self.workers!r}: an integer >= 0")
+        if self.precision not in amp.DTYPES:
+            raise ConfigError(f"invalid precision {self.precision!r}: use fp32, bf16 or fp16")
         if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
             raise ConfigError(f"invalid device {self.device!r}: use auto, cpu or cuda")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def augmenting(self) -> bool:
+        return self.dataset == "cifar10" if self.augment is None else bool(self.augment)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -162,9 +175,18 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, kind: str, time
     return evaluate_outputs(model, x, y, kind, time_steps, device, batch_size)[0]
 
 
-def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
-    """Shuffling that depends only on (seed, epoch): resuming needs no loader state."""
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+class WindowForward(nn.Module):
+    """The training forward pass (:func:`model_output`) as one module, so that
+    ``DistributedDataParallel`` sees the whole window, whichever executor runs it."""
+
+    def __init__(self, run: "Run") -> None:
+        super().__init__()
+        self.model = run.model
+        self._run = run
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        r = self._run
+        return model_output(self.model, x, r.kind, r.cfg.time_steps, r.executor, r.dpap)
 
 
 @dataclass
@@ -183,6 +205,11 @@ class Run:
     baseline: Any = None                 # a baselines.GradualPruner, when cfg.baseline is set
     executor: Any = None                 # executor.MultiStep, when the SNN runs multi-step
     data_warnings: list[str] = field(default_factory=list)   # data.checks, when training began
+    dist: distributed.Dist = field(default_factory=distributed.Dist)   # this process's rank
+    forward: Any = None                  # WindowForward, wrapped in DDP when distributed
+    sampler: Any = None                  # data.loader.EpochBatchSampler of this rank
+    loader: Any = None                   # a DataLoader when cfg.workers > 0
+    scaler: Any = None                   # GradScaler for fp16
 
     @property
     def pruner(self):
@@ -226,7 +253,11 @@ def build_run(cfg: TrainConfig, data: Dataset | None = None) -> Run:
     if data.is_sequence and data.x_train.shape[1] != cfg.time_steps:
         raise ConfigError(f"dataset {data.name!r} has {data.x_train.shape[1]} time bins but "
                           f"--time-steps is {cfg.time_steps}")
-    device = resolve_device(cfg.device)
+    d = distributed.current()
+    device = resolve_device(distributed.device_for(cfg.device, d))
+    distributed.check_batch(len(data.y_train), cfg.batch_size, d.world)
+    if cfg.augment and data.is_sequence:
+        raise ConfigError(f"--augment crops and flips images; {data.name!r} holds event frames")
     seed_everything(cfg.seed)
     model, kind = build_model(cfg.model, data.input_shape, data.n_classes)
     model.to(device)
@@ -244,7 +275,31 @@ def build_run(cfg: TrainConfig, data: Dataset | None = None) -> Run:
         start, end = cfg.prune_window or [2, max(3, cfg.epochs // 2)]
         run.baseline = GradualPruner(model, data.x_train[:2].to(device), cfg.baseline,
                                      cfg.prune_target, start, end, seed=cfg.seed)
+    _attach_data_parallel(run, d)
     return run
+
+
+def _attach_data_parallel(run: Run, d: distributed.Dist) -> None:
+    """This rank's batches, the (DDP-wrapped) forward pass, the fp16 scaler; DPAP's per-batch
+    sums all-reduced over the ranks."""
+    cfg = run.cfg
+    run.dist = d
+    run.sampler = EpochBatchSampler(len(run.data.y_train), cfg.batch_size, cfg.seed, d,
+                                    cfg.augmenting and not run.data.is_sequence)
+    if cfg.workers > 0:
+        run.loader = make_loader(run.data.x_train, run.data.y_train, run.sampler, cfg.workers,
+                                 pin=run.device.type == "cuda")
+    run.forward = distributed.wrap(WindowForward(run), run.device, d)
+    run.scaler = amp.grad_scaler(cfg.precision, run.device)
+    if run.dpap is not None and d.active:
+        run.dpap.reduce = d.all_reduce_sum_
+
+
+def pruner_masks(run: Run) -> list[torch.Tensor]:
+    """The masks that must agree across ranks."""
+    if run.dpap is not None:
+        return [t for st in run.dpap.states for t in (st.syn_alive, st.neu_alive)]
+    return list(run.baseline.masks) if run.baseline is not None else []
 
 
 def save_run(run: Run, out: Path) -> None:
@@ -254,7 +309,9 @@ def save_run(run: Run, out: Path) -> None:
         "scheduler": run.scheduler.state_dict(),
         "dpap": run.dpap.state_dict() if run.dpap is not None else None,
         "baseline": run.baseline.state_dict() if run.baseline is not None else None,
-        "history": run.history, "rng": rng_state(), "data_warnings": run.data_warnings})
+        "history": run.history, "rng": rng_state(), "data_warnings": run.data_warnings,
+        "scaler": run.scaler.state_dict() if run.scaler is not None else None,
+        "world_size": run.dist.world})
     write_history(out / HISTORY, run.history)
 
 
@@ -272,6 +329,8 @@ def restore_run(ckpt: dict, device: str | None = None, data: Dataset | None = No
             run.dpap.load_state_dict(ckpt["dpap"])
         if run.baseline is not None:
             run.baseline.load_state_dict(ckpt["baseline"])
+        if run.scaler is not None and ckpt.get("scaler"):
+            run.scaler.load_state_dict(ckpt["scaler"])
     except (KeyError, RuntimeError, ValueError) as exc:
         raise DPAPError(f"checkpoint does not match its own model configuration: "
                         f"{str(exc).splitlines()[0][:200]}") from None
@@ -296,35 +355,51 @@ def write_history(path: Path, history: list[dict]) -> None:
 
 def train_epoch(run: Run, progress: bool,
                 progress_interval_s: float | None = None) -> tuple[float, float]:
-    """One epoch; progress is a bar on a terminal, else a line every ``progress_interval_s``."""
-    cfg, model, data = run.cfg, run.model, run.data
+    """One epoch; progress is a bar on a terminal, else a line every ``progress_interval_s``.
+    Under data parallelism each rank trains on its slice of every global batch; the epoch's
+    loss and accuracy are summed over the ranks."""
+    cfg, model, data, d = run.cfg, run.model, run.data, run.dist
     model.train()
-    order = epoch_order(len(data.y_train), cfg.seed, run.epoch)
-    total_loss, correct, seen = 0.0, 0, 0
-    batches = range(0, len(order), cfg.batch_size)
+    run.sampler.set_epoch(run.epoch)
+    sizes = batch_sizes(len(data.y_train), cfg.batch_size)
+    totals = torch.zeros(3, dtype=torch.float64)     # loss sum, correct, samples (this rank)
+    show = progress and d.is_main
     tty = sys.stderr.isatty()
-    bar = tqdm(batches, desc=f"epoch {run.epoch + 1}/{cfg.epochs}", leave=False, unit="batch",
-               disable=not (progress and tty))
-    lines = LogProgress(run.epoch + 1, cfg.epochs, len(order), len(batches),
-                        progress_interval_s) if progress and not tty else None
-    for b, i in enumerate(bar):
-        idx = order[i:i + cfg.batch_size]
-        x, y = data.x_train[idx].to(run.device), data.y_train[idx].to(run.device)
-        out = model_output(model, x, run.kind, cfg.time_steps, run.executor, run.dpap)
+    bar = tqdm(total=len(sizes), desc=f"epoch {run.epoch + 1}/{cfg.epochs}", leave=False,
+               unit="batch", disable=not (show and tty))
+    lines = LogProgress(run.epoch + 1, cfg.epochs, len(data.y_train), len(sizes),
+                        progress_interval_s) if show and not tty else None
+    batches = epoch_batches(data.x_train, data.y_train, run.sampler, run.loader)
+    for b, (x, y) in enumerate(batches):
+        x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
+        with amp.autocast(cfg.precision, run.device):
+            out = run.forward(x)
+        out = out.float()
         loss = loss_fn(out, y, run.kind)
+        scaled = loss * distributed.loss_scale(len(y), sizes[b], d)
         run.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        run.optimizer.step()
+        if run.scaler is not None:
+            run.scaler.scale(scaled).backward()
+            run.scaler.step(run.optimizer)
+            run.scaler.update()
+        else:
+            scaled.backward()
+            run.optimizer.step()
         if run.pruner is not None:
             run.pruner.step()
-        total_loss += float(loss.detach()) * len(y)
-        correct += n_correct(predictions(out.detach()), y)
-        seen += len(y)
-        bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}")
+        totals += torch.tensor([float(loss.detach()) * len(y),
+                                n_correct(predictions(out.detach()), y), len(y)],
+                               dtype=torch.float64)
+        seen = int(totals[2]) * d.world
+        bar.update(1)
+        bar.set_postfix(loss=f"{totals[0] / totals[2]:.4f}", acc=f"{totals[1] / totals[2]:.3f}")
         if lines is not None:
-            lines.update(b + 1, seen, total_loss / seen)
+            lines.update(b + 1, seen, float(totals[0] / totals[2]))
+    bar.close()
     run.scheduler.step()
-    return total_loss / seen, correct / seen
+    if d.active:
+        totals = d.all_reduce_sum_(totals.to(distributed.collective_device())).cpu()
+    return float(totals[0] / totals[2]), float(totals[1] / totals[2])
 
 
 def history_row(run: Run, loss: float, train_acc: float, test_acc: float, wall: float,
@@ -354,27 +429,34 @@ def fit(run: Run, out: Path, progress: bool = True,
     """Train ``run`` from its current epoch to ``cfg.epochs``, checkpointing every epoch.
     ``progress_interval_s``: seconds between progress lines when stderr is not a terminal
     (default: :func:`.progress.default_interval`, 30 s)."""
-    log = log or (lambda msg: None)
+    d = run.dist
+    log = log if log is not None and d.is_main else (lambda msg: None)
     while run.epoch < run.cfg.epochs:
         t0 = time.perf_counter()
         loss, train_acc = train_epoch(run, progress, progress_interval_s)
         died = run.dpap.end_epoch() if run.dpap is not None else {}
         if run.baseline is not None:
             run.baseline.end_epoch()
-        test_acc, activity = evaluate_outputs(run.model, run.data.x_test, run.data.y_test,
-                                              run.kind, run.cfg.time_steps, run.device,
-                                              executor=run.executor)
-        row = history_row(run, loss, train_acc, test_acc, time.perf_counter() - t0, activity)
+        d.check_same(distributed.masks_digest(pruner_masks(run)),
+                     f"the pruning masks after epoch {run.epoch + 1}")
+        row = None
+        if d.is_main:   # rank 0 evaluates and writes; the others take its history row
+            test_acc, activity = evaluate_outputs(run.model, run.data.x_test, run.data.y_test,
+                                                  run.kind, run.cfg.time_steps, run.device,
+                                                  executor=run.executor)
+            row = history_row(run, loss, train_acc, test_acc, time.perf_counter() - t0, activity)
+        row = d.broadcast_object(row)
         run.history.append(row)
-        save_run(run, out)
-        n_died = sum(d["neurons"] for d in died.values())
-        s_died = sum(d["synapses"] for d in died.values())
+        if d.is_main:
+            save_run(run, out)
+        n_died = sum(k["neurons"] for k in died.values())
+        s_died = sum(k["synapses"] for k in died.values())
         log(f"epoch {row['epoch']:3d}/{run.cfg.epochs}  loss {loss:.4f}  train {train_acc:.4f}  "
-            f"test {test_acc:.4f}  removed {row['params_removed_fraction']:.1%}"
+            f"test {row['test_acc']:.4f}  removed {row['params_removed_fraction']:.1%}"
             + (f"  (pruned {n_died} neurons, {s_died} synapses)" if n_died or s_died else "")
             + (f"  silent {row['test_silent_fraction']:.1%}" if row.get("test_silent_fraction") else "")
             + f"  {row['wall_time_s']:.2f}s")
-    if run.kind == "snn" and run.history:
+    if run.kind == "snn" and run.history and d.is_main:
         last = run.history[-1]
         msg = silent_warning({"silent_fraction": float(last.get("test_silent_fraction", 0.0)),
                               "n_samples": len(run.data.y_test)}, "test set")
@@ -389,30 +471,38 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
     """Train (or resume) a run in ``out``; returns the finished run. See :func:`fit`.
 
     On resume the run's stored configuration is used; options named in ``explicit`` (all of
-    them when None) must equal the stored ones, except ``device``."""
+    them when None) must equal the stored ones, except ``device`` and ``workers``.
+
+    Started by torchrun, every process calls this: they join one process group
+    (:mod:`.distributed`), train data-parallel, and rank 0 writes the run directory."""
     out = Path(out)
+    d = distributed.setup(cfg.device)
     ckpt_path = out / CHECKPOINT
     if ckpt_path.exists() and not resume:
         raise DPAPError(f"{out} already holds a run ({CHECKPOINT}); pass --resume to continue "
                         "it or choose another --out")
     if resume and ckpt_path.exists():
         run = restore_run(load_checkpoint(ckpt_path), device=cfg.device, data=data)
+        amp.check(run.cfg.precision, run.device)
         _check_resume_matches(run.cfg, cfg, explicit)
-        if log:
+        if log and d.is_main:
             log(f"resuming {out} after epoch {run.epoch}")
     else:
         run = build_run(cfg, data)
+        amp.check(cfg.precision, run.device)   # here, not in build_run: a CPU can compact it
         run.data_warnings = check_dataset(run.data, run.cfg.batch_size)
-        out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.json", _json(run.cfg.to_dict() | {
-        "dpap_config_resolved": run.dpap.config.to_dict() if run.dpap is not None else None}))
+        if d.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+    if d.is_main:
+        atomic_write_text(out / "config.json", _json(run.cfg.to_dict() | {
+            "dpap_config_resolved": run.dpap.config.to_dict() if run.dpap is not None else None}))
     return fit(run, out, progress, log, progress_interval_s)
 
 
 def _check_resume_matches(stored: TrainConfig, asked: TrainConfig,
                           explicit: set[str] | None) -> None:
     names = [f.name for f in fields(TrainConfig) if explicit is None or f.name in explicit]
-    diff = [n for n in names if n != "device" and getattr(stored, n) != getattr(asked, n)]
+    diff = [n for n in names if n not in ("device", "workers") and getattr(stored, n) != getattr(asked, n)]
     if diff:
         name = diff[0]
         raise DPAPError(f"cannot resume with a different {name.replace('_', '-')} "

@@ -13,7 +13,9 @@ is one time step (Eq 5, 6; one call per batch for an ANN, Eq 18, 19). ``step`` t
 end-of-window traces into the plasticity term (Eq 7) and moves the sliding threshold (Eq 8);
 ``end_epoch`` computes spine importance (Eq 11), updates the survival functions and prunes.
 Gradients of pruned parameters are masked by tensor hooks; weights are re-masked in ``step``.
-Accumulators are float64 (values reach 1e12).
+Accumulators are float64 (values reach 1e12). Traces are read in float32 (also under autocast).
+In a data-parallel run ``reduce`` sums the batch's per-process sums over the processes before
+they are folded (``_step_reduced``), so every process takes the one-process decision.
 """
 from __future__ import annotations
 
@@ -98,6 +100,9 @@ class DPAP:
         self.epoch = 0
         self.num_batches = 0
         self._windowed = False
+        # Sums a float64 tensor over the processes of a data-parallel run, in place (None:
+        # one process). Set by the training loop (dpap_deploy.distributed).
+        self.reduce = None
         gen = torch.Generator().manual_seed(seed)
         self.states = [self._new_state(layer, gen) for layer in self.layers]
         self._rec = [_Recorder() for _ in self.layers]
@@ -176,7 +181,7 @@ class DPAP:
     def _pre_hook(self, i: int):
         def hook(_mod, inputs):
             if self._recording():
-                self._record_pre(i, population_activity(inputs[0].detach()))
+                self._record_pre(i, population_activity(inputs[0].detach().float()))
         return hook
 
     def _post_hook(self, i: int, relu: bool):
@@ -188,7 +193,7 @@ class DPAP:
                 return
             out = adapter.spikes(output) if adapter is not None else \
                 (output[0] if isinstance(output, tuple) else output)
-            out = out.detach()
+            out = out.detach().float()
             self._record_post(i, population_activity(torch.relu(out) if relu else out))
         return hook
 
@@ -201,8 +206,9 @@ class DPAP:
         if not (self.model.training and torch.is_grad_enabled()) or \
                 not self._tracked(self.layers[i]):
             return
-        a_post = _activity_seq(post.detach())
-        a_pre = population_activity(pre.detach()) if pre_static else _activity_seq(pre.detach())
+        post, pre = post.detach().float(), pre.detach().float()   # bf16/fp16 under autocast
+        a_post = _activity_seq(post)
+        a_pre = population_activity(pre) if pre_static else _activity_seq(pre)
         for t in range(steps):
             self._record_pre(i, a_pre if pre_static else a_pre[t])
             self._record_post(i, a_post[t])
@@ -221,25 +227,65 @@ class DPAP:
         if not any(r.s_post is not None for r in self._rec):
             return
         self.num_batches += 1
+        if self.reduce is not None:
+            return self._step_reduced()
         for i, (layer, st, rec) in enumerate(zip(self.layers, self.states, self._rec)):
             if rec.s_post is None:
                 continue
-            if rec.s_pre is None:
-                raise RuntimeError(f"layer '{layer.name}' produced output without input")
             # The batch term is a float32 matrix product (values up to ~1e10 per batch keep
             # 7 significant digits); sums across batches and epochs are float64.
-            if not survival.in_warmup(self.epoch, self.config.params_for(layer.kind)):
-                rule = self.config.rule
-                if rule == "bcm":
-                    term = plasticity.bcm(rec.s_pre, rec.s_post, st.theta.to(rec.s_post.dtype))
-                elif rule == "hebb":
-                    term = plasticity.hebb(rec.s_pre, rec.s_post)
-                else:
-                    term = rec.stdp
+            term = self._batch_term(i)
+            if term is not None:
                 st.plast_e += term
                 st.trace_e += rec.s_post.sum(0)
             st.theta = plasticity.update_threshold(st.theta, rec.s_post.to(_F64), self.num_batches)
             rec.clear()
+
+    def _batch_term(self, i: int) -> torch.Tensor | None:
+        """The plasticity term of the batch (Eq 7: a sum over its samples), or None in warm-up."""
+        layer, st, rec = self.layers[i], self.states[i], self._rec[i]
+        if rec.s_pre is None:
+            raise RuntimeError(f"layer '{layer.name}' produced output without input")
+        if survival.in_warmup(self.epoch, self.config.params_for(layer.kind)):
+            return None
+        if self.config.rule == "bcm":
+            return plasticity.bcm(rec.s_pre, rec.s_post, st.theta.to(rec.s_post.dtype))
+        if self.config.rule == "hebb":
+            return plasticity.hebb(rec.s_pre, rec.s_post)
+        return rec.stdp
+
+    def _step_reduced(self) -> None:
+        """``step`` when the global batch is spread over processes: every quantity the update
+        needs is a sum over samples (the plasticity term, ``sum_n S_post``, the sample count),
+        so the per-process sums are summed (``self.reduce``, one float64 all-reduce) and
+        ``theta`` moves by ``sum_n S_post / N`` of the global batch (Eq 8): the one-process
+        update up to float rounding, and the same on every process."""
+        parts, slots = [], []
+        for i, rec in enumerate(self._rec):
+            if rec.s_post is None:
+                continue
+            term = self._batch_term(i)
+            post = rec.s_post.to(_F64)
+            pieces = [post.sum(0), torch.tensor([float(post.shape[0])], dtype=_F64,
+                                                device=post.device)]
+            if term is not None:
+                pieces.append(term.to(_F64).flatten())
+            parts += pieces
+            slots.append((i, term is not None))
+        flat = self.reduce(torch.cat(parts))
+        off = 0
+        for i, has_term in slots:
+            st = self.states[i]
+            n_out = st.theta.numel()
+            post_sum, count = flat[off:off + n_out], flat[off + n_out]
+            off += n_out + 1
+            if has_term:
+                st.plast_e += flat[off:off + st.plast_e.numel()].view_as(st.plast_e)
+                st.trace_e += post_sum
+                off += st.plast_e.numel()
+            st.theta = plasticity.update_threshold(st.theta, (post_sum / count)[None],
+                                                   self.num_batches)
+            self._rec[i].clear()
 
     # ------------------------------------------------------------- per epoch
     @torch.no_grad()
