@@ -6,13 +6,12 @@ printed as one line on stderr (``dpap-deploy: error: ...``) with exit status 2.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import tomllib
 from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import ConfigError, DPAPError
+from .errors import DPAPError, one_line
+from .validate import read_config_file
 
 # Training options: CLI name -> TrainConfig field. Defaults are None so that options a user
 # did not give can be told apart (config file and resume logic).
@@ -44,19 +43,6 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines or progress bars")
 
 
-def _read_config_file(path: str) -> dict[str, Any]:
-    f = Path(path)
-    if not f.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    try:
-        if f.suffix == ".json":
-            return json.loads(f.read_text())
-        return tomllib.loads(f.read_text())
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"config file {path} is not valid {f.suffix.lstrip('.') or 'TOML'}: "
-                          f"{exc}") from None
-
-
 def train_config_from_args(args: argparse.Namespace):
     """Defaults < config file < command line. Returns ``(TrainConfig, explicit_names)``."""
     from .training import TrainConfig
@@ -64,7 +50,7 @@ def train_config_from_args(args: argparse.Namespace):
     values: dict[str, Any] = {}
     dpap: dict[str, Any] | None = None
     if args.config:
-        file_cfg = _read_config_file(args.config)
+        file_cfg = read_config_file(args.config)
         dpap = file_cfg.pop("dpap", None)
         values.update({k.replace("-", "_"): v for k, v in file_cfg.items()})
     for opt, fld in TRAIN_OPTIONS.items():
@@ -88,20 +74,15 @@ def train_config_from_args(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .pipeline import write_human_report
-    from .report import run_report, write_report
-    from .training import train
+    from .pipeline import train_and_report
 
     cfg, explicit = train_config_from_args(args)
     log = None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
-    run = train(cfg, args.out, resume=args.resume, progress=not args.quiet, log=log,
-                explicit=explicit)
-    report = run_report(run)
-    path = write_report(args.out, report)
-    write_human_report(args.out)
+    report = train_and_report(cfg, args.out, resume=args.resume, progress=not args.quiet,
+                              log=log, explicit=explicit)
     print(f"test accuracy {report['accuracy']['test']:.4f} (best {report['accuracy']['best']:.4f}), "
           f"parameters removed {report['pruning']['params_removed_fraction']:.1%}; "
-          f"wrote {path}")
+          f"wrote {Path(args.out) / 'report.json'}")
     return 0
 
 
@@ -154,22 +135,9 @@ def cmd_train_and_export(args: argparse.Namespace) -> int:
 
 
 def cmd_synth_events(args: argparse.Namespace) -> int:
-    from .data import load_dataset
-    from .data.saccade import write_nmnist_tree
-    d = load_dataset(args.dataset, args.data_root)
-    if d.is_sequence or d.input_shape[0] != 1:
-        raise ConfigError(f"synth-events needs single-channel images, {args.dataset!r} has "
-                          f"input shape {d.input_shape}")
-    if d.input_shape[1:] != (28, 28):
-        import torch.nn.functional as F
-        resize = lambda x: F.interpolate(x, size=(28, 28), mode="bilinear")  # noqa: E731
-        d.x_train, d.x_test = resize(d.x_train), resize(d.x_test)
-    counts = {}
-    for split, x, y, limit in (("train", d.x_train, d.y_train, args.limit_train),
-                               ("test", d.x_test, d.y_test, args.limit_test)):
-        n = len(y) if limit is None else min(limit, len(y))
-        counts[split] = write_nmnist_tree(args.out, split, x[:n, 0].numpy(), y[:n].numpy(),
-                                          progress=not args.quiet)
+    from .data.saccade import synth_events
+    counts = synth_events(args.dataset, args.data_root, args.out, args.limit_train,
+                          args.limit_test, progress=not args.quiet)
     print(f"wrote {counts['train']} train and {counts['test']} test event streams under "
           f"{Path(args.out) / 'NMNIST'}; train on them with --dataset nmnist --data-root {args.out}")
     return 0
@@ -182,12 +150,21 @@ def cmd_models(_args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors as one line (``dpap-deploy: error: ...``), exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"dpap-deploy: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="dpap-deploy",
         description="Train and prune spiking / artificial networks with DPAP, compact them, "
                     "and export them to neuromorphic targets.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--debug", action="store_true",
+                        help="show the Python traceback of an unexpected error")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p = sub.add_parser("train", help="train a model with DPAP (or --no-dpap)")
     _add_train_options(p)
     p.set_defaults(func=cmd_train)
@@ -225,18 +202,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv      # accepted anywhere on the line, not only before the command
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args([a for a in argv if a != "--debug"])
     try:
         return args.func(args)
-    except DPAPError as exc:
-        print(f"dpap-deploy: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         out = getattr(args, "out", None)
         hint = f"; the last finished epoch is saved in {out}: continue with --resume" if out else ""
         print(f"dpap-deploy: interrupted{hint}", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - every failure ends in one line (see errors.py)
+        if debug:
+            raise
+        print(f"dpap-deploy: error: {one_line(exc)}", file=sys.stderr)
+        return 2 if isinstance(exc, (DPAPError, OSError)) else 1
 
 
 if __name__ == "__main__":

@@ -5,23 +5,24 @@
 """
 from __future__ import annotations
 
-import csv
-import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .checkpoint import atomic_write_text, load_checkpoint
+from .atomic import atomic_copy, atomic_write_text
+from .checkpoint import load_checkpoint
 from .compaction import compact, deployment_graph, masks_from_dpap_state
 from .dpap import find_prunable_layers
 from .counting import PJ_PER_AC, PJ_PER_MAC, OpsReport, count_ops, param_counts
 from .errors import DPAPError
+from .lock import output_lock
 from .report import run_report, write_report
 from .report_md import render
+from .run_files import read_history, read_report
 from .serialize import save_model
 from .training import HISTORY, evaluate, restore_run
+from .validate import check_optional_count, check_out_dir, check_run_source, existing_path
 
 VERIFY_SAMPLES = 1000
 
@@ -63,72 +64,76 @@ def _layer_rows(layers, plan, masks, masked_ops: OpsReport, small_ops: OpsReport
 
 def compact_run(source: str | Path, out: str | Path, progress: bool = False) -> dict[str, Any]:
     """Compact the run at ``source`` (run directory or checkpoint), count, verify, report."""
-    ckpt = load_checkpoint(source)
-    run = restore_run(ckpt, device="cpu")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    T, kind = run.cfg.time_steps, run.kind
-    x, y = run.data.x_test, run.data.y_test
-    xv = x[:VERIFY_SAMPLES]
-    masks = masks_from_dpap_state(ckpt["dpap"]) if ckpt.get("dpap") else None
-    model = run.model.eval()
-    result = compact(model, xv, masks, time_steps=T)
-    deploy = deployment_graph(result.model, xv, time_steps=T)
-    masked_ops, small_ops = count_ops(model, x, T), count_ops(result.model, x, T)
-    acc_masked = evaluate(model, x, y, kind, T, torch.device("cpu"))
-    acc_compact = evaluate(result.model, x, y, kind, T, torch.device("cpu"))
-    if acc_masked != acc_compact:
-        raise DPAPError(f"compacted accuracy {acc_compact:.4f} differs from the masked model's "
-                        f"{acc_masked:.4f}")
-    dense, nonzero = param_counts(model)
-    c_dense, c_nonzero = param_counts(result.model)
-    weights = lambda m: sum(int(l.synapse.weight.count_nonzero())  # noqa: E731
-                            for l in find_prunable_layers(m, xv[:2])[1])
-    layers = run.dpap.layers if run.dpap is not None else find_prunable_layers(model, xv[:2])[1]
-    meta = {"dataset": run.cfg.dataset, "model": run.cfg.model, "time_steps": T,
-            "input_shape": list(run.data.input_shape), "n_classes": run.data.n_classes}
-    files = [str(save_model(out / "compact.pt", result.model, kind, meta).name),
-             str(save_model(out / "deploy.pt", deploy, kind, {**meta, "folded": True}).name)]
-    report = run_report(run)
-    report.update({
-        "params": {"dense": dense, "nonzero": nonzero, "compact": c_dense,
-                   "compact_nonzero": c_nonzero,
-                   "compact_nonzero_weights": weights(result.model),
-                   "deploy_nonzero_weights": weights(deploy)},
-        "ops": _ops_section(masked_ops, small_ops),
-        "compaction": {"accuracy_masked": acc_masked, "accuracy_compact": acc_compact,
-                       "verified_on": len(xv), "files": files,
-                       "layers": _layer_rows(layers, result.plan, masks, masked_ops, small_ops)},
-        "source_run": str(_run_dir(source).resolve()),
-    })
-    src_hist = _run_dir(source) / HISTORY
-    if src_hist.exists() and src_hist.resolve() != (out / HISTORY).resolve():
-        shutil.copyfile(src_hist, out / HISTORY)
-    write_report(out, report)
-    write_human_report(out)
-    return report
-
-
-def read_history(path: Path) -> list[dict]:
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
+    source, out = check_run_source(source), check_out_dir(out)
+    with output_lock(out, "compact"):
+        ckpt = load_checkpoint(source)
+        run = restore_run(ckpt, device="cpu")
+        T, kind = run.cfg.time_steps, run.kind
+        x, y = run.data.x_test, run.data.y_test
+        xv = x[:VERIFY_SAMPLES]
+        masks = masks_from_dpap_state(ckpt["dpap"]) if ckpt.get("dpap") else None
+        model = run.model.eval()
+        result = compact(model, xv, masks, time_steps=T)
+        deploy = deployment_graph(result.model, xv, time_steps=T)
+        masked_ops, small_ops = count_ops(model, x, T), count_ops(result.model, x, T)
+        acc_masked = evaluate(model, x, y, kind, T, torch.device("cpu"))
+        acc_compact = evaluate(result.model, x, y, kind, T, torch.device("cpu"))
+        if acc_masked != acc_compact:
+            raise DPAPError(f"compacted accuracy {acc_compact:.4f} differs from the masked model's "
+                            f"{acc_masked:.4f}")
+        dense, nonzero = param_counts(model)
+        c_dense, c_nonzero = param_counts(result.model)
+        weights = lambda m: sum(int(l.synapse.weight.count_nonzero())  # noqa: E731
+                                for l in find_prunable_layers(m, xv[:2])[1])
+        layers = run.dpap.layers if run.dpap is not None else find_prunable_layers(model, xv[:2])[1]
+        meta = {"dataset": run.cfg.dataset, "model": run.cfg.model, "time_steps": T,
+                "input_shape": list(run.data.input_shape), "n_classes": run.data.n_classes}
+        files = [str(save_model(out / "compact.pt", result.model, kind, meta).name),
+                 str(save_model(out / "deploy.pt", deploy, kind, {**meta, "folded": True}).name)]
+        report = run_report(run)
+        report.update({
+            "params": {"dense": dense, "nonzero": nonzero, "compact": c_dense,
+                       "compact_nonzero": c_nonzero,
+                       "compact_nonzero_weights": weights(result.model),
+                       "deploy_nonzero_weights": weights(deploy)},
+            "ops": _ops_section(masked_ops, small_ops),
+            "compaction": {"accuracy_masked": acc_masked, "accuracy_compact": acc_compact,
+                           "verified_on": len(xv), "files": files,
+                           "layers": _layer_rows(layers, result.plan, masks, masked_ops, small_ops)},
+            "source_run": str(_run_dir(source).resolve()),
+        })
+        src_hist = _run_dir(source) / HISTORY
+        if src_hist.exists() and src_hist.resolve() != (out / HISTORY).resolve():
+            atomic_copy(src_hist, out / HISTORY)
+        write_report(out, report)
+        write_human_report(out)
+        return report
 
 
 def write_human_report(run_dir: str | Path, baseline: str | Path | None = None) -> Path:
     """(Re)write ``report.md`` and ``plots/*.png`` of a run directory from its files."""
-    from . import plots
-    run_dir = Path(run_dir)
-    rpath = run_dir / "report.json"
-    if not rpath.exists():
-        raise DPAPError(f"{run_dir} has no report.json; pass a directory written by "
-                        "'dpap-deploy train' or 'dpap-deploy compact'")
-    report = json.loads(rpath.read_text())
+    run_dir = existing_path(run_dir, "run folder", "pass a directory written by 'dpap-deploy "
+                            "train' or 'dpap-deploy compact'")
     if baseline is not None:
-        report["baseline_run"] = str(Path(baseline).resolve())
-        write_report(run_dir, {"baseline_run": report["baseline_run"]})
-    made: list[str] = []
+        base = existing_path(baseline, "--baseline run", "pass the folder of a 'dpap-deploy "
+                             "train --no-dpap' run")
+        if not (base / HISTORY).is_file():
+            raise DPAPError(f"--baseline {baseline} holds no {HISTORY}; pass the folder of a "
+                            "finished 'dpap-deploy train --no-dpap' run")
+        read_history(base / HISTORY)
+    report = read_report(run_dir)
     hist_path = run_dir / HISTORY
     history = read_history(hist_path) if hist_path.exists() else []
+    with output_lock(run_dir, "report"):
+        if baseline is not None:
+            report["baseline_run"] = str(Path(baseline).resolve())
+            write_report(run_dir, {"baseline_run": report["baseline_run"]})
+        return _write_human_report(run_dir, report, history)
+
+
+def _write_human_report(run_dir: Path, report: dict, history: list[dict]) -> Path:
+    from . import plots
+    made: list[str] = []
     if history:
         base_hist = None
         if report.get("baseline_run") and (Path(report["baseline_run"]) / HISTORY).exists():
@@ -168,22 +173,29 @@ def export_run(source: str | Path, target: str, out: str | Path,
                max_samples: int | None = None) -> dict[str, Any]:
     """Compact the run at ``source``, export the compacted network to ``target``, verify it in
     the target's consumer and write the report. Raises ``ParityError`` (after writing the
-    report) when the parity check fails."""
+    report) when the parity check fails.
+
+    The report's ``export`` section reads ``pending`` from before the export starts until its
+    result is written: an export that is killed leaves no earlier result that reads as passed."""
     from .exporters import ExportJob, check_target, export
     from .serialize import load_model
-    out = Path(out)
+    source, out = check_run_source(source), check_out_dir(out)
+    max_samples = check_optional_count("max_samples", max_samples)
     check_target(target, load_checkpoint(source)["kind"])   # fail before any work
-    report = compact_run(source, out)
-    model, kind, meta = load_model(out / "compact.pt")
-    run_cfg = report["train_config"]
-    from .data import load_dataset
-    data = load_dataset(run_cfg["dataset"], run_cfg["data_root"])
-    limit = max_samples if max_samples is not None else DEFAULT_MAX_SAMPLES.get(target)
-    job = ExportJob(model, kind, data.x_test, data.y_test, meta["time_steps"], limit)
-    result = export(target, job, out)
-    section = {"export": result.to_report()}
-    write_report(out, section)
-    write_human_report(out)
+    with output_lock(out, f"export --target {target}"):
+        report = compact_run(source, out)
+        write_report(out, {"export": pending_export(target)})
+        write_human_report(out)
+        model, kind, meta = load_model(out / "compact.pt")
+        run_cfg = report["train_config"]
+        from .data import load_dataset
+        data = load_dataset(run_cfg["dataset"], run_cfg["data_root"])
+        limit = max_samples if max_samples is not None else DEFAULT_MAX_SAMPLES.get(target)
+        job = ExportJob(model, kind, data.x_test, data.y_test, meta["time_steps"], limit)
+        result = export(target, job, out)
+        section = {"export": result.to_report()}
+        write_report(out, section)
+        write_human_report(out)
     if not result.passed:
         from .errors import ParityError
         raise ParityError(f"{target} parity check failed: {result.parity}; the files and "
@@ -191,16 +203,35 @@ def export_run(source: str | Path, target: str, out: str | Path,
     return {**report, **section}
 
 
+def pending_export(target: str) -> dict[str, Any]:
+    """The ``export`` section while an export runs (and after one that did not finish)."""
+    return {"target": target, "status": "pending", "passed": False, "files": [],
+            "note": "export started but did not finish; run 'dpap-deploy export' again"}
+
+
+def train_and_report(cfg, out: str | Path, resume: bool = False, progress: bool = True,
+                     log=None, explicit=None) -> dict[str, Any]:
+    """Train (or resume) and write ``report.json``, ``report.md`` and the plots."""
+    from .training import train
+    out = check_out_dir(out)
+    with output_lock(out, "train"):
+        run = train(cfg, out, resume=resume, progress=progress, log=log, explicit=explicit)
+        report = run_report(run)
+        write_report(out, report)
+        write_human_report(out)
+    return report
+
+
 def train_and_export(cfg, target: str, out: str | Path, resume: bool = False,
                      progress: bool = True, log=None, explicit=None,
                      max_samples: int | None = None) -> dict[str, Any]:
     """Train with DPAP, compact, export, verify, report: the whole path in one call."""
     from .exporters import check_target
-    from .training import train
     from .zoo import ZOO
     if cfg.model in ZOO:
         check_target(target, ZOO[cfg.model].kind)     # refuse before training, not after
-    out = Path(out)
-    run = train(cfg, out, resume=resume, progress=progress, log=log, explicit=explicit)
-    write_report(out, run_report(run))
-    return export_run(out, target, out, max_samples)
+    max_samples = check_optional_count("max_samples", max_samples)
+    out = check_out_dir(out)
+    with output_lock(out, f"train-and-export --target {target}"):
+        train_and_report(cfg, out, resume=resume, progress=progress, log=log, explicit=explicit)
+        return export_run(out, target, out, max_samples)

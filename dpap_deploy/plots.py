@@ -18,13 +18,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from .atomic import atomic_path  # noqa: E402
+
 
 def save_figure(fig, path: Path) -> Path:
-    """Lay out, write (creating the folder) and close a figure; returns the path."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Lay out, write atomically (creating the folder) and close a figure; returns the path."""
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, format=Path(path).suffix.lstrip(".") or "png")
+    finally:
+        plt.close(fig)
     return path
 
 

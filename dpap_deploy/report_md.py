@@ -57,7 +57,10 @@ def render(report: dict[str, Any], plots: list[str]) -> str:
             lines.append(f"| {l['name']} | {l['kind']} | {l['neurons_kept']}/{l['neurons_total']} | "
                          f"{l['synapses_kept']}/{l['synapses_total']} | "
                          f"{l.get('params_kept', '')}/{l.get('params_total', '')} |")
-    if "export" in r:
+    if r.get("export", {}).get("status") == "pending":
+        lines += ["", f"## Export: {r['export']['target']}", "",
+                  "- **did not finish** (pending): no result; run 'dpap-deploy export' again"]
+    elif "export" in r:
         e, par = r["export"], r["export"]["parity"]
         lines += ["", f"## Export: {e['target']}", "",
                   f"- files: {', '.join(e['files'])}",

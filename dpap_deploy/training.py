@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import random
 import sys
 import time
@@ -24,11 +25,15 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .checkpoint import atomic_write_text, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .atomic import atomic_write_text
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .data import Dataset, load_dataset
 from .dpap import DPAP, DPAPConfig, find_prunable_layers, preset
 from .dpap.masking import layer_stats
 from .errors import ConfigError, DPAPError
+from .lock import output_lock
+from .resources import check_training_memory
+from .validate import check_checkpoint_keys, check_dpap_masks, check_out_dir, check_train_config
 from .neurons import run_snn
 from .zoo import build_model
 
@@ -57,26 +62,15 @@ class TrainConfig:
     prune_window: list | None = None     # baseline: [start, end] epochs of the schedule
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "time_steps"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ConfigError(f"invalid {name.replace('_', '-')} {v!r}: must be an integer >= 1")
-        if not (isinstance(self.lr, (int, float)) and 0 < self.lr < 10):
-            raise ConfigError(f"invalid learning rate {self.lr!r}: must be in (0, 10)")
-        if self.baseline is not None:
-            if self.dpap:
-                raise ConfigError(f"--baseline {self.baseline} replaces DPAP: pass --no-dpap too")
-            if self.prune_target is None:
-                raise ConfigError("a pruning baseline needs --prune-target (fraction of all "
-                                  "parameters to remove)")
-        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
-            raise ConfigError(f"invalid device {self.device!r}: use auto, cpu or cuda")
+        check_train_config(self)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
+        if not isinstance(d, dict):
+            raise ConfigError(f"training options must be a table, got {type(d).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -213,10 +207,14 @@ def save_run(run: Run, out: Path) -> None:
 
 def restore_run(ckpt: dict, device: str | None = None, data: Dataset | None = None) -> Run:
     """Rebuild a run from a checkpoint (model, optimizer, scheduler, DPAP, RNG, history)."""
+    path = ckpt.get("path", "the checkpoint")
+    check_checkpoint_keys(ckpt, path)
     cfg_dict = dict(ckpt["train_config"])
     if device is not None:
         cfg_dict["device"] = device
     run = build_run(TrainConfig.from_dict(cfg_dict), data)
+    if run.dpap is not None:
+        check_dpap_masks(ckpt.get("dpap"), run.dpap.layers, path)
     try:
         run.model.load_state_dict(ckpt["model"])
         run.optimizer.load_state_dict(ckpt["optimizer"])
@@ -225,11 +223,12 @@ def restore_run(ckpt: dict, device: str | None = None, data: Dataset | None = No
             run.dpap.load_state_dict(ckpt["dpap"])
         if run.baseline is not None:
             run.baseline.load_state_dict(ckpt["baseline"])
-    except (KeyError, RuntimeError, ValueError) as exc:
-        raise DPAPError(f"checkpoint does not match its own model configuration: "
-                        f"{str(exc).splitlines()[0][:200]}") from None
-    run.history = list(ckpt["history"])
-    set_rng_state(ckpt["rng"])
+        run.history = list(ckpt["history"])
+        set_rng_state(ckpt["rng"])
+    except (KeyError, RuntimeError, ValueError, TypeError, AttributeError, IndexError) as exc:
+        first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise DPAPError(f"{path} does not match its own model configuration: {first}; "
+                        "train the run again") from None
     return run
 
 
@@ -294,6 +293,9 @@ def fit(run: Run, out: Path, progress: bool = True,
     while run.epoch < run.cfg.epochs:
         t0 = time.perf_counter()
         loss, train_acc = train_epoch(run, progress)
+        if not math.isfinite(loss):
+            raise DPAPError(f"training diverged in epoch {run.epoch + 1} (loss {loss}); nothing "
+                            "of this epoch was saved: lower --lr or check the input data")
         died = run.dpap.end_epoch() if run.dpap is not None else {}
         if run.baseline is not None:
             run.baseline.end_epoch()
@@ -318,22 +320,25 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
 
     On resume the run's stored configuration is used; options named in ``explicit`` (all of
     them when None) must equal the stored ones, except ``device``."""
-    out = Path(out)
+    out = check_out_dir(out)
     ckpt_path = out / CHECKPOINT
     if ckpt_path.exists() and not resume:
         raise DPAPError(f"{out} already holds a run ({CHECKPOINT}); pass --resume to continue "
                         "it or choose another --out")
-    if resume and ckpt_path.exists():
-        run = restore_run(load_checkpoint(ckpt_path), device=cfg.device, data=data)
-        _check_resume_matches(run.cfg, cfg, explicit)
-        if log:
-            log(f"resuming {out} after epoch {run.epoch}")
-    else:
-        run = build_run(cfg, data)
-        out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.json", _json(run.cfg.to_dict() | {
-        "dpap_config_resolved": run.dpap.config.to_dict() if run.dpap is not None else None}))
-    return fit(run, out, progress, log)
+    with output_lock(out, "train"):
+        if resume and ckpt_path.exists():
+            run = restore_run(load_checkpoint(ckpt_path), device=cfg.device, data=data)
+            _check_resume_matches(run.cfg, cfg, explicit)
+            if log:
+                log(f"resuming {out} after epoch {run.epoch}")
+        else:
+            run = build_run(cfg, data)
+        check_training_memory(run.model, run.data.x_train[:1].to(run.device), run.kind,
+                              run.cfg.time_steps, min(run.cfg.batch_size, len(run.data.y_train)),
+                              run.device)
+        atomic_write_text(out / "config.json", _json(run.cfg.to_dict() | {
+            "dpap_config_resolved": run.dpap.config.to_dict() if run.dpap is not None else None}))
+        return fit(run, out, progress, log)
 
 
 def _check_resume_matches(stored: TrainConfig, asked: TrainConfig,

@@ -32,12 +32,14 @@ import snntorch as snn
 import torch
 from torch import nn
 
+from ..atomic import atomic_path
 from ..compaction import deployment_graph
 from ..dpap.layers import call_order
 from ..errors import UnsupportedModelError
 from ..lava_compat import import_lava_runtime
 from ._compare import spike_parity, torch_spikes
 from .base import ExportJob, ExportResult
+from .netx_loading import loading_parameters, write_loading_files
 from .nir_to_lava import input_schedule
 
 TARGET = "netx"
@@ -100,7 +102,7 @@ def write_netx(model: nn.Module, x: torch.Tensor, path: Path, time_steps: int) -
     seq = _layers(model, x)
     peaks = _max_input_currents(model, x, time_steps)
     summary, first = [], True
-    with h5py.File(path, "w") as f:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         layer = f.create_group("layer")
         g0 = layer.create_group("0")
         g0.create_dataset("type", data=np.bytes_("input"))
@@ -156,8 +158,9 @@ def run_netx(path: Path, x: np.ndarray, time_steps: int) -> np.ndarray:
     from lava.proc.io.sink import RingBuffer as Sink
     from lava.proc.io.source import RingBuffer as Source
 
-    net = Network(net_config=str(path), input_message_bits=INPUT_BITS + 1,
-                  reset_interval=time_steps, reset_offset=1)
+    p = loading_parameters(INPUT_BITS, time_steps, list(x.shape[1:]))
+    net = Network(net_config=str(path), input_message_bits=p["input_message_bits"],
+                  reset_interval=p["reset_interval"], reset_offset=p["reset_offset"])
     n, depth = len(x), len(net.layers)
     data = input_schedule(np.round(x * 2 ** INPUT_BITS).astype(np.int32), time_steps, depth,
                           dtype=np.int32)
@@ -179,15 +182,18 @@ def export(job: ExportJob, out: Path) -> ExportResult:
     folded = deployment_graph(copy.deepcopy(job.model), x[:64], time_steps=job.time_steps)
     path = Path(out) / "network.net"
     quant = write_netx(folded, x, path, job.time_steps)
+    loading = loading_parameters(INPUT_BITS, job.time_steps, list(x.shape[1:]))
+    extra_files = write_loading_files(path, loading)
     t0 = time.perf_counter()
     got = run_netx(path, x.numpy(), job.time_steps)
     wall = time.perf_counter() - t0
     par = spike_parity(torch_spikes(folded, x, job.time_steps), got, y.numpy())
     par["accuracy_float"] = par.pop("accuracy_torch")
     drop = par["accuracy_float"] - par["accuracy"]
-    return ExportResult(TARGET, [path.name], par["accuracy"], par,
+    return ExportResult(TARGET, [path.name, *extra_files], par["accuracy"], par,
                         passed=drop <= MAX_ACCURACY_DROP,
                         details={"lava_config": "Loihi2SimCfg(select_tag='fixed_pt')",
+                                 "loading": loading,
                                  "accuracy_drop": drop, "quantization": quant,
                                  "synapses": sum(l["synapses"] for l in quant["layers"]),
                                  "lava_wall_s": wall})

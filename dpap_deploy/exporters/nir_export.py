@@ -7,6 +7,7 @@ from pathlib import Path
 
 import nir
 
+from ..atomic import atomic_path
 from ._compare import spike_parity, torch_spikes
 from .base import ExportJob, ExportResult
 from .nir_graph import from_nir, to_nir
@@ -17,7 +18,9 @@ KINDS = ("snn",)
 
 def write_nir(job: ExportJob, path: Path, model=None) -> Path:
     x, _ = job.samples()
-    nir.write(str(path), to_nir(model if model is not None else job.model, x[:2], job.time_steps))
+    graph = to_nir(model if model is not None else job.model, x[:2], job.time_steps)
+    with atomic_path(path) as tmp:   # a killed export leaves no half-written .nir
+        nir.write(str(tmp), graph)
     return path
 
 
