@@ -1,11 +1,11 @@
 """Atomic file writes: every artifact appears whole or not at all.
 
-A file is written under a temporary name in its own folder (``.NAME.XXXX.tmp``), flushed to
-disk, then renamed over ``NAME`` with ``os.replace``, which POSIX makes atomic within one file
-system. A process killed at any point leaves either the previous file or the new one; at most a
-hidden ``.tmp`` file, which no reader looks at and the next write of the same name does not
-trip over. Writers that insist on a path of their own (``nir.write``, ``h5py``, ``onnx``,
-matplotlib) write into :func:`atomic_path`'s temporary path.
+A file is written under a temporary name in its own folder (``.STEM.XXXX.tmp.EXT``), flushed
+to disk, then renamed over ``STEM.EXT`` with ``os.replace``, which POSIX makes atomic within one
+file system. A process killed at any point leaves either the previous file or the new one, plus
+at most a hidden temporary file that no reader looks at; the next command that takes the
+folder's lock removes it (lock.py). Writers that insist on a path of their own
+(``nir.write``, ``h5py``, ``onnx``, matplotlib) write into :func:`atomic_path`'s temporary path.
 """
 from __future__ import annotations
 

@@ -10,6 +10,9 @@ just before: it would then lock an unlinked file while a third process creates a
 one. So after locking, the holder checks that the path still names the file it locked, and
 retries otherwise (the usual remedy).
 
+Taking the lock also removes the temporary files a writer killed mid-write left in the folder
+(``.NAME.XXXX.tmp*``, see atomic.py): nobody else can be writing them.
+
 A folder the command created and left empty (it failed before writing anything) is removed, so
 a refused or failed command leaves no trace in a fresh output folder.
 """
@@ -82,6 +85,7 @@ def output_lock(folder: str | Path, command: str | None = None) -> Iterator[Path
         raise
     _HELD[key] = 1
     try:
+        remove_stale_temporaries(folder)
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()} ({command or ' '.join(sys.argv)})\n".encode())
         yield folder
@@ -91,6 +95,16 @@ def output_lock(folder: str | Path, command: str | None = None) -> Iterator[Path
             os.unlink(path)
         os.close(fd)
         _remove_if_empty(created)
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Temporary files (``.NAME.XXXX.tmp*``, see atomic.py) that a killed writer left behind.
+    Only the lock holder calls this: no write of this folder can be under way."""
+    stale = [p for d in (folder, folder / "plots") for p in d.glob(".*.tmp*") if p.is_file()]
+    for p in stale:
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+    return stale
 
 
 def _missing_ancestors(folder: Path) -> list[Path]:

@@ -183,7 +183,9 @@ def export_run(source: str | Path, target: str, out: str | Path,
     max_samples = check_optional_count("max_samples", max_samples)
     check_target(target, load_checkpoint(source)["kind"])   # fail before any work
     with output_lock(out, f"export --target {target}"):
-        report = compact_run(source, out)
+        if (out / "report.json").exists():
+            write_report(out, {"export": pending_export(target)})
+        report = compact_run(source, out)      # keeps the pending mark (reports are merged)
         write_report(out, {"export": pending_export(target)})
         write_human_report(out)
         model, kind, meta = load_model(out / "compact.pt")
