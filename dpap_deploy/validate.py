@@ -148,8 +148,10 @@ def check_out_dir(out: str | Path) -> Path:
 
 def check_run_source(source: str | Path) -> Path:
     """A run directory (holding ``checkpoint.pt``) or a checkpoint file."""
-    p = existing_path(source, "run", "pass a run directory written by 'dpap-deploy train' or "
-                                     "its checkpoint.pt")
+    p = Path(source)
+    if not p.exists():
+        raise DPAPError(f"no checkpoint at {source}: it does not exist; pass a run directory "
+                        "written by 'dpap-deploy train' or its checkpoint.pt")
     if p.is_dir() and not (p / "checkpoint.pt").is_file():
         raise DPAPError(f"{p} holds no checkpoint.pt; pass a run directory written by "
                         "'dpap-deploy train'")

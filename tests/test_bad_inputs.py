@@ -367,3 +367,19 @@ def test_api_refuses_bad_values(world, tmp_path):
         assert frag in str(exc.value) and "weights_only" not in str(exc.value)
         assert "\n" not in str(exc.value)
     assert not out.exists()
+
+
+def test_unexpected_error_is_one_line_with_debug_hint(monkeypatch, capsys):
+    """A bug (not a user error) still ends in one line, exit 1, and --debug shows the traceback."""
+    from dpap_deploy import cli, zoo
+
+    class Boom(dict):
+        def values(self):
+            raise RuntimeError("injected failure\nsecond line")
+    monkeypatch.setattr(zoo, "ZOO", Boom())
+    assert cli.main(["models"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["dpap-deploy: error: unexpected RuntimeError: injected failure; rerun with "
+                   "--debug for the traceback and report it"]
+    with pytest.raises(RuntimeError, match="injected failure"):
+        cli.main(["models", "--debug"])

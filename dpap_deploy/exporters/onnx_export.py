@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +44,9 @@ def export(job: ExportJob, out: Path) -> ExportResult:
     check_single_file(model)
     batch = torch.export.Dim("batch", min=1)
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)   # torchvision-op notices
-    with atomic_path(path) as tmp, contextlib.redirect_stdout(io.StringIO()):
+    with atomic_path(path) as tmp, contextlib.redirect_stdout(io.StringIO()), \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)   # torch's own pytree deprecation notice
         # external_data=False: the weights go inside model.onnx, so the one file is the model
         torch.onnx.export(model, (x[:2],), str(tmp), input_names=["input"],
                           output_names=["logits"], dynamic_shapes=({0: batch},), dynamo=True,
