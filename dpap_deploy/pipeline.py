@@ -181,7 +181,18 @@ def export_run(source: str | Path, target: str, out: str | Path,
     from .serialize import load_model
     source, out = check_run_source(source), check_out_dir(out)
     max_samples = check_optional_count("max_samples", max_samples)
-    check_target(target, load_checkpoint(source)["kind"])   # fail before any work
+    from .data import load_dataset
+    ckpt = load_checkpoint(source)
+    check_target(target, ckpt["kind"])   # fail before any work
+    run_cfg = ckpt.get("train_config") or {}
+    data = load_dataset(run_cfg.get("dataset", "digits"), run_cfg.get("data_root"),
+                        run_cfg.get("time_steps", 8))
+    limit = max_samples if max_samples is not None else DEFAULT_MAX_SAMPLES.get(target)
+    if target in DEFAULT_MAX_SAMPLES:     # the Lava targets: refuse before Lava allocates
+        from .resources import check_simulator_memory
+        check_simulator_memory(min(limit or len(data.y_test), len(data.y_test)),
+                               run_cfg.get("time_steps", 8), data.x_test[0].numel(),
+                               data.n_classes)
     with output_lock(out, f"export --target {target}"):
         if (out / "report.json").exists():
             write_report(out, {"export": pending_export(target)})
@@ -189,10 +200,6 @@ def export_run(source: str | Path, target: str, out: str | Path,
         write_report(out, {"export": pending_export(target)})
         write_human_report(out)
         model, kind, meta = load_model(out / "compact.pt")
-        run_cfg = report["train_config"]
-        from .data import load_dataset
-        data = load_dataset(run_cfg["dataset"], run_cfg["data_root"])
-        limit = max_samples if max_samples is not None else DEFAULT_MAX_SAMPLES.get(target)
         job = ExportJob(model, kind, data.x_test, data.y_test, meta["time_steps"], limit)
         result = export(target, job, out)
         section = {"export": result.to_report()}

@@ -70,3 +70,15 @@ def check_training_memory(model: nn.Module, x1: torch.Tensor, kind: str, time_st
     check_memory(need, available_bytes(device),
                  f"training with --time-steps {time_steps} and --batch-size {batch}",
                  "lower --time-steps or --batch-size")
+
+
+LAVA_COPIES = 3   # the input schedule, Lava's copy of it in the source process, the sink buffer
+
+
+def check_simulator_memory(n_samples: int, time_steps: int, in_values: int, out_values: int) -> None:
+    """A Lava run holds its whole input schedule and output record in memory: ``n_samples x T``
+    steps of ``in_values + out_values`` float64 values, about ``LAVA_COPIES`` times over."""
+    need = float(n_samples) * time_steps * (in_values + out_values) * 8 * LAVA_COPIES
+    check_memory(need, available_memory_bytes(),
+                 f"the Lava run of {n_samples} samples x {time_steps} time steps",
+                 "lower --max-samples")

@@ -59,6 +59,10 @@ def test_memory_estimate_counts_activations():
     params = sum(p.numel() for p in m.parameters())
     assert training_bytes(m, x1, "snn", 5, 3) == 5 * 3 * 778 * BYTES * SAVED_PER_VALUE + 16 * params
     assert training_bytes(m, x1, "ann", 5, 3) == 3 * 778 * BYTES * SAVED_PER_VALUE + 16 * params
+    from dpap_deploy.resources import check_simulator_memory
+    check_simulator_memory(1000, 8, 64, 10)        # the default Lava run: ~15 MB
+    with pytest.raises(ConfigError, match="1000 samples x 1000000 time steps needs about 1,654.0 GiB"):
+        check_simulator_memory(1000, 10**6, 64, 10)   # 1e9 steps x 74 values x 8 B x 3
     from dpap_deploy.validate import check_memory
     with pytest.raises(ConfigError, match="needs about 2.0 GiB of memory, 1.0 GiB are available"):
         check_memory(2 * 2**30, 2**30, "this run", "lower it")
