@@ -1,7 +1,9 @@
 """``dpap-deploy``: a thin command line over the Python API (contract.md).
 
-Every command parses its options, calls the API and prints. Errors in the user's input are
-printed as one line on stderr (``dpap-deploy: error: ...``) with exit status 2.
+Every command parses its options, calls the API and prints. Errors in the user's input
+(checked by the API before any work) are printed as one line on stderr (``dpap-deploy: error:
+...``) with exit status 2; any other failure also ends in one line, with exit status 1 and a
+hint to rerun with ``--debug`` for the traceback.
 """
 from __future__ import annotations
 

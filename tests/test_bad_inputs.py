@@ -103,6 +103,7 @@ def world(tmp_path_factory):
         (w / name).write_text(text)
     (w / "afile").write_text("a file, not a folder\n")
     (w / "empty_dir").mkdir()
+    (w / "readonly").mkdir(mode=0o555)
     (w / "garbage.pt").write_bytes(b"not a checkpoint at all")
     torch.save({"a": torch.zeros(2)}, w / "foreign.pt")
     torch.save({"x": argparse.Namespace(a=1)}, w / "code.pt")
@@ -255,6 +256,11 @@ CASES = [
     ("unknown-command", "frobnicate", ["'frobnicate'"], "none"),
     ("unknown-option", "models --colour", ["--colour"], "none"),
 ]
+
+
+if os.geteuid() != 0:   # root may write anywhere: a read-only folder can only be tested as a user
+    CASES.append(("train-out-readonly", "train --out {w}/readonly/sub", ["readonly", "not writable"],
+                  "none"))
 
 
 def _snapshot(folder: Path) -> dict[str, str]:
