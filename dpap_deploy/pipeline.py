@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,7 @@ def compact_run(source: str | Path, out: str | Path, progress: bool = False) -> 
     """Compact the run at ``source`` (run directory or checkpoint), count, verify, report."""
     source, out = check_run_source(source), check_out_dir(out)
     with output_lock(out, "compact"):
+        _mark_export_stale(out)
         ckpt = load_checkpoint(source)
         run = restore_run(ckpt, device="cpu")
         T, kind = run.cfg.time_steps, run.kind
@@ -108,6 +110,19 @@ def compact_run(source: str | Path, out: str | Path, progress: bool = False) -> 
         write_report(out, report)
         write_human_report(out)
         return report
+
+
+def _mark_export_stale(out: Path) -> None:
+    """Compaction replaces compact.pt: an export result already in ``out`` no longer describes
+    it, so it is marked stale (before anything is replaced) until an export runs again."""
+    try:
+        old = json.loads((out / "report.json").read_text()).get("export")
+    except (OSError, ValueError, AttributeError):
+        return
+    if isinstance(old, dict) and old.get("status") not in ("pending", "stale"):
+        write_report(out, {"export": {**old, "status": "stale", "passed": False,
+                                      "note": "compaction ran again after this export; run "
+                                              "'dpap-deploy export' again"}})
 
 
 def write_human_report(run_dir: str | Path, baseline: str | Path | None = None) -> Path:

@@ -127,6 +127,9 @@ def world(tmp_path_factory):
     (variants["listjson"] / "report.json").write_text("[]\n")
     (variants["badhistory"] / "history.csv").write_text("epoch,test_acc\n1,abc\n")
     (variants["badckpt"] / "checkpoint.pt").write_bytes(b"\x80\x02garbage")
+    (w / "junk.pt").write_bytes(b"junk")
+    raw = (run / "checkpoint.pt").read_bytes()
+    (w / "truncated.pt").write_bytes(raw[:len(raw) // 2])
     return {"w": w, "run": run, **{k: str(v) for k, v in files.items()},
             **{f"run_{k}": v for k, v in variants.items()}}
 
@@ -215,6 +218,9 @@ CASES = [
     ("compact-out-file", "compact {run} --out {w}/afile", ["afile", "is a file"], "none"),
     ("compact-empty-dir", "compact {w}/empty_dir --out {F}", ["empty_dir", "checkpoint.pt"], "fresh"),
     ("compact-garbage", "compact {w}/garbage.pt --out {F}", ["garbage.pt", "not a readable"], "fresh"),
+    ("compact-junk", "compact {w}/junk.pt --out {F}", ["junk.pt", "not a readable"], "fresh"),
+    ("compact-truncated", "compact {w}/truncated.pt --out {F}", ["truncated.pt", "not a readable"],
+     "fresh"),
     ("compact-foreign", "compact {w}/foreign.pt --out {F}", ["foreign.pt", "not a dpap-deploy"], "fresh"),
     ("compact-code", "compact {w}/code.pt --out {F}", ["code.pt", "could run code"], "fresh"),
     ("compact-badmask", "compact {run_badmask} --out {F}", ["syn_alive", "(3, 3)"], "fresh"),

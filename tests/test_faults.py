@@ -169,3 +169,13 @@ def test_two_trains_at_once_one_wins(tmp_path):
     from dpap_deploy.checkpoint import load_checkpoint
     seeds.add(load_checkpoint(out)["train_config"]["seed"])
     assert len(seeds) == 1, seeds            # one run's files, not a mix
+
+
+def test_compacting_again_marks_an_earlier_export_stale(ann_run, tmp_path):
+    out = tmp_path / "exp"
+    assert cli("export", ann_run, "--target", "onnx", "--out", out).returncode == 0
+    r = cli("compact", ann_run, "--out", out)
+    assert r.returncode == 0, r.stderr
+    e = json.loads((out / "report.json").read_text())["export"]
+    assert e["status"] == "stale" and e["passed"] is False
+    assert "**stale**" in (out / "report.md").read_text()
