@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import DPAPError, one_line
-from .validate import read_config_file
+from .validate import check_optional_count, check_out_dir, check_run_source, read_config_file
 
 # Training options: CLI name -> TrainConfig field. Defaults are None so that options a user
 # did not give can be told apart (config file and resume logic).
@@ -47,7 +47,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
 
 def train_config_from_args(args: argparse.Namespace):
     """Defaults < config file < command line. Returns ``(TrainConfig, explicit_names)``."""
-    from .training import TrainConfig
+    from .train_config import TrainConfig
 
     values: dict[str, Any] = {}
     dpap: dict[str, Any] | None = None
@@ -76,9 +76,10 @@ def train_config_from_args(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    cfg, explicit = train_config_from_args(args)   # checked before torch is imported
+    check_out_dir(args.out)
     from .pipeline import train_and_report
 
-    cfg, explicit = train_config_from_args(args)
     log = None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     report = train_and_report(cfg, args.out, resume=args.resume, progress=not args.quiet,
                               log=log, explicit=explicit)
@@ -89,6 +90,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
+    check_run_source(args.source)   # the paths are checked before torch is imported
+    check_out_dir(args.out)
     from .pipeline import compact_run
     r = compact_run(args.source, args.out)
     p, o = r["params"], r["ops"]
@@ -116,6 +119,9 @@ def _print_export(r: dict) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    check_run_source(args.source)
+    check_out_dir(args.out)
+    check_optional_count("max_samples", args.max_samples)
     from .pipeline import export_run
     r = export_run(args.source, args.target, args.out, args.max_samples)
     _print_export(r)
@@ -123,8 +129,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_train_and_export(args: argparse.Namespace) -> int:
-    from .pipeline import train_and_export
     cfg, explicit = train_config_from_args(args)
+    check_out_dir(args.out)
+    check_optional_count("max_samples", args.max_samples)
+    from .pipeline import train_and_export
     log = None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     r = train_and_export(cfg, args.target, args.out, resume=args.resume,
                          progress=not args.quiet, log=log, explicit=explicit,

@@ -15,7 +15,7 @@ import math
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -33,50 +33,13 @@ from .dpap.masking import layer_stats
 from .errors import ConfigError, DPAPError
 from .lock import output_lock
 from .resources import check_training_memory
-from .validate import check_checkpoint_keys, check_dpap_masks, check_out_dir, check_train_config
+from .train_config import TrainConfig
+from .validate import check_checkpoint_keys, check_dpap_masks, check_out_dir
 from .neurons import run_snn
 from .zoo import build_model
 
 CHECKPOINT = "checkpoint.pt"
 HISTORY = "history.csv"
-
-
-@dataclass
-class TrainConfig:
-    """One training run. ``dpap_config=None`` picks the preset for the model kind
-    (``default`` for SNNs, ``ann`` for ANNs)."""
-
-    dataset: str = "digits"
-    data_root: str | None = None
-    model: str = "snn-digits"
-    epochs: int = 60
-    batch_size: int = 64
-    time_steps: int = 8
-    lr: float = 5e-3
-    seed: int = 0
-    device: str = "auto"
-    dpap: bool = True
-    dpap_config: dict | None = None
-    baseline: str | None = None          # "magnitude" or "random" instead of DPAP
-    prune_target: float | None = None    # baseline: fraction of all parameters to remove
-    prune_window: list | None = None     # baseline: [start, end] epochs of the schedule
-
-    def __post_init__(self) -> None:
-        check_train_config(self)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        if not isinstance(d, dict):
-            raise ConfigError(f"training options must be a table, got {type(d).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown training option(s) {', '.join(unknown)}; "
-                              f"known: {', '.join(sorted(known))}")
-        return cls(**d)
 
 
 def resolve_device(name: str) -> torch.device:
