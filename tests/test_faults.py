@@ -139,7 +139,7 @@ def test_second_writer_is_refused(tmp_path):
     first = start("train", "--model", "ann-digits", "--epochs", "40", "--quiet", "--out", out)
     try:
         deadline = time.time() + 60
-        while not (out / ".dpap-lock").exists() or not (out / ".dpap-lock").read_text():
+        while not (out / "checkpoint.pt").exists():   # lock held, first epoch written
             assert time.time() < deadline and first.poll() is None, first.stderr.read()
             time.sleep(0.05)
         for args in (["train", "--resume", "--out", out], ["compact", out, "--out", out],
