@@ -92,9 +92,10 @@ def dpap_window(removed_curve: list[float]) -> list[int]:
 def write_results(path: str, payload: dict) -> None:
     import json
     from pathlib import Path
+
+    from dpap_deploy.atomic import atomic_write_text
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(payload, indent=2) + "\n")
+    atomic_write_text(out, json.dumps(payload, indent=2) + "\n")
     print(f"wrote {out}")
 
 

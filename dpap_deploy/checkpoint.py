@@ -7,49 +7,45 @@ stored as tensors and plain values for the same reason.
 """
 from __future__ import annotations
 
-import os
 import pickle
 import random
-import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from .atomic import atomic_write_bytes, atomic_write_text  # noqa: F401  (re-exported)
 from .errors import CheckpointError
 
 FORMAT = "dpap-deploy-checkpoint"
 VERSION = 1
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
-
-
-def atomic_write_bytes(path: str | Path, write) -> None:
-    """Call ``write(fileobj)`` on a temp file next to ``path``, fsync, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o666 & ~_UMASK)   # mkstemp creates 0600; give the usual file mode
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, lambda fh: fh.write(text.encode()))
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     data = {"format": FORMAT, "version": VERSION, **payload}
     atomic_write_bytes(path, lambda fh: torch.save(data, fh))
+
+
+def safe_torch_load(path: Path, map_location, what: str) -> Any:
+    """``torch.load(weights_only=True)`` with one-line errors. torch's own message for a file
+    holding code suggests loading it with ``weights_only=False``: that runs whatever the file
+    holds, so it is never passed on."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights only" in str(exc).lower():
+            raise CheckpointError(f"{path} is not a readable {what}: it holds objects other than "
+                                  "tensors and plain values, which are not loaded (they could "
+                                  "run code); pass a file written by dpap-deploy") from None
+        raise CheckpointError(f"{path} is not a readable {what} (corrupt, truncated or not a "
+                              "torch file); write it again with dpap-deploy") from None
+    except Exception as exc:  # noqa: BLE001 - a damaged file fails in many ways (struct.error...)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "weights_only" in first:
+            first = type(exc).__name__
+        raise CheckpointError(f"{path} is not a readable {what} (corrupt or truncated): "
+                              f"{first[:200]}; write it again with dpap-deploy") from None
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -59,19 +55,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.exists():
         raise CheckpointError(f"no checkpoint at {path}: pass a run directory written by "
                               "'dpap-deploy train' or its checkpoint.pt")
-    try:
-        data = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError,
-            ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path} is not a readable checkpoint (corrupt, truncated or "
-                              f"unsafe to load): {first[:200]}") from None
+    data = safe_torch_load(path, map_location, "checkpoint")
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path} is a torch file but not a dpap-deploy checkpoint; "
                               "pass a run directory written by 'dpap-deploy train'")
     if data.get("version") != VERSION:
         raise CheckpointError(f"{path} has checkpoint version {data.get('version')}, this "
                               f"dpap-deploy reads version {VERSION}")
+    data.setdefault("path", str(path))   # for messages about this file
     return data
 
 

@@ -1,18 +1,19 @@
 """``dpap-deploy``: a thin command line over the Python API (contract.md).
 
-Every command parses its options, calls the API and prints. Errors in the user's input are
-printed as one line on stderr (``dpap-deploy: error: ...``) with exit status 2.
+Every command parses its options, calls the API and prints. Errors in the user's input
+(checked by the API before any work) are printed as one line on stderr (``dpap-deploy: error:
+...``) with exit status 2; any other failure also ends in one line, with exit status 1 and a
+hint to rerun with ``--debug`` for the traceback.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import tomllib
 from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import ConfigError, DPAPError
+from .errors import DPAPError, one_line
+from .validate import check_optional_count, check_out_dir, check_run_source, read_config_file
 
 # Training options: CLI name -> TrainConfig field. Defaults are None so that options a user
 # did not give can be told apart (config file and resume logic).
@@ -54,27 +55,14 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines or progress bars")
 
 
-def _read_config_file(path: str) -> dict[str, Any]:
-    f = Path(path)
-    if not f.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    try:
-        if f.suffix == ".json":
-            return json.loads(f.read_text())
-        return tomllib.loads(f.read_text())
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"config file {path} is not valid {f.suffix.lstrip('.') or 'TOML'}: "
-                          f"{exc}") from None
-
-
 def train_config_from_args(args: argparse.Namespace):
     """Defaults < config file < command line. Returns ``(TrainConfig, explicit_names)``."""
-    from .training import TrainConfig
+    from .train_config import TrainConfig
 
     values: dict[str, Any] = {}
     dpap: dict[str, Any] | None = None
     if args.config:
-        file_cfg = _read_config_file(args.config)
+        file_cfg = read_config_file(args.config)
         dpap = file_cfg.pop("dpap", None)
         values.update({k.replace("-", "_"): v for k, v in file_cfg.items()})
     for opt, fld in TRAIN_OPTIONS.items():
@@ -98,30 +86,24 @@ def train_config_from_args(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .pipeline import write_human_report
-    from .report import run_report, write_report
-    from .training import train
+    cfg, explicit = train_config_from_args(args)   # checked before torch is imported
+    check_out_dir(args.out)
+    from .pipeline import train_and_report
 
-    cfg, explicit = train_config_from_args(args)
     log = None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
-    from .distributed import shutdown
-    try:
-        run = train(cfg, args.out, resume=args.resume, progress=not args.quiet, log=log,
-                    explicit=explicit)
-    finally:
-        shutdown()               # leave torchrun's process group (no-op for one process)
-    if not run.dist.is_main:     # under torchrun rank 0 writes the reports
+    report = train_and_report(cfg, args.out, resume=args.resume, progress=not args.quiet,
+                              log=log, explicit=explicit)
+    if report is None:           # a torchrun rank other than 0
         return 0
-    report = run_report(run)
-    path = write_report(args.out, report)
-    write_human_report(args.out)
     print(f"test accuracy {report['accuracy']['test']:.4f} (best {report['accuracy']['best']:.4f}), "
           f"parameters removed {report['pruning']['params_removed_fraction']:.1%}; "
-          f"wrote {path}")
+          f"wrote {Path(args.out) / 'report.json'}")
     return 0
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
+    check_run_source(args.source)   # the paths are checked before torch is imported
+    check_out_dir(args.out)
     from .pipeline import compact_run
     r = compact_run(args.source, args.out)
     p, o = r["params"], r["ops"]
@@ -151,6 +133,9 @@ def _print_export(r: dict) -> None:
 def cmd_export(args: argparse.Namespace) -> int:
     if args.source.endswith(".nir"):
         return _export_nir_file(args)
+    check_run_source(args.source)
+    check_out_dir(args.out)
+    check_optional_count("max_samples", args.max_samples)
     from .pipeline import export_run
     r = export_run(args.source, args.target, args.out, args.max_samples)
     _print_export(r)
@@ -172,11 +157,13 @@ def _export_nir_file(args: argparse.Namespace) -> int:
 
 def cmd_train_and_export(args: argparse.Namespace) -> int:
     from .distributed import env_world
-    from .pipeline import train_and_export
     if env_world() > 1:
         raise ConfigError(f"train-and-export runs in one process (WORLD_SIZE is {env_world()}); "
                           "under torchrun use 'train', then 'export' the run directory")
     cfg, explicit = train_config_from_args(args)
+    check_out_dir(args.out)
+    check_optional_count("max_samples", args.max_samples)
+    from .pipeline import train_and_export
     log = None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     r = train_and_export(cfg, args.target, args.out, resume=args.resume,
                          progress=not args.quiet, log=log, explicit=explicit,
@@ -189,22 +176,9 @@ def cmd_train_and_export(args: argparse.Namespace) -> int:
 
 
 def cmd_synth_events(args: argparse.Namespace) -> int:
-    from .data import load_dataset
-    from .data.saccade import write_nmnist_tree
-    d = load_dataset(args.dataset, args.data_root)
-    if d.is_sequence or d.input_shape[0] != 1:
-        raise ConfigError(f"synth-events needs single-channel images, {args.dataset!r} has "
-                          f"input shape {d.input_shape}")
-    if d.input_shape[1:] != (28, 28):
-        import torch.nn.functional as F
-        resize = lambda x: F.interpolate(x, size=(28, 28), mode="bilinear")  # noqa: E731
-        d.x_train, d.x_test = resize(d.x_train), resize(d.x_test)
-    counts = {}
-    for split, x, y, limit in (("train", d.x_train, d.y_train, args.limit_train),
-                               ("test", d.x_test, d.y_test, args.limit_test)):
-        n = len(y) if limit is None else min(limit, len(y))
-        counts[split] = write_nmnist_tree(args.out, split, x[:n, 0].numpy(), y[:n].numpy(),
-                                          progress=not args.quiet)
+    from .data.saccade import synth_events
+    counts = synth_events(args.dataset, args.data_root, args.out, args.limit_train,
+                          args.limit_test, progress=not args.quiet)
     print(f"wrote {counts['train']} train and {counts['test']} test event streams under "
           f"{Path(args.out) / 'NMNIST'}; train on them with --dataset nmnist --data-root {args.out}")
     return 0
@@ -217,12 +191,21 @@ def cmd_models(_args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors as one line (``dpap-deploy: error: ...``), exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"dpap-deploy: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="dpap-deploy",
         description="Train and prune spiking / artificial networks with DPAP, compact them, "
                     "and export them to neuromorphic targets.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--debug", action="store_true",
+                        help="show the Python traceback of an unexpected error")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p = sub.add_parser("train", help="train a model with DPAP (or --no-dpap)")
     _add_train_options(p)
     p.set_defaults(func=cmd_train)
@@ -265,13 +248,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv      # accepted anywhere on the line, not only before the command
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args([a for a in argv if a != "--debug"])
     try:
         return args.func(args)
-    except DPAPError as exc:
-        print(f"dpap-deploy: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         out = getattr(args, "out", None)
         training = args.func in (cmd_train, cmd_train_and_export)
@@ -279,6 +261,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             if out and training else ""
         print(f"dpap-deploy: interrupted{hint}", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - every failure ends in one line (see errors.py)
+        if debug:
+            raise
+        print(f"dpap-deploy: error: {one_line(exc)}", file=sys.stderr)
+        return 2 if isinstance(exc, (DPAPError, OSError)) else 1
 
 
 if __name__ == "__main__":

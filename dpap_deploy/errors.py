@@ -24,3 +24,17 @@ class CheckpointError(DPAPError):
 
 class ParityError(DPAPError):
     """An exported model does not reproduce the source model within the target's tolerance."""
+
+
+def one_line(exc: BaseException) -> str:
+    """The message of ``exc`` as one line for the CLI. A :class:`DPAPError` is the user's
+    message; a file-system error names the file and the reason; anything else is a bug or an
+    environment problem, shown by type and first line with the way to see its traceback."""
+    if isinstance(exc, DPAPError):
+        return " ".join(str(exc).split())
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror}{where}; check the path and its permissions"
+    first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+    return (f"unexpected {type(exc).__name__}{': ' + first if first else ''}; rerun with --debug "
+            "for the traceback and report it")

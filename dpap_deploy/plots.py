@@ -33,13 +33,17 @@ def _marker(history: list[dict]) -> dict:
 def _empty(ax, text: str) -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="grey")
 
+from .atomic import atomic_path  # noqa: E402
+
 
 def save_figure(fig, path: Path) -> Path:
-    """Lay out, write (creating the folder) and close a figure; returns the path."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Lay out, write atomically (creating the folder) and close a figure; returns the path."""
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, format=Path(path).suffix.lstrip(".") or "png")
+    finally:
+        plt.close(fig)
     return path
 
 

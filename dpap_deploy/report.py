@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import atomic_write_text
+from .atomic import atomic_write_text
 from .metrics import silent_warning
 
 
@@ -76,10 +76,11 @@ def write_report(out: str | Path, report: dict[str, Any]) -> Path:
     path = Path(out) / "report.json"
     merged: dict[str, Any] = {}
     if path.exists():
-        try:
+        try:   # a corrupt report is replaced: every section below is rebuilt by its stage
             merged = json.loads(path.read_text())
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, UnicodeDecodeError):
             merged = {}
+        merged = merged if isinstance(merged, dict) else {}
     merged.update(report)
     atomic_write_text(path, json.dumps(merged, indent=2) + "\n")
     return path

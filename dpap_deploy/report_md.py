@@ -80,7 +80,14 @@ def render(report: dict[str, Any], plots: list[str]) -> str:
             lines.append(f"| {l['name']} | {l['kind']} | {l['neurons_kept']}/{l['neurons_total']} | "
                          f"{l['synapses_kept']}/{l['synapses_total']} | "
                          f"{l.get('params_kept', '')}/{l.get('params_total', '')} |")
-    if "export" in r:
+    status = r.get("export", {}).get("status")
+    if status in ("pending", "stale"):
+        why = {"pending": "**did not finish** (pending): no result",
+               "stale": "**stale**: compaction ran again after this export, its result no "
+                        "longer describes compact.pt"}[status]
+        lines += ["", f"## Export: {r['export']['target']}", "",
+                  f"- {why}; run 'dpap-deploy export' again"]
+    elif "export" in r:
         e, par = r["export"], r["export"]["parity"]
         lines += ["", f"## Export: {e['target']}", "",
                   f"- files: {', '.join(e['files'])}",

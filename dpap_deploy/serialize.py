@@ -10,7 +10,8 @@ import snntorch as snn
 import torch
 from torch import nn
 
-from .checkpoint import atomic_write_bytes
+from .atomic import atomic_write_bytes
+from .checkpoint import safe_torch_load
 from .errors import CheckpointError, UnsupportedModelError
 from .neurons import lif
 
@@ -93,11 +94,7 @@ def load_model(path: str | Path) -> tuple[nn.Sequential, str, dict]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no saved model at {path}")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means the same to a user
-        raise CheckpointError(f"{path} is not a readable model file: "
-                              f"{str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__}") from None
+    data = safe_torch_load(path, "cpu", "model file")
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a model saved by dpap-deploy")
     model = nn.Sequential(*[build_module(s) for s in data["spec"]])

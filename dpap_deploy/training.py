@@ -13,12 +13,14 @@ network whose output is silent on many test samples is reported (:func:`.metrics
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import math
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,7 +31,8 @@ from torch import nn
 from tqdm import tqdm
 
 from . import distributed, precision as amp
-from .checkpoint import atomic_write_text, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .atomic import atomic_write_text
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .data import Dataset, load_dataset
 from .data.checks import check_dataset
 from .data.loader import EpochBatchSampler, batch_sizes, epoch_batches, epoch_order, make_loader
@@ -37,6 +40,10 @@ from .dpap import DPAP, DPAPConfig, find_prunable_layers, preset
 from .dpap.masking import layer_stats
 from .errors import ConfigError, DPAPError
 from .metrics import correct as n_correct, output_activity, predictions, silent_warning
+from .lock import output_lock
+from .resources import check_training_memory
+from .train_config import TrainConfig
+from .validate import check_checkpoint_keys, check_dpap_masks, check_out_dir
 from .neurons import run_snn
 from .notices import warn
 from .progress import LogProgress
@@ -44,69 +51,6 @@ from .zoo import build_model
 
 CHECKPOINT = "checkpoint.pt"
 HISTORY = "history.csv"
-
-
-@dataclass
-class TrainConfig:
-    """One training run. ``dpap_config=None`` picks the preset for the model kind
-    (``default`` for SNNs, ``ann`` for ANNs)."""
-
-    dataset: str = "digits"
-    data_root: str | None = None
-    model: str = "snn-digits"
-    epochs: int = 60
-    batch_size: int = 64
-    time_steps: int = 8
-    lr: float = 5e-3
-    seed: int = 0
-    device: str = "auto"
-    dpap: bool = True
-    dpap_config: dict | None = None
-    baseline: str | None = None          # "magnitude" or "random" instead of DPAP
-    executor: str = "multistep"          # SNN time loop: "multistep" (a window per layer) or "step"
-    prune_target: float | None = None    # baseline: fraction of all parameters to remove
-    prune_window: list | None = None     # baseline: [start, end] epochs of the schedule
-    precision: str = "fp32"              # autocast dtype of the training forward: fp32, bf16, fp16
-    workers: int = 0                     # DataLoader worker processes (0: in-memory fast path)
-    augment: bool | None = None          # random crop (pad 4) + flip; None: on for cifar10
-
-    def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "time_steps"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ConfigError(f"invalid {name.replace('_', '-')} {v!r}: must be an integer >= 1")
-        if not (isinstance(self.lr, (int, float)) and 0 < self.lr < 10):
-            raise ConfigError(f"invalid learning rate {self.lr!r}: must be in (0, 10)")
-        if self.baseline is not None:
-            if self.dpap:
-                raise ConfigError(f"--baseline {self.baseline} replaces DPAP: pass --no-dpap too")
-            if self.prune_target is None:
-                raise ConfigError("a pruning baseline needs --prune-target (fraction of all "
-                                  "parameters to remove)")
-        if self.executor not in ("multistep", "step"):
-            raise ConfigError(f"invalid executor {self.executor!r}: use multistep or step")
-        if not isinstance(self.workers, int) or isinstance(self.workers, bool) or self.workers < 0:
-            raise ConfigError(f"invalid workers {self.workers!r}: an integer >= 0")
-        if self.precision not in amp.DTYPES:
-            raise ConfigError(f"invalid precision {self.precision!r}: use fp32, bf16 or fp16")
-        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
-            raise ConfigError(f"invalid device {self.device!r}: use auto, cpu or cuda")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @property
-    def augmenting(self) -> bool:
-        return self.dataset == "cifar10" if self.augment is None else bool(self.augment)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown training option(s) {', '.join(unknown)}; "
-                              f"known: {', '.join(sorted(known))}")
-        return cls(**d)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -317,10 +261,14 @@ def save_run(run: Run, out: Path) -> None:
 
 def restore_run(ckpt: dict, device: str | None = None, data: Dataset | None = None) -> Run:
     """Rebuild a run from a checkpoint (model, optimizer, scheduler, DPAP, RNG, history)."""
+    path = ckpt.get("path", "the checkpoint")
+    check_checkpoint_keys(ckpt, path)
     cfg_dict = dict(ckpt["train_config"])
     if device is not None:
         cfg_dict["device"] = device
     run = build_run(TrainConfig.from_dict(cfg_dict), data)
+    if run.dpap is not None:
+        check_dpap_masks(ckpt.get("dpap"), run.dpap.layers, path)
     try:
         run.model.load_state_dict(ckpt["model"])
         run.optimizer.load_state_dict(ckpt["optimizer"])
@@ -331,12 +279,13 @@ def restore_run(ckpt: dict, device: str | None = None, data: Dataset | None = No
             run.baseline.load_state_dict(ckpt["baseline"])
         if run.scaler is not None and ckpt.get("scaler"):
             run.scaler.load_state_dict(ckpt["scaler"])
-    except (KeyError, RuntimeError, ValueError) as exc:
-        raise DPAPError(f"checkpoint does not match its own model configuration: "
-                        f"{str(exc).splitlines()[0][:200]}") from None
-    run.history = list(ckpt["history"])
-    run.data_warnings = list(ckpt.get("data_warnings", []))
-    set_rng_state(ckpt["rng"])
+        run.history = list(ckpt["history"])
+        run.data_warnings = list(ckpt.get("data_warnings", []))
+        set_rng_state(ckpt["rng"])
+    except (KeyError, RuntimeError, ValueError, TypeError, AttributeError, IndexError) as exc:
+        first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise DPAPError(f"{path} does not match its own model configuration: {first}; "
+                        "train the run again") from None
     return run
 
 
@@ -434,6 +383,9 @@ def fit(run: Run, out: Path, progress: bool = True,
     while run.epoch < run.cfg.epochs:
         t0 = time.perf_counter()
         loss, train_acc = train_epoch(run, progress, progress_interval_s)
+        if not math.isfinite(loss):
+            raise DPAPError(f"training diverged in epoch {run.epoch + 1} (loss {loss}); nothing "
+                            "of this epoch was saved: lower --lr or check the input data")
         died = run.dpap.end_epoch() if run.dpap is not None else {}
         if run.baseline is not None:
             run.baseline.end_epoch()
@@ -475,28 +427,33 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
 
     Started by torchrun, every process calls this: they join one process group
     (:mod:`.distributed`), train data-parallel, and rank 0 writes the run directory."""
-    out = Path(out)
+    out = check_out_dir(out)
     d = distributed.setup(cfg.device)
     ckpt_path = out / CHECKPOINT
     if ckpt_path.exists() and not resume:
         raise DPAPError(f"{out} already holds a run ({CHECKPOINT}); pass --resume to continue "
                         "it or choose another --out")
-    if resume and ckpt_path.exists():
-        run = restore_run(load_checkpoint(ckpt_path), device=cfg.device, data=data)
-        amp.check(run.cfg.precision, run.device)
-        _check_resume_matches(run.cfg, cfg, explicit)
-        if log and d.is_main:
-            log(f"resuming {out} after epoch {run.epoch}")
-    else:
-        run = build_run(cfg, data)
-        amp.check(cfg.precision, run.device)   # here, not in build_run: a CPU can compact it
-        run.data_warnings = check_dataset(run.data, run.cfg.batch_size)
+    lock = output_lock(out, "train") if d.is_main else contextlib.nullcontext()
+    with lock:
+        if resume and ckpt_path.exists():
+            run = restore_run(load_checkpoint(ckpt_path), device=cfg.device, data=data)
+            amp.check(run.cfg.precision, run.device)
+            _check_resume_matches(run.cfg, cfg, explicit)
+            if log and d.is_main:
+                log(f"resuming {out} after epoch {run.epoch}")
+        else:
+            run = build_run(cfg, data)
+            amp.check(cfg.precision, run.device)   # here, not in build_run: a CPU can compact it
+            run.data_warnings = check_dataset(run.data, run.cfg.batch_size)
+            if d.is_main:
+                out.mkdir(parents=True, exist_ok=True)
+        check_training_memory(run.model, run.data.x_train[:1].to(run.device), run.kind,
+                              run.cfg.time_steps, min(run.cfg.batch_size, len(run.data.y_train)),
+                              run.device)
         if d.is_main:
-            out.mkdir(parents=True, exist_ok=True)
-    if d.is_main:
-        atomic_write_text(out / "config.json", _json(run.cfg.to_dict() | {
-            "dpap_config_resolved": run.dpap.config.to_dict() if run.dpap is not None else None}))
-    return fit(run, out, progress, log, progress_interval_s)
+            atomic_write_text(out / "config.json", _json(run.cfg.to_dict() | {
+                "dpap_config_resolved": run.dpap.config.to_dict() if run.dpap is not None else None}))
+        return fit(run, out, progress, log, progress_interval_s)
 
 
 def _check_resume_matches(stored: TrainConfig, asked: TrainConfig,

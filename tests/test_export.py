@@ -119,6 +119,20 @@ def test_netx_loads_in_lava_dl_and_fixed_point_is_within_two_points(snn_run, tmp
             assert f[f"layer/{i}/neuron/vDecay"][()] == round(0.8 * 4096)
     # quantisation can only remove synapses (weights that round to 0), never add any
     assert 0 < res.details["synapses"] <= report["params"]["deploy_nonzero_weights"]
+    # the loading parameters the HDF5 file cannot hold are written beside it, with a script
+    assert res.files == ["network.net", "network.net.json", "load_network.py"]
+    params = json.loads((tmp_path / "network.net.json").read_text())
+    assert params == res.details["loading"]
+    assert (params["input_message_bits"], params["reset_interval"], params["reset_offset"]) == \
+        (5, job.time_steps, 1)
+    # ...and the script, run as a user would, gives the same output spikes as the export's run
+    from dpap_deploy.exporters.netx_export import run_netx
+    np.save(tmp_path / "one.npy", job.x[0].numpy())
+    r = subprocess.run([sys.executable, "load_network.py", "one.npy"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    counts = run_netx(tmp_path / "network.net", job.x[:1].numpy(), job.time_steps)[0].sum(0)
+    assert r.stdout.strip().endswith(f"spike counts {[int(c) for c in counts]}"), r.stdout
 
 
 def test_onnx_matches_torch(ann_run, tmp_path):

@@ -30,11 +30,19 @@ class Dataset:
         return self.x_train.dim() == 5
 
     def __post_init__(self) -> None:
+        from .validation import check_same_frame, check_split
         for split, x, y in (("train", self.x_train, self.y_train), ("test", self.x_test, self.y_test)):
             if x.dim() not in (4, 5) or x.shape[0] != y.shape[0]:
                 raise ConfigError(f"dataset {self.name!r}: {split} images must be [N, C, H, W] "
                                   f"(or [N, T, C, H, W] event frames) with one label each, got "
                                   f"{tuple(x.shape)} and {tuple(y.shape)}")
+            check_split(x.detach().cpu().numpy(), y.detach().cpu().numpy(), split,
+                        f"dataset {self.name!r}")
+        check_same_frame(tuple(self.x_train.shape), tuple(self.x_test.shape), f"dataset {self.name!r}")
+        top = int(max(self.y_train.max(), self.y_test.max()))
+        if not 2 <= self.n_classes or top >= self.n_classes:
+            raise ConfigError(f"dataset {self.name!r}: n_classes={self.n_classes} but labels go "
+                              f"up to {top}; it needs at least 2 classes and labels 0..n_classes-1")
 
 
 Loader = Callable[[str | None, int], Dataset]   # (data_root, time_steps) -> Dataset

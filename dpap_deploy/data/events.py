@@ -10,18 +10,21 @@ holding at least one event of a polarity at a pixel is a spike (1). Samples beco
 tonic's classes check for the downloaded archive and a minimum file count before reading, and
 otherwise download (impossible offline, and wrong for a partial or re-created tree); we keep
 their reading code and replace only that check by "the extracted folder holds files".
-Binned frames are cached in ``root/.dpap-cache/`` (keyed by the file list and ``T``).
+Binned frames are cached in ``root/.dpap-cache/``, keyed by a sha256 of the event files'
+names and contents and ``T``; an entry is used only if it records that key and its arrays
+match their stored digest (a replaced or damaged cache file is rebuilt, never used).
 """
 from __future__ import annotations
 
 import hashlib
-import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..atomic import atomic_write_bytes
 from ..errors import DPAPError
 from .base import Dataset, register
 
@@ -53,12 +56,39 @@ def _offline(cls, ext: str, source: str = "the dataset's publisher"):
     return Offline
 
 
+def source_key(files: list[str], name: str, split: str, time_steps: int) -> str:
+    """sha256 over the sources' names and contents and the binning: a changed, added or removed
+    event file gives another cache entry."""
+    h = hashlib.sha256(f"{name}|{split}|T{time_steps}|{len(files)}".encode())
+    for f in files:
+        h.update(b"\0" + Path(f).name.encode() + b"\0")
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def _array_digest(x: np.ndarray, y: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(x).tobytes() + np.ascontiguousarray(y).tobytes()).hexdigest()
+
+
+def read_cache(path: Path, key: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """The cached frames if ``path`` holds the entry for ``key`` and its arrays are intact."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            x, y = z["x"], z["y"]
+            ok = str(z["source_key"]) == key and str(z["digest"]) == _array_digest(x, y)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+    return (x, y) if ok else None
+
+
 def _frames(ds, transform, name: str, split: str, cache: Path, time_steps: int):
-    key = hashlib.sha1(("|".join(ds.data) + f"|{time_steps}").encode()).hexdigest()[:16]
-    path = cache / f"{name}-{split}-T{time_steps}-{key}.npz"
-    if path.exists():
-        with np.load(path) as z:
-            return torch.from_numpy(z["x"]).float(), torch.from_numpy(z["y"])
+    key = source_key(list(ds.data), name, split, time_steps)
+    path = cache / f"{name}-{split}-T{time_steps}-{key[:16]}.npz"
+    hit = read_cache(path, key) if path.exists() else None
+    if hit is not None:
+        return torch.from_numpy(hit[0]).float(), torch.from_numpy(hit[1])
     xs, ys = [], []
     for i in tqdm(range(len(ds)), desc=f"{name} {split}: binning events", unit="sample",
                   disable=len(ds) < 200):
@@ -66,10 +96,8 @@ def _frames(ds, transform, name: str, split: str, cache: Path, time_steps: int):
         xs.append((transform(events) > 0).astype(np.uint8))
         ys.append(int(target))
     x, y = np.stack(xs), np.asarray(ys, dtype=np.int64)
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez_compressed(tmp, x=x, y=y)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, lambda fh: np.savez_compressed(
+        fh, x=x, y=y, source_key=np.array(key), digest=np.array(_array_digest(x, y))))
     return torch.from_numpy(x).float(), torch.from_numpy(y)
 
 

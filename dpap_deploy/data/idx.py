@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ import torch
 
 from ..errors import DPAPError
 from .base import Dataset, register
+from .validation import check_split
 
 FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
          "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
@@ -30,14 +32,22 @@ def read_idx(path: str | Path) -> np.ndarray:
     """One IDX file (optionally gzipped) as a numpy array."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as fh:
-        raw = fh.read()
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _DTYPES:
-        raise DPAPError(f"{path} is not an IDX file (bad magic number {raw[:4].hex()})")
+    try:
+        with opener(path, "rb") as fh:
+            raw = fh.read()
+    except (OSError, EOFError, zlib.error) as exc:   # BadGzipFile is an OSError
+        raise DPAPError(f"{path} cannot be read ({type(exc).__name__}: {exc}); "
+                        + ("the gzip stream is corrupt or truncated: download it again"
+                           if path.suffix == ".gz" else "check the file")) from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _DTYPES or not 1 <= raw[3] <= 4:
+        raise DPAPError(f"{path} is not an IDX file (bad magic number {raw[:4].hex()}); "
+                        "expected 0x0000, a type byte and 1-4 dimensions")
     ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise DPAPError(f"{path}: IDX header is cut off ({len(raw)} bytes); the file is truncated")
     dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
     dtype = np.dtype(_DTYPES[raw[2]])
-    expect = int(np.prod(dims)) * dtype.itemsize
+    expect = int(np.prod(dims, dtype=object)) * dtype.itemsize
     body = raw[4 + 4 * ndim:]
     if len(body) != expect:
         raise DPAPError(f"{path}: IDX header says {dims} ({expect} bytes) but the file holds "
@@ -66,6 +76,7 @@ def load_idx_folder(folder: str | Path, name: str) -> Dataset:
         if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
             raise DPAPError(f"{name}: {img.name} holds {x.shape} but {lab.name} holds {y.shape}; "
                             "expected [N, H, W] images with N labels")
+        check_split(x, y, split, f"{name} ({folder})")
         arrays[split] = (torch.from_numpy(x.astype(np.float32) / 255.0).unsqueeze(1),
                          torch.from_numpy(y.astype(np.int64)))
     n_classes = int(max(arrays["train"][1].max(), arrays["test"][1].max())) + 1

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ..atomic import atomic_write_bytes
+
 SENSOR = 34
 SACCADE_US = 105_000
 PATH = [(0.0, 0.0), (3.5, 7.0), (7.0, 0.0), (0.0, 0.0)]   # (dx, dy) pixels, per N-MNIST
@@ -107,8 +109,36 @@ def write_nmnist_tree(root: str | Path, split: str, images, labels, batch: int =
     for s in tqdm(range(0, len(images), batch), desc=f"events {split}", unit="batch",
                   disable=not progress):
         for j, ev in enumerate(simulate(images[s:s + batch], seed=s, **sim)):
-            d = folder / str(int(labels[s + j]))
-            d.mkdir(parents=True, exist_ok=True)
-            (d / f"{s + j:05d}.bin").write_bytes(encode_bin(ev))
+            raw = encode_bin(ev)
+            atomic_write_bytes(folder / str(int(labels[s + j])) / f"{s + j:05d}.bin",
+                               lambda fh: fh.write(raw))
             n += 1
     return n
+
+
+def synth_events(dataset: str, data_root: str | None, out: str | Path,
+                 limit_train: int | None = None, limit_test: int | None = None,
+                 progress: bool = True) -> dict[str, int]:
+    """Event streams of the first ``limit_*`` images of ``dataset`` under ``out/NMNIST``
+    (= ``dpap-deploy synth-events``); returns the counts per split."""
+    from ..errors import ConfigError
+    from ..lock import output_lock
+    from ..validate import check_optional_count, check_out_dir
+    from .base import load_dataset
+    limits = {"train": check_optional_count("limit_train", limit_train),
+              "test": check_optional_count("limit_test", limit_test)}
+    out = check_out_dir(out)
+    d = load_dataset(dataset, data_root)
+    if d.is_sequence or d.input_shape[0] != 1:
+        raise ConfigError(f"synth-events needs single-channel images, {dataset!r} has "
+                          f"input shape {d.input_shape}")
+    if d.input_shape[1:] != (28, 28):
+        resize = lambda x: F.interpolate(x, size=(28, 28), mode="bilinear")  # noqa: E731
+        d.x_train, d.x_test = resize(d.x_train), resize(d.x_test)
+    counts = {}
+    with output_lock(out, "synth-events"):
+        for split, x, y in (("train", d.x_train, d.y_train), ("test", d.x_test, d.y_test)):
+            n = len(y) if limits[split] is None else min(limits[split], len(y))
+            counts[split] = write_nmnist_tree(out, split, x[:n, 0].numpy(), y[:n].numpy(),
+                                              progress=progress)
+    return counts

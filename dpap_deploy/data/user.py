@@ -7,11 +7,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import zipfile
+
 import numpy as np
 import torch
 
 from ..errors import DPAPError
 from .base import Dataset
+from .validation import check_split
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
@@ -37,10 +40,17 @@ def load_npz(spec: str) -> Dataset:
                 raise DPAPError(f"{path} lacks array(s) {', '.join(missing)}; it needs "
                                 f"{', '.join(NPZ_KEYS)}")
             arrays = {k: z[k] for k in NPZ_KEYS}
-    except (ValueError, OSError) as exc:
-        raise DPAPError(f"{path} is not a readable .npz file: {exc}") from None
-    y_train = torch.from_numpy(arrays["y_train"].astype(np.int64).reshape(-1))
-    y_test = torch.from_numpy(arrays["y_test"].astype(np.int64).reshape(-1))
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        first = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise DPAPError(f"{path} is not a readable .npz file ({first}); write it with "
+                        f"numpy.savez holding {', '.join(NPZ_KEYS)}") from None
+    for k in ("y_train", "y_test"):       # [N, 1] label columns are common: take them as [N]
+        if arrays[k].ndim == 2 and arrays[k].shape[1] == 1:
+            arrays[k] = arrays[k][:, 0]
+    for split in ("train", "test"):
+        check_split(arrays[f"x_{split}"], arrays[f"y_{split}"], split, str(path))
+    y_train = torch.from_numpy(arrays["y_train"].astype(np.int64))
+    y_test = torch.from_numpy(arrays["y_test"].astype(np.int64))
     n_classes = int(max(y_train.max(), y_test.max())) + 1
     return Dataset(f"npz:{path}", _images(arrays["x_train"], "x_train", path), y_train,
                    _images(arrays["x_test"], "x_test", path), y_test, n_classes)

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Mapping
 
 from ..errors import ConfigError
+from ..validate import check_field_types
 
 RULES = ("bcm", "hebb", "stdp")
 NORMALIZATIONS = ("p75", "minmax")
@@ -34,6 +35,7 @@ class SurvivalParams:
     warmup: int = 2
 
     def __post_init__(self) -> None:
+        check_field_types(self, "DPAP hyperparameter")
         _check(math.isfinite(self.epsilon) and 0.0 <= self.epsilon <= 2.0, "epsilon", self.epsilon,
                "must be in [0, 2] (delta = 2*Normalized - epsilon; above 2 every element decays)")
         _check(math.isfinite(self.eta) and self.eta > 0, "eta", self.eta, "must be > 0")
@@ -74,6 +76,7 @@ class DPAPConfig:
     history_synapse_samples: int = 256
 
     def __post_init__(self) -> None:
+        check_field_types(self, "DPAP option")
         _check(self.rule in RULES, "rule", self.rule, f"choose one of {', '.join(RULES)}")
         _check(self.normalization in NORMALIZATIONS, "normalization", self.normalization,
                f"choose one of {', '.join(NORMALIZATIONS)}")
@@ -90,13 +93,20 @@ class DPAPConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "DPAPConfig":
         """Build from a (possibly partial) mapping, e.g. the ``dpap`` table of a config file."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"DPAP options must be a table (e.g. [dpap] in a TOML file), got "
+                              f"{data!r}")
         data = dict(data)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known - {"preset"})
         if unknown:
             raise ConfigError(f"unknown DPAP option(s) {', '.join(unknown)}; "
                               f"known: {', '.join(sorted(known | {'preset'}))}")
-        base = preset(data.pop("preset", "default"))
+        name = data.pop("preset", "default")
+        if not isinstance(name, str):
+            raise ConfigError(f"invalid DPAP preset {name!r}: must be a name, one of "
+                              f"{', '.join(PRESETS)}")
+        base = preset(name)
         kw: dict[str, Any] = {}
         for kind in ("conv", "linear"):
             if kind in data:

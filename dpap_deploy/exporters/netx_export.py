@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..atomic import atomic_path
 from ..compaction import fold_for_deployment
 from ..graph import ModelGraph, build_graph, outputs
 from ..graph.model_graph import FLATTEN, INPUT, NEURON, OUTPUT, PASS, SYNAPSE
@@ -37,6 +38,7 @@ from ..errors import UnsupportedModelError
 from ..lava_compat import import_lava_runtime
 from ._compare import spike_parity, torch_spikes
 from .base import ExportJob, ExportResult
+from .netx_loading import loading_parameters, write_loading_files
 from .nir_to_lava import input_schedule
 
 TARGET = "netx"
@@ -114,7 +116,7 @@ def write_netx(model: nn.Module | ModelGraph, x: torch.Tensor, path: Path, time_
     input_flat = bool(seq) and seq[0][0] == "flatten"
     if input_flat:
         seq = seq[1:]
-    with h5py.File(path, "w") as f:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         layer = f.create_group("layer")
         g0 = layer.create_group("0")
         g0.create_dataset("type", data=np.bytes_("input"))
@@ -172,8 +174,9 @@ def run_netx(path: Path, x: np.ndarray, time_steps: int) -> np.ndarray:
     from lava.proc.io.source import RingBuffer as Source
 
     from .lava_process import lava_run
-    net = Network(net_config=str(path), input_message_bits=INPUT_BITS + 1,
-                  reset_interval=time_steps, reset_offset=1)
+    p = loading_parameters(INPUT_BITS, time_steps, list(x.shape[1:]))
+    net = Network(net_config=str(path), input_message_bits=p["input_message_bits"],
+                  reset_interval=p["reset_interval"], reset_offset=p["reset_offset"])
     n, depth = len(x), len(net.layers)
     data = input_schedule(np.round(x * 2 ** INPUT_BITS).astype(np.int32), time_steps, depth,
                           dtype=np.int32)
@@ -194,15 +197,19 @@ def export(job: ExportJob, out: Path) -> ExportResult:
                                     graph=job.model_graph())
     path = Path(out) / "network.net"
     quant = write_netx(folded, x, path, job.time_steps)
+    x_in = x.flatten(1) if quant["input_flat"] else x
+    loading = loading_parameters(INPUT_BITS, job.time_steps, list(x_in.shape[1:]))
+    extra_files = write_loading_files(path, loading)
     t0 = time.perf_counter()
-    got = run_netx(path, (x.flatten(1) if quant["input_flat"] else x).numpy(), job.time_steps)
+    got = run_netx(path, x_in.numpy(), job.time_steps)
     wall = time.perf_counter() - t0
     par = spike_parity(torch_spikes(folded, x, job.time_steps), got, y.numpy())
     par["accuracy_float"] = par.pop("accuracy_torch")
     drop = par["accuracy_float"] - par["accuracy"]
-    return ExportResult(TARGET, [path.name], par["accuracy"], par,
+    return ExportResult(TARGET, [path.name, *extra_files], par["accuracy"], par,
                         passed=drop <= MAX_ACCURACY_DROP,
                         details={"lava_config": "Loihi2SimCfg(select_tag='fixed_pt')",
+                                 "loading": loading,
                                  "accuracy_drop": drop, "quantization": quant,
                                  "synapses": sum(l["synapses"] for l in quant["layers"]),
                                  "lava_wall_s": wall})

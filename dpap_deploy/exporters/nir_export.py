@@ -11,6 +11,7 @@ import nir
 import numpy as np
 
 from ..compaction import fold_for_deployment
+from ..atomic import atomic_path
 from ._compare import spike_parity, torch_spikes
 from .base import ExportJob, ExportResult
 from .nir_graph import to_nir
@@ -25,7 +26,9 @@ def write_nir(job: ExportJob, path: Path, fold_pools: bool = False):
     x, _ = job.samples()
     _, fgraph = fold_for_deployment(job.model, x[:64], time_steps=job.time_steps,
                                     graph=job.model_graph(), fold_pools=fold_pools)
-    nir.write(str(path), to_nir(fgraph, time_steps=job.time_steps))
+    graph = to_nir(fgraph, time_steps=job.time_steps)
+    with atomic_path(path) as tmp:   # a killed export leaves no half-written .nir
+        nir.write(str(tmp), graph)
     return path, fgraph
 
 

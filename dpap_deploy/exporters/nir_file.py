@@ -20,7 +20,7 @@ from typing import Any
 import nir
 import numpy as np
 
-from ..checkpoint import atomic_write_text
+from ..atomic import atomic_write_text
 from ..errors import ConfigError, DPAPError, ParityError
 from .lava_sim import MIN_AGREEMENT
 from .nir_to_lava import LavaNetwork

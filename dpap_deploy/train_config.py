@@ -1,0 +1,54 @@
+"""The options of one training run, as a plain validated dataclass (no torch import: the CLI
+checks them before loading torch). ``training.py`` runs them."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from .errors import ConfigError
+from .validate import check_train_config
+
+
+@dataclass
+class TrainConfig:
+    """One training run. ``dpap_config=None`` picks the preset for the model kind
+    (``default`` for SNNs, ``ann`` for ANNs)."""
+
+    dataset: str = "digits"
+    data_root: str | None = None
+    model: str = "snn-digits"
+    epochs: int = 60
+    batch_size: int = 64
+    time_steps: int = 8
+    lr: float = 5e-3
+    seed: int = 0
+    device: str = "auto"
+    dpap: bool = True
+    dpap_config: dict | None = None
+    baseline: str | None = None          # "magnitude" or "random" instead of DPAP
+    prune_target: float | None = None    # baseline: fraction of all parameters to remove
+    prune_window: list | None = None     # baseline: [start, end] epochs of the schedule
+    executor: str = "multistep"          # SNN time loop: "multistep" (a window per layer) or "step"
+    precision: str = "fp32"              # autocast dtype of the training forward: fp32, bf16, fp16
+    workers: int = 0                     # DataLoader worker processes (0: in-memory fast path)
+    augment: bool | None = None          # random crop (pad 4) + flip; None: on for cifar10
+
+    def __post_init__(self) -> None:
+        check_train_config(self)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def augmenting(self) -> bool:
+        return self.dataset == "cifar10" if self.augment is None else bool(self.augment)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        if not isinstance(d, dict):
+            raise ConfigError(f"training options must be a table, got {type(d).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown training option(s) {', '.join(unknown)}; "
+                              f"known: {', '.join(sorted(known))}")
+        return cls(**d)

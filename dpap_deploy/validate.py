@@ -1,0 +1,216 @@
+"""Checks of what a user passes in, done before any work: one :class:`ConfigError` line naming
+the bad value and what to do. The API functions call these, so Python users and the CLI get
+the same messages. No torch import here: the CLI refuses bad options before loading torch.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tomllib
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import ConfigError, DPAPError
+
+SEED_MAX = 2**32 - 1            # numpy's seed range
+TIME_STEPS_MAX = 100_000        # beyond this the memory estimate refuses first, in practice
+
+
+def _opt(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def check_int(name: str, v: Any, lo: int | None = None, hi: int | None = None,
+              what: str = "") -> int:
+    """``v`` is an integer in ``[lo, hi]``; the message names the option ``--name``."""
+    ok = is_int(v) and (lo is None or v >= lo) and (hi is None or v <= hi)
+    if not ok:
+        rng = (f">= {lo}" if hi is None else f"in [{lo}, {hi}]") if lo is not None else ""
+        raise ConfigError(f"invalid {what or _opt(name)} {v!r}: must be an integer {rng}".rstrip())
+    return v
+
+
+def check_optional_count(name: str, v: Any) -> int | None:
+    """An optional sample count (``--max-samples``, ``--limit-train``): None or >= 1."""
+    return None if v is None else check_int(name, v, 1)
+
+
+# Field types of the dataclasses (annotations are strings under `from __future__ import
+# annotations`): which Python values each accepts. Anything else is left to the class.
+_TYPES = {"int": (is_int, "an integer"), "float": (is_number, "a number"),
+          "bool": (lambda v: isinstance(v, bool), "true or false"),
+          "str": (lambda v: isinstance(v, str), "a string")}
+
+
+def check_field_types(obj: Any, what: str) -> None:
+    """Each field of the dataclass instance ``obj`` holds a value of its annotated type
+    (``int``, ``float``, ``bool``, ``str``; ``X | None`` allows None). Finite numbers only."""
+    for f in fields(obj):
+        ann = str(f.type).replace(" ", "")
+        optional = ann.endswith("|None")
+        base = ann.removesuffix("|None")
+        v = getattr(obj, f.name)
+        if base not in _TYPES or (optional and v is None):
+            continue
+        test, desc = _TYPES[base]
+        if not test(v) or (is_number(v) and not math.isfinite(v)):
+            raise ConfigError(f"invalid {what} {f.name}={v!r}: must be {desc}"
+                              + (" (or left out)" if optional else ""))
+
+
+def check_train_config(cfg: Any) -> None:
+    """Every field of a :class:`~dpap_deploy.training.TrainConfig`, before anything runs."""
+    check_field_types(cfg, "training option")
+    for name in ("epochs", "batch_size"):
+        check_int(name, getattr(cfg, name), 1)
+    check_int("time_steps", cfg.time_steps, 1, TIME_STEPS_MAX)
+    check_int("seed", cfg.seed, 0, SEED_MAX)
+    if not 0 < cfg.lr < 10:
+        raise ConfigError(f"invalid learning rate {cfg.lr!r}: must be in (0, 10)")
+    if cfg.device not in ("auto", "cpu", "cuda") and not str(cfg.device).startswith("cuda:"):
+        raise ConfigError(f"invalid device {cfg.device!r}: use auto, cpu or cuda")
+    if cfg.dpap_config is not None and not isinstance(cfg.dpap_config, Mapping):
+        raise ConfigError(f"invalid dpap table {cfg.dpap_config!r}: must be a table of DPAP "
+                          "options ([dpap] in a TOML file)")
+    if cfg.baseline is not None:
+        if cfg.baseline not in ("magnitude", "random"):
+            raise ConfigError(f"invalid baseline {cfg.baseline!r}: use magnitude or random")
+        if cfg.dpap:
+            raise ConfigError(f"--baseline {cfg.baseline} replaces DPAP: pass --no-dpap too")
+        if cfg.prune_target is None:
+            raise ConfigError("a pruning baseline needs --prune-target (fraction of all "
+                              "parameters to remove)")
+    if cfg.prune_target is not None and not 0 < cfg.prune_target < 1:
+        raise ConfigError(f"invalid prune-target {cfg.prune_target!r}: must be a fraction in (0, 1)")
+    if cfg.executor not in ("multistep", "step"):
+        raise ConfigError(f"invalid executor {cfg.executor!r}: use multistep or step")
+    if cfg.precision not in ("fp32", "bf16", "fp16"):
+        raise ConfigError(f"invalid precision {cfg.precision!r}: use fp32, bf16 or fp16")
+    check_int("workers", cfg.workers, 0, 256)
+    if cfg.augment is not None and not isinstance(cfg.augment, bool):
+        raise ConfigError(f"invalid augment {cfg.augment!r}: true or false")
+    w = cfg.prune_window
+    if w is not None and not (isinstance(w, (list, tuple)) and len(w) == 2
+                              and all(is_int(e) and e >= 0 for e in w) and w[0] < w[1]):
+        raise ConfigError(f"invalid prune_window {w!r}: must be [start, end] epochs, "
+                          "integers with 0 <= start < end")
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A TOML (or ``.json``) file of training options with an optional ``[dpap]`` table."""
+    f = Path(path)
+    if not f.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    kind = "JSON" if f.suffix == ".json" else "TOML"
+    try:
+        text = f.read_text()
+        data = json.loads(text) if kind == "JSON" else tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        first = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise ConfigError(f"config file {path} is not valid {kind}: {first}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a table of options, got a "
+                          f"{type(data).__name__}")
+    if "dpap" in data and not isinstance(data["dpap"], dict):
+        raise ConfigError(f"config file {path}: 'dpap' must be a table ([dpap]), got "
+                          f"{data['dpap']!r}")
+    return data
+
+
+def existing_path(path: str | Path, what: str, hint: str) -> Path:
+    """An input file or folder that must exist."""
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"{what} {path} does not exist; {hint}")
+    return p
+
+
+def check_out_dir(out: str | Path) -> Path:
+    """``--out``: a folder that exists or can be created, and can be written."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder; pass a folder path")
+    p = out.absolute()
+    while not p.exists():
+        p = p.parent
+    if not p.is_dir():
+        raise ConfigError(f"--out {out}: {p} is a file, so the folder cannot be created; "
+                          "pass another path")
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {out}: {p} is not writable; pass a folder you can write to")
+    return out
+
+
+def check_run_source(source: str | Path) -> Path:
+    """A run directory (holding ``checkpoint.pt``) or a checkpoint file."""
+    p = Path(source)
+    if not p.exists():
+        raise DPAPError(f"no checkpoint at {source}: it does not exist; pass a run directory "
+                        "written by 'dpap-deploy train' or its checkpoint.pt")
+    if p.is_dir() and not (p / "checkpoint.pt").is_file():
+        raise DPAPError(f"{p} holds no checkpoint.pt; pass a run directory written by "
+                        "'dpap-deploy train'")
+    return p
+
+
+def available_memory_bytes() -> int | None:
+    """``MemAvailable`` of ``/proc/meminfo`` (Linux), else None."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def check_memory(need: float, available: int | None, what: str, fix: str) -> None:
+    """Refuse a run whose estimated memory ``need`` (bytes) exceeds what is available."""
+    if available is not None and need > available:
+        raise ConfigError(f"{what} needs about {need / 2**30:,.1f} GiB of memory, "
+                          f"{available / 2**30:,.1f} GiB are available; {fix}")
+
+
+CHECKPOINT_KEYS = ("train_config", "kind", "model", "optimizer", "scheduler", "history", "rng")
+
+
+def check_checkpoint_keys(ckpt: Mapping[str, Any], path: str | Path) -> None:
+    missing = [k for k in CHECKPOINT_KEYS if k not in ckpt]
+    if missing or not isinstance(ckpt.get("train_config"), Mapping):
+        raise DPAPError(f"{path} lacks {', '.join(missing) or 'a train_config table'}: not a "
+                        "complete dpap-deploy checkpoint; train the run again")
+
+
+def check_dpap_masks(state: Any, layers: list, path: str | Path) -> None:
+    """The DPAP masks of a checkpoint fit the model rebuilt from its configuration: per layer,
+    ``syn_alive`` is a bool ``[n_out, n_in]`` and ``neu_alive`` a bool ``[n_out]``. A mask of
+    another shape would compact to a wrong network (or fail deep inside torch)."""
+    if not isinstance(state, Mapping) or not isinstance(state.get("layers"), list):
+        raise DPAPError(f"{path}: the DPAP state has no layer list; the checkpoint is corrupt")
+    if len(state["layers"]) != len(layers):
+        raise DPAPError(f"{path}: the DPAP state has masks for {len(state['layers'])} layers, the "
+                        f"model has {len(layers)} prunable layers; the checkpoint does not fit "
+                        "its model")
+    for d, layer in zip(state["layers"], layers):
+        want = {"syn_alive": (layer.n_out, layer.n_in), "neu_alive": (layer.n_out,)}
+        for key, shape in want.items():
+            m = d.get(key) if isinstance(d, Mapping) else None
+            got = tuple(getattr(m, "shape", ()))
+            if m is None or got != shape or str(getattr(m, "dtype", "")) != "torch.bool":
+                raise DPAPError(f"{path}: layer {layer.name} {key} mask is "
+                                f"{got or type(m).__name__} {getattr(m, 'dtype', '')}, the model "
+                                f"needs a bool mask of shape {shape}; the checkpoint does not fit "
+                                "its model")
