@@ -45,7 +45,7 @@ def _layer_activity(model, x, kind):
     hooks = [(l.neuron or l.bn or l.synapse).register_forward_hook(
         lambda m, i, o, n=l.name: got[n].append((o[0] if isinstance(o, tuple) else o).detach()))
         for l in layers]
-    outputs(model, x, kind, 8)
+    outputs(model, x, kind, 8, multistep=False)   # hooks see one call per step
     for h in hooks:
         h.remove()
     return {k: torch.stack(v) for k, v in got.items()}

@@ -110,12 +110,13 @@ def compact(model: nn.Module, example_input: torch.Tensor, masks: Masks | None =
 
 
 def outputs(model, x: torch.Tensor, kind: str | None = None, time_steps: int = 8,
-            graph: ModelGraph | None = None) -> torch.Tensor:
-    """SNN: output spikes ``[T, B, classes]``; ANN: logits (evaluation mode)."""
+            graph: ModelGraph | None = None, multistep: bool = True) -> torch.Tensor:
+    """SNN: output spikes ``[T, B, classes]``; ANN: logits (evaluation mode). ``multistep=False``
+    calls every module once per step (for hooks that expect that)."""
     if isinstance(model, ModelGraph):
         graph = model
     graph = graph or build_graph(model, x)
-    return graph_outputs(graph, x, time_steps)
+    return graph_outputs(graph, x, time_steps, multistep=multistep)
 
 
 def check_same_function(reference: ModelGraph, candidate: ModelGraph, x: torch.Tensor,
