@@ -82,7 +82,8 @@ def compact_run(source: str | Path, out: str | Path, progress: bool = False) -> 
     T, kind = run.cfg.time_steps, run.kind
     x, y = run.data.x_test, run.data.y_test
     xv = x[:VERIFY_SAMPLES]
-    masks = masks_from_dpap_state(ckpt["dpap"]) if ckpt.get("dpap") else None
+    pruner_state = ckpt.get("dpap") or ckpt.get("baseline") or {}
+    masks = masks_from_dpap_state(pruner_state) if "layers" in pruner_state else None
     model = run.model.eval()
     graph = run.dpap.graph if run.dpap is not None else build_graph(model, xv[:2])
     result = compact(model, xv, masks, time_steps=T, graph=graph)
