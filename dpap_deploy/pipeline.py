@@ -19,6 +19,7 @@ from .graph import build_graph
 from .counting import PJ_PER_AC, PJ_PER_MAC, OpsReport, count_ops, param_counts
 from .errors import DPAPError
 from .metrics import silent_warning
+from .neurobench_defs import neurobench_metrics
 from .notices import warn
 from .report import run_report, write_report
 from .report_md import render
@@ -114,6 +115,8 @@ def compact_run(source: str | Path, out: str | Path, progress: bool = False) -> 
                        "verified_on": len(xv), "files": files,
                        "layers": _layer_rows(layers, result.plan, masks, masked_ops, small_ops)},
         "source_run": str(_run_dir(source).resolve()),
+        "neurobench": {"compact": neurobench_metrics(result.model, xv, T, result.graph),
+                       "deploy": neurobench_metrics(deploy, xv, T, deploy_graph)},
     })
     src_hist = _run_dir(source) / HISTORY
     if src_hist.exists() and src_hist.resolve() != (out / HISTORY).resolve():

@@ -141,3 +141,8 @@ def test_cli_structured_baseline_then_compact(tmp_path):
     assert sum(l["neurons_pruned"] for l in rows) == last["units_removed"]
     assert rows[-1]["neurons_kept"] == rows[-1]["neurons_total"] == 10
     assert rep["params"]["compact"] < rep["params"]["dense"]
+    # NeuroBench's effective ACs of the pool-folded network are our SynOps (same test samples)
+    nb = rep["neurobench"]["deploy"]
+    assert nb["measured_on"] == rep["ops"]["measured_on"]
+    assert nb["effective_acs"] == pytest.approx(rep["ops"]["synops_compact"], rel=1e-9)
+    assert 0 < nb["activation_sparsity"] < 1 and nb["footprint_bytes"] > 0
