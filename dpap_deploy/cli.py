@@ -47,7 +47,8 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
                    help="baseline: what --prune-target removes, counted after compaction "
                         "(default params; synops / macs for *-structured)")
     p.add_argument("--rule", choices=["bcm", "hebb", "stdp"], help="plasticity rule (default bcm)")
-    p.add_argument("--preset", help="DPAP preset: default, conv-pruning, ann, short (~10-20 epochs), minmax")
+    p.add_argument("--preset", help="DPAP preset: default, keep-conv, ann, short (~10-20 "
+                   "epochs), short-keep-conv, minmax, conv-pruning (= default)")
     p.add_argument("--config", help="TOML or JSON file with training options and a [dpap] table")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--out", required=True, help="run directory")
