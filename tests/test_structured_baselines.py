@@ -146,3 +146,25 @@ def test_cli_structured_baseline_then_compact(tmp_path):
     assert nb["measured_on"] == rep["ops"]["measured_on"]
     assert nb["effective_acs"] == pytest.approx(rep["ops"]["synops_compact"], rel=1e-9)
     assert 0 < nb["activation_sparsity"] < 1 and nb["footprint_bytes"] > 0
+
+
+def test_rate_and_l1_scores_by_construction():
+    from dpap_deploy.baselines.unit_importance import l1_scores, normalized, rate_scores
+    from dpap_deploy.graph import build_graph
+    model, x = _snn(), _x()
+    with torch.no_grad():
+        model[0].weight[2] = 0
+        model[0].bias[2] = -1.0                 # channel 2 can never reach the threshold
+        model[0].weight[4] = 0
+        model[0].bias[4] = 1.0                  # channel 4 fires at every step (1 > 0.5)
+    g = build_graph(model, x[:2])
+    layers = [l for l in g.layers if not l.is_output]
+    rate = rate_scores(layers, graph=g, x=x, time_steps=T)[0]
+    assert rate[2] == 0.0
+    # channel 4: u = 1 at step 1 fires and resets to 0, so it fires every step: rate 1
+    assert rate[4] == 1.0 and (rate <= 1).all()
+    l1 = l1_scores(layers)[0]
+    assert l1[2] == l1[4] == 1.0                 # |b| only: the filter is zero
+    w0, b0 = model[0].weight.detach()[0], model[0].bias.detach()[0]
+    assert l1[0] == pytest.approx(float(w0.abs().sum() + b0.abs()))
+    assert normalized([l1])[0].mean() == pytest.approx(1.0)
