@@ -20,8 +20,9 @@ from .validate import check_optional_count, check_out_dir, check_run_source, rea
 TRAIN_OPTIONS = {"dataset": "dataset", "data_root": "data_root", "model": "model",
                  "epochs": "epochs", "batch_size": "batch_size", "time_steps": "time_steps",
                  "lr": "lr", "device": "device", "seed": "seed", "baseline": "baseline",
-                 "prune_target": "prune_target", "executor": "executor",
-                 "precision": "precision", "workers": "workers", "augment": "augment"}
+                 "prune_target": "prune_target", "prune_target_kind": "prune_target_kind",
+                 "executor": "executor", "precision": "precision", "workers": "workers",
+                 "augment": "augment"}
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
@@ -44,11 +45,18 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="random crop (padding 4) and horizontal flip (default: on for cifar10)")
     p.add_argument("--no-dpap", action="store_true", help="train without pruning (baseline)")
-    p.add_argument("--baseline", choices=["magnitude", "random"],
-                   help="prune with a baseline instead of DPAP (with --no-dpap --prune-target F)")
-    p.add_argument("--prune-target", type=float, help="baseline: fraction of parameters to remove")
+    p.add_argument("--baseline", choices=["magnitude", "random", "l1-structured",
+                                          "rate-structured", "random-structured"],
+                   help="prune with a baseline instead of DPAP (with --no-dpap --prune-target F); "
+                        "*-structured remove whole channels / neurons")
+    p.add_argument("--prune-target", type=float,
+                   help="baseline: fraction of the target kind to remove")
+    p.add_argument("--prune-target-kind", choices=["params", "synops", "macs"],
+                   help="baseline: what --prune-target removes, counted after compaction "
+                        "(default params; synops / macs for *-structured)")
     p.add_argument("--rule", choices=["bcm", "hebb", "stdp"], help="plasticity rule (default bcm)")
-    p.add_argument("--preset", help="DPAP preset: default, conv-pruning, ann, short (~10-20 epochs), minmax")
+    p.add_argument("--preset", help="DPAP preset: default, keep-conv, ann, short (~10-20 "
+                   "epochs), short-keep-conv, minmax, conv-pruning (= default)")
     p.add_argument("--config", help="TOML or JSON file with training options and a [dpap] table")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--out", required=True, help="run directory")

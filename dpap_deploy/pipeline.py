@@ -19,6 +19,7 @@ from .counting import PJ_PER_AC, PJ_PER_MAC, OpsReport, count_ops, param_counts
 from .errors import DPAPError
 from .lock import output_lock
 from .metrics import silent_warning
+from .neurobench_defs import neurobench_metrics
 from .notices import warn
 from .report import run_report, write_report
 from .report_md import render
@@ -85,7 +86,8 @@ def compact_run(source: str | Path, out: str | Path, progress: bool = False) -> 
         T, kind = run.cfg.time_steps, run.kind
         x, y = run.data.x_test, run.data.y_test
         xv = x[:VERIFY_SAMPLES]
-        masks = masks_from_dpap_state(ckpt["dpap"]) if ckpt.get("dpap") else None
+        pruner_state = ckpt.get("dpap") or ckpt.get("baseline") or {}
+        masks = masks_from_dpap_state(pruner_state) if "layers" in pruner_state else None
         model = run.model.eval()
         graph = run.dpap.graph if run.dpap is not None else build_graph(model, xv[:2])
         result = compact(model, xv, masks, time_steps=T, graph=graph)
@@ -117,6 +119,8 @@ def compact_run(source: str | Path, out: str | Path, progress: bool = False) -> 
                            "verified_on": len(xv), "files": files,
                            "layers": _layer_rows(layers, result.plan, masks, masked_ops, small_ops)},
             "source_run": str(_run_dir(source).resolve()),
+            "neurobench": {"compact": neurobench_metrics(result.model, xv, T, result.graph),
+                           "deploy": neurobench_metrics(deploy, xv, T, deploy_graph)},
         })
         src_hist = _run_dir(source) / HISTORY
         if src_hist.exists() and src_hist.resolve() != (out / HISTORY).resolve():

@@ -24,8 +24,9 @@ class TrainConfig:
     device: str = "auto"
     dpap: bool = True
     dpap_config: dict | None = None
-    baseline: str | None = None          # "magnitude" or "random" instead of DPAP
-    prune_target: float | None = None    # baseline: fraction of all parameters to remove
+    baseline: str | None = None          # a baselines.METHODS name instead of DPAP
+    prune_target: float | None = None    # baseline: fraction of the target kind to remove
+    prune_target_kind: str = "params"    # baseline: params, synops or macs (structured ones)
     prune_window: list | None = None     # baseline: [start, end] epochs of the schedule
     executor: str = "multistep"          # SNN time loop: "multistep" (a window per layer) or "step"
     precision: str = "fp32"              # autocast dtype of the training forward: fp32, bf16, fp16

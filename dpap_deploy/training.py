@@ -215,10 +215,12 @@ def build_run(cfg: TrainConfig, data: Dataset | None = None) -> Run:
     run.executor = make_executor(cfg, model, kind, data.x_train[:2].to(device),
                                  dpap.graph if dpap is not None else None)
     if cfg.baseline is not None:
-        from .baselines import GradualPruner
+        from .baselines import MEASURE_SAMPLES, make_baseline
         start, end = cfg.prune_window or [2, max(3, cfg.epochs // 2)]
-        run.baseline = GradualPruner(model, data.x_train[:2].to(device), cfg.baseline,
-                                     cfg.prune_target, start, end, seed=cfg.seed)
+        measure = data.x_train[epoch_order(len(data.y_train), cfg.seed, -1)[:MEASURE_SAMPLES]]
+        run.baseline = make_baseline(cfg.baseline, model, data.x_train[:2].to(device),
+                                     cfg.prune_target, start, end, cfg.seed,
+                                     cfg.prune_target_kind, measure.to(device), cfg.time_steps)
     _attach_data_parallel(run, d)
     return run
 

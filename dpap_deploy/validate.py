@@ -68,6 +68,10 @@ def check_field_types(obj: Any, what: str) -> None:
                               + (" (or left out)" if optional else ""))
 
 
+# The names of ``baselines.METHODS``, here without importing torch (a test keeps them equal).
+BASELINES = ("magnitude", "random", "l1-structured", "rate-structured", "random-structured")
+
+
 def check_train_config(cfg: Any) -> None:
     """Every field of a :class:`~dpap_deploy.training.TrainConfig`, before anything runs."""
     check_field_types(cfg, "training option")
@@ -83,8 +87,8 @@ def check_train_config(cfg: Any) -> None:
         raise ConfigError(f"invalid dpap table {cfg.dpap_config!r}: must be a table of DPAP "
                           "options ([dpap] in a TOML file)")
     if cfg.baseline is not None:
-        if cfg.baseline not in ("magnitude", "random"):
-            raise ConfigError(f"invalid baseline {cfg.baseline!r}: use magnitude or random")
+        if cfg.baseline not in BASELINES:
+            raise ConfigError(f"invalid baseline {cfg.baseline!r}: use {', '.join(BASELINES)}")
         if cfg.dpap:
             raise ConfigError(f"--baseline {cfg.baseline} replaces DPAP: pass --no-dpap too")
         if cfg.prune_target is None:
@@ -92,6 +96,9 @@ def check_train_config(cfg: Any) -> None:
                               "parameters to remove)")
     if cfg.prune_target is not None and not 0 < cfg.prune_target < 1:
         raise ConfigError(f"invalid prune-target {cfg.prune_target!r}: must be a fraction in (0, 1)")
+    if cfg.prune_target_kind not in ("params", "synops", "macs"):
+        raise ConfigError(f"invalid prune-target-kind {cfg.prune_target_kind!r}: use params, "
+                          "synops or macs")
     if cfg.executor not in ("multistep", "step"):
         raise ConfigError(f"invalid executor {cfg.executor!r}: use multistep or step")
     if cfg.precision not in ("fp32", "bf16", "fp16"):

@@ -158,19 +158,29 @@ def _epochs_to_death_at_zero_importance(p: SurvivalParams, epochs: int = 200):
     return None
 
 
-@pytest.mark.parametrize("name", ["default", "short"])
-def test_preset_claims_conv_survives_linear_can_die(name):
-    # docs/method.md: under these presets conv survival values cannot reach 0, linear ones can
+@pytest.mark.parametrize("name,conv_dies,linear_dies", [
+    ("default", 14, 10), ("conv-pruning", 14, 10), ("ann", 22, 18), ("short", 5, 4),
+    ("keep-conv", None, 10), ("short-keep-conv", None, 4), ("minmax", None, 7)])
+def test_preset_claims_with_zero_evidence(name, conv_dies, linear_dies):
+    # docs/method.md: with normalised importance 0 every epoch, a conv channel dies at epoch
+    # conv_dies (None: never, the keep-whole presets), a linear neuron at linear_dies
     from dpap_deploy.dpap.config import preset
     cfg = preset(name)
-    assert _epochs_to_death_at_zero_importance(cfg.conv) is None
-    died = _epochs_to_death_at_zero_importance(cfg.linear)
-    assert died is not None
-    # "short" prunes within a ~15-epoch run, "default" only later in a ~60-epoch one
-    assert (died < 8) if name == "short" else (10 <= died < 30)
+    assert _epochs_to_death_at_zero_importance(cfg.conv) == conv_dies
+    assert _epochs_to_death_at_zero_importance(cfg.linear) == linear_dies
+
+
+def test_conv_beta_bounds_by_hand():
+    # the largest possible loss of a conv value is epsilon / (1 - e^(-1/eta)) (gamma = 1):
+    # keep-whole betas exceed it, the pruning betas are ~0.65 of it
+    from dpap_deploy.dpap import config
+    loss = lambda eta: 0.65 / (1 - math.exp(-1 / eta))  # noqa: E731
+    assert loss(12) == pytest.approx(8.1295, abs=1e-4) and loss(3) == pytest.approx(2.2930, abs=1e-4)
+    assert config.KEEP_CONV_BETA > loss(12) and config.SHORT_KEEP_CONV_BETA > loss(3)
+    assert config.CONV_BETA / loss(12) == pytest.approx(config.SHORT_CONV_BETA / loss(3), abs=0.01)
 
 
 def test_short_preset_equals_its_json_spelling():
     from dpap_deploy.dpap.config import DPAPConfig, preset
-    spelled = {"conv": {"warmup": 2, "beta": 3, "eta": 3}, "linear": {"warmup": 2, "beta": 3, "eta": 3}}
+    spelled = {"conv": {"warmup": 2, "beta": 1.5, "eta": 3}, "linear": {"warmup": 2, "beta": 3, "eta": 3}}
     assert DPAPConfig.from_dict(spelled) == preset("short") == DPAPConfig.from_dict({"preset": "short"})

@@ -106,11 +106,11 @@ def test_one_recording_nmnist_warns_and_does_not_score_100(tmp_path):
     assert "## Warnings" in md and "single class" in md and "silent" in md
 
 
-@pytest.mark.parametrize("method", ["dpap", "magnitude"])
+@pytest.mark.parametrize("method", ["dpap", "magnitude", "l1-structured"])
 def test_pruning_and_compaction_layer_tables_agree(tmp_path, method):
     out = tmp_path / "run"
     cfg = TrainConfig(epochs=6, dpap_config=PRUNE_FAST) if method == "dpap" else \
-        TrainConfig(epochs=4, dpap=False, baseline="magnitude", prune_target=0.5,
+        TrainConfig(epochs=4, dpap=False, baseline=method, prune_target=0.5,
                     prune_window=[0, 2])
     train(cfg, out, progress=False)
     rep = compact_run(out, tmp_path / "compact")

@@ -2,8 +2,9 @@
 
 Survival-function parameters are set per layer kind (conv, linear), as in the paper
 (C = 5 for conv layers, C = 2 for fully connected layers). Defaults are the calibrated values of
-``method.md`` section 4 (p75 normalisation, digits-sized SNN); see ``docs/method.md`` for the
-presets and what each parameter does.
+``method.md`` (p75 normalisation); conv ``beta`` is calibrated so that conv channels can be
+pruned (``method.md``, "Conv-channel pruning"). See ``docs/method.md`` for the presets and what
+each parameter does.
 """
 from __future__ import annotations
 
@@ -15,6 +16,16 @@ from ..errors import ConfigError
 from ..validate import check_field_types
 
 RULES = ("bcm", "hebb", "stdp")
+
+# Conv survival start values. A conv element with no evidence (normalised importance 0 every
+# epoch) loses at most epsilon * sum_k e^(-k/eta) = 0.65 / (1 - e^(-1/eta)) over a run:
+# ~8.1 for eta = 12, ~2.3 for eta = 3. beta = 10 (eta 12) and 3 (eta 3) exceed those, so conv
+# channels could never die; CONV_BETA and SHORT_CONV_BETA are below them, at the same fraction
+# (~0.65) of the possible loss, so a conv channel at zero importance dies at epoch 14 (default)
+# or 5 (short). SHORT_CONV_BETA is the calibrated value (docs/method.md); CONV_BETA is it scaled
+# by the ratio of the two possible losses, (1 - e^(-1/3)) / (1 - e^(-1/12)) ~ 3.54.
+CONV_BETA, SHORT_CONV_BETA = 5.3, 1.5
+KEEP_CONV_BETA, SHORT_KEEP_CONV_BETA = 10.0, 3.0
 NORMALIZATIONS = ("p75", "minmax")
 
 
@@ -65,7 +76,7 @@ class DPAPConfig:
     """
 
     conv: SurvivalParams = field(default_factory=lambda: SurvivalParams(
-        epsilon=0.65, eta=12.0, beta=10.0, gamma=0.999, C=5.0, warmup=2))
+        epsilon=0.65, eta=12.0, beta=CONV_BETA, gamma=0.999, C=5.0, warmup=2))
     linear: SurvivalParams = field(default_factory=lambda: SurvivalParams(
         epsilon=1.5, eta=13.0, beta=10.0, gamma=0.999, C=2.0, warmup=2))
     rule: str = "bcm"
@@ -128,25 +139,32 @@ def _default() -> DPAPConfig:
     return DPAPConfig()
 
 
-# Presets. "default" is the calibration of method.md section 4 (p75 normalisation; with conv
-# beta = 10 the smooth exponential can take a conv survival value down by at most
-# 0.65 / (1 - e^(-1/12)) ~ 8.1, so conv channels survive: this preset prunes fully connected
-# layers and conv kernels only). "conv-pruning" lowers conv beta so that channels can die.
-# "ann" waits longer before pruning, as the ANN calibration did (warm-up 10).
-# "short" is for runs of ~10-20 epochs: the decay time scale eta is the default's scaled to the
-# run length (13 x 15 / 60 ~ 3) and beta is lowered with it, so pruning starts after the warm-up,
-# levels off within the run and leaves time to recover (Fashion-MNIST LeNet / SNN: ~50-60%).
-# Conv survival values can lose at most 0.65 / (1 - e^(-1/3)) ~ 2.3 < 3: conv layers survive.
+# Presets (docs/method.md, "Defaults and presets"). "default": conv channels and kernels can be
+# pruned (conv beta = CONV_BETA). "keep-conv": the earlier default, conv beta 10, under which no
+# conv element can die: fully connected layers and nothing else are pruned. "conv-pruning" is
+# kept as a name for "default". "ann" waits longer before pruning, as the ANN calibration did
+# (warm-up 10). "short" is for runs of ~10-20 epochs: the decay time scale eta is the default's
+# scaled to the run length (13 x 15 / 60 ~ 3) and beta is lowered with it, so pruning starts
+# after the warm-up, levels off within the run and leaves time to recover; "short-keep-conv" is
+# "short" with conv layers kept whole. "minmax" keeps conv layers whole: under min-max
+# normalisation almost every value normalises near 0 and a conv layer would die.
 PRESETS: dict[str, Any] = {
     "default": _default,
-    "conv-pruning": lambda: replace(_default(), conv=replace(_default().conv, beta=6.0)),
+    "conv-pruning": _default,
+    "keep-conv": lambda: replace(_default(), conv=replace(_default().conv, beta=KEEP_CONV_BETA)),
     "ann": lambda: replace(_default(), conv=replace(_default().conv, warmup=10),
                           linear=replace(_default().linear, warmup=10)),
-    "short": lambda: replace(_default(), conv=replace(_default().conv, eta=3.0, beta=3.0),
-                             linear=replace(_default().linear, eta=3.0, beta=3.0)),
-    "minmax": lambda: replace(_default(), normalization="minmax",
+    "short": lambda: _short(SHORT_CONV_BETA),
+    "short-keep-conv": lambda: _short(SHORT_KEEP_CONV_BETA),
+    "minmax": lambda: replace(preset("keep-conv"), normalization="minmax",
                               linear=replace(_default().linear, epsilon=0.2, beta=1.0)),
 }
+
+
+def _short(conv_beta: float) -> DPAPConfig:
+    d = _default()
+    return replace(d, conv=replace(d.conv, eta=3.0, beta=conv_beta),
+                   linear=replace(d.linear, eta=3.0, beta=3.0))
 
 
 def preset(name: str) -> DPAPConfig:

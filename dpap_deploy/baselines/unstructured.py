@@ -1,4 +1,4 @@
-"""Pruning baselines a user would pick instead of DPAP, behind DPAP's ``step`` / ``end_epoch``
+"""Unstructured pruning baselines (single weights), behind DPAP's ``step`` / ``end_epoch``
 interface so they train through the same loop:
 
 - ``magnitude``: global unstructured L1 pruning, gradual: after epoch ``e`` the smallest
@@ -16,11 +16,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .dpap.layers import Forward, default_forward, find_prunable_layers
-from .dpap.masking import layer_stats
-from .errors import ConfigError
+from ..dpap.layers import Forward, default_forward, find_prunable_layers
+from ..dpap.masking import layer_stats
+from ..errors import ConfigError
+from .schedule import check_window, cubic_fraction
 
-METHODS = ("magnitude", "random")
+METHODS = ("magnitude", "random")   # the single-weight baselines
 
 
 class GradualPruner:
@@ -31,8 +32,7 @@ class GradualPruner:
             raise ConfigError(f"unknown pruning baseline {method!r}; choose one of {', '.join(METHODS)}")
         if not 0.0 <= target < 1.0:
             raise ConfigError(f"invalid prune target {target!r}: a fraction in [0, 1)")
-        if end_epoch <= start_epoch:
-            raise ConfigError(f"pruning window [{start_epoch}, {end_epoch}] is empty")
+        check_window(start_epoch, end_epoch)
         self.model, self.method = model, method
         self.kind, all_layers = find_prunable_layers(model, example_input, forward)
         self.layers = [l for l in all_layers if not l.is_output]
@@ -50,8 +50,7 @@ class GradualPruner:
                        for i, p in enumerate(self.params)]
 
     def sparsity_at(self, epoch: int) -> float:
-        p = min(max((epoch + 1 - self.start) / (self.end - self.start), 0.0), 1.0)
-        return self.final_sparsity * (1 - (1 - p) ** 3)
+        return cubic_fraction(epoch, self.start, self.end, self.final_sparsity)
 
     @torch.no_grad()
     def step(self) -> None:
