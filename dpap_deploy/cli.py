@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import DPAPError, one_line
+from .errors import ConfigError, DPAPError, one_line
 from .validate import check_optional_count, check_out_dir, check_run_source, read_config_file
 
 # Training options: CLI name -> TrainConfig field. Defaults are None so that options a user

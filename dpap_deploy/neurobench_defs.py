@@ -61,7 +61,7 @@ def neurobench_metrics(model: nn.Module, x: torch.Tensor, time_steps: int = 8,
     hooks += [m.register_forward_hook(neuron_hook) for m in model.modules()
               if isinstance(m, (snn.SpikingNeuron, *ACTIVATIONS))]
     try:
-        outputs(graph, x, time_steps)
+        outputs(graph, x, time_steps, multistep=False)   # hooks: one call per step
     finally:
         for h in hooks:
             h.remove()

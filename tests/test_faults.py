@@ -136,7 +136,7 @@ def test_onnx_file_runs_alone(ann_run, tmp_path):
 
 def test_second_writer_is_refused(tmp_path):
     out = tmp_path / "busy"
-    first = start("train", "--model", "ann-digits", "--epochs", "40", "--quiet", "--out", out)
+    first = start("train", "--model", "ann-digits", "--epochs", "500", "--quiet", "--out", out)
     try:
         deadline = time.time() + 60
         while not (out / "checkpoint.pt").exists():   # lock held, first epoch written

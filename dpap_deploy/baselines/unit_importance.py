@@ -52,7 +52,7 @@ def rate_scores(layers: list[PrunableLayer], graph: ModelGraph, x: torch.Tensor,
             counts[i] += s.shape[1]
         hooks.append(l.neuron.register_forward_hook(hook))
     try:
-        outputs(graph, x, time_steps)
+        outputs(graph, x, time_steps, multistep=False)   # the hooks count one call per step
     finally:
         for h in hooks:
             h.remove()
