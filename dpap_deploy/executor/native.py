@@ -30,7 +30,7 @@ _SOURCE = r"""
 // Split [0, n) over torch's intra-op thread count with plain threads (a second OpenMP runtime
 // next to torch's would make both spin against each other).
 static void for_chunks(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn) {
-  const int nt = std::max(1, std::min<int>(at::get_num_threads(), (int)((n + 65535) / 65536)));
+  const int nt = std::max(1, std::min<int>(at::get_num_threads(), (int)((n + 63) / 64)));
   if (nt == 1) { fn(0, n, 0); return; }
   std::vector<std::thread> pool;
   const int64_t step = (n + nt - 1) / nt;
@@ -40,6 +40,8 @@ static void for_chunks(int64_t n, const std::function<void(int64_t, int64_t, int
   }
   for (auto& th : pool) th.join();
 }
+
+constexpr int64_t TILE = 1024;   // neurons whose state stays in L1 while time runs
 
 // reset: 0 subtract, 1 zero, 2 none.  current: [T, N] or [N] (static, the same each step).
 std::vector<torch::Tensor> leaky_forward(torch::Tensor current, int64_t T, double beta_d,
@@ -52,28 +54,32 @@ std::vector<torch::Tensor> leaky_forward(torch::Tensor current, int64_t T, doubl
   float* u = U.data_ptr<float>();
   float* s = S.data_ptr<float>();
   const float b = (float)beta_d, th = (float)thr_d;
-  for_chunks(N, [&](int64_t i0, int64_t i1, int) {
-  for (int64_t i = i0; i < i1; ++i) {
-    float mem = 0.f;
-    bool fired = false;
-    for (int64_t t = 0; t < T; ++t) {
-      const float x = is_static ? I[i] : I[t * N + i];
-      float m;
-      if (reset == 1) {
-        const float kept = fired ? 0.f : mem;
-        m = b * kept;
-        m = m + x;
-      } else {
-        m = b * mem;
-        m = m + x;
-        if (reset == 0 && fired) m = m - th;
+  for_chunks((N + TILE - 1) / TILE, [&](int64_t c0, int64_t c1, int) {
+    float mem[TILE];
+    float fired[TILE];
+    for (int64_t c = c0; c < c1; ++c) {
+      const int64_t i0 = c * TILE, n = std::min(TILE, N - i0);
+      for (int64_t j = 0; j < n; ++j) { mem[j] = 0.f; fired[j] = 0.f; }
+      for (int64_t t = 0; t < T; ++t) {
+        const float* x = is_static ? I + i0 : I + t * N + i0;
+        float* ut = u + t * N + i0;
+        float* st = s + t * N + i0;
+        for (int64_t j = 0; j < n; ++j) {     // the same float32 operations as snnTorch
+          float m;
+          if (reset == 1) {
+            const float kept = fired[j] != 0.f ? 0.f : mem[j];
+            m = b * kept;
+            m = m + x[j];
+          } else {
+            m = b * mem[j];
+            m = m + x[j];
+            if (reset == 0) m = m - fired[j] * th;   // fired is 0 or 1: exact
+          }
+          const float f = m > th ? 1.f : 0.f;
+          mem[j] = m; fired[j] = f; ut[j] = m; st[j] = f;
+        }
       }
-      mem = m;
-      fired = m > th;
-      u[t * N + i] = m;
-      s[t * N + i] = fired ? 1.f : 0.f;
     }
-  }
   });
   return {U, S};
 }
@@ -94,37 +100,45 @@ std::vector<torch::Tensor> leaky_backward(torch::Tensor grad_s, torch::Tensor U,
   const float* s = S.data_ptr<float>();
   const float* d = have_direct ? D.data_ptr<float>() : nullptr;
   float* out = G.data_ptr<float>();
-  const float b = (float)beta_d, th = (float)thr_d, half = (float)(width / 2), w = (float)width;
+  const float b = (float)beta_d, th = (float)thr_d, half = (float)(width / 2);
+  const float inv_w = width > 0 ? (float)(1.0 / width) : 0.f;
   std::vector<double> gbs(64, 0.0), gts(64, 0.0);
-  for_chunks(N, [&](int64_t i0, int64_t i1, int c) {
-  double gb = 0.0, gt = 0.0;
-  for (int64_t i = i0; i < i1; ++i) {
-    float acc = 0.f, sum = 0.f;
-    for (int64_t t = T - 1; t >= 0; --t) {
-      const int64_t k = t * N + i;
-      float dk;
-      if (have_direct) dk = d[k];
-      else dk = std::fabs(u[k] - th) < half ? gs[k] / w : 0.f;
-      if (t < T - 1) {
-        if (reset == 1 && s[k] != 0.f) acc = 0.f;
-        acc = acc * b;
+  for_chunks((N + TILE - 1) / TILE, [&](int64_t c0, int64_t c1, int slot) {
+    float acc[TILE], sum[TILE], dk[TILE];
+    double gb = 0.0, gt = 0.0;
+    for (int64_t c = c0; c < c1; ++c) {
+      const int64_t i0 = c * TILE, n = std::min(TILE, N - i0);
+      for (int64_t j = 0; j < n; ++j) { acc[j] = 0.f; sum[j] = 0.f; }
+      for (int64_t t = T - 1; t >= 0; --t) {
+        const int64_t k0 = t * N + i0;
+        for (int64_t j = 0; j < n; ++j)
+          dk[j] = have_direct ? d[k0 + j]
+                              : (std::fabs(u[k0 + j] - th) < half ? gs[k0 + j] * inv_w : 0.f);
+        if (t < T - 1) {
+          if (reset == 1)
+            for (int64_t j = 0; j < n; ++j) acc[j] = (s[k0 + j] != 0.f ? 0.f : acc[j]) * b;
+          else
+            for (int64_t j = 0; j < n; ++j) acc[j] = acc[j] * b;
+        }
+        for (int64_t j = 0; j < n; ++j) acc[j] = acc[j] + dk[j];
+        if (is_static) { for (int64_t j = 0; j < n; ++j) sum[j] += acc[j]; }
+        else { for (int64_t j = 0; j < n; ++j) out[k0 + j] = acc[j]; }
+        if (need_beta && t > 0)
+          for (int64_t j = 0; j < n; ++j) {
+            float prev = u[k0 - N + j];
+            if (reset == 1 && s[k0 - N + j] != 0.f) prev = 0.f;
+            gb += (double)acc[j] * (double)prev;
+          }
+        if (need_thr)
+          for (int64_t j = 0; j < n; ++j) {
+            gt -= (double)dk[j];
+            if (reset == 0 && t > 0 && s[k0 - N + j] != 0.f) gt -= (double)acc[j];
+          }
       }
-      acc = acc + dk;
-      if (is_static) sum += acc; else out[k] = acc;
-      if (need_beta && t > 0) {
-        float prev = u[k - N];
-        if (reset == 1 && s[k - N] != 0.f) prev = 0.f;
-        gb += (double)acc * (double)prev;
-      }
-      if (need_thr) {
-        gt -= (double)dk;
-        if (reset == 0 && t > 0 && s[k - N] != 0.f) gt -= (double)acc;
-      }
+      if (is_static) for (int64_t j = 0; j < n; ++j) out[i0 + j] = sum[j];
     }
-    if (is_static) out[i] = sum;
-  }
-  gbs[c] = gb;
-  gts[c] = gt;
+    gbs[slot] = gb;
+    gts[slot] = gt;
   });
   double gb = 0.0, gt = 0.0;
   for (int c = 0; c < 64; ++c) { gb += gbs[c]; gt += gts[c]; }
@@ -168,8 +182,8 @@ def kernel():
                 _ninja_on_path()
                 from torch.utils.cpp_extension import load_inline
                 _module = load_inline(
-                    name="dpap_deploy_leaky_v2", cpp_sources=[_SOURCE], functions=None,
-                    extra_cflags=["-O3", "-ffp-contract=off"], verbose=False)
+                    name="dpap_deploy_leaky_v3", cpp_sources=[_SOURCE], functions=None,
+                    extra_cflags=["-O3", "-march=native", "-ffp-contract=off"], verbose=False)
             except Exception as exc:  # noqa: BLE001 - any build failure means the torch path
                 error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1][:300] if str(exc).strip() else ''}"
     return _module
