@@ -1,5 +1,9 @@
 """``onnx``: the compacted ANN as an ONNX model with a dynamic batch dimension, checked with
-``onnx.checker`` and run in onnxruntime; logits must match torch within 1e-5.
+``onnx.checker`` and run in onnxruntime; logits must match torch up to float32 rounding:
+``|difference| <= RTOL * max(1, max |logit|)``. Two float32 engines summing the same products in
+another order differ by a few units of 2^-24 of the magnitudes summed (measured: 1.1e-5 on
+logits up to ~38 on the default ANN, 3e-7 of the scale); a fixed 1e-5 failed correct exports
+on 3 of 5 seeds. A real error (one flipped weight sign) moves logits by ~1e-1 (tested).
 
 One self-contained file: the weights are embedded (no ``model.onnx.data`` beside it), so
 ``model.onnx`` copied alone runs; models over protobuf's 2 GiB limit are refused with a way out."""
@@ -22,7 +26,7 @@ from .base import ExportJob, ExportResult
 TARGET = "onnx"
 PROTOBUF_LIMIT = 2**31 - 2**20     # one protobuf message is < 2 GiB; keep 1 MiB for the graph
 KINDS = ("ann",)
-ATOL = 1e-5
+RTOL = 1e-6
 
 
 def check_single_file(model: torch.nn.Module) -> None:
@@ -59,11 +63,12 @@ def export(job: ExportJob, out: Path) -> ExportResult:
     with torch.no_grad():
         ref = model(x).numpy()
     diff = float(np.abs(got - ref).max())
+    tol = RTOL * max(1.0, float(np.abs(ref).max()))
     acc = accuracy(predictions(got), y)           # tied logits: no prediction, wrong
     agree = agreement(got, ref)
     return ExportResult(TARGET, [path.name], acc,
                         {"agreement": agree, "n_samples": len(x), "max_abs_diff": diff,
-                         "atol": ATOL}, diff <= ATOL,
+                         "tolerance": tol}, diff <= tol,
                         {"opset": onnx.load(str(path)).opset_import[0].version,
                          "dynamic_batch": True, "external_data": False,
                          "bytes": path.stat().st_size})
