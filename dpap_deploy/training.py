@@ -189,7 +189,7 @@ def make_executor(cfg: TrainConfig, model: nn.Module, kind: str, example: torch.
         return None
     if example.device.type == "cpu":
         tune_cpu_allocator()
-    return MultiStep(graph)
+    return MultiStep(graph, checked=True)
 
 
 def build_run(cfg: TrainConfig, data: Dataset | None = None) -> Run:

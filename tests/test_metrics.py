@@ -1,7 +1,6 @@
 """Ties and silence are not answers: predictions, accuracy, agreement and output activity, and
 the places that use them (training's evaluation, the spike parity of every SNN target, ONNX)."""
 import numpy as np
-import pytest
 import torch
 from torch import nn
 

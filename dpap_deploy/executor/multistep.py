@@ -69,13 +69,14 @@ _ACTS = {"relu": torch.relu, "relu_": torch.relu, "sigmoid": torch.sigmoid, "tan
 class MultiStep:
     """Runs ``graph`` a window at a time; ``MultiStep.supports(graph)`` says whether it can."""
 
-    def __init__(self, graph: ModelGraph):
-        why = self.unsupported(graph)
+    def __init__(self, graph: ModelGraph, checked: bool = False):
+        why = None if checked else self.unsupported(graph)
         if why:
             raise ValueError(f"the multi-step executor cannot run this model: {why}")
         self.graph = graph
         self.layer_of_neuron = {l.neuron_node: i for i, l in enumerate(graph.layers)}
-        self.layer_of_synapse = {l.node: i for i, l in enumerate(graph.layers)}
+        # which populations run as one fused window: decided once, not per batch
+        self.fused = {n.id for n in graph.nodes if n.op == NEURON and fusable(n.module)}
 
     @staticmethod
     def unsupported(graph: ModelGraph) -> str | None:
@@ -88,8 +89,7 @@ class MultiStep:
                 return f"operation '{n.attrs.get('fn')}' at '{n.name}'"
             if n.op == CAT and n.attrs.get("dim", 1) in (0, -len(n.out_shape) - 1):
                 return f"'{n.name}' concatenates along the batch"
-            if n.op == NEURON and n.adapter.recurrent(n.module) is None and \
-                    n.adapter.kind != "snn":
+            if n.op == NEURON and n.adapter.kind != "snn":
                 return f"'{n.name}' is not a spiking neuron"
         return None
 
@@ -164,7 +164,7 @@ class MultiStep:
 
     def _neuron(self, n, v, T: int) -> _Seq:
         m = n.module
-        if fusable(m):
+        if n.id in self.fused:
             if isinstance(v, _Seq):
                 return _Seq(leaky_window(m, v.t))
             return _Seq(leaky_window(m, v, steps=T))

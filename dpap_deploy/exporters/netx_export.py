@@ -54,10 +54,11 @@ def _layers(graph: ModelGraph):
     holds a chain of conv / dense layers, each with a CUBA neuron, and flatten steps."""
     from ..graph.neurons.leaky import Leaky
     seq, pending = [], None
+    consumers = graph.consumers()
     for n in graph.nodes:
         if n.op in (INPUT, OUTPUT, PASS):
             continue
-        if len(n.inputs) != 1 or len(graph.consumers()[n.id]) > 1 and n.id != graph.output:
+        if len(n.inputs) != 1 or len(consumers[n.id]) > 1 and n.id != graph.output:
             raise UnsupportedModelError(
                 f"'{n.name}' branches or joins: a netx file holds a chain of layers; export "
                 "branching networks with --target nir or loihi-sim")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
 from torch import nn
 
 from ..errors import UnsupportedModelError
@@ -182,11 +181,3 @@ def find_layers(graph: ModelGraph) -> list[PrunableLayer]:
     if not any(layer.is_output for layer in layers):
         layers[-1].is_output = True
     return layers
-
-
-def param_count(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-def as_tensor(x) -> torch.Tensor | None:
-    return x if isinstance(x, torch.Tensor) else None

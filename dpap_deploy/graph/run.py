@@ -73,7 +73,7 @@ def outputs(graph: ModelGraph, x: torch.Tensor, time_steps: int, batch_size: int
     if multistep and graph.kind == "snn":
         from ..executor import MultiStep
         if MultiStep.supports(graph):
-            runner = MultiStep(graph).run
+            runner = MultiStep(graph, checked=True).run
     try:
         parts = []
         for s in range(0, len(x), batch_size):

@@ -15,7 +15,6 @@ Neurons may keep their state internally (``init_hidden=True``) or take and retur
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
@@ -68,10 +67,6 @@ def _tensors(x) -> list[torch.Tensor]:
     if isinstance(x, dict):
         return [t for v in x.values() for t in _tensors(v)]
     return []
-
-
-class _StepDone(Exception):
-    """Raised nowhere; marks the end of step 0 internally."""
 
 
 class _Tracer(TorchFunctionMode):
@@ -389,4 +384,4 @@ def _fit_error(x: torch.Tensor, exc: Exception) -> DPAPError:
                      f"fit the model: {first}")
 
 
-__all__ = ["build_graph", "default_forward", "F"]
+__all__ = ["build_graph", "default_forward"]

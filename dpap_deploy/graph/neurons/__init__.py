@@ -73,7 +73,7 @@ def supported_names() -> str:
     return ", ".join(a.label for a in _ADAPTERS)
 
 
-def per_neuron_tensor(module: nn.Module, attr: str, n: int | None = None) -> dict[str, torch.Tensor]:
+def per_neuron_tensor(module: nn.Module, attr: str) -> dict[str, torch.Tensor]:
     """``{attr: tensor}`` when ``module.attr`` is a tensor with more than one element."""
     t = getattr(module, attr, None)
     if isinstance(t, torch.Tensor) and t.dim() >= 1 and t.numel() > 1:
