@@ -53,8 +53,8 @@ def bench(model_name: str, epochs: int, repeats: int, batch: int) -> dict:
     masks = masks_from_dpap_state(run.dpap.state_dict())
     model = run.model.eval()
     x = data.x_test.repeat(-(-batch // len(data.x_test)), 1, 1, 1)[:batch]
-    small = compact(model, x[:64], masks).model.eval()
     T = run.cfg.time_steps
+    small = compact(model, x[:64], masks, time_steps=T).model.eval()
     t_masked, t_small = interleaved_medians(
         [lambda: outputs(model, x, run.kind, T), lambda: outputs(small, x, run.kind, T)], repeats)
     mm, ms = median(t_masked), median(t_small)

@@ -41,8 +41,9 @@ def main(argv=None) -> int:
         run = train(TrainConfig(epochs=epochs, device="cpu"), tmp, progress=False)
     T = run.cfg.time_steps
     x = run.data.x_test[:n]
-    masked = deployment_graph(run.model.eval(), x)
-    small = deployment_graph(compact(run.model, x, masks_from_dpap_state(run.dpap.state_dict())).model, x)
+    masked = deployment_graph(run.model.eval(), x, time_steps=T)
+    masks = masks_from_dpap_state(run.dpap.state_dict())
+    small = deployment_graph(compact(run.model, x, masks, time_steps=T).model, x, time_steps=T)
     times = {"masked": [], "compact": []}
     outs = {}
     for r in range(repeats):

@@ -69,8 +69,10 @@ def measure_latency(rows: list[dict], x: torch.Tensor, T: int, repeats: int) -> 
 
 
 def plot(rows: list[dict], cost: str, title: str, path) -> None:
-    from dpap_deploy.plots import plt, save_figure
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    from matplotlib.figure import Figure
+    from dpap_deploy.report.plots import save_figure
+    fig = Figure(figsize=(10, 4))
+    axes = fig.subplots(1, 2, sharey=True)
     styles = {"none": ("k", "*"), "dpap": ("C0", "o"), "l1-structured": ("C1", "s"),
               "rate-structured": ("C2", "^"), "random-structured": ("C3", "v")}
     for ax, key, xlabel in ((axes[0], cost, f"compacted {cost} / sample"),

@@ -16,7 +16,9 @@ import json
 import sys
 from pathlib import Path
 
-from dpap_deploy.plots import plt, save_figure
+from matplotlib.figure import Figure
+
+from dpap_deploy.report.plots import save_figure
 
 STYLE = {"dpap": ("C0", "-", "DPAP"), "none": ("k", "--", "no pruning"),
          "magnitude": ("C1", "-", "magnitude"), "random": ("C2", "-", "random")}
@@ -25,8 +27,8 @@ STYLE = {"dpap": ("C0", "-", "DPAP"), "none": ("k", "--", "no pruning"),
 def plot_methods(result: dict, title: str, path: Path) -> Path:
     seed = result["runs"][0]["seed"]
     runs = {r["label"]: r for r in result["runs"] if r["seed"] == seed}
-    fig, (ax, bx) = plt.subplots(2, 1, figsize=(6, 5.2), sharex=True,
-                                 gridspec_kw={"height_ratios": [2, 1]})
+    fig = Figure(figsize=(6, 5.2))
+    ax, bx = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [2, 1]})
     for label, (color, ls, name) in STYLE.items():
         if label not in runs:
             continue
@@ -50,7 +52,8 @@ def plot_methods(result: dict, title: str, path: Path) -> Path:
 
 
 def plot_sweeps(results: list[tuple[str, dict]], path: Path) -> Path:
-    fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.4), squeeze=False)
+    fig = Figure(figsize=(4.2 * len(results), 3.4))
+    axes = fig.subplots(1, len(results), squeeze=False)
     for ax, (title, res) in zip(axes[0], results):
         base = next(r for r in res["runs"] if r["epsilon"] is None)
         pts = [r for r in res["runs"] if r["epsilon"] is not None]

@@ -11,21 +11,23 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Callable, Iterator
 
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
-
 
 def _temp_name(path: Path) -> str:
-    # mkstemp reserves a unique name; the writer then reopens it by path. The suffix keeps the
-    # real one (".nir.tmp" would confuse writers that pick a format by suffix), so: .NAME.X.ext
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)   # mkstemp creates 0600; give the usual file mode
-    return tmp
+    """Reserve a new, unique temporary name next to ``path``; the writer then reopens it by
+    path. The suffix keeps the real one (".nir.tmp" would confuse writers that pick a format
+    by suffix), so: ``.STEM.XXXXXXXX.tmp.EXT``. Created with mode 0666 and exclusively, so the
+    process's umask gives it the usual file mode (without reading or changing the umask)."""
+    while True:
+        tmp = str(path.parent / f".{path.stem}.{secrets.token_hex(4)}.tmp{path.suffix}")
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
 
 
 def _fsync(path: str) -> None:

@@ -10,19 +10,46 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
-from .errors import ConfigError, DPAPError, one_line
-from .validate import check_optional_count, check_out_dir, check_run_source, read_config_file
+from .errors import DPAPError, one_line
 
-# Training options: CLI name -> TrainConfig field. Defaults are None so that options a user
-# did not give can be told apart (config file and resume logic).
-TRAIN_OPTIONS = {"dataset": "dataset", "data_root": "data_root", "model": "model",
-                 "epochs": "epochs", "batch_size": "batch_size", "time_steps": "time_steps",
-                 "lr": "lr", "device": "device", "seed": "seed", "baseline": "baseline",
-                 "prune_target": "prune_target", "prune_target_kind": "prune_target_kind",
-                 "executor": "executor", "precision": "precision", "workers": "workers",
-                 "augment": "augment"}
+TRAIN_OPTIONS = ("dataset", "data_root", "model", "epochs", "batch_size", "time_steps", "lr",
+                 "device", "seed", "baseline", "prune_target", "prune_target_kind", "executor",
+                 "precision", "workers", "augment", "rule", "preset", "no_dpap")
+
+
+class _Names:
+    """The names of a registry, read when argparse first needs them (a given option's check,
+    --help), so that parsing a command line imports nothing heavy."""
+
+    def __init__(self, read):
+        self._read = read
+
+    def _get(self) -> list[str]:
+        return list(self._read())      # read each time: a target registered later is listed
+
+    def __contains__(self, name) -> bool:
+        return name in self._get()
+
+    def __iter__(self):
+        return iter(self._get())
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+
+def _targets():
+    from .exporters import TARGETS
+    return TARGETS
+
+
+def _rules():
+    from .dpap.config import RULES
+    return RULES
+
+
+TARGET_CHOICES = _Names(_targets)
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
@@ -54,7 +81,8 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prune-target-kind", choices=["params", "synops", "macs"],
                    help="baseline: what --prune-target removes, counted after compaction "
                         "(default params; synops / macs for *-structured)")
-    p.add_argument("--rule", choices=["bcm", "hebb", "stdp"], help="plasticity rule (default bcm)")
+    p.add_argument("--rule", choices=_Names(_rules), metavar="RULE",
+                   help="plasticity rule: %(choices)s (default bcm)")
     p.add_argument("--preset", help="DPAP preset: default, keep-conv, ann, short (~10-20 "
                    "epochs), short-keep-conv, minmax, conv-pruning (= default)")
     p.add_argument("--config", help="TOML or JSON file with training options and a [dpap] table")
@@ -64,97 +92,66 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
 
 
 def train_config_from_args(args: argparse.Namespace):
-    """Defaults < config file < command line. Returns ``(TrainConfig, explicit_names)``."""
+    """Defaults < config file < command line (:meth:`TrainConfig.from_file`)."""
     from .train_config import TrainConfig
+    return TrainConfig.from_file(args.config, **{k: getattr(args, k) for k in TRAIN_OPTIONS})
 
-    values: dict[str, Any] = {}
-    dpap: dict[str, Any] | None = None
-    if args.config:
-        file_cfg = read_config_file(args.config)
-        dpap = file_cfg.pop("dpap", None)
-        values.update({k.replace("-", "_"): v for k, v in file_cfg.items()})
-    for opt, fld in TRAIN_OPTIONS.items():
-        v = getattr(args, opt)
-        if v is not None:
-            values[fld] = v
-    if args.no_dpap:
-        values["dpap"] = False
-    if args.rule or args.preset:
-        dpap = dict(dpap or {})
-        if args.rule:
-            dpap["rule"] = args.rule
-        if args.preset:
-            dpap["preset"] = args.preset
-    if dpap is not None:
-        from .dpap import DPAPConfig
-        DPAPConfig.from_dict(dpap)  # validate now, with a clear message
-        values["dpap_config"] = dpap
-    explicit = set(values)
-    return TrainConfig.from_dict(values), explicit
+
+def _log(args: argparse.Namespace):
+    return None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    cfg, explicit = train_config_from_args(args)   # checked before torch is imported
-    check_out_dir(args.out)
-    from .pipeline import train_and_report
-
-    log = None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
-    report = train_and_report(cfg, args.out, resume=args.resume, progress=not args.quiet,
-                              log=log, explicit=explicit)
+    from . import pipeline
+    report = pipeline.train(train_config_from_args(args), args.out, resume=args.resume,
+                            progress=not args.quiet, log=_log(args))
     if report is None:           # a torchrun rank other than 0
         return 0
-    print(f"test accuracy {report['accuracy']['test']:.4f} (best {report['accuracy']['best']:.4f}), "
-          f"parameters removed {report['pruning']['params_removed_fraction']:.1%}; "
+    print(f"test accuracy {report.accuracy.test:.4f} (best {report.accuracy.best:.4f}), "
+          f"parameters removed {report.pruning.params_removed_fraction:.1%}; "
           f"wrote {Path(args.out) / 'report.json'}")
     return 0
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
-    check_run_source(args.source)   # the paths are checked before torch is imported
-    check_out_dir(args.out)
-    from .pipeline import compact_run
-    r = compact_run(args.source, args.out)
-    p, o = r["params"], r["ops"]
-    print(f"parameters {p['dense']:,} -> {p['compact']:,} ({1 - p['compact'] / p['dense']:.1%} "
-          f"smaller); SynOps/sample {o['synops_dense']:,.0f} -> {o['synops_compact']:,.0f}; "
-          f"MACs/sample {o['macs_dense']:,.0f} -> {o['macs_compact']:,.0f}; "
-          f"accuracy {r['compaction']['accuracy_compact']:.4f} (identical to the masked model); "
+    from . import pipeline
+    r = pipeline.compact(args.source, args.out)
+    p, o = r.params, r.ops
+    print(f"parameters {p.dense:,} -> {p.compact:,} ({1 - p.compact / p.dense:.1%} "
+          f"smaller); SynOps/sample {o.synops_dense:,.0f} -> {o.synops_compact:,.0f}; "
+          f"MACs/sample {o.macs_dense:,.0f} -> {o.macs_compact:,.0f}; "
+          f"accuracy {r.compaction.accuracy_compact:.4f} (identical to the masked model); "
           f"wrote {args.out}")
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .pipeline import write_human_report
-    path = write_human_report(args.run_dir, baseline=args.baseline)
+    from . import pipeline
+    path = pipeline.report(args.run_dir, baseline=args.baseline)
     print(f"wrote {path} and {Path(args.run_dir) / 'plots'}")
     return 0
 
 
-def _print_export(r: dict) -> None:
-    e = r["export"]
-    par = e["parity"]
-    print(f"{e['target']}: accuracy {e['accuracy']:.4f} on {par['n_samples']} test samples, "
-          f"agreement with torch {par['agreement']:.2%}, parity "
-          f"{'passed' if e['passed'] else 'FAILED'}; files {', '.join(e['files'])}")
+def _print_export(e) -> None:
+    par = e.parity
+    print(f"{e.target}: accuracy {e.accuracy:.4f} on {par.n_samples} test samples, "
+          f"agreement with torch {par.agreement:.2%}, parity "
+          f"{'passed' if e.passed else 'FAILED'}; files {', '.join(e.files)}")
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     if args.source.endswith(".nir"):
         return _export_nir_file(args)
-    check_run_source(args.source)
-    check_out_dir(args.out)
-    check_optional_count("max_samples", args.max_samples)
-    from .pipeline import export_run
-    r = export_run(args.source, args.target, args.out, args.max_samples)
-    _print_export(r)
+    from . import pipeline
+    _print_export(pipeline.export(args.source, args.target, args.out,
+                                  max_samples=args.max_samples).export)
     return 0
 
 
 def _export_nir_file(args: argparse.Namespace) -> int:
-    if args.target != "loihi-sim":
-        raise ConfigError(f"a NIR file runs with --target loihi-sim, not {args.target!r}")
     from .exporters.nir_file import run_nir_file
-    e = run_nir_file(args.source, args.out, args.time_steps, args.max_samples, args.input)["export"]
+    e = run_nir_file(args.source, args.out, args.time_steps, args.max_samples, args.input,
+                     target=args.target)["export"]
     p = e["parity"]
     print(f"loihi-sim: {args.source} ran {p['n_samples']} samples x {e['time_steps']} steps in Lava; "
           f"agreement with the torch reference {p['agreement']:.2%}, identical spike trains "
@@ -164,21 +161,13 @@ def _export_nir_file(args: argparse.Namespace) -> int:
 
 
 def cmd_train_and_export(args: argparse.Namespace) -> int:
-    from .distributed import env_world
-    if env_world() > 1:
-        raise ConfigError(f"train-and-export runs in one process (WORLD_SIZE is {env_world()}); "
-                          "under torchrun use 'train', then 'export' the run directory")
-    cfg, explicit = train_config_from_args(args)
-    check_out_dir(args.out)
-    check_optional_count("max_samples", args.max_samples)
-    from .pipeline import train_and_export
-    log = None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
-    r = train_and_export(cfg, args.target, args.out, resume=args.resume,
-                         progress=not args.quiet, log=log, explicit=explicit,
-                         max_samples=args.max_samples)
-    print(f"test accuracy {r['accuracy']['test']:.4f}, parameters "
-          f"{r['params']['dense']:,} -> {r['params']['compact']:,} after compaction")
-    _print_export(r)
+    from . import pipeline
+    r = pipeline.train_and_export(train_config_from_args(args), args.target, args.out,
+                                  resume=args.resume, progress=not args.quiet, log=_log(args),
+                                  max_samples=args.max_samples)
+    print(f"test accuracy {r.accuracy.test:.4f}, parameters "
+          f"{r.params.dense:,} -> {r.params.compact:,} after compaction")
+    _print_export(r.export)
     print(f"wrote {args.out}/report.json and report.md")
     return 0
 
@@ -224,7 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="compact a run and export it to a target, verified; or "
                        "run a NIR file (FILE.nir --target loihi-sim) in Lava against torch")
     p.add_argument("source", metavar="RUN_DIR_OR_CHECKPOINT_OR_NIR")
-    p.add_argument("--target", required=True, choices=["loihi-sim", "netx", "nir", "onnx"])
+    p.add_argument("--target", required=True, choices=TARGET_CHOICES, metavar="TARGET",
+                   help="%(choices)s")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--max-samples", "--samples", type=int, help="test samples the target runs "
                    "(default: all; 1000 for loihi-sim and netx; 100 for a NIR file)")
@@ -235,7 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
     p = sub.add_parser("train-and-export", help="train with DPAP, compact, export, verify")
     _add_train_options(p)
-    p.add_argument("--target", default="loihi-sim", choices=["loihi-sim", "netx", "nir", "onnx"])
+    p.add_argument("--target", default="loihi-sim", choices=TARGET_CHOICES, metavar="TARGET",
+                   help="%(choices)s (default loihi-sim)")
     p.add_argument("--max-samples", type=int, help="test samples the target runs")
     p.set_defaults(func=cmd_train_and_export)
     p = sub.add_parser("report", help="regenerate report.md and plots/ of a run directory")

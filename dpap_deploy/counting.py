@@ -82,7 +82,13 @@ class OpsReport:
 
     @property
     def energy_pj(self) -> float:
+        """Energy estimate per sample of the non-zero weights' operations."""
         return PJ_PER_AC * self.total("synops") + PJ_PER_MAC * self.total("macs")
+
+    @property
+    def energy_pj_dense(self) -> float:
+        """Energy estimate per sample counting every weight (the masked network)."""
+        return PJ_PER_AC * self.total("synops_dense") + PJ_PER_MAC * self.total("macs_dense")
 
 
 def _spike_multiplicity(graph: ModelGraph) -> dict[str, float]:
@@ -101,7 +107,7 @@ def _spike_multiplicity(graph: ModelGraph) -> dict[str, float]:
 
 
 @torch.no_grad()
-def count_ops(model: nn.Module, x: torch.Tensor, time_steps: int = 8,
+def count_ops(model: nn.Module, x: torch.Tensor, time_steps: int | None = None,
               batch_size: int = 256, graph: ModelGraph | None = None) -> OpsReport:
     """Run ``model`` (evaluation mode) on ``x`` and count per sample."""
     graph = graph or build_graph(model, x[:2])

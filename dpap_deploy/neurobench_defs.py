@@ -31,7 +31,7 @@ ACTIVATIONS = (nn.ReLU, nn.Sigmoid)
 
 
 @torch.no_grad()
-def neurobench_metrics(model: nn.Module, x: torch.Tensor, time_steps: int = 8,
+def neurobench_metrics(model: nn.Module, x: torch.Tensor, time_steps: int | None = None,
                        graph: ModelGraph | None = None) -> dict:
     graph = graph or build_graph(model, x[:2])
     ops = {"acs": 0.0, "macs": 0.0, "dense": 0.0}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 from .errors import ConfigError
-from .validate import check_train_config
+from .validate import check_train_config, read_config_file
 
 
 @dataclass
@@ -33,6 +33,10 @@ class TrainConfig:
     workers: int = 0                     # DataLoader worker processes (0: in-memory fast path)
     augment: bool | None = None          # random crop (pad 4) + flip; None: on for cifar10
 
+    # Names the user gave (a config file's keys and the overrides): a resumed run must match
+    # them. Not a field: not saved, not compared; None means every field was given.
+    given = None
+
     def __post_init__(self) -> None:
         check_train_config(self)
 
@@ -53,3 +57,31 @@ class TrainConfig:
             raise ConfigError(f"unknown training option(s) {', '.join(unknown)}; "
                               f"known: {', '.join(sorted(known))}")
         return cls(**d)
+
+    @classmethod
+    def from_file(cls, path: str | None = None, **overrides) -> "TrainConfig":
+        """Defaults < the TOML or JSON file at ``path`` (training options and a ``[dpap]``
+        table) < ``overrides`` (``None`` values are ignored: options not given). ``rule``
+        and ``preset`` overrides go into the ``[dpap]`` table; ``no_dpap=True`` turns DPAP off.
+
+            TrainConfig.from_file("run.toml", epochs=5, rule="hebb")
+        """
+        values: dict = {}
+        dpap = None
+        if path is not None:
+            file_cfg = read_config_file(path)
+            dpap = file_cfg.pop("dpap", None)
+            values.update({k.replace("-", "_"): v for k, v in file_cfg.items()})
+        table = {k: overrides.pop(k) for k in ("rule", "preset") if overrides.get(k) is not None}
+        if overrides.pop("no_dpap", False):
+            values["dpap"] = False
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        if table:
+            dpap = {**(dpap or {}), **table}
+        if dpap is not None:
+            from .dpap.config import DPAPConfig
+            DPAPConfig.from_dict(dpap)      # checked now, with its own one-line message
+            values["dpap_config"] = dpap
+        cfg = cls.from_dict(values)
+        cfg.given = frozenset(values)
+        return cfg

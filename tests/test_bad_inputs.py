@@ -65,7 +65,7 @@ def _idx_dir(d: Path, damage: str) -> Path:
 def world(tmp_path_factory):
     """Input files shared by all cases (never written by them) and a trained ANN run."""
     from dpap_deploy.checkpoint import load_checkpoint, save_checkpoint
-    from dpap_deploy.pipeline import train_and_report
+    from dpap_deploy.pipeline import train as train_stage
     from dpap_deploy.training import TrainConfig
 
     w = tmp_path_factory.mktemp("world")
@@ -109,7 +109,7 @@ def world(tmp_path_factory):
     torch.save({"x": argparse.Namespace(a=1)}, w / "code.pt")
 
     run = w / "run"
-    train_and_report(TrainConfig(dataset=f"npz:{good}", model="ann-digits", epochs=1,
+    train_stage(TrainConfig(dataset=f"npz:{good}", model="ann-digits", epochs=1,
                                  batch_size=32), run, progress=False)
     variants = {}
     for name in ("badmask", "badjson", "listjson", "badhistory", "badckpt", "missing_rng"):
@@ -354,7 +354,7 @@ def test_api_refuses_bad_values(world, tmp_path):
     from dpap_deploy.data.idx import read_idx
     from dpap_deploy.data.saccade import synth_events
     from dpap_deploy.errors import DPAPError
-    from dpap_deploy.pipeline import compact_run, export_run, write_human_report
+    from dpap_deploy.pipeline import compact as compact_run, export as export_run, report as write_human_report
 
     out = tmp_path / "out"
     cases = [

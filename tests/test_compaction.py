@@ -81,7 +81,7 @@ def test_compacted_and_folded_equal_masked_for_every_zoo_model(name, shape):
     x = x * 3 if kind == "snn" else x
     _, layers = find_prunable_layers(model, x[:2])
     masks = _random_masks(layers, gen)
-    res = compact(model, x, masks)          # verifies internally, explicit checks below
+    res = compact(model, x, masks, time_steps=8)   # verifies internally, explicit checks below
     masked = _masked_copy(model, x, masks)
     a, b = outputs(masked, x, kind, 8), outputs(res.model, x, kind, 8)
     if kind == "snn":
@@ -102,7 +102,7 @@ def test_compacted_and_folded_equal_masked_for_every_zoo_model(name, shape):
     for layer, lp in zip(layers, res.plan.layers):   # kept units are never pruned ones
         assert masks[layer.name][1][lp.keep_out].all()
         assert len(lp.keep_out) + lp.pruned_out + lp.derived_out == layer.n_out
-    folded = deployment_graph(res.model, x)
+    folded = deployment_graph(res.model, x, time_steps=8)
     assert not any(isinstance(m, (nn.BatchNorm2d, nn.AvgPool2d)) for m in folded.modules())
     c = outputs(folded, x, kind, 8)
     assert torch.equal(a, c) if kind == "snn" else (a - c).abs().max() < 1e-4
@@ -152,7 +152,7 @@ def test_compacted_model_saves_loads_and_trains_further(tmp_path):
     model, kind = build_model("snn-digits", (1, 8, 8), 10)
     x = torch.rand(8, 1, 8, 8) * 3
     _, layers = find_prunable_layers(model, x[:2])
-    res = compact(model, x, _random_masks(layers, torch.Generator().manual_seed(3)))
+    res = compact(model, x, _random_masks(layers, torch.Generator().manual_seed(3)), time_steps=8)
     save_model(tmp_path / "m.pt", res.model, kind, {"note": "test"})
     back, kind2, meta = load_model(tmp_path / "m.pt")
     assert kind2 == "snn" and meta == {"note": "test"}

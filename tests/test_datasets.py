@@ -141,7 +141,7 @@ def test_nmnist_bin_tree_read_by_tonic_and_binned(tmp_path):
     again = load_dataset("nmnist", str(tmp_path), time_steps=4)      # from the cache
     assert np.array_equal(again.x_train.numpy(), d.x_train.numpy())
     with pytest.raises(DPAPError, match=r"no \.bin files under .*NMNIST/Train; get them from .*synth-events"):
-        load_dataset("nmnist", str(tmp_path / "empty"))
+        load_dataset("nmnist", str(tmp_path / "empty"), time_steps=4)
 
 
 def test_dvs_gesture_npy_tree(tmp_path):

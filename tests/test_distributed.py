@@ -192,8 +192,8 @@ def test_step_executor_and_magnitude_baseline_under_two_processes(tmp_path):
 
 
 def test_a_two_process_run_compacts_in_one_process(two, tmp_path):
-    from dpap_deploy.pipeline import compact_run
+    from dpap_deploy.pipeline import compact as compact_run
     out, ranks, _ = two
     r = compact_run(out, tmp_path / "compact")
-    assert r["params"]["compact"] < r["params"]["dense"]
-    assert r["compaction"]["accuracy_compact"] == ranks[0]["history"][-1]["test_acc"]
+    assert r.params.compact < r.params.dense
+    assert r.compaction.accuracy_compact == ranks[0]["history"][-1]["test_acc"]

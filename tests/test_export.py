@@ -14,7 +14,7 @@ from dpap_deploy.data import load_dataset
 from dpap_deploy.errors import ParityError, UnsupportedModelError
 from dpap_deploy.exporters import ExportJob, export
 from dpap_deploy.neurons import lif
-from dpap_deploy.pipeline import compact_run, export_run
+from dpap_deploy.pipeline import compact as compact_run, export as export_run
 from dpap_deploy.serialize import load_model
 from dpap_deploy.training import TrainConfig, train
 
@@ -32,7 +32,7 @@ def snn_run(tmp_path_factory):
     """A trained, DPAP-pruned digits SNN, compacted."""
     out = tmp_path_factory.mktemp("snn")
     train(TrainConfig(epochs=8, dpap_config=PRUNE_FAST), out, progress=False)
-    report = compact_run(out, out)
+    report = compact_run(out, out).to_dict()
     model, kind, meta = load_model(out / "compact.pt")
     d = load_dataset("digits")
     return out, report, ExportJob(model, kind, d.x_test, d.y_test, meta["time_steps"])
@@ -42,7 +42,7 @@ def snn_run(tmp_path_factory):
 def ann_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("ann")
     train(TrainConfig(model="ann-digits", epochs=4, dpap_config=PRUNE_FAST), out, progress=False)
-    return out, compact_run(out, out)
+    return out, compact_run(out, out).to_dict()
 
 
 def test_nir_round_trip_identical_spikes(snn_run, tmp_path):
@@ -89,7 +89,7 @@ def test_lava_uses_sparse_for_pruned_synapses_and_matches_exactly():
             p.mul_(2.5)                                  # activity all the way to the output
         model[7].weight[model[7].weight.abs() < 0.05] = 0  # synapse-level zeros in kept units
     x = torch.rand(12, 1, 8, 8) * 3
-    folded = deployment_graph(model.eval(), x)
+    folded = deployment_graph(model.eval(), x, time_steps=8)
     net = LavaNetwork(to_nir(folded, x[:2], 8), 8)
     got = net.run(x.numpy())
     ref = torch_spikes(folded, x, 8)
@@ -164,7 +164,7 @@ def test_targets_refuse_what_they_cannot_take(ann_run, tmp_path):
     maxpool_snn = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), lif(), nn.MaxPool2d(2),
                                 nn.Flatten(), nn.Linear(64, 3), lif())
     d = load_dataset("digits")
-    job = ExportJob(maxpool_snn.eval(), "snn", d.x_test[:8], d.y_test[:8])
+    job = ExportJob(maxpool_snn.eval(), "snn", d.x_test[:8], d.y_test[:8], 8)
     for target in ("nir", "netx"):
         with pytest.raises(UnsupportedModelError, match="(max pooling|MaxPool2d).*AvgPool2d"):
             export(target, job, tmp_path / target)
@@ -228,7 +228,7 @@ def boom(self, *args, **kwargs):
 Var.get = boom                      # fails inside the try, after Lava has run
 model, _ = build_model("snn-digits", (1, 8, 8), 10)
 x = torch.rand(3, 1, 8, 8)
-folded = deployment_graph(model.eval(), x)
+folded = deployment_graph(model.eval(), x, time_steps=8)
 LavaNetwork(to_nir(folded, x[:2], 8), 8).run(x.numpy())
 ''')
     r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)

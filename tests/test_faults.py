@@ -43,7 +43,7 @@ def assert_complete(folder: Path) -> list[Path]:
     """Every visible file in ``folder`` is whole and readable by its own reader; returns the
     hidden temporaries (``.NAME.XXXX.tmp*``) a killed writer may leave."""
     from dpap_deploy.checkpoint import load_checkpoint
-    from dpap_deploy.run_files import read_history
+    from dpap_deploy.report import read_history
     from dpap_deploy.serialize import load_model
     hidden = []
     for p in sorted(folder.rglob("*")):

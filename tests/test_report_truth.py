@@ -9,17 +9,17 @@ import time
 import pytest
 import torch
 
-from dpap_deploy import plots
+from dpap_deploy.report import plots
 from dpap_deploy.data import Dataset, load_dataset
 from dpap_deploy.data.checks import check_dataset
-from dpap_deploy.pipeline import compact_run
-from dpap_deploy.report_md import render
+from dpap_deploy.pipeline import compact as compact_run
+from dpap_deploy.report import render
 from dpap_deploy.training import TrainConfig, train
 
 PRUNE_FAST = {"conv": {"epsilon": 1.0, "eta": 3.0, "beta": 2.0, "warmup": 0},
               "linear": {"epsilon": 1.5, "eta": 3.0, "beta": 2.0, "warmup": 0}}
 PROGRESS = re.compile(r"^epoch 1/1  batch \d+/\d+  [\d,]+/1,400 samples  [\d,]+ samples/s  "
-                      r"loss \d\.\d{4}  ETA epoch \d+ s, run \d+ s$")
+                      r"loss \d\.\d{4}  ETA epoch [\d.]+ (s|min|h), run [\d.]+ (s|min|h)$")
 
 
 def test_degenerate_data_warns_once_per_problem(caplog):
@@ -112,7 +112,7 @@ def test_pruning_and_compaction_layer_tables_agree(tmp_path, method):
         TrainConfig(epochs=4, dpap=False, baseline=method, prune_target=0.5,
                     prune_window=[0, 2])
     train(cfg, out, progress=False)
-    rep = compact_run(out, tmp_path / "compact")
+    rep = compact_run(out, tmp_path / "compact").to_dict()
     rows = {c["name"]: c for c in rep["compaction"]["layers"]}
     derived = 0
     for p in rep["pruning"]["layers"]:     # a baseline leaves the output layer out
@@ -173,10 +173,10 @@ def test_plots_read_alone(tmp_path, monkeypatch):
 
 
 def test_export_of_a_silent_network_warns_and_scores_its_ties_as_wrong(tmp_path):
-    from dpap_deploy.pipeline import export_run
+    from dpap_deploy.pipeline import export as export_run
     run = train(TrainConfig(epochs=1, lr=1e-3), tmp_path / "run", progress=False)
     assert run.history[-1]["test_silent_fraction"] > 0.5          # barely trained: mostly silent
-    rep = export_run(tmp_path / "run", "nir", tmp_path / "nir")
+    rep = export_run(tmp_path / "run", "nir", tmp_path / "nir").to_dict()
     par = rep["export"]["parity"]
     assert par["output"] == par["output_torch"] and par["agreement"] == 1.0   # a faithful copy
     assert par["accuracy"] <= 1 - par["output"]["tie_fraction"]

@@ -142,3 +142,7 @@ def test_existing_run_needs_resume_and_same_options(tmp_path, digits):
     with pytest.raises(DPAPError, match="different batch-size"):
         train(TrainConfig(epochs=1, batch_size=16), tmp_path, resume=True, progress=False,
               data=digits, explicit={"batch_size"})
+    asked = TrainConfig.from_file(None, epochs=1, batch_size=16)     # as the command line gives it
+    assert asked.given == {"epochs", "batch_size"}
+    with pytest.raises(DPAPError, match="different batch-size"):
+        train(asked, tmp_path, resume=True, progress=False, data=digits)

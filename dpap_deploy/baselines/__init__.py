@@ -34,7 +34,7 @@ METHODS = {"magnitude": (GradualPruner, None), "random": (GradualPruner, None),
 
 def make_baseline(method: str, model: nn.Module, example_input: torch.Tensor, target: float,
                   start_epoch: int, end_epoch: int, seed: int = 0, target_kind: str = "params",
-                  measure_input: torch.Tensor | None = None, time_steps: int = 8):
+                  measure_input: torch.Tensor | None = None, time_steps: int | None = None):
     """The pruner for ``--baseline method``."""
     if method not in METHODS:
         raise ConfigError(f"unknown pruning baseline {method!r}; choose one of {', '.join(METHODS)}")

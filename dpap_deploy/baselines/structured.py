@@ -33,7 +33,7 @@ from .unit_importance import SCORERS, normalized
 class StructuredPruner:
     def __init__(self, model: nn.Module, example_input: torch.Tensor, scorer: str, target: float,
                  start_epoch: int, end_epoch: int, seed: int = 0, target_kind: str = "params",
-                 measure_input: torch.Tensor | None = None, time_steps: int = 8,
+                 measure_input: torch.Tensor | None = None, time_steps: int | None = None,
                  forward: Forward = default_forward, method: str | None = None) -> None:
         if scorer not in SCORERS:
             raise ConfigError(f"unknown unit importance {scorer!r}; choose one of "

@@ -84,7 +84,7 @@ def apply_layer_masks(model: nn.Module, example_input: torch.Tensor | None, mask
 
 
 def compact(model: nn.Module, example_input: torch.Tensor, masks: Masks | None = None,
-            forward=None, verify: bool = True, time_steps: int = 8,
+            forward=None, verify: bool = True, time_steps: int | None = None,
             graph: ModelGraph | None = None) -> Compacted:
     """Return the compacted copy of ``model`` (the input model is not modified).
 
@@ -109,7 +109,7 @@ def compact(model: nn.Module, example_input: torch.Tensor, masks: Masks | None =
     return result
 
 
-def outputs(model, x: torch.Tensor, kind: str | None = None, time_steps: int = 8,
+def outputs(model, x: torch.Tensor, kind: str | None = None, time_steps: int | None = None,
             graph: ModelGraph | None = None, multistep: bool = True) -> torch.Tensor:
     """SNN: output spikes ``[T, B, classes]``; ANN: logits (evaluation mode). ``multistep=False``
     calls every module once per step (for hooks that expect that)."""

@@ -140,7 +140,7 @@ def fold_avgpool(model: nn.Module, graph: ModelGraph, example_input: torch.Tenso
 
 
 def deployment_graph(model: nn.Module, example_input: torch.Tensor, verify: bool = True,
-                     time_steps: int = 8, graph: ModelGraph | None = None,
+                     time_steps: int | None = None, graph: ModelGraph | None = None,
                      fold_pools: bool = True) -> nn.Module:
     """A copy of ``model`` with BatchNorm (and, with ``fold_pools``, AvgPool) folded away,
     in evaluation mode; see :func:`fold_for_deployment` for the graph as well."""
@@ -148,7 +148,7 @@ def deployment_graph(model: nn.Module, example_input: torch.Tensor, verify: bool
 
 
 def fold_for_deployment(model: nn.Module, example_input: torch.Tensor, verify: bool = True,
-                        time_steps: int = 8, graph: ModelGraph | None = None,
+                        time_steps: int | None = None, graph: ModelGraph | None = None,
                         fold_pools: bool = True) -> tuple[nn.Module, ModelGraph]:
     from .compact import check_same_function, copy_with_graph
     graph = graph or build_graph(model, example_input)

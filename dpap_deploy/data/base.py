@@ -1,10 +1,8 @@
-"""Dataset registry. Every loader returns float images ``[N, C, H, W]`` in [0, 1] and int64
+"""What every dataset loader returns: float images ``[N, C, H, W]`` in [0, 1] and int64
 labels, split into train and test."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
-
 import torch
 
 from ..errors import ConfigError
@@ -43,32 +41,3 @@ class Dataset:
         if not 2 <= self.n_classes or top >= self.n_classes:
             raise ConfigError(f"dataset {self.name!r}: n_classes={self.n_classes} but labels go "
                               f"up to {top}; it needs at least 2 classes and labels 0..n_classes-1")
-
-
-Loader = Callable[[str | None, int], Dataset]   # (data_root, time_steps) -> Dataset
-DATASETS: dict[str, Loader] = {}
-
-
-def register(name: str):
-    def deco(fn: Loader) -> Loader:
-        DATASETS[name] = fn
-        return fn
-    return deco
-
-
-def load_dataset(name: str = "digits", data_root: str | None = None,
-                 time_steps: int = 8) -> Dataset:
-    """Load a dataset by name. ``time_steps`` is the number of time bins of event datasets."""
-    if name.startswith("npz:"):
-        from .user import load_npz
-        return load_npz(name[4:])
-    if name.startswith("idx:"):
-        from .idx import load_idx_folder
-        return load_idx_folder(name[4:], name)
-    if name not in DATASETS:
-        raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}, "
-                          "idx:DIR or npz:FILE")
-    return DATASETS[name](data_root, time_steps)
-
-
-from . import cifar, digits, events, idx  # noqa: E402,F401  (register the loaders)

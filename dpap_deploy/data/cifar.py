@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..errors import DPAPError
-from .base import Dataset, register
+from .base import Dataset
 
 FOLDER = "cifar-10-batches-py"
 TRAIN = [f"data_batch_{i}" for i in range(1, 6)]
@@ -47,8 +47,7 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data.reshape(-1, 3, 32, 32), np.asarray(labels, dtype=np.int64)
 
 
-@register("cifar10")
-def load_cifar10(data_root: str | None, time_steps: int = 8) -> Dataset:
+def load_cifar10(data_root: str | None, time_steps: int | None = None) -> Dataset:
     if data_root is None:
         raise DPAPError(f"cifar10 needs --data-root DIR holding {FOLDER}/ ({', '.join(TRAIN + TEST)}); "
                         f"get it from {SOURCE}")

@@ -9,14 +9,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .base import Dataset, register
+from .base import Dataset
 
 N_TRAIN = 1400
 SPLIT_SEED = 0
 
 
-@register("digits")
-def load_digits(data_root: str | None = None, time_steps: int = 8) -> Dataset:
+def load_digits(data_root: str | None = None, time_steps: int | None = None) -> Dataset:
     from sklearn.datasets import load_digits as sk_digits
 
     d = sk_digits()

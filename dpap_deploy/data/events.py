@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from ..atomic import atomic_write_bytes
 from ..errors import DPAPError
-from .base import Dataset, register
+from .base import Dataset
 
 SOURCES = {"nmnist": "https://www.garrickorchard.com/datasets/n-mnist (Train.zip, Test.zip; "
                      "extract into ROOT/NMNIST/), or 'dpap-deploy synth-events'",
@@ -101,8 +101,10 @@ def _frames(ds, transform, name: str, split: str, cache: Path, time_steps: int):
     return torch.from_numpy(x).float(), torch.from_numpy(y)
 
 
-def _load(name: str, cls, ext: str, data_root: str | None, time_steps: int, transform_fn,
+def _load(name: str, cls, ext: str, data_root: str | None, time_steps: int | None, transform_fn,
           n_classes: int) -> Dataset:
+    if time_steps is None:
+        raise DPAPError(f"{name} bins events into time steps: pass time_steps (--time-steps T)")
     if data_root is None:
         raise DPAPError(f"{name} needs --data-root ROOT; get the data from {SOURCES[name]}")
     tonic = _tonic()
@@ -119,16 +121,14 @@ def _load(name: str, cls, ext: str, data_root: str | None, time_steps: int, tran
     return Dataset(name, *splits["train"], *splits["test"], n_classes=n_classes)
 
 
-@register("nmnist")
-def load_nmnist(data_root: str | None, time_steps: int = 8) -> Dataset:
+def load_nmnist(data_root: str | None, time_steps: int | None) -> Dataset:
     tonic = _tonic()
     sensor = tonic.datasets.NMNIST.sensor_size
     return _load("nmnist", tonic.datasets.NMNIST, ".bin", data_root, time_steps,
                  lambda t, T: t.transforms.ToFrame(sensor_size=sensor, n_time_bins=T), 10)
 
 
-@register("dvs-gesture")
-def load_dvs_gesture(data_root: str | None, time_steps: int = 8) -> Dataset:
+def load_dvs_gesture(data_root: str | None, time_steps: int | None) -> Dataset:
     tonic = _tonic()
 
     def transform(t, T):

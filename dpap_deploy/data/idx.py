@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import DPAPError
-from .base import Dataset, register
+from .base import Dataset
 from .validation import check_split
 
 FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -90,8 +90,7 @@ def _root_with_files(root: Path, subdirs: tuple[str, ...]) -> Path:
     return root
 
 
-@register("mnist")
-def load_mnist(data_root: str | None, time_steps: int = 8) -> Dataset:
+def load_mnist(data_root: str | None, time_steps: int | None = None) -> Dataset:
     if data_root is None:
         raise DPAPError("mnist needs --data-root DIR with the four MNIST IDX files "
                         f"({', '.join(FILES['train'] + FILES['test'])}, gzipped or not); get them "
@@ -99,8 +98,7 @@ def load_mnist(data_root: str | None, time_steps: int = 8) -> Dataset:
     return load_idx_folder(_root_with_files(Path(data_root), ("MNIST/raw", "mnist", "MNIST")), "mnist")
 
 
-@register("fashion-mnist")
-def load_fashion_mnist(data_root: str | None, time_steps: int = 8) -> Dataset:
+def load_fashion_mnist(data_root: str | None, time_steps: int | None = None) -> Dataset:
     root = Path(data_root) if data_root is not None else FASHION_DEBIAN
     return load_idx_folder(_root_with_files(root, ("FashionMNIST/raw", "fashion-mnist")),
                            "fashion-mnist")

@@ -124,7 +124,7 @@ def synth_events(dataset: str, data_root: str | None, out: str | Path,
     from ..errors import ConfigError
     from ..lock import output_lock
     from ..validate import check_optional_count, check_out_dir
-    from .base import load_dataset
+    from . import load_dataset
     limits = {"train": check_optional_count("limit_train", limit_train),
               "test": check_optional_count("limit_test", limit_test)}
     out = check_out_dir(out)

@@ -26,6 +26,7 @@ from torch import nn
 from ..graph import ModelGraph
 from ..graph.model_graph import (ADD, CAT, ELEMENTWISE, FLATTEN, INPUT, NEURON, NORM, OUTPUT,
                                  PASS, POOL, SYNAPSE)
+from ..graph.run import window_steps
 from ..graph.state import reset_states
 from .lif import fusable, leaky_window
 
@@ -102,7 +103,7 @@ class MultiStep:
         steps, or event frames ``[B, T, ...]`` (one per step)."""
         g = self.graph
         frames = x.dim() == len(g.input_shape) + 2
-        T = int(x.shape[1]) if frames else int(time_steps)
+        T = window_steps(g, x, time_steps)
         reset_states(g.model)
         val: dict[int, object] = {}
         for n in g.nodes:

@@ -11,17 +11,44 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from typing import Any
 
 from ..errors import ConfigError, UnsupportedModelError
 from .base import ExportJob, ExportResult
 
-TARGETS = {"nir": "nir_export", "loihi-sim": "lava_sim", "netx": "netx_export", "onnx": "onnx_export"}
+# The targets: name -> module in this package (imported when the target is asked for), or a
+# module object added with register_target(). The CLI's --target choices are this table's keys.
+TARGETS: dict[str, Any] = {"loihi-sim": "lava_sim", "netx": "netx_export", "nir": "nir_export",
+                           "onnx": "onnx_export"}
+
+
+def register_target(name: str, module) -> None:
+    """Add a target: ``module`` has ``KINDS`` (``("snn",)`` and/or ``("ann",)``) and
+    ``export(job, out) -> ExportResult``, and optionally ``DEFAULT_MAX_SAMPLES``."""
+    for attr in ("KINDS", "export"):
+        if not hasattr(module, attr):
+            raise ConfigError(f"target {name!r}: its module has no {attr}; an exporter module "
+                              "defines KINDS and export(job, out)")
+    TARGETS[name] = module
 
 
 def exporter(target: str):
     if target not in TARGETS:
         raise ConfigError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
-    return importlib.import_module(f".{TARGETS[target]}", __name__)
+    entry = TARGETS[target]
+    return importlib.import_module(f".{entry}", __name__) if isinstance(entry, str) else entry
+
+
+def sample_limit(target: str, max_samples: int | None, data, time_steps: int) -> int | None:
+    """Test samples the target runs: ``max_samples``, else the target's own default (the Lava
+    targets run 1,000, checked against this machine's memory before Lava allocates)."""
+    mod = exporter(target)
+    limit = max_samples if max_samples is not None else getattr(mod, "DEFAULT_MAX_SAMPLES", None)
+    if getattr(mod, "SIMULATOR", False):
+        from ..resources import check_simulator_memory
+        check_simulator_memory(min(limit or len(data.y_test), len(data.y_test)), time_steps,
+                               data.x_test[0].numel(), data.n_classes)
+    return limit
 
 
 def check_target(target: str, kind: str):
@@ -42,4 +69,5 @@ def export(target: str, job: ExportJob, out: str | Path) -> ExportResult:
     return mod.export(job, out)
 
 
-__all__ = ["TARGETS", "ExportJob", "ExportResult", "check_target", "export", "exporter"]
+__all__ = ["TARGETS", "ExportJob", "ExportResult", "check_target", "export", "exporter",
+           "register_target", "sample_limit"]

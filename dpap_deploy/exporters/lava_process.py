@@ -41,7 +41,11 @@ def _after_fork_in_child() -> None:
         os._exit(1)
 
 
-os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
+def _register_fork_hooks() -> None:
+    """Installed on the first Lava run, not at import: importing this module changes nothing."""
+    if not _state.get("hooks"):
+        os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
+        _state["hooks"] = True
 
 
 def descendants(pid: int | None = None) -> list[int]:
@@ -80,6 +84,7 @@ def kill_descendants(keep: set[int] = frozenset()) -> None:
 def children_die_with_parent():
     """Within this block, forked children die with this process and ignore SIGINT."""
     previous = _state["active"]
+    _register_fork_hooks()
     _state["active"] = True
     try:
         yield

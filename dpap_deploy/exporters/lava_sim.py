@@ -9,22 +9,22 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import nir
-
 from ._compare import spike_parity, torch_spikes
 from .base import ExportJob, ExportResult
-from .nir_export import nir_synapses, write_nir
+from .nir_export import nir_synapses, read_nir, write_nir
 from .nir_to_lava import LavaNetwork
 
 TARGET = "loihi-sim"
 KINDS = ("snn",)
+DEFAULT_MAX_SAMPLES = 1000     # test samples run in the simulator unless asked otherwise
+SIMULATOR = True              # runs in Lava: its memory is checked first
 MIN_AGREEMENT = 0.99
 
 
 def export(job: ExportJob, out: Path) -> ExportResult:
     x, y = job.samples()
     path, fgraph = write_nir(job, Path(out) / "network-folded.nir")
-    graph = nir.read(str(path))
+    graph = read_nir(path, job.time_steps)
     net = LavaNetwork(graph, job.time_steps)
     t0 = time.perf_counter()
     got = net.run(x.numpy())

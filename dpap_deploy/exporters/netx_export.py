@@ -31,7 +31,6 @@ import torch
 from torch import nn
 
 from ..atomic import atomic_path
-from ..compaction import fold_for_deployment
 from ..graph import ModelGraph, build_graph, outputs
 from ..graph.model_graph import FLATTEN, INPUT, NEURON, OUTPUT, PASS, SYNAPSE
 from ..errors import UnsupportedModelError
@@ -43,6 +42,8 @@ from .nir_to_lava import input_schedule
 
 TARGET = "netx"
 KINDS = ("snn",)
+DEFAULT_MAX_SAMPLES = 1000     # test samples run in the simulator unless asked otherwise
+SIMULATOR = True              # runs in Lava: its memory is checked first
 INPUT_BITS = 4           # graded input x_q = round(x * 16): exact for the 0..16 digits pixels
 MAX_ACCURACY_DROP = 0.02
 A_IN_LIMIT = 32767 * 0.9
@@ -194,8 +195,7 @@ def run_netx(path: Path, x: np.ndarray, time_steps: int) -> np.ndarray:
 
 def export(job: ExportJob, out: Path) -> ExportResult:
     x, y = job.samples()
-    _, folded = fold_for_deployment(job.model, x[:64], time_steps=job.time_steps,
-                                    graph=job.model_graph())
+    folded = job.deployment_graph()
     path = Path(out) / "network.net"
     quant = write_netx(folded, x, path, job.time_steps)
     x_in = x.flatten(1) if quant["input_flat"] else x

@@ -2,7 +2,9 @@
 verified by reading it back with ``nir.read`` and running it with the torch reference executor
 of NIR graphs (``nir_torch``): the output spikes must be identical to the source model's on the
 test samples. BatchNorm is folded into its synapse first (NIR has no BatchNorm; the fold is
-checked on its own); pooling, branches and every neuron type stay as they are."""
+checked on its own); pooling, branches and every neuron type stay as they are, so this fold
+(BatchNorm only) is not compaction's ``deploy.pt``, which also folds pooling for netx. The
+file carries the run's ``time_steps`` in its metadata, checked when it is read back."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,6 +14,7 @@ import numpy as np
 
 from ..compaction import fold_for_deployment
 from ..atomic import atomic_path
+from ..errors import DPAPError
 from ._compare import spike_parity, torch_spikes
 from .base import ExportJob, ExportResult
 from .nir_graph import to_nir
@@ -32,11 +35,21 @@ def write_nir(job: ExportJob, path: Path, fold_pools: bool = False):
     return path, fgraph
 
 
+def read_nir(path: Path, time_steps: int) -> nir.NIRGraph:
+    """Read a file this exporter wrote; its metadata's ``time_steps`` must be the run's."""
+    graph = nir.read(str(path))
+    meta = graph.metadata if isinstance(graph.metadata, dict) else {}
+    if "time_steps" in meta and int(meta["time_steps"]) != time_steps:
+        raise DPAPError(f"{path} says time_steps={meta['time_steps']}, the run has {time_steps}; "
+                        "export it again")
+    return graph
+
+
 def export(job: ExportJob, out: Path) -> ExportResult:
     from .nir_torch import run_reference
     x, y = job.samples()
     path, fgraph = write_nir(job, Path(out) / "network.nir")
-    graph = nir.read(str(path))
+    graph = read_nir(path, job.time_steps)
     ref = torch_spikes(fgraph, x, job.time_steps)
     got = run_reference(graph, x.numpy(), job.time_steps)
     par = spike_parity(ref, got.reshape(got.shape[0], got.shape[1], -1), y.numpy())

@@ -75,7 +75,9 @@ def compare(ref: np.ndarray, got: np.ndarray) -> dict[str, Any]:
 
 def run_nir_file(path: str | Path, out: str | Path, time_steps: int | None = None,
                  samples: int | None = None, input_file: str | Path | None = None,
-                 inputs: str = "values", seed: int = 0) -> dict[str, Any]:
+                 inputs: str = "values", seed: int = 0, target: str = "loihi-sim") -> dict[str, Any]:
+    if target != "loihi-sim":
+        raise ConfigError(f"a NIR file runs with --target loihi-sim, not {target!r}")
     graph = read_graph(path)
     meta = graph.metadata if isinstance(graph.metadata, dict) else {}
     T = int(time_steps if time_steps is not None else meta.get("time_steps", DEFAULT_TIME_STEPS))

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ..compaction.fold import fold_bn_into
-from ..errors import UnsupportedModelError
+from ..errors import ConfigError, UnsupportedModelError
 from ..graph import ModelGraph, build_graph
 from ..graph.model_graph import (ADD, CAT, FLATTEN, INPUT, NEURON, NORM, OUTPUT, PASS, POOL,
                                  SYNAPSE)
@@ -82,11 +82,14 @@ def _add_bias(nodes: dict, feeders: list[str], bias: np.ndarray, where: str) -> 
 
 
 def to_nir(model: nn.Module | ModelGraph, example_input: torch.Tensor | None = None,
-           time_steps: int = 8) -> nir.NIRGraph:
+           time_steps: int | None = None) -> nir.NIRGraph:
     """NIR graph of an SNN (evaluation semantics). ``model`` may be its ``ModelGraph``."""
     graph = model if isinstance(model, ModelGraph) else build_graph(model, example_input)
     if graph.kind != "snn":
         raise UnsupportedModelError("NIR export takes spiking networks; for an ANN use --target onnx")
+    if time_steps is None:      # the file carries T, and readers run it for T steps
+        raise ConfigError("to_nir needs time_steps: the T the network runs with (written into "
+                          "the file's metadata)")
     bn_of = {l.node: l.bn for l in graph.layers if l.bn is not None}
     nodes: dict[str, nir.NIRNode] = {}
     edges: list[tuple[str, str]] = []

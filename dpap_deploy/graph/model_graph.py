@@ -89,42 +89,15 @@ class ModelGraph:
     steps_per_call: int
     output: int                       # node id of the output
     input_shape: tuple[int, ...]      # one step's input, without batch
-    event_frames: bool = False        # input [B, T, ...] fed one frame per step
     layers: list[PrunableLayer] = field(default_factory=list)
 
     # --------------------------------------------------------------- queries
-    def node(self, i: int) -> Node:
-        return self.nodes[i]
-
-    def by_name(self, name: str) -> Node:
-        for n in self.nodes:
-            if n.name == name:
-                return n
-        raise KeyError(name)
-
     def consumers(self) -> dict[int, list[int]]:
         out: dict[int, list[int]] = {n.id: [] for n in self.nodes}
         for n in self.nodes:
             for i in n.inputs:
                 out[i].append(n.id)
         return out
-
-    def neurons(self) -> list[Node]:
-        return [n for n in self.nodes if n.op == NEURON]
-
-    @property
-    def output_module(self) -> nn.Module | None:
-        return self.nodes[self.output].module
-
-    @property
-    def output_adapter(self) -> NeuronAdapter | None:
-        return self.nodes[self.output].adapter
-
-    def layer_of(self, synapse: nn.Module) -> PrunableLayer:
-        for layer in self.layers:
-            if layer.synapse is synapse:
-                return layer
-        raise KeyError(synapse)
 
     def describe(self) -> str:
         """One line per node: ``id op name <- inputs shape``."""

@@ -19,13 +19,18 @@ def _frame(x: torch.Tensor, t: int, graph: ModelGraph) -> torch.Tensor:
     return x[:, t] if x.dim() == len(graph.input_shape) + 2 and graph.steps_per_call == 1 else x
 
 
-def window_steps(graph: ModelGraph, x: torch.Tensor, time_steps: int) -> int:
-    """Steps in one window: the model's own loop, the event frames, or ``time_steps``."""
+def window_steps(graph: ModelGraph, x: torch.Tensor, time_steps: int | None) -> int:
+    """Steps in one window: the model's own loop, the event frames, or ``time_steps`` (the
+    run's T: required for a static input, which has no length of its own)."""
     if graph.steps_per_call > 1:
         return graph.steps_per_call
     if x.dim() == len(graph.input_shape) + 2:
         return int(x.shape[1])
-    return int(time_steps)
+    if not isinstance(time_steps, int) or isinstance(time_steps, bool) or time_steps < 1:
+        from ..errors import ConfigError
+        raise ConfigError(f"a static input runs over time_steps steps, got {time_steps!r}; "
+                          "pass the T the network runs with (the run's --time-steps)")
+    return time_steps
 
 
 def run_window(graph: ModelGraph, x: torch.Tensor, time_steps: int) -> torch.Tensor:

@@ -352,14 +352,12 @@ def _trace(model, x, forward, tracer: _Tracer, event: bool) -> ModelGraph:
     if not calls:
         raise UnsupportedModelError("the model called no module on the example input")
     steps = max(calls)
-    first_frame = event and tracer.nodes[inp].out_shape != tuple(x.shape[1:])
     kind = "snn" if any(n.op == NEURON and n.adapter.kind == "snn" for n in tracer.nodes) else "ann"
     out_id = _output_node(tracer, result)
     tracer.nodes.append(Node(len(tracer.nodes), OUTPUT, "output", [out_id],
                              tracer.nodes[out_id].out_shape, [tracer.nodes[out_id].out_shape]))
     return ModelGraph(model=model, nodes=tracer.nodes, kind=kind, steps_per_call=steps,
-                      output=out_id, input_shape=tracer.nodes[inp].out_shape,
-                      event_frames=first_frame or (event and steps > 1))
+                      output=out_id, input_shape=tracer.nodes[inp].out_shape)
 
 
 def _output_node(tracer: _Tracer, result) -> int:

@@ -7,20 +7,20 @@
 - ``fc_map.png``: kept / pruned synapses and neurons of the first fully connected layer
   (paper Fig. 4A, C).
 
-Each figure reads alone: runs of at most ``MARKER_EPOCHS`` epochs draw a marker at every
+Figures are drawn on ``matplotlib.figure.Figure`` objects (no pyplot): nothing global, such as
+the process's matplotlib backend, is touched. Each figure reads alone: runs of at most ``MARKER_EPOCHS`` epochs draw a marker at every
 epoch (a 1-epoch run is a single point), panels with nothing to draw say so, maps have legends.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
+from ..atomic import atomic_path
 
 MARKER_EPOCHS = 20
 
@@ -33,17 +33,11 @@ def _marker(history: list[dict]) -> dict:
 def _empty(ax, text: str) -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="grey")
 
-from .atomic import atomic_path  # noqa: E402
-
-
 def save_figure(fig, path: Path) -> Path:
-    """Lay out, write atomically (creating the folder) and close a figure; returns the path."""
+    """Lay out and write a figure atomically (creating the folder); returns the path."""
     fig.tight_layout()
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=110, format=Path(path).suffix.lstrip(".") or "png")
-    finally:
-        plt.close(fig)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format=Path(path).suffix.lstrip(".") or "png")
     return path
 
 
@@ -53,7 +47,8 @@ def _col(history: list[dict], key: str) -> np.ndarray:
 
 def plot_accuracy(history: list[dict], path: Path, baseline: list[dict] | None = None,
                   label: str = "DPAP") -> Path:
-    fig, ax = plt.subplots(figsize=(6, 3.6))
+    fig = Figure(figsize=(6, 3.6))
+    ax = fig.subplots()
     ax.plot(_col(history, "epoch"), 100 * _col(history, "test_acc"), label=f"{label} (test)",
             **_marker(history))
     if baseline:
@@ -74,7 +69,8 @@ def plot_accuracy(history: list[dict], path: Path, baseline: list[dict] | None =
 
 def plot_params_per_layer(history: list[dict], layers: list[tuple[str, str]], path: Path) -> Path:
     """``layers``: ``(name, kind)`` pairs, e.g. ``("7", "linear")``."""
-    fig, ax = plt.subplots(figsize=(6, 3.6))
+    fig = Figure(figsize=(6, 3.6))
+    ax = fig.subplots()
     epochs = _col(history, "epoch")
     for name, kind in layers:
         key = f"{name}:params_kept"
@@ -111,7 +107,8 @@ def _before_death(hist: torch.Tensor, died: torch.Tensor, window: int) -> list[n
 
 
 def plot_survival(dpap_state: dict, path: Path, window: int = 8) -> Path:
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharex=True)
+    fig = Figure(figsize=(9, 3.6))
+    axes = fig.subplots(1, 2, sharex=True)
     x = np.arange(-window + 1, 1)
     for d in dpap_state["layers"]:
         if not d["f_neu_hist"]:
@@ -146,7 +143,8 @@ def plot_fc_map(dpap_state: dict, path: Path) -> Path | None:
         return None
     d = fc[0]
     kept = (d["syn_alive"] & d["neu_alive"][:, None]).float().numpy()
-    fig, (a0, a1) = plt.subplots(1, 2, figsize=(9, 4), gridspec_kw={"width_ratios": [1, 30]})
+    fig = Figure(figsize=(9, 4))
+    a0, a1 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 30]})
     a0.imshow(d["neu_alive"].float().numpy()[:, None], aspect="auto", cmap="Greys", vmin=0, vmax=1,
               interpolation="nearest")
     a0.set_xticks([])

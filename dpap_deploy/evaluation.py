@@ -1,0 +1,52 @@
+"""Running a network on inputs: its output over a window, accuracy, output activity.
+
+SNN: direct encoding over ``time_steps`` steps, output = firing rate, prediction = most spikes;
+ANN: logits. A sample whose output scores tie (a silent output layer included) counts as wrong
+(:mod:`.metrics`). Shared by training, compaction, counting and the exporters' references.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+from .metrics import correct as n_correct, output_activity, predictions
+from .neurons import run_snn
+
+
+def model_output(model: nn.Module, x: torch.Tensor, kind: str, time_steps: int,
+                 executor=None, observer=None) -> torch.Tensor:
+    """SNN: firing rate ``[B, classes]`` over ``time_steps``; ANN: logits. With a multi-step
+    ``executor`` (``dpap_deploy.executor.MultiStep``) the window runs layer by layer, and DPAP
+    (``observer``) takes its traces from the executor instead of its hooks."""
+    if kind == "snn":
+        if executor is not None:
+            if observer is not None and hasattr(observer, "windows"):
+                with observer.windows():
+                    return executor.run(x, time_steps, observer).mean(0)
+            return executor.run(x, time_steps).mean(0)
+        return run_snn(model, x, time_steps).mean(0)
+    if x.dim() == 5:
+        raise ConfigError("event frames [N, T, C, H, W] need a spiking model (an snn-* model)")
+    return model(x)
+
+
+@torch.no_grad()
+def evaluate_outputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, kind: str,
+                     time_steps: int, device: torch.device,
+                     batch_size: int = 512, executor=None) -> tuple[float, dict]:
+    """Accuracy (ties and silence wrong) and the output activity (:func:`output_activity`;
+    for an ANN only ``tie_fraction`` means something)."""
+    was = model.training
+    model.eval()
+    outs = [model_output(model, x[i:i + batch_size].to(device), kind, time_steps, executor).cpu()
+            for i in range(0, len(y), batch_size)]
+    model.train(was)
+    out = torch.cat(outs) if outs else torch.zeros(0, 1)
+    return n_correct(predictions(out), y) / max(len(y), 1), output_activity(out)
+
+
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, kind: str, time_steps: int,
+             device: torch.device, batch_size: int = 512) -> float:
+    """Test accuracy; a sample whose outputs tie (e.g. all silent) counts as wrong."""
+    return evaluate_outputs(model, x, y, kind, time_steps, device, batch_size)[0]

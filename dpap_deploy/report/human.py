@@ -1,0 +1,69 @@
+"""``report.md`` and ``plots/*.png`` of a run folder, from its files."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..atomic import atomic_write_text
+from ..checkpoint import load_checkpoint
+from ..errors import DPAPError
+from ..lock import output_lock
+from ..validate import existing_path
+from . import plots
+from .files import HISTORY, read_history, read_report, save_report
+from .markdown import render
+
+
+def write_human_report(run_dir: str | Path, baseline: str | Path | None = None) -> Path:
+    """(Re)write ``report.md`` and ``plots/*.png`` of a run directory from its files; with
+    ``baseline`` (a ``--no-dpap`` run) the accuracy plot draws it too."""
+    run_dir = existing_path(run_dir, "run folder", "pass a directory written by 'dpap-deploy "
+                            "train' or 'dpap-deploy compact'")
+    if baseline is not None:
+        base = existing_path(baseline, "--baseline run", "pass the folder of a 'dpap-deploy "
+                             "train --no-dpap' run")
+        if not (base / HISTORY).is_file():
+            raise DPAPError(f"--baseline {baseline} holds no {HISTORY}; pass the folder of a "
+                            "finished 'dpap-deploy train --no-dpap' run")
+        read_history(base / HISTORY)
+    report = read_report(run_dir)
+    hist_path = run_dir / HISTORY
+    history = read_history(hist_path) if hist_path.exists() else []
+    with output_lock(run_dir, "report"):
+        if baseline is not None:
+            report.baseline_run = str(Path(baseline).resolve())
+            report = save_report(run_dir, report)
+        return _write(run_dir, report.to_dict(), history)
+
+
+def _write(run_dir: Path, report: dict, history: list[dict]) -> Path:
+    made: list[Path] = []
+    if history:
+        base_hist = None
+        if report.get("baseline_run") and (Path(report["baseline_run"]) / HISTORY).exists():
+            base_hist = read_history(Path(report["baseline_run"]) / HISTORY)
+        made.append(plots.plot_accuracy(history, run_dir / "plots/accuracy.png", base_hist))
+        layers = [(l["name"], l.get("kind", "")) for l in report["pruning"]["layers"]]
+        made.append(plots.plot_params_per_layer(history, layers, run_dir / "plots/params_per_layer.png"))
+    state = _dpap_state(run_dir, report)
+    if state is not None:
+        made.append(plots.plot_survival(state, run_dir / "plots/survival.png"))
+        fc = plots.plot_fc_map(state, run_dir / "plots/fc_map.png")
+        if fc is not None:
+            made.append(fc)
+    md = render(report, [str(Path(p).relative_to(run_dir)) for p in made])
+    atomic_write_text(run_dir / "report.md", md)
+    return run_dir / "report.md"
+
+
+def _dpap_state(run_dir: Path, report: dict) -> dict | None:
+    """The DPAP state of the run's checkpoint (here, or in the run it was compacted from)."""
+    from ..trained import migrate_kinds
+    for d in (run_dir, Path(report.get("source_run", run_dir))):
+        ck = d / "checkpoint.pt"
+        if ck.exists():
+            data = load_checkpoint(ck)
+            state = data.get("dpap")
+            if state is not None:
+                migrate_kinds(state, data["model"])
+            return state
+    return None

@@ -1,0 +1,138 @@
+"""A trained run read back for the later stages: ``load_trained(source)``.
+
+    trained = load_trained("runs/a")          # a run folder or its checkpoint.pt
+    trained.model, trained.masks, trained.cfg.time_steps, trained.layer_stats
+
+Only what compaction, counting, export and the report need: the model with its weights, the
+pruning masks and the run's record (configuration, history, per-layer counts). No optimizer,
+scheduler or pruner is built, no dataset is loaded, and the caller's random state is left
+untouched (the model is built under ``torch.random.fork_rng``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .checkpoint import load_checkpoint
+from .errors import DPAPError
+from .train_config import TrainConfig
+from .validate import check_checkpoint_keys, check_dpap_masks
+
+
+@dataclass
+class Trained:
+    cfg: TrainConfig
+    kind: str
+    model: nn.Module                       # evaluation mode, on the CPU
+    input_shape: tuple[int, ...]
+    n_classes: int
+    history: list[dict]
+    layer_stats: list[dict]                # per prunable layer, under the masks (masking.layer_stats)
+    masks: dict | None                     # {layer: (synapses, neurons)}; None: read from zero weights
+    pruner_state: dict | None              # DPAP's state_dict (survival histories for plots)
+    dpap_config: dict | None               # the resolved DPAP configuration, None without DPAP
+    data_warnings: list[str] = field(default_factory=list)
+    path: Path | None = None
+    world_size: int = 1
+
+    @property
+    def epoch(self) -> int:
+        return len(self.history)
+
+    @property
+    def params_total(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    @property
+    def params_removed_fraction(self) -> float:
+        return removed_fraction(self.layer_stats, self.params_total)
+
+    @property
+    def run_dir(self) -> Path | None:
+        return None if self.path is None else self.path.parent
+
+    def load_data(self):
+        """The run's dataset (its configured name, root and time steps)."""
+        from .data import load_dataset
+        return load_dataset(self.cfg.dataset, self.cfg.data_root, self.cfg.time_steps)
+
+
+def removed_fraction(layer_stats: list[dict], params_total: int) -> float:
+    """Parameters removed by pruning over all parameters of the model."""
+    removed = sum(s["params_total"] - s["params_kept"] for s in layer_stats)
+    return removed / params_total if params_total else 0.0
+
+
+def load_trained(source: str | Path) -> Trained:
+    """The model, masks and record of the run at ``source`` (a run folder or a checkpoint)."""
+    from .compaction import masks_from_dpap_state
+    from .graph import build_graph
+    from .zoo import build_model
+    ckpt = load_checkpoint(source)
+    path = ckpt.get("path", "the checkpoint")
+    check_checkpoint_keys(ckpt, path)
+    cfg = TrainConfig.from_dict(dict(ckpt["train_config"]))
+    shape, sample_shape, n_classes = _data_shape(ckpt, cfg)
+    with torch.random.fork_rng(devices=[]):
+        model, kind = build_model(cfg.model, shape, n_classes)
+    model.eval()
+    example = torch.zeros(2, *sample_shape)
+    layers = build_graph(model, example).layers
+    dpap_state = ckpt.get("dpap")
+    if dpap_state is not None:
+        check_dpap_masks(dpap_state, layers, path)
+        migrate_kinds(dpap_state, ckpt["model"])
+    pruner_state = dpap_state or ckpt.get("baseline") or {}
+    masks = masks_from_dpap_state(pruner_state) if "layers" in pruner_state else None
+    try:
+        model.load_state_dict(ckpt["model"])
+    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+        first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise DPAPError(f"{path} does not match its own model configuration: {first}; "
+                        "train the run again") from None
+    stats = ckpt.get("layer_stats") or _layer_stats(layers, masks)
+    return Trained(cfg=cfg, kind=kind, model=model, input_shape=tuple(shape),
+                   n_classes=n_classes, history=list(ckpt["history"]), layer_stats=stats,
+                   masks=masks, pruner_state=dpap_state,
+                   dpap_config=(dpap_state or {}).get("config"),
+                   data_warnings=list(ckpt.get("data_warnings", [])), path=Path(path),
+                   world_size=int(ckpt.get("world_size", 1)))
+
+
+def _data_shape(ckpt: dict[str, Any], cfg: TrainConfig):
+    """``(frame shape, sample shape, classes)``, stored by training (a sample of event data is
+    ``[T, C, H, W]``); checkpoints from before they were stored read them from the dataset."""
+    d = ckpt.get("data_shape")
+    if isinstance(d, dict):
+        return (tuple(int(v) for v in d["input_shape"]), tuple(int(v) for v in d["sample_shape"]),
+                int(d["n_classes"]))
+    from .data import load_dataset
+    data = load_dataset(cfg.dataset, cfg.data_root, cfg.time_steps)
+    return tuple(data.input_shape), tuple(data.x_test.shape[1:]), data.n_classes
+
+
+def migrate_kinds(state: dict, weights: dict) -> None:
+    """Layer kinds in a DPAP state from before they were stored."""
+    for d in state["layers"]:
+        if "kind" not in d and f"{d['name']}.weight" in weights:
+            d["kind"] = "conv" if weights[f"{d['name']}.weight"].dim() == 4 else "linear"
+
+
+def _layer_stats(layers, masks: dict | None) -> list[dict]:
+    """Per-layer counts of a checkpoint from before they were stored: under the masks, or
+    from the weights that are zero (a baseline run)."""
+    from .dpap.masking import layer_stats
+    out = []
+    for layer in layers:
+        if masks and layer.name in masks:
+            syn, neu = masks[layer.name]
+        else:
+            w = layer.synapse.weight.detach()
+            syn = w.reshape(w.shape[0], w.shape[1], -1).ne(0).any(2)
+            neu = syn.any(1)
+        out.append(layer_stats(layer, syn, neu))
+    return out
