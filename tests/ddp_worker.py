@@ -46,7 +46,9 @@ def train_rank(rank: int, world: int, port: int, out: str, cfg: dict, resume: bo
     log = _kill_after(kill_after) if kill_after else None
     run = train(config, out, resume=resume, progress=False, log=log, data=data)
     torch.save({"masks": pruner_masks(run), "model": run.model.state_dict(),
-                "history": run.history}, os.path.join(out, f"rank{rank}.pt"))
+                "history": run.history,
+                "baseline": run.baseline.state_dict() if run.baseline is not None else None},
+               os.path.join(out, f"rank{rank}.pt"))
     distributed.shutdown()
 
 
