@@ -223,3 +223,16 @@ def test_rate_structured_baseline_measures_slices_and_the_ranks_agree(tmp_path, 
     # from differ from one process's by float rounding only
     assert states[0]["reference"] == pytest.approx(one.baseline.reference, rel=1e-3)
     assert states[0]["last"]["cost"] == pytest.approx(one.baseline.last["cost"], rel=1e-3)
+
+
+@pytest.mark.parametrize("baseline", ["random", "l1-structured"])
+def test_weight_and_seed_baselines_agree_across_ranks(tmp_path, baseline):
+    """Scores from the run's seed (random) or from weights DDP keeps equal (L1): no reduction,
+    and the ranks still hold the same masks (the run would stop otherwise)."""
+    cfg = dict(epochs=2, batch_size=100, seed=4, device="cpu", dpap=False, baseline=baseline,
+               prune_target=0.3, prune_window=[0, 1])
+    assert _run_two(tmp_path, cfg) == [0, 0]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    for a, b in zip(ranks[0]["masks"], ranks[1]["masks"]):
+        assert torch.equal(a, b)
+    assert any(not m.all() for m in ranks[0]["masks"])
