@@ -137,6 +137,16 @@ def test_entries_are_keyed_by_the_time_steps_too(nmnist_root, tmp_path):
     assert len(list((tmp_path / "c").glob("*/*.bits"))) == 2
 
 
+def test_lazy_frames_travel_to_spawned_workers(nmnist_root, tmp_path):
+    """Plain data (file names, the binning's name and T): a worker started by spawn (the
+    default outside Linux) rebuilds tonic's transform itself."""
+    import pickle
+    frames = LazyFrames(_lazy(nmnist_root, tmp_path / "c").files, Binning("nmnist", 4),
+                        tmp_path / "c")
+    copy = pickle.loads(pickle.dumps(frames))
+    assert copy.shape == frames.shape and torch.equal(copy[3], frames[3])
+
+
 def _read_all(files, cache, T, out, start):
     frames = LazyFrames(files, Binning("nmnist", T), cache)
     start.wait(60)
@@ -200,6 +210,9 @@ def test_training_from_lazy_frames_with_workers_equals_training_from_memory(
     for k, w in ref.model.state_dict().items():
         assert torch.equal(run.model.state_dict()[k], w), k
     assert check_dataset(run.data, 8) == check_dataset(ref.data, 8)
+    from dpap_deploy.pipeline import compact_run     # compaction reads the streamed test set
+    report = compact_run(tmp_path / "stream", tmp_path / "compact")
+    assert report["compaction"]["accuracy_compact"] == ref.history[-1]["test_acc"]
 
 
 def test_cli_trains_streamed_nmnist_with_workers(nmnist_root, tmp_path):
