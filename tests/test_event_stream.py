@@ -14,7 +14,7 @@ from dpap_deploy.data import load_dataset
 from dpap_deploy.data.event_frames import (ENV, STREAM_ABOVE_BYTES, LazyFrames, StreamedDataset,
                                            decode_entry, entry_key, frames_path)
 from dpap_deploy.data.events import Binning
-from dpap_deploy.errors import ConfigError
+from dpap_deploy.errors import ConfigError, DPAPError
 
 pytest.importorskip("tonic")
 
@@ -55,6 +55,8 @@ def test_lazy_nmnist_samples_equal_the_eager_rows(nmnist_root, monkeypatch):
     idx = torch.tensor([5, 0, 23, 5])
     assert torch.equal(lazy.x_train[idx], eager.x_train[idx])
     assert torch.equal(lazy.x_train[[3, 1]], eager.x_train[[3, 1]])
+    pick = torch.arange(24) % 5 == 0
+    assert torch.equal(lazy.x_train[pick], eager.x_train[pick])
     assert torch.equal(lazy.x_test[2:7], eager.x_test[2:7])
     assert torch.equal(lazy.x_test[-1], eager.x_test[-1])
     assert lazy.x_test[5:5].shape == (0, 6, 2, 34, 34)
@@ -129,6 +131,9 @@ def test_cache_entries_are_used_verified_and_rebuilt(nmnist_root, tmp_path):
     assert CountingBinning.calls == 13 and old_entry.exists()
     assert frames.entry_path(key_of(5)) != old_entry
     assert 0 < float(fewer.sum()) < float(first[5].sum())
+    src.unlink()                                          # listed, then gone: one line
+    with pytest.raises(DPAPError, match=rf"{src.name}: cannot read this event file .*restore it"):
+        frames[5]
 
 
 def test_entries_are_keyed_by_the_time_steps_too(nmnist_root, tmp_path):
@@ -184,6 +189,10 @@ def test_which_path_is_used(monkeypatch):
     assert frames_path(1_341, (8, 2, 32, 32), available=64 << 30) == "memory"  # DVS-Gesture
     assert frames_path(2_000, frame, available=400 << 20) == "stream"         # 148 MB > 100 MB
     assert frames_path(2_000, frame, available=None) == "memory"
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")          # torchrun: 8 copies on this machine
+    assert frames_path(2_000, frame, available=400 << 30) == "memory"
+    assert frames_path(2_000, frame, available=4 << 30) == "stream"  # 8 x 148 MB > 1 GiB
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
     monkeypatch.setenv(ENV, "stream")
     assert frames_path(1, frame) == "stream"
     monkeypatch.setenv(ENV, "Memory")

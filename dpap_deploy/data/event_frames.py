@@ -48,9 +48,11 @@ ENV = "DPAP_EVENT_FRAMES"           # memory | stream | auto (default)
 def frames_path(n_samples: int, frame_shape: tuple[int, ...],
                 available: int | None = None) -> str:
     """``"memory"`` or ``"stream"`` for ``n_samples`` frames of ``frame_shape``: in memory
-    they take ``n * prod(shape) * 4`` bytes (float32, as training indexes them); stream when
-    that exceeds ``STREAM_ABOVE_BYTES`` or ``MEMORY_SHARE`` of the available memory.
-    ``DPAP_EVENT_FRAMES=memory|stream`` overrides the choice (both give the same batches)."""
+    they take ``n * prod(shape) * 4`` bytes (float32, as training indexes them) in each process;
+    stream when that exceeds ``STREAM_ABOVE_BYTES``, or when the copies of all processes on
+    this machine (torchrun's ``LOCAL_WORLD_SIZE``) exceed ``MEMORY_SHARE`` of the available
+    memory. ``DPAP_EVENT_FRAMES=memory|stream`` overrides the choice (both give the same
+    batches)."""
     asked = os.environ.get(ENV, "auto").strip().lower()
     if asked not in ("auto", "memory", "stream"):
         raise ConfigError(f"invalid {ENV}={asked!r} in the environment; use memory, stream "
@@ -61,9 +63,13 @@ def frames_path(n_samples: int, frame_shape: tuple[int, ...],
         from ..validate import available_memory_bytes
         available = available_memory_bytes()
     need = n_samples * int(np.prod(frame_shape)) * 4
-    limit = STREAM_ABOVE_BYTES if available is None else min(STREAM_ABOVE_BYTES,
-                                                             MEMORY_SHARE * available)
-    return "stream" if need > limit else "memory"
+    try:
+        local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        local = 1
+    too_big = need > STREAM_ABOVE_BYTES or (
+        available is not None and need * local > MEMORY_SHARE * available)
+    return "stream" if too_big else "memory"
 
 
 class Binner(Protocol):
@@ -131,7 +137,8 @@ class LazyFrames:
         if isinstance(key, slice):
             idx = range(*key.indices(len(self)))
         else:
-            idx = torch.as_tensor(key, dtype=torch.long).flatten().tolist()
+            idx = torch.as_tensor(key)
+            idx = (idx.nonzero() if idx.dtype == torch.bool else idx).long().flatten().tolist()
         if len(idx) == 0:
             return torch.zeros((0, *self.shape[1:]), dtype=self.dtype)
         return torch.from_numpy(np.stack([self.sample(i) for i in idx])).float()
@@ -146,7 +153,11 @@ class LazyFrames:
         if not -n <= i < n:
             raise IndexError(f"sample {i} of {n}")
         src = Path(self.files[i])
-        raw = src.read_bytes()
+        try:
+            raw = src.read_bytes()
+        except OSError as exc:
+            raise DPAPError(f"{src}: cannot read this event file ({exc.strerror or exc}); it "
+                            "was listed when the dataset was opened: restore it") from None
         key = entry_key(self.binning, src.name, raw)
         path = self.entry_path(key)
         shape = tuple(self.shape[1:])
