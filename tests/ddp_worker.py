@@ -32,7 +32,7 @@ def train_rank(rank: int, world: int, port: int, out: str, cfg: dict, resume: bo
     from dpap_deploy.training import TrainConfig, build_run, loss_fn, pruner_masks, train
 
     config = TrainConfig.from_dict(cfg)
-    data = load_dataset(config.dataset)
+    data = load_dataset(config.dataset, config.data_root, config.time_steps)
     if grads_of_first_batch:
         distributed.setup(config.device)
         run = build_run(config, data)

@@ -236,3 +236,23 @@ def test_weight_and_seed_baselines_agree_across_ranks(tmp_path, baseline):
     for a, b in zip(ranks[0]["masks"], ranks[1]["masks"]):
         assert torch.equal(a, b)
     assert any(not m.all() for m in ranks[0]["masks"])
+
+
+def test_two_processes_train_from_event_frames_binned_on_demand(tmp_path, monkeypatch):
+    """Each rank's DataLoader worker bins that rank's slices of the batches into the shared
+    cache; rank 0 bins the test set when it evaluates."""
+    import torch.nn.functional as F
+    from dpap_deploy.data.saccade import write_nmnist_tree
+    d = load_dataset("digits")
+    imgs = F.interpolate(d.x_train[:30], size=(28, 28), mode="bilinear")[:, 0].numpy()
+    write_nmnist_tree(tmp_path / "ev", "train", imgs[:24], d.y_train[:24].numpy(), progress=False)
+    write_nmnist_tree(tmp_path / "ev", "test", imgs[24:], d.y_train[24:30].numpy(), progress=False)
+    monkeypatch.setenv("DPAP_EVENT_FRAMES", "stream")     # the spawned ranks inherit it
+    cfg = dict(dataset="nmnist", data_root=str(tmp_path / "ev"), model="snn-mnist", epochs=2,
+               batch_size=8, time_steps=3, device="cpu", seed=1, workers=1)
+    assert _run_two(tmp_path / "run", cfg) == [0, 0]
+    ranks = [torch.load(tmp_path / "run" / f"rank{r}.pt") for r in range(2)]
+    for k, w in ranks[0]["model"].items():
+        assert torch.equal(ranks[1]["model"][k], w), k
+    assert len(ranks[0]["history"]) == 2
+    assert len(list((tmp_path / "ev" / ".dpap-cache" / "nmnist-T3").glob("*/*.bits"))) == 30
