@@ -79,8 +79,9 @@ def main(argv=None) -> int:
         from dpap_deploy.data import load_dataset
         from dpap_deploy.data.saccade import write_nmnist_tree
         fm = load_dataset("fashion-mnist")
-        write_nmnist_tree(root, "train", fm.x_train[:args.train, 0].numpy(), fm.y_train[:args.train].numpy())
-        write_nmnist_tree(root, "test", fm.x_test[:args.test, 0].numpy(), fm.y_test[:args.test].numpy())
+        for split, x, y, n in (("train", fm.x_train, fm.y_train, args.train),
+                               ("test", fm.x_test, fm.y_test, args.test)):
+            write_nmnist_tree(root, split, x[:n, 0].numpy(), y[:n].numpy())
     rows = []
     for mode, workers in MODES:
         shutil.rmtree(root / ".dpap-cache", ignore_errors=True)

@@ -215,7 +215,8 @@ def test_rate_structured_baseline_measures_slices_and_the_ranks_agree(tmp_path, 
     assert sum(int((~m).sum()) for m in units) > 0
     # the SynOps measured on both halves together, the same on both ranks, bit for bit
     states = [r["baseline"] for r in ranks]
-    assert states[0]["reference"] == states[1]["reference"] and states[0]["last"] == states[1]["last"]
+    assert states[0]["reference"] == states[1]["reference"]
+    assert states[0]["last"] == states[1]["last"]
     one = train(TrainConfig(**cfg), tmp_path / "one", progress=False, data=digits)
     for a, b in zip(ranks[0]["masks"], pruner_masks(one)):
         assert torch.equal(a, b)

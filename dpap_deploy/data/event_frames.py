@@ -190,9 +190,11 @@ class StreamedDataset(Dataset):
 
     def __post_init__(self) -> None:
         from .validation import check_labels, check_same_frame
-        for split, x, y in (("train", self.x_train, self.y_train), ("test", self.x_test, self.y_test)):
-            check_labels(y.numpy(), f"y_{split}", f"dataset {self.name!r}", len(x))
-        check_same_frame(tuple(self.x_train.shape), tuple(self.x_test.shape), f"dataset {self.name!r}")
+        source = f"dataset {self.name!r}"
+        for split, x, y in (("train", self.x_train, self.y_train),
+                            ("test", self.x_test, self.y_test)):
+            check_labels(y.numpy(), f"y_{split}", source, len(x))
+        check_same_frame(tuple(self.x_train.shape), tuple(self.x_test.shape), source)
         top = int(max(self.y_train.max(), self.y_test.max()))
         if top >= self.n_classes:
             raise DPAPError(f"dataset {self.name!r}: labels go up to {top} but it has "
