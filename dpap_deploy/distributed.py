@@ -14,7 +14,9 @@ What is shared between ranks and why (docs/scale.md):
   ``world * b_r / B`` so the average is ``sum_r (b_r / B) grad_r``, the global-batch gradient
   even when the last batch splits unevenly;
 - DPAP's per-batch statistics are sums over samples, summed over ranks (:meth:`Dist.all_reduce_sum_`);
-- masks: a hash per rank, compared every epoch (:meth:`Dist.check_same`).
+- masks: a hash per rank, compared every epoch (:meth:`Dist.check_same`);
+- measurements of the structured baselines (firing rates, SynOps) on a fixed sample set: each
+  rank measures its slice, sums are added over ranks (:func:`sum_over_ranks`).
 """
 from __future__ import annotations
 
@@ -155,6 +157,21 @@ def shard(batch_idx, d: Dist):
     sizes = [len(p) for p in torch.tensor_split(torch.arange(len(batch_idx)), d.world)]
     start = sum(sizes[:d.rank])
     return batch_idx[start:start + sizes[d.rank]]
+
+
+def sum_over_ranks(values: list[torch.Tensor], d: Dist) -> list[torch.Tensor]:
+    """Each tensor summed over the ranks (one float64 all-reduce for all of them): for
+    measurements of which every rank took a slice (:func:`shard`) of the same samples. Every
+    rank receives the same sums, so decisions taken from them agree across ranks."""
+    if not d.active:
+        return values
+    flat = torch.cat([v.detach().double().flatten().cpu() for v in values])
+    flat = d.all_reduce_sum_(flat.to(collective_device())).cpu()
+    out, i = [], 0
+    for v in values:
+        out.append(flat[i:i + v.numel()].view(v.shape).to(v.dtype))
+        i += v.numel()
+    return out
 
 
 def loss_scale(local: int, global_: int, d: Dist) -> float:

@@ -32,7 +32,7 @@ def train_rank(rank: int, world: int, port: int, out: str, cfg: dict, resume: bo
     from dpap_deploy.training import TrainConfig, build_run, loss_fn, pruner_masks, train
 
     config = TrainConfig.from_dict(cfg)
-    data = load_dataset(config.dataset)
+    data = load_dataset(config.dataset, config.data_root, config.time_steps)
     if grads_of_first_batch:
         distributed.setup(config.device)
         run = build_run(config, data)
@@ -46,7 +46,9 @@ def train_rank(rank: int, world: int, port: int, out: str, cfg: dict, resume: bo
     log = _kill_after(kill_after) if kill_after else None
     run = train(config, out, resume=resume, progress=False, log=log, data=data)
     torch.save({"masks": pruner_masks(run), "model": run.model.state_dict(),
-                "history": run.history}, os.path.join(out, f"rank{rank}.pt"))
+                "history": run.history,
+                "baseline": run.baseline.state_dict() if run.baseline is not None else None},
+               os.path.join(out, f"rank{rank}.pt"))
     distributed.shutdown()
 
 

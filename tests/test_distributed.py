@@ -197,3 +197,63 @@ def test_a_two_process_run_compacts_in_one_process(two, tmp_path):
     r = compact_run(out, tmp_path / "compact")
     assert r.params.compact < r.params.dense
     assert r.compaction.accuracy_compact == ranks[0]["history"][-1]["test_acc"]
+
+
+def test_rate_structured_baseline_measures_slices_and_the_ranks_agree(tmp_path, digits):
+    """Firing rates and SynOps are activity, not weights: each rank measures its half of the
+    fixed measuring samples and the sums are added over the ranks (without that sum the two
+    halves would rank the units differently and the mask check would stop the run). Both
+    ranks remove the same units, the ones one process removes."""
+    cfg = dict(epochs=3, batch_size=100, seed=2, device="cpu", dpap=False,
+               baseline="rate-structured", prune_target=0.3, prune_target_kind="synops",
+               prune_window=[0, 2])
+    assert _run_two(tmp_path / "two", cfg) == [0, 0]
+    ranks = [torch.load(tmp_path / "two" / f"rank{r}.pt") for r in range(2)]
+    for a, b in zip(ranks[0]["masks"], ranks[1]["masks"]):
+        assert torch.equal(a, b)
+    units = [m for m in ranks[0]["masks"] if m.dim() == 1]
+    assert sum(int((~m).sum()) for m in units) > 0
+    # the SynOps measured on both halves together, the same on both ranks, bit for bit
+    states = [r["baseline"] for r in ranks]
+    assert states[0]["reference"] == states[1]["reference"]
+    assert states[0]["last"] == states[1]["last"]
+    one = train(TrainConfig(**cfg), tmp_path / "one", progress=False, data=digits)
+    for a, b in zip(ranks[0]["masks"], pruner_masks(one)):
+        assert torch.equal(a, b)
+    # SynOps are sums of spikes times fan-outs (exact in float64); the weights the spikes come
+    # from differ from one process's by float rounding only
+    assert states[0]["reference"] == pytest.approx(one.baseline.reference, rel=1e-3)
+    assert states[0]["last"]["cost"] == pytest.approx(one.baseline.last["cost"], rel=1e-3)
+
+
+@pytest.mark.parametrize("baseline", ["random", "l1-structured"])
+def test_weight_and_seed_baselines_agree_across_ranks(tmp_path, baseline):
+    """Scores from the run's seed (random) or from weights DDP keeps equal (L1): no reduction,
+    and the ranks still hold the same masks (the run would stop otherwise)."""
+    cfg = dict(epochs=2, batch_size=100, seed=4, device="cpu", dpap=False, baseline=baseline,
+               prune_target=0.3, prune_window=[0, 1])
+    assert _run_two(tmp_path, cfg) == [0, 0]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    for a, b in zip(ranks[0]["masks"], ranks[1]["masks"]):
+        assert torch.equal(a, b)
+    assert any(not m.all() for m in ranks[0]["masks"])
+
+
+def test_two_processes_train_from_event_frames_binned_on_demand(tmp_path, monkeypatch):
+    """Each rank's DataLoader worker bins that rank's slices of the batches into the shared
+    cache; rank 0 bins the test set when it evaluates."""
+    import torch.nn.functional as F
+    from dpap_deploy.data.saccade import write_nmnist_tree
+    d = load_dataset("digits")
+    imgs = F.interpolate(d.x_train[:30], size=(28, 28), mode="bilinear")[:, 0].numpy()
+    write_nmnist_tree(tmp_path / "ev", "train", imgs[:24], d.y_train[:24].numpy(), progress=False)
+    write_nmnist_tree(tmp_path / "ev", "test", imgs[24:], d.y_train[24:30].numpy(), progress=False)
+    monkeypatch.setenv("DPAP_EVENT_FRAMES", "stream")     # the spawned ranks inherit it
+    cfg = dict(dataset="nmnist", data_root=str(tmp_path / "ev"), model="snn-mnist", epochs=2,
+               batch_size=8, time_steps=3, device="cpu", seed=1, workers=1)
+    assert _run_two(tmp_path / "run", cfg) == [0, 0]
+    ranks = [torch.load(tmp_path / "run" / f"rank{r}.pt") for r in range(2)]
+    for k, w in ranks[0]["model"].items():
+        assert torch.equal(ranks[1]["model"][k], w), k
+    assert len(ranks[0]["history"]) == 2
+    assert len(list((tmp_path / "ev" / ".dpap-cache" / "nmnist-T3").glob("*/*.bits"))) == 30

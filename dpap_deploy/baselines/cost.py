@@ -8,6 +8,8 @@
   over a few training samples. Counting the masked network instead would be right for SynOps
   (a removed unit never spikes) but not for MACs: the columns that read a removed unit still
   count one MAC per input element.
+  Under data parallelism each rank counts its slice of the samples and the per-sample figure is
+  ``sum_ranks (n_r * ops_r) / sum_ranks n_r``, the same on every rank.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import torch
 from ..compaction.compact import compact
 from ..compaction.plan import Masks, plan_compaction
 from ..counting import count_ops
+from ..distributed import Dist, shard, sum_over_ranks
 from ..graph import ModelGraph
 
 KINDS = ("params", "synops", "macs")
@@ -40,13 +43,21 @@ def compacted_params(graph: ModelGraph, masks: Masks) -> int:
 
 @torch.no_grad()
 def measured_ops(graph: ModelGraph, masks: Masks, x: torch.Tensor, time_steps: int,
-                 kind: str) -> float:
+                 kind: str, dist: Dist = Dist()) -> float:
     """Per-sample SynOps or MACs of the compacted network on ``x`` (non-zero weights)."""
     small = compact(graph.model, x[:2], masks, verify=False, time_steps=time_steps, graph=graph)
-    return count_ops(small.model, x, time_steps, graph=small.graph).total(kind)
+    mine = shard(x, dist)
+    ops = count_ops(small.model, mine, time_steps, graph=small.graph).total(kind) \
+        if len(mine) else 0.0
+    if not dist.active:
+        return ops
+    total, n = sum_over_ranks([torch.tensor([ops * len(mine), float(len(mine))],
+                                            dtype=torch.float64)], dist)[0].tolist()
+    return total / n
 
 
-def cost(kind: str, graph: ModelGraph, masks: Masks, x: torch.Tensor, time_steps: int) -> float:
+def cost(kind: str, graph: ModelGraph, masks: Masks, x: torch.Tensor, time_steps: int,
+         dist: Dist = Dist()) -> float:
     if kind == "params":
         return float(compacted_params(graph, masks))
-    return measured_ops(graph, masks, x, time_steps, kind)
+    return measured_ops(graph, masks, x, time_steps, kind, dist)

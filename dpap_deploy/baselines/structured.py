@@ -14,12 +14,16 @@ at or below the goal, by more than one unit when SynOps (activity) moved between
 The output layer is never pruned, and every layer keeps at least its best unit.
 A removed unit loses its weights, bias and BatchNorm affine parameters (as a DPAP-pruned
 neuron), so compaction removes it; masks hold on weights and gradients.
+Under data parallelism (``dist``, by default the process's own place) the firing rates and the
+SynOps / MACs are measured on each rank's slice of the samples and summed over the ranks, so
+every rank takes the same decision (:mod:`.unit_importance`, :mod:`.cost`).
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from .. import distributed
 from ..compaction.plan import Masks
 from ..dpap.layers import Forward, default_forward
 from ..dpap.masking import apply_masks, layer_param_masks, layer_stats
@@ -34,7 +38,8 @@ class StructuredPruner:
     def __init__(self, model: nn.Module, example_input: torch.Tensor, scorer: str, target: float,
                  start_epoch: int, end_epoch: int, seed: int = 0, target_kind: str = "params",
                  measure_input: torch.Tensor | None = None, time_steps: int | None = None,
-                 forward: Forward = default_forward, method: str | None = None) -> None:
+                 forward: Forward = default_forward, method: str | None = None,
+                 dist: distributed.Dist | None = None) -> None:
         if scorer not in SCORERS:
             raise ConfigError(f"unknown unit importance {scorer!r}; choose one of "
                               f"{', '.join(SCORERS)}")
@@ -54,6 +59,7 @@ class StructuredPruner:
         self.layers = [l for l in self.graph.layers if not l.is_output]
         self.x = example_input if measure_input is None else measure_input
         self.time_steps = time_steps
+        self.dist = distributed.current() if dist is None else dist
         self.start, self.end, self.epoch = start_epoch, end_epoch, 0
         self.reference: float | None = None
         self.last: dict = {}
@@ -89,13 +95,15 @@ class StructuredPruner:
 
     # ---------------------------------------------------------------- the schedule
     def cost(self, alive: list[torch.Tensor] | None = None) -> float:
-        return cost(self.target_kind, self.graph, self.masks(alive), self.x, self.time_steps)
+        return cost(self.target_kind, self.graph, self.masks(alive), self.x, self.time_steps,
+                    self.dist)
 
     def ranking(self) -> tuple[torch.Tensor, torch.Tensor, int, int]:
         """``(layer index, unit index)`` of every unit in removal order, the number already
         removed, and how many may go at most (each layer keeps its best unit)."""
         scores = normalized(SCORERS[self.scorer](self.layers, graph=self.graph, x=self.x,
-                                                 time_steps=self.time_steps, fixed=self._random))
+                                                 time_steps=self.time_steps, fixed=self._random,
+                                                 dist=self.dist))
         li, ui, key = [], [], []
         for i, (s, a) in enumerate(zip(scores, self.alive)):
             s = torch.where(a, s.double(), torch.full_like(s, -1.0, dtype=torch.float64))

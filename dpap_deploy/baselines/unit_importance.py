@@ -8,7 +8,9 @@ different sizes.
   Torch-Pruning's magnitude importance with ``p = 1``, restricted to the layer's own weights).
 - ``rate``: the unit's mean activity on training samples: for an SNN the firing rate of the
   population (spikes averaged over samples, time steps and, for a channel, positions); for an
-  ANN the mean activation (the analogue of paper Eq 19).
+  ANN the mean activation (the analogue of paper Eq 19). Under data parallelism each rank
+  measures its slice of the samples and the sums and counts are added over the ranks, so every
+  rank ranks the units alike (weights are equal on every rank, activity is measured).
 - ``random``: a uniform score drawn once per unit from the run's seed (fixed over epochs).
 """
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Callable
 
 import torch
 
+from ..distributed import Dist, shard, sum_over_ranks
 from ..graph import ModelGraph, PrunableLayer, adapter_for, outputs
 
 Scorer = Callable[..., list[torch.Tensor]]
@@ -34,8 +37,9 @@ def l1_scores(layers: list[PrunableLayer], **_) -> list[torch.Tensor]:
 
 @torch.no_grad()
 def rate_scores(layers: list[PrunableLayer], graph: ModelGraph, x: torch.Tensor,
-                time_steps: int, **_) -> list[torch.Tensor]:
-    """Mean activity per unit over ``x``, read with forward hooks on the neuron modules."""
+                time_steps: int, dist: Dist = Dist(), **_) -> list[torch.Tensor]:
+    """Mean activity per unit over ``x``, read with forward hooks on the neuron modules:
+    ``rate_i = sum_ranks sum_(samples, steps, positions) s_i / sum_ranks count``."""
     chan = 2 if graph.steps_per_call > 1 else 1     # [T, B, C, ...] when the model loops itself
     sums = [torch.zeros(l.n_out, dtype=torch.float64) for l in layers]
     counts = [0] * len(layers)
@@ -51,12 +55,15 @@ def rate_scores(layers: list[PrunableLayer], graph: ModelGraph, x: torch.Tensor,
             sums[i] += s.sum(1).cpu()
             counts[i] += s.shape[1]
         hooks.append(l.neuron.register_forward_hook(hook))
+    mine = shard(x, dist)
     try:
-        outputs(graph, x, time_steps, multistep=False)   # the hooks count one call per step
+        if len(mine):
+            outputs(graph, mine, time_steps, multistep=False)   # hooks count one call per step
     finally:
         for h in hooks:
             h.remove()
-    return [s / max(c, 1) for s, c in zip(sums, counts)]
+    *sums, total = sum_over_ranks(sums + [torch.tensor(counts, dtype=torch.float64)], dist)
+    return [s / max(float(c), 1.0) for s, c in zip(sums, total)]
 
 
 def random_scores(layers: list[PrunableLayer], fixed: list[torch.Tensor], **_) -> list[torch.Tensor]:

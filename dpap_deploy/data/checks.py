@@ -27,7 +27,10 @@ def _count(n: int, word: str) -> str:
 
 
 def sample_hashes(x: torch.Tensor) -> list[bytes]:
-    """One 16-byte BLAKE2b digest per sample of ``x`` (its raw bytes)."""
+    """One 16-byte BLAKE2b digest per sample of ``x`` (its raw bytes; frames binned on demand
+    hash their event files instead: ``event_frames.LazyFrames.sample_hashes``)."""
+    if hasattr(x, "sample_hashes"):
+        return x.sample_hashes()
     rows = np.ascontiguousarray(x.detach().cpu().numpy()).reshape(len(x), -1)
     return [hashlib.blake2b(r.tobytes(), digest_size=16).digest() for r in rows]
 

@@ -10,14 +10,29 @@ holding at least one event of a polarity at a pixel is a spike (1). Samples beco
 tonic's classes check for the downloaded archive and a minimum file count before reading, and
 otherwise download (impossible offline, and wrong for a partial or re-created tree); we keep
 their reading code and replace only that check by "the extracted folder holds files".
-Binned frames are cached in ``root/.dpap-cache/``, keyed by a sha256 of the event files'
-names and contents and ``T``; an entry is used only if it records that key and its arrays
-match their stored digest (a replaced or damaged cache file is rebuilt, never used).
+
+Two paths, chosen per dataset by :func:`.event_frames.frames_path` (the binned size of both
+splits; ``DPAP_EVENT_FRAMES=memory|stream`` overrides it):
+
+- *memory* (small sets, e.g. DVS-Gesture at 32x32): every sample binned once, up front, into
+  one tensor per split, cached as one ``root/.dpap-cache/<name>-<split>-T<T>-<key>.npz`` keyed
+  by a sha256 of the split's event files' names and contents and ``T``; an entry is used only
+  if it records that key and its arrays match their stored digest (a replaced or damaged cache
+  file is rebuilt, never used);
+- *stream* (large sets, e.g. all of N-MNIST): :class:`.event_frames.LazyFrames` bins a sample
+  when it is first asked for (in DataLoader workers with ``--workers N``) and caches it alone.
+
+Both bin with :class:`Binning`; the stream path reads the files with its own two-line
+readers, the same as tonic's ``__getitem__`` (tested equal), so that workers need no tonic
+dataset object.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
+import io
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +42,15 @@ from tqdm import tqdm
 from ..atomic import atomic_write_bytes
 from ..errors import DPAPError
 from .base import Dataset
+from .event_frames import LazyFrames, StreamedDataset, frames_path
 
 SOURCES = {"nmnist": "https://www.garrickorchard.com/datasets/n-mnist (Train.zip, Test.zip; "
                      "extract into ROOT/NMNIST/), or 'dpap-deploy synth-events'",
            "dvs-gesture": "https://research.ibm.com/interactive/dvsgesture/ via tonic's "
                           "preprocessed .npy layout under ROOT/DVSGesture/"}
+N_CLASSES = {"nmnist": 10, "dvs-gesture": 11}
+EXT = {"nmnist": ".bin", "dvs-gesture": ".npy"}
+FRAME_HW = {"nmnist": 34, "dvs-gesture": 32}     # DVS-Gesture's 128 x 128 downsampled 4x
 
 
 def _tonic():
@@ -54,6 +73,53 @@ def _offline(cls, ext: str, source: str = "the dataset's publisher"):
                             f"; get them from {source}")
     Offline.__name__ = cls.__name__   # tonic derives the folder name from the class name
     return Offline
+
+
+@functools.lru_cache(maxsize=None)
+def _transform(name: str, time_steps: int):
+    """tonic's binning of ``name`` into ``time_steps`` frames (built once per process)."""
+    t = _tonic()
+    if name == "nmnist":
+        return t.transforms.ToFrame(sensor_size=t.datasets.NMNIST.sensor_size,
+                                    n_time_bins=time_steps)
+    return t.transforms.Compose([t.transforms.Downsample(spatial_factor=0.25),
+                                 t.transforms.ToFrame(sensor_size=(32, 32, 2),
+                                                      n_time_bins=time_steps)])
+
+
+@dataclass(frozen=True)
+class Binning:
+    """How one event file of dataset ``name`` becomes ``[T, 2, H, W]`` frames of 0/1: a bin
+    holding at least one event of a polarity at a pixel is a spike. Plain data, so DataLoader
+    workers receive it and rebuild tonic's transform themselves."""
+
+    name: str                 # "nmnist" or "dvs-gesture"
+    time_steps: int
+
+    @property
+    def frame_shape(self) -> tuple[int, int, int, int]:
+        hw = FRAME_HW[self.name]
+        return (self.time_steps, 2, hw, hw)
+
+    def transform(self):
+        return _transform(self.name, self.time_steps)
+
+    def bin(self, events: np.ndarray) -> np.ndarray:
+        return (self.transform()(events) > 0).astype(np.uint8)
+
+    def read(self, raw: bytes) -> np.ndarray:
+        """The events of one file's bytes, as tonic's ``__getitem__`` reads them."""
+        t = _tonic()
+        if self.name == "nmnist":
+            return t.io.read_mnist_file(io.BytesIO(raw), dtype=t.datasets.NMNIST.dtype,
+                                        is_stream=True)
+        import numpy.lib.recfunctions as rfn
+        ev = np.load(io.BytesIO(raw), allow_pickle=False)
+        ev[:, 3] *= 1000                                 # ms -> us, as tonic
+        return rfn.unstructured_to_structured(ev, t.datasets.DVSGesture.dtype)
+
+    def frames(self, raw: bytes) -> np.ndarray:
+        return self.bin(self.read(raw))
 
 
 def source_key(files: list[str], name: str, split: str, time_steps: int) -> str:
@@ -84,6 +150,7 @@ def read_cache(path: Path, key: str) -> tuple[np.ndarray, np.ndarray] | None:
 
 
 def _frames(ds, transform, name: str, split: str, cache: Path, time_steps: int):
+    """The memory path: every sample of ``ds`` binned, as one tensor (one cache file)."""
     key = source_key(list(ds.data), name, split, time_steps)
     path = cache / f"{name}-{split}-T{time_steps}-{key[:16]}.npz"
     hit = read_cache(path, key) if path.exists() else None
@@ -101,39 +168,35 @@ def _frames(ds, transform, name: str, split: str, cache: Path, time_steps: int):
     return torch.from_numpy(x).float(), torch.from_numpy(y)
 
 
-def _load(name: str, cls, ext: str, data_root: str | None, time_steps: int | None, transform_fn,
-          n_classes: int) -> Dataset:
+def _load(name: str, cls, data_root: str | None, time_steps: int | None) -> Dataset:
     if time_steps is None:
         raise DPAPError(f"{name} bins events into time steps: pass time_steps (--time-steps T)")
     if data_root is None:
         raise DPAPError(f"{name} needs --data-root ROOT; get the data from {SOURCES[name]}")
-    tonic = _tonic()
+    ext = EXT[name]
     Offline = _offline(cls, ext, SOURCES[name])
-    splits = {}
+    sources = {}
     for split, train in (("train", True), ("test", False)):
         ds = Offline(save_to=str(data_root), train=train)
         if len(ds) == 0:
             raise DPAPError(f"{name}: no {ext} files for the {split} split under "
                             f"{Path(ds.location_on_system, ds.folder_name)}; get them from "
                             f"{SOURCES[name]}")
-        splits[split] = _frames(ds, transform_fn(tonic, time_steps), name, split,
-                                Path(data_root) / ".dpap-cache", time_steps)
-    return Dataset(name, *splits["train"], *splits["test"], n_classes=n_classes)
+        sources[split] = ds
+    binning, cache = Binning(name, time_steps), Path(data_root) / ".dpap-cache"
+    n = sum(len(ds) for ds in sources.values())
+    if frames_path(n, binning.frame_shape) == "stream":
+        parts = [(LazyFrames(ds.data, binning, cache / f"{name}-T{time_steps}"),
+                  torch.as_tensor(ds.targets, dtype=torch.int64)) for ds in sources.values()]
+        return StreamedDataset(name, *parts[0], *parts[1], n_classes=N_CLASSES[name])
+    splits = [_frames(ds, binning.transform(), name, split, cache, time_steps)
+              for split, ds in sources.items()]
+    return Dataset(name, *splits[0], *splits[1], n_classes=N_CLASSES[name])
 
 
 def load_nmnist(data_root: str | None, time_steps: int | None) -> Dataset:
-    tonic = _tonic()
-    sensor = tonic.datasets.NMNIST.sensor_size
-    return _load("nmnist", tonic.datasets.NMNIST, ".bin", data_root, time_steps,
-                 lambda t, T: t.transforms.ToFrame(sensor_size=sensor, n_time_bins=T), 10)
+    return _load("nmnist", _tonic().datasets.NMNIST, data_root, time_steps)
 
 
 def load_dvs_gesture(data_root: str | None, time_steps: int | None) -> Dataset:
-    tonic = _tonic()
-
-    def transform(t, T):
-        return t.transforms.Compose([
-            t.transforms.Downsample(spatial_factor=0.25),
-            t.transforms.ToFrame(sensor_size=(32, 32, 2), n_time_bins=T)])
-    return _load("dvs-gesture", tonic.datasets.DVSGesture, ".npy", data_root, time_steps,
-                 transform, 11)
+    return _load("dvs-gesture", _tonic().datasets.DVSGesture, data_root, time_steps)

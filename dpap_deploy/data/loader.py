@@ -11,7 +11,9 @@ the same sample gets the same crop whatever the number of ranks or loader worker
 
 Two paths give the same batches: in-memory indexing (``workers=0``, the fast path for small
 sets) and a ``torch.utils.data.DataLoader`` with worker processes fed by
-:class:`EpochBatchSampler` (``workers>0``).
+:class:`EpochBatchSampler` (``workers>0``). ``x`` is a tensor, or for large event sets
+:class:`.event_frames.LazyFrames`, indexed the same way, which bins a sample when it is asked
+for: in the workers with ``workers>0``.
 """
 from __future__ import annotations
 
