@@ -65,7 +65,6 @@ class LayerOps:
     kind: str                  # "conv" / "linear"
     counts: str                # "synops" or "macs"
     params: int
-    params_nonzero: int
     synops: float = 0.0
     synops_dense: float = 0.0
     macs: float = 0.0
@@ -120,9 +119,8 @@ def count_ops(model: nn.Module, x: torch.Tensor, time_steps: int | None = None,
     for layer in layers:
         syn = layer.synapse
         params = sum(p.numel() for p in syn.parameters())
-        nz = sum(int(p.count_nonzero()) for p in syn.parameters())
         spikes = kind == "snn" and spiking_input[layer.name]
-        row = LayerOps(layer.name, layer.kind, "synops" if spikes else "macs", params, nz)
+        row = LayerOps(layer.name, layer.kind, "synops" if spikes else "macs", params)
         report.layers.append(row)
 
         def hook(mod, inputs, row=row, spikes=spikes, m=mult.get(layer.name, 1.0)):

@@ -18,7 +18,6 @@ from torch import nn
 LAMBDA = 0.2
 V_TH = 0.5
 SURROGATE_WIDTH = 1.0
-TIME_STEPS = 8
 
 
 class _Rectangle(torch.autograd.Function):
@@ -56,7 +55,7 @@ def reset_states(model: nn.Module) -> None:
             m.reset_mem()
 
 
-def run_snn(model: nn.Module, x: torch.Tensor, time_steps: int = TIME_STEPS) -> torch.Tensor:
+def run_snn(model: nn.Module, x: torch.Tensor, time_steps: int) -> torch.Tensor:
     """Direct encoding: feed the static input ``x [B, C, H, W]`` as current at every one of
     ``time_steps`` steps; returns the output spikes ``[T, B, out]``. Event frames
     ``[B, T, C, H, W]`` are fed one frame per step instead (``time_steps`` is then ``T``)."""

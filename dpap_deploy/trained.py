@@ -37,7 +37,6 @@ class Trained:
     dpap_config: dict | None               # the resolved DPAP configuration, None without DPAP
     data_warnings: list[str] = field(default_factory=list)
     path: Path | None = None
-    world_size: int = 1
 
     @property
     def epoch(self) -> int:
@@ -99,8 +98,7 @@ def load_trained(source: str | Path) -> Trained:
                    n_classes=n_classes, history=list(ckpt["history"]), layer_stats=stats,
                    masks=masks, pruner_state=dpap_state,
                    dpap_config=(dpap_state or {}).get("config"),
-                   data_warnings=list(ckpt.get("data_warnings", [])), path=Path(path),
-                   world_size=int(ckpt.get("world_size", 1)))
+                   data_warnings=list(ckpt.get("data_warnings", [])), path=Path(path))
 
 
 def _data_shape(ckpt: dict[str, Any], cfg: TrainConfig):

@@ -43,7 +43,7 @@ def test_augmentation_defaults_on_for_cifar10_only():
     assert not TrainConfig(dataset="cifar10", augment=False).augmenting
     args = build_parser().parse_args(["train", "--out", "x", "--no-augment", "--workers", "3",
                                       "--precision", "bf16"])
-    cfg, _ = train_config_from_args(args)
+    cfg = train_config_from_args(args)
     assert (cfg.augment, cfg.workers, cfg.precision) == (False, 3, "bf16")
 
 

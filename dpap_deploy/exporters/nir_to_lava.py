@@ -59,11 +59,6 @@ class LavaLayer:
     shape: tuple       # output shape in Lava order
 
 
-def _chw_to_whc_columns(c: int, h: int, w: int) -> np.ndarray:
-    """``perm[j_lava] = j_torch``: Lava flattens (w, h, c) where torch flattens (c, h, w)."""
-    return Layout((c, h, w)).flattened().perm
-
-
 def input_schedule(x: np.ndarray, time_steps: int, extra_steps: int, dtype=np.float64) -> np.ndarray:
     """RingBuffer data in Lava order for image inputs ``[N, C, H, W]`` / frames
     ``[N, T, C, H, W]`` or flat ``[N, F]`` (``lava_layout.stream`` for any NIR input)."""
