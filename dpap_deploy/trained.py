@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .checkpoint import load_checkpoint
+from .dpap.masking import removed_fraction
 from .errors import DPAPError
 from .train_config import TrainConfig
 from .validate import check_checkpoint_keys, check_dpap_masks
@@ -58,12 +59,6 @@ class Trained:
         """The run's dataset (its configured name, root and time steps)."""
         from .data import load_dataset
         return load_dataset(self.cfg.dataset, self.cfg.data_root, self.cfg.time_steps)
-
-
-def removed_fraction(layer_stats: list[dict], params_total: int) -> float:
-    """Parameters removed by pruning over all parameters of the model."""
-    removed = sum(s["params_total"] - s["params_kept"] for s in layer_stats)
-    return removed / params_total if params_total else 0.0
 
 
 def load_trained(source: str | Path) -> Trained:

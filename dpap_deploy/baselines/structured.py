@@ -155,10 +155,6 @@ class StructuredPruner:
         return [layer_stats(l, None, alive.get(l.name, torch.ones(l.n_out, dtype=torch.bool))
                             .to(l.synapse.weight.device)) for l in self.graph.layers]
 
-    def params_removed_fraction(self) -> float:
-        total = sum(p.numel() for p in self.model.parameters())
-        return sum(s["params_total"] - s["params_kept"] for s in self.layer_stats()) / total
-
     def state_dict(self) -> dict:
         return {"format": "structured-pruner", "method": self.method, "epoch": self.epoch,
                 "target_kind": self.target_kind, "reference": self.reference, "last": self.last,

@@ -90,10 +90,6 @@ class GradualPruner:
             out.append(s)
         return out
 
-    def params_removed_fraction(self) -> float:
-        total = sum(p.numel() for p in self.model.parameters())
-        return sum(int((~m).sum()) for m in self.masks) / total
-
     def state_dict(self) -> dict:
         return {"format": "gradual-pruner", "method": self.method, "epoch": self.epoch,
                 "masks": list(self.masks), "final_sparsity": self.final_sparsity,

@@ -76,3 +76,10 @@ def layer_stats(layer: PrunableLayer, syn_alive: torch.Tensor | None = None,
             "synapses_total": layer.n_out * layer.n_in,
             "synapses_kept": int((syn_alive & neu_alive[:, None]).sum()),
             "params_total": p_total, "params_kept": p_kept}
+
+
+def removed_fraction(stats: list[dict], params_total: int) -> float:
+    """Parameters removed by pruning (``layer_stats`` rows) over all ``params_total``
+    parameters of the model; the outgoing weights of dead units are counted by compaction."""
+    removed = sum(s["params_total"] - s["params_kept"] for s in stats)
+    return removed / params_total if params_total else 0.0

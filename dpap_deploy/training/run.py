@@ -26,11 +26,10 @@ from ..checkpoint import rng_state, save_checkpoint, set_rng_state
 from ..data import Dataset, load_dataset
 from ..data.loader import EpochBatchSampler, epoch_order, make_loader
 from ..dpap import DPAP, DPAPConfig, find_prunable_layers, preset
-from ..dpap.masking import layer_stats
+from ..dpap.masking import layer_stats, removed_fraction
 from ..errors import ConfigError, DPAPError
 from ..evaluation import model_output
 from ..train_config import TrainConfig
-from ..trained import removed_fraction
 from ..validate import check_checkpoint_keys, check_dpap_masks
 from ..zoo import build_model
 
