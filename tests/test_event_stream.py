@@ -220,9 +220,9 @@ def test_training_from_lazy_frames_with_workers_equals_training_from_memory(
     for k, w in ref.model.state_dict().items():
         assert torch.equal(run.model.state_dict()[k], w), k
     assert check_dataset(run.data, 8) == check_dataset(ref.data, 8)
-    from dpap_deploy.pipeline import compact_run     # compaction reads the streamed test set
-    report = compact_run(tmp_path / "stream", tmp_path / "compact")
-    assert report["compaction"]["accuracy_compact"] == ref.history[-1]["test_acc"]
+    from dpap_deploy.pipeline import compact       # compaction reads the streamed test set
+    report = compact(tmp_path / "stream", tmp_path / "compact")
+    assert report.compaction.accuracy_compact == ref.history[-1]["test_acc"]
 
 
 def test_cli_trains_streamed_nmnist_with_workers(nmnist_root, tmp_path):
