@@ -45,7 +45,7 @@ def _targets():
 
 
 def _rules():
-    from .dpap.config import RULES
+    from .dpap.rules import RULES
     return RULES
 
 

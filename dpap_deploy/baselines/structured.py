@@ -25,7 +25,6 @@ from torch import nn
 
 from .. import distributed
 from ..compaction.plan import Masks
-from ..dpap.layers import Forward, default_forward
 from ..dpap.masking import apply_masks, layer_param_masks, layer_stats
 from ..errors import ConfigError
 from ..graph import build_graph
@@ -38,8 +37,7 @@ class StructuredPruner:
     def __init__(self, model: nn.Module, example_input: torch.Tensor, scorer: str, target: float,
                  start_epoch: int, end_epoch: int, seed: int = 0, target_kind: str = "params",
                  measure_input: torch.Tensor | None = None, time_steps: int | None = None,
-                 forward: Forward = default_forward, method: str | None = None,
-                 dist: distributed.Dist | None = None) -> None:
+                 method: str | None = None, dist: distributed.Dist | None = None) -> None:
         if scorer not in SCORERS:
             raise ConfigError(f"unknown unit importance {scorer!r}; choose one of "
                               f"{', '.join(SCORERS)}")
@@ -51,7 +49,7 @@ class StructuredPruner:
                               f"{target_kind} to remove")
         check_window(start_epoch, end_epoch)
         self.model, self.method = model, method or f"{scorer}-structured"
-        self.graph = build_graph(model, example_input, forward)
+        self.graph = build_graph(model, example_input)
         if target_kind == "synops" and self.graph.kind != "snn":
             raise ConfigError("--prune-target-kind synops needs a spiking model; an ANN's cost "
                               "is its MACs (use macs)")

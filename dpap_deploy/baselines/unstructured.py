@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..dpap.layers import Forward, default_forward, find_prunable_layers
+from ..dpap.layers import find_prunable_layers
 from ..dpap.masking import layer_stats
 from ..errors import ConfigError
 from .schedule import check_window, cubic_fraction
@@ -26,15 +26,14 @@ METHODS = ("magnitude", "random")   # the single-weight baselines
 
 class GradualPruner:
     def __init__(self, model: nn.Module, example_input: torch.Tensor, method: str, target: float,
-                 start_epoch: int, end_epoch: int, seed: int = 0,
-                 forward: Forward = default_forward) -> None:
+                 start_epoch: int, end_epoch: int, seed: int = 0) -> None:
         if method not in METHODS:
             raise ConfigError(f"unknown pruning baseline {method!r}; choose one of {', '.join(METHODS)}")
         if not 0.0 <= target < 1.0:
             raise ConfigError(f"invalid prune target {target!r}: a fraction in [0, 1)")
         check_window(start_epoch, end_epoch)
         self.model, self.method = model, method
-        self.kind, all_layers = find_prunable_layers(model, example_input, forward)
+        self.kind, all_layers = find_prunable_layers(model, example_input)
         self.layers = [l for l in all_layers if not l.is_output]
         self.params = [l.synapse.weight for l in self.layers]
         total = sum(p.numel() for p in model.parameters())

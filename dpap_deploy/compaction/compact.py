@@ -72,9 +72,9 @@ def full_masks(graph: ModelGraph, masks: Masks | None) -> Masks:
 
 
 def apply_layer_masks(model: nn.Module, example_input: torch.Tensor | None, masks: Masks,
-                      forward=None, graph: ModelGraph | None = None) -> nn.Module:
+                      graph: ModelGraph | None = None) -> nn.Module:
     """Zero, in place, every parameter the masks remove (the 'masked model')."""
-    graph = graph or build_graph(model, example_input, forward)
+    graph = graph or build_graph(model, example_input)
     for layer in graph.layers:
         if layer.name in masks:
             syn, neu = masks[layer.name]
@@ -84,7 +84,7 @@ def apply_layer_masks(model: nn.Module, example_input: torch.Tensor | None, mask
 
 
 def compact(model: nn.Module, example_input: torch.Tensor, masks: Masks | None = None,
-            forward=None, verify: bool = True, time_steps: int | None = None,
+            verify: bool = True, time_steps: int | None = None,
             graph: ModelGraph | None = None) -> Compacted:
     """Return the compacted copy of ``model`` (the input model is not modified).
 
@@ -93,7 +93,7 @@ def compact(model: nn.Module, example_input: torch.Tensor, masks: Masks | None =
     ``graph``: the model's graph if already built (``dpap.graph``), else it is built here.
     """
     reset_states(model)
-    graph = graph or build_graph(model, example_input, forward)
+    graph = graph or build_graph(model, example_input)
     masked, mgraph = copy_with_graph(model, graph)
     masked.eval()
     masks = full_masks(mgraph, masks)
@@ -102,7 +102,7 @@ def compact(model: nn.Module, example_input: torch.Tensor, masks: Masks | None =
     small, sgraph = copy_with_graph(masked, mgraph)
     cut(small, sgraph, plan)
     small.eval()
-    small_graph = build_graph(small, example_input, forward)
+    small_graph = build_graph(small, example_input)
     result = Compacted(small, plan, graph.kind, small_graph)
     if verify:
         check_same_function(mgraph, small_graph, example_input, time_steps)

@@ -15,7 +15,6 @@ from typing import Any, Mapping
 from ..errors import ConfigError
 from ..validate import check_field_types
 
-RULES = ("bcm", "hebb", "stdp")
 
 # Conv survival start values. A conv element with no evidence (normalised importance 0 every
 # epoch) loses at most epsilon * sum_k e^(-k/eta) = 0.65 / (1 - e^(-1/eta)) over a run:
@@ -67,7 +66,8 @@ def _check(ok: bool, name: str, value: Any, why: str) -> None:
 class DPAPConfig:
     """Everything DPAP needs besides the model.
 
-    ``rule``: synaptic plasticity measure, ``bcm`` (paper default), ``hebb`` or ``stdp``.
+    ``rule``: synaptic plasticity measure, a name in ``dpap.rules.RULES``: ``bcm`` (paper
+    default), ``hebb``, ``stdp``, or one registered by the user.
     ``normalization``: ``p75`` (``clip((x-min)/(p75-min), 0, 1)`` over alive elements, the
     default) or ``minmax``. ``tau``: spiking-trace decay (Eq 5-6).
     ``prune_output_synapses``: also prune the output layer's synapses (its neurons never are).
@@ -88,6 +88,7 @@ class DPAPConfig:
 
     def __post_init__(self) -> None:
         check_field_types(self, "DPAP option")
+        from .rules import RULES
         _check(self.rule in RULES, "rule", self.rule, f"choose one of {', '.join(RULES)}")
         _check(self.normalization in NORMALIZATIONS, "normalization", self.normalization,
                f"choose one of {', '.join(NORMALIZATIONS)}")

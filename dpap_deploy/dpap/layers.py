@@ -7,15 +7,11 @@ DPAP itself needs only spikes: what a deployment target cannot represent is refu
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import snntorch as snn
 import torch
 from torch import nn
 
-from ..graph import ModelGraph, PrunableLayer, build_graph, default_forward
-
-Forward = Callable[[nn.Module, torch.Tensor], object]
+from ..graph import ModelGraph, PrunableLayer, build_graph
 
 
 def model_kind(model: nn.Module) -> str:
@@ -24,11 +20,10 @@ def model_kind(model: nn.Module) -> str:
 
 
 def find_prunable_layers(model: nn.Module, example_input: torch.Tensor | None = None,
-                         forward: Forward | None = None,
                          graph: ModelGraph | None = None) -> tuple[str, list[PrunableLayer]]:
     """Return ``(kind, layers)`` in forward order; the output layer has ``is_output``."""
-    graph = graph or build_graph(model, example_input, forward)
+    graph = graph or build_graph(model, example_input)
     return graph.kind, graph.layers
 
 
-__all__ = ["Forward", "PrunableLayer", "default_forward", "find_prunable_layers", "model_kind"]
+__all__ = ["PrunableLayer", "find_prunable_layers", "model_kind"]

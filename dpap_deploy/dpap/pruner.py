@@ -25,11 +25,10 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError
-from . import plasticity, survival
+from . import plasticity, rules, survival
 from .config import DPAPConfig
 from .importance import normalize, spine_importance
 from ..graph import ModelGraph, PrunableLayer, build_graph
-from .layers import Forward
 from .masking import apply_masks, layer_param_masks, layer_stats
 from .traces import population_activity, update_trace
 
@@ -56,13 +55,13 @@ class LayerState:
 class _Recorder:
     """Per-batch traces of one layer, filled by forward hooks (not checkpointed)."""
 
-    __slots__ = ("s_pre", "s_post", "o_pre", "stdp")
+    __slots__ = ("s_pre", "s_post", "o_pre", "acc")
 
     def __init__(self) -> None:
         self.clear()
 
     def clear(self) -> None:
-        self.s_pre = self.s_post = self.o_pre = self.stdp = None
+        self.s_pre = self.s_post = self.o_pre = self.acc = None
 
 
 def _activity_seq(x: torch.Tensor) -> torch.Tensor:
@@ -88,15 +87,16 @@ class DPAP:
     """Developmental-plasticity-inspired adaptive pruning of one model."""
 
     def __init__(self, model: nn.Module, example_input: torch.Tensor | None = None,
-                 config: DPAPConfig | None = None, forward: Forward | None = None,
-                 seed: int = 0, graph: ModelGraph | None = None) -> None:
+                 config: DPAPConfig | None = None, seed: int = 0, graph: ModelGraph | None = None) -> None:
         self.model = model
         self.config = config or DPAPConfig()
-        self.graph = graph if graph is not None else build_graph(model, example_input, forward)
+        self.graph = graph if graph is not None else build_graph(model, example_input)
         self.kind, self.layers = self.graph.kind, self.graph.layers
-        if self.config.rule == "stdp" and self.kind == "ann":
-            raise ConfigError("plasticity rule 'stdp' needs spike timing and an ANN has no time "
-                              "axis; use rule 'bcm' (default) or 'hebb'")
+        self.rule = rules.rule(self.config.rule)
+        if self.rule.needs_time and self.kind == "ann":
+            others = [n for n, r in rules.RULES.items() if not r.needs_time]
+            raise ConfigError(f"plasticity rule '{self.rule.name}' needs spike timing and an "
+                              f"ANN has no time axis; use rule {' or '.join(map(repr, others))}")
         self.epoch = 0
         self.num_batches = 0
         self._windowed = False
@@ -172,10 +172,7 @@ class DPAP:
             raise RuntimeError(
                 f"DPAP traces of layer '{self.layers[i].name}' from an earlier batch were "
                 "not consumed: call dpap.step() after every optimizer step")
-        if self.config.rule == "stdp":
-            before = None if rec.s_post is None else rec.s_post.clone()
-            term = plasticity.stdp_step(rec.o_pre, act, rec.s_pre, before)
-            rec.stdp = term if rec.stdp is None else rec.stdp.add_(term)
+        self.rule.on_step(rec, act)
         rec.s_post = update_trace(rec.s_post, act, self.config.tau)
 
     def _pre_hook(self, i: int):
@@ -248,11 +245,7 @@ class DPAP:
             raise RuntimeError(f"layer '{layer.name}' produced output without input")
         if survival.in_warmup(self.epoch, self.config.params_for(layer.kind)):
             return None
-        if self.config.rule == "bcm":
-            return plasticity.bcm(rec.s_pre, rec.s_post, st.theta.to(rec.s_post.dtype))
-        if self.config.rule == "hebb":
-            return plasticity.hebb(rec.s_pre, rec.s_post)
-        return rec.stdp
+        return self.rule.measure(rec, st.theta)
 
     def _step_reduced(self) -> None:
         """``step`` when the global batch is spread over processes: every quantity the update

@@ -4,8 +4,7 @@ from .model_graph import ModelGraph, Node, PrunableLayer, find_layers
 from .neurons import NeuronAdapter, adapter_for, register
 from .run import outputs, run_window, window_steps
 from .state import reset_states
-from .trace import build_graph, default_forward
+from .trace import build_graph
 
 __all__ = ["ModelGraph", "Node", "PrunableLayer", "find_layers", "NeuronAdapter", "adapter_for",
-           "register", "outputs", "run_window", "window_steps", "reset_states", "build_graph",
-           "default_forward"]
+           "register", "outputs", "run_window", "window_steps", "reset_states", "build_graph"]

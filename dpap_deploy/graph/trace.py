@@ -262,17 +262,12 @@ def _pool_fn_attrs(name: str, args, kwargs) -> dict:
             "exact": kwargs.get("divisor_override") is None}
 
 
-def default_forward(model: nn.Module, x: torch.Tensor):
-    return model(x)
-
-
-def build_graph(model: nn.Module, example_input: torch.Tensor, forward=None) -> ModelGraph:
+def build_graph(model: nn.Module, example_input: torch.Tensor) -> ModelGraph:
     """Trace ``model`` on ``example_input`` (a batch; two samples are enough) into a graph.
 
     Event frames ``[B, T, C, H, W]`` given to a model that takes one frame per call are fed one
     frame; a model with its own time loop gets the input as it is. The model's training mode
     and neuron states are restored afterwards."""
-    forward = forward or default_forward
     if not isinstance(example_input, torch.Tensor) or example_input.dim() < 2:
         raise DPAPError("the example input must be a batched tensor [B, ...] (one or two samples "
                         "are enough)")
@@ -291,7 +286,7 @@ def build_graph(model: nn.Module, example_input: torch.Tensor, forward=None) -> 
     reset_states(model)
     event = x.dim() == 5
     try:
-        graph = _trace(model, x, forward, tracer, event)
+        graph = _trace(model, x, tracer, event)
     finally:
         for h in hooks:
             h.remove()
@@ -328,14 +323,14 @@ def _inside_neuron(m: nn.Module, model: nn.Module) -> bool:
     return False
 
 
-def _trace(model, x, forward, tracer: _Tracer, event: bool) -> ModelGraph:
+def _trace(model, x, tracer: _Tracer, event: bool) -> ModelGraph:
     inp = tracer.add_node(INPUT, "input", [], x, [])
     tracer.nodes[inp].out_shape = tuple(x.shape[1:])
     result = None
     with torch.no_grad(), tracer:
         tracer._tag(x, inp)
         try:
-            result = forward(model, x)
+            result = model(x)
         except (RuntimeError, ValueError, TypeError) as exc:
             if event:                      # a model that takes one frame per call
                 tracer.__init__(model)
@@ -343,7 +338,7 @@ def _trace(model, x, forward, tracer: _Tracer, event: bool) -> ModelGraph:
                 inp = tracer.add_node(INPUT, "input", [], frame, [])
                 tracer._tag(frame, inp)
                 try:
-                    result = forward(model, frame)
+                    result = model(frame)
                 except (RuntimeError, ValueError, TypeError) as exc2:
                     raise _fit_error(frame, exc2) from None
             else:
@@ -382,4 +377,4 @@ def _fit_error(x: torch.Tensor, exc: Exception) -> DPAPError:
                      f"fit the model: {first}")
 
 
-__all__ = ["build_graph", "default_forward"]
+__all__ = ["build_graph"]
