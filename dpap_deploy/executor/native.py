@@ -103,6 +103,49 @@ std::vector<torch::Tensor> leaky_backward(torch::Tensor grad_s, torch::Tensor U,
   const float b = (float)beta_d, th = (float)thr_d, half = (float)(width / 2);
   const float inv_w = width > 0 ? (float)(1.0 / width) : 0.f;
   std::vector<double> gbs(64, 0.0), gts(64, 0.0);
+  if (!have_direct && !need_beta && !need_thr) {
+    // The common case (rectangle surrogate, no learnable beta or threshold): one pass per
+    // step over dL/dS, U (and S for the zero reset), no branches the compiler cannot turn
+    // into vector selects. Per element the same float32 operations, in the same order, as
+    // the general loop below: bit-identical gradients.
+    for_chunks((N + TILE - 1) / TILE, [&](int64_t c0, int64_t c1, int) {
+      float acc[TILE], sum[TILE];
+      for (int64_t c = c0; c < c1; ++c) {
+        const int64_t i0 = c * TILE, n = std::min(TILE, N - i0);
+        for (int64_t j = 0; j < n; ++j) { acc[j] = 0.f; sum[j] = 0.f; }
+        for (int64_t t = T - 1; t >= 0; --t) {
+          const int64_t k0 = t * N + i0;
+          const float* gt_ = gs + k0;
+          const float* ut_ = u + k0;
+          const float* st_ = s + k0;
+          const bool decay = t < T - 1;
+          if (decay && reset == 1) {
+            for (int64_t j = 0; j < n; ++j) {
+              const float m = gt_[j] * inv_w, dk = std::fabs(ut_[j] - th) < half ? m : 0.f;
+              const float a = (st_[j] != 0.f ? 0.f : acc[j]) * b;
+              acc[j] = a + dk;
+            }
+          } else if (decay) {
+            for (int64_t j = 0; j < n; ++j) {
+              const float m = gt_[j] * inv_w, dk = std::fabs(ut_[j] - th) < half ? m : 0.f;
+              const float a = acc[j] * b;
+              acc[j] = a + dk;
+            }
+          } else {
+            for (int64_t j = 0; j < n; ++j) {
+              const float m = gt_[j] * inv_w, dk = std::fabs(ut_[j] - th) < half ? m : 0.f;
+              acc[j] = acc[j] + dk;
+            }
+          }
+          if (is_static) { for (int64_t j = 0; j < n; ++j) sum[j] += acc[j]; }
+          else { float* o = out + k0; for (int64_t j = 0; j < n; ++j) o[j] = acc[j]; }
+        }
+        if (is_static) for (int64_t j = 0; j < n; ++j) out[i0 + j] = sum[j];
+      }
+    });
+    auto opts = torch::TensorOptions().dtype(torch::kFloat64);
+    return {G, torch::zeros({}, opts), torch::zeros({}, opts)};
+  }
   for_chunks((N + TILE - 1) / TILE, [&](int64_t c0, int64_t c1, int slot) {
     float acc[TILE], sum[TILE], dk[TILE];
     double gb = 0.0, gt = 0.0;
@@ -111,9 +154,13 @@ std::vector<torch::Tensor> leaky_backward(torch::Tensor grad_s, torch::Tensor U,
       for (int64_t j = 0; j < n; ++j) { acc[j] = 0.f; sum[j] = 0.f; }
       for (int64_t t = T - 1; t >= 0; --t) {
         const int64_t k0 = t * N + i0;
-        for (int64_t j = 0; j < n; ++j)
-          dk[j] = have_direct ? d[k0 + j]
-                              : (std::fabs(u[k0 + j] - th) < half ? gs[k0 + j] * inv_w : 0.f);
+        if (have_direct)
+          for (int64_t j = 0; j < n; ++j) dk[j] = d[k0 + j];
+        else   // both values computed, then selected: the loop vectorises
+          for (int64_t j = 0; j < n; ++j) {
+            const float m = gs[k0 + j] * inv_w;
+            dk[j] = std::fabs(u[k0 + j] - th) < half ? m : 0.f;
+          }
         if (t < T - 1) {
           if (reset == 1)
             for (int64_t j = 0; j < n; ++j) acc[j] = (s[k0 + j] != 0.f ? 0.f : acc[j]) * b;
@@ -182,7 +229,7 @@ def kernel():
                 _ninja_on_path()
                 from torch.utils.cpp_extension import load_inline
                 _module = load_inline(
-                    name="dpap_deploy_leaky_v3", cpp_sources=[_SOURCE], functions=None,
+                    name="dpap_deploy_leaky_v4", cpp_sources=[_SOURCE], functions=None,
                     extra_cflags=["-O3", "-march=native", "-ffp-contract=off"], verbose=False)
             except Exception as exc:  # noqa: BLE001 - any build failure means the torch path
                 error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1][:300] if str(exc).strip() else ''}"
