@@ -173,11 +173,17 @@ def test_event_frames_one_per_step_agree():
     assert a.shape[0] == 5 and torch.equal(a, b) and a.sum() > 0
 
 
+@pytest.mark.parametrize("compiled", [True, False])
 @pytest.mark.parametrize("shape", [(3, 4, 8, 8), (2, 3, 7, 9), (2, 2, 28, 28)])
-def test_two_by_two_pool_slices_equal_avg_pool2d_values_and_gradients(shape):
-    """The executor's 2x2 average pool (strided slices) against F.avg_pool2d, bit for bit, on
-    spikes and on real values; odd edges get no output and a zero gradient."""
+def test_two_by_two_pool_equals_avg_pool2d_values_and_gradients(shape, compiled, monkeypatch):
+    """The executor's 2x2 average pool (compiled kernel, or strided slices without it) against
+    F.avg_pool2d, bit for bit, on spikes and on real values; odd edges get no output and a
+    zero gradient."""
     import torch.nn.functional as F
+    from dpap_deploy.executor import native
+    if not compiled:
+        monkeypatch.setenv("DPAP_DEPLOY_NATIVE", "0")
+    assert (native.kernel() is not None) == (compiled and native.error is None)
     from dpap_deploy.executor.pool import avg_pool_2x2, is_2x2
     gen = torch.Generator().manual_seed(sum(shape))
     for x in ((torch.rand(shape, generator=gen) > 0.7).float(),
