@@ -30,8 +30,10 @@ _SOURCE = r"""
 
 // Split [0, n) over torch's intra-op thread count with plain threads (a second OpenMP runtime
 // next to torch's would make both spin against each other).
-static void for_chunks(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn) {
-  const int nt = std::max(1, std::min<int>(at::get_num_threads(), (int)((n + 63) / 64)));
+// At least `grain` items per thread: a thread costs tens of microseconds to start.
+static void for_chunks(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn,
+                       int64_t grain = 64) {
+  const int nt = std::max(1, std::min<int>(at::get_num_threads(), (int)((n + grain - 1) / grain)));
   if (nt == 1) { fn(0, n, 0); return; }
   std::vector<std::thread> pool;
   const int64_t step = (n + nt - 1) / nt;
@@ -219,7 +221,7 @@ torch::Tensor avg_pool2x2_forward(torch::Tensor x) {
           orow[j] = s * 0.25f;
         }
       }
-  });
+  }, std::max<int64_t>(1, (1 << 18) / std::max<int64_t>(1, H * W)));
   return out;
 }
 
@@ -246,7 +248,7 @@ torch::Tensor avg_pool2x2_backward(torch::Tensor g, int64_t H, int64_t W) {
           r0[2 * j] = q; r0[2 * j + 1] = q; r1[2 * j] = q; r1[2 * j + 1] = q;
         }
       }
-  });
+  }, std::max<int64_t>(1, (1 << 18) / std::max<int64_t>(1, H * W)));
   return out;
 }
 
@@ -288,7 +290,7 @@ def kernel():
                 _ninja_on_path()
                 from torch.utils.cpp_extension import load_inline
                 _module = load_inline(
-                    name="dpap_deploy_leaky_v5", cpp_sources=[_SOURCE], functions=None,
+                    name="dpap_deploy_leaky_v6", cpp_sources=[_SOURCE], functions=None,
                     extra_cflags=["-O3", "-march=native", "-ffp-contract=off"], verbose=False)
             except Exception as exc:  # noqa: BLE001 - any build failure means the torch path
                 error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1][:300] if str(exc).strip() else ''}"
