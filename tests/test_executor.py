@@ -200,3 +200,16 @@ def test_two_by_two_pool_equals_avg_pool2d_values_and_gradients(shape, compiled,
              "ceil_mode": False, "exact": True}
     assert is_2x2(attrs) and not is_2x2({**attrs, "ceil_mode": True}) and \
         not is_2x2({**attrs, "stride": (1, 1)}) and not is_2x2({**attrs, "pool": "max"})
+
+
+def test_a_pool_with_its_own_divisor_keeps_the_step_loop():
+    """The executor's pools take kernel, stride, padding and ceil_mode; a pool whose divisor is
+    not the plain mean is left to the step loop rather than computed differently."""
+    from dpap_deploy.neurons import lif
+    x = torch.rand(2, 1, 8, 8)
+    plain = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), lif(), nn.AvgPool2d(2), nn.Flatten(),
+                          nn.Linear(32, 3), lif())
+    odd = copy.deepcopy(plain)
+    odd[2] = nn.AvgPool2d(2, divisor_override=3)
+    assert MultiStep.supports(build_graph(plain, x))
+    assert "divisor_override" in MultiStep.unsupported(build_graph(odd, x))

@@ -95,6 +95,8 @@ class MultiStep:
                 return f"'{n.name}' concatenates along the batch"
             if n.op == NEURON and n.adapter.kind != "snn":
                 return f"'{n.name}' is not a spiking neuron"
+            if n.op == POOL and not n.attrs.get("exact", True):
+                return f"pool '{n.name}' sets divisor_override or count_include_pad=False"
         return None
 
     @classmethod
