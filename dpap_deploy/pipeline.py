@@ -52,7 +52,7 @@ def compact(source: str | Path, out: str | Path, *, data=None):
         return _compact(trained, source, out, data if data is not None else trained.load_data())
 
 
-def _compact(trained, source: Path, out: Path, data):
+def _compact(trained, source: Path, out: Path, data, render: bool = True):
     from .atomic import atomic_copy
     from .compaction.measure import compact_and_measure
     from .report import compaction_sections, mark_export_stale, run_folder, save_report, \
@@ -75,7 +75,8 @@ def _compact(trained, source: Path, out: Path, data):
     if src_hist.exists() and src_hist.resolve() != (out / HISTORY).resolve():
         atomic_copy(src_hist, out / HISTORY)
     rep = save_report(out, rep)
-    report(out)
+    if render:
+        report(out)
     return rep
 
 
@@ -97,9 +98,9 @@ def export(source: str | Path, target: str, out: str | Path, *, max_samples: int
     with output_lock(out, f"export --target {target}"):
         if (out / "report.json").exists():
             save_export(out, pending_export(target))
-        _compact(trained, source, out, data)               # keeps the pending mark
+        _compact(trained, source, out, data, render=False)  # keeps the pending mark
         save_export(out, pending_export(target))
-        report(out)
+        report(out)                                         # report.md says: pending
         job = ExportJob.from_files(out, data.x_test, data.y_test, trained.cfg.time_steps, limit)
         rep = save_export(out, export_section(run_export(target, job, out)))
         report(out)

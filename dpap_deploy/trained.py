@@ -51,10 +51,6 @@ class Trained:
     def params_removed_fraction(self) -> float:
         return removed_fraction(self.layer_stats, self.params_total)
 
-    @property
-    def run_dir(self) -> Path | None:
-        return None if self.path is None else self.path.parent
-
     def load_data(self):
         """The run's dataset (its configured name, root and time steps)."""
         from .data import load_dataset
@@ -118,14 +114,13 @@ def migrate_kinds(state: dict, weights: dict) -> None:
 def _layer_stats(layers, masks: dict | None) -> list[dict]:
     """Per-layer counts of a checkpoint from before they were stored: under the masks, or
     from the weights that are zero (a baseline run)."""
-    from .dpap.masking import layer_stats
+    from .dpap.masking import layer_stats, nonzero_kernels
     out = []
     for layer in layers:
         if masks and layer.name in masks:
             syn, neu = masks[layer.name]
         else:
-            w = layer.synapse.weight.detach()
-            syn = w.reshape(w.shape[0], w.shape[1], -1).ne(0).any(2)
+            syn = nonzero_kernels(layer.synapse.weight)
             neu = syn.any(1)
         out.append(layer_stats(layer, syn, neu))
     return out

@@ -78,6 +78,13 @@ def layer_stats(layer: PrunableLayer, syn_alive: torch.Tensor | None = None,
             "params_total": p_total, "params_kept": p_kept}
 
 
+def nonzero_kernels(weight: torch.Tensor) -> torch.Tensor:
+    """``[C_out, C_in]`` synapses (kernels) holding a non-zero weight: the synapse mask of a
+    network pruned without masks of its own (an unstructured baseline zeroes weights)."""
+    w = weight.detach()
+    return w.reshape(w.shape[0], w.shape[1], -1).ne(0).any(2)
+
+
 def removed_fraction(stats: list[dict], params_total: int) -> float:
     """Parameters removed by pruning (``layer_stats`` rows) over all ``params_total``
     parameters of the model; the outgoing weights of dead units are counted by compaction."""

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from ..counting import PJ_PER_AC, PJ_PER_MAC, OpsReport
+from ..dpap.masking import nonzero_kernels
 from ..metrics import silent_warning
 from ..notices import warn
 from .schema import (Accuracy, Compaction, CompactionLayer, Export, LayerPruning, Ops, Output,
@@ -105,19 +106,12 @@ def _weights(graph) -> int:
     return sum(int(layer.synapse.weight.count_nonzero()) for layer in graph.layers)
 
 
-def _nonzero_kernels(weight: torch.Tensor) -> torch.Tensor:
-    """``[C_out, C_in]`` synapses (kernels) with a non-zero weight: the masks of a run pruned
-    without masks of its own (an unstructured baseline), whose pruned weights are zero."""
-    w = weight.detach().cpu()
-    return w.reshape(w.shape[0], w.shape[1], -1).ne(0).any(2)
-
-
 def _layer_rows(c, masks) -> list[CompactionLayer]:
     rows = []
     for layer, lp, mo, so in zip(c.graph.layers, c.result.plan.layers, c.masked_ops.layers,
                                  c.compact_ops.layers):
         syn, neu = masks[layer.name] if masks and layer.name in masks else (
-            _nonzero_kernels(layer.synapse.weight), torch.ones(layer.n_out, dtype=torch.bool))
+            nonzero_kernels(layer.synapse.weight.cpu()), torch.ones(layer.n_out, dtype=torch.bool))
         eff = (syn & neu[:, None])
         bn_params = sum(p.numel() for p in layer.bn.parameters()) if layer.bn is not None else 0
         bn_kept = (bn_params // layer.n_out) * len(lp.keep_out)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import types
 import typing
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any
 
 from ..errors import DPAPError
@@ -107,7 +107,12 @@ def _plain(value):
     return value
 
 
-@dataclass
+# Keyword-only sections: fields are declared in the order report.json has always had, required
+# or not, and to_dict writes them in that order.
+section = dataclass(kw_only=True)
+
+
+@section
 class Accuracy(Section):
     test: float
     best: float
@@ -115,53 +120,43 @@ class Accuracy(Section):
     train: float | None = optional()
 
 
-@dataclass
+@section
 class LayerPruning(Section):
     """A layer under the pruner's masks (a conv synapse is a kernel)."""
     name: str
+    kind: str | None = optional()
     neurons_total: int
     neurons_kept: int
     synapses_total: int
     synapses_kept: int
-    kind: str | None = optional()
     params_total: int | None = optional()
     params_kept: int | None = optional()
     neurons_pruned: int | None = optional()
     synapses_pruned: int | None = optional()
 
-    def to_dict(self) -> dict[str, Any]:     # the order report.json has always had
-        d = super().to_dict()
-        return {k: d[k] for k in ("name", "kind", "neurons_total", "neurons_kept",
-                                  "synapses_total", "synapses_kept", "params_total",
-                                  "params_kept", "neurons_pruned", "synapses_pruned") if k in d}
 
-
-@dataclass
+@section
 class Pruning(Section):
     params_removed_fraction: float
-    layers: list[LayerPruning]
     params_total: int | None = optional()
     params_kept: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        d = super().to_dict()
-        return {k: d[k] for k in ("params_removed_fraction", "params_total", "params_kept",
-                                  "layers") if k in d}
+    layers: list[LayerPruning]
 
 
-@dataclass
+@section
 class Output(Section):
-    """Output-layer activity on the test set (:func:`..metrics.output_activity`)."""
+    """Output-layer activity on the test set (:func:`..metrics.output_activity`); an SNN's
+    report names the SNN keys, null or not, an ANN's leaves them out."""
     tie_fraction: float | None
     measured_on: str
-    firing_rate: float | None = optional()
-    silent_fraction: float | None = optional()
-    warning: str | None = optional()
-    snn: bool = False            # not written: an SNN's report names the SNN keys, null or not
+    firing_rate: float | None = None
+    silent_fraction: float | None = None
+    warning: str | None = None
+    snn: bool = False            # not written: whether the SNN keys are
 
     def to_dict(self) -> dict[str, Any]:
         d = {"tie_fraction": self.tie_fraction, "measured_on": self.measured_on}
-        if self.snn:   # an SNN's report always names these, null when unknown
+        if self.snn:
             d.update(firing_rate=self.firing_rate, silent_fraction=self.silent_fraction,
                      warning=self.warning)
         return d
@@ -173,7 +168,7 @@ class Output(Section):
         return out
 
 
-@dataclass
+@section
 class Params(Section):
     dense: int
     nonzero: int
@@ -183,7 +178,7 @@ class Params(Section):
     deploy_nonzero_weights: int | None = optional()
 
 
-@dataclass
+@section
 class Ops(Section):
     """Per test sample, measured on real inputs (counting.py)."""
     synops_dense: float
@@ -197,7 +192,7 @@ class Ops(Section):
     measured_on: str | None = optional()
 
 
-@dataclass
+@section
 class CompactionLayer(Section):
     """A layer before and after compaction: kept = total - pruned - derived dead."""
     name: str
@@ -218,7 +213,7 @@ class CompactionLayer(Section):
     macs_compact: float
 
 
-@dataclass
+@section
 class Compaction(Section):
     accuracy_masked: float
     accuracy_compact: float
@@ -227,34 +222,28 @@ class Compaction(Section):
     layers: list[CompactionLayer]
 
 
-@dataclass
+@section
 class Parity(Section):
     agreement: float
     n_samples: int
     extra: dict = field(default_factory=dict)
 
 
-@dataclass
+@section
 class Export(Section):
     """An export's result, or its ``pending`` / ``stale`` mark (then no parity)."""
     target: str
+    status: str | None = optional()
     files: list[str]
-    passed: bool
     accuracy: float | None = optional()
     parity: Parity | None = optional()
-    status: str | None = optional()
+    passed: bool
     note: str | None = optional()
+    extra: dict = field(default_factory=dict)        # the target's own details
     warnings: list[str] | None = optional()
-    extra: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:     # the order report.json has always had
-        d = super().to_dict()
-        head = [k for k in ("target", "status", "files", "accuracy", "parity", "passed", "note")
-                if k in d]
-        return {**{k: d[k] for k in head}, **{k: v for k, v in d.items() if k not in head}}
 
 
-@dataclass
+@section
 class Report(Section):
     """The whole ``report.json``: the training stage's sections, then what compaction
     (``params``, ``ops``, ``compaction``, ``neurobench``) and an export (``export``) add."""
@@ -264,10 +253,10 @@ class Report(Section):
     epochs: int
     seed: int
     dpap: bool
-    accuracy: Accuracy
-    pruning: Pruning
     pruning_method: str | None = optional()
     time_steps: int | None = None
+    accuracy: Accuracy
+    pruning: Pruning
     output: Output | None = optional()
     data_warnings: list[str] = field(default_factory=list)
     wall_time_s: float | None = optional()
@@ -278,20 +267,10 @@ class Report(Section):
     compaction: Compaction | None = optional()
     source_run: str | None = optional()
     neurobench: dict | None = optional()
-    export: Export | None = optional()
     baseline_run: str | None = optional()
+    export: Export | None = optional()
     schema_version: int = SCHEMA_VERSION
     extra: dict = field(default_factory=dict)
-
-    ORDER = ("dataset", "model", "kind", "epochs", "seed", "dpap", "pruning_method", "time_steps",
-             "accuracy", "pruning", "output", "data_warnings", "wall_time_s", "train_config",
-             "dpap_config", "params", "ops", "compaction", "source_run", "neurobench",
-             "baseline_run", "export", "schema_version")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = super().to_dict()
-        return {**{k: d[k] for k in self.ORDER if k in d},
-                **{k: v for k, v in d.items() if k not in self.ORDER}}
 
     def merged(self, newer: "Report") -> "Report":
         """``newer`` with the sections it lacks taken from this report (a compaction keeps an
@@ -299,7 +278,4 @@ class Report(Section):
         keep = {f: getattr(self, f) for f in ("params", "ops", "compaction", "source_run",
                                                "neurobench", "export", "baseline_run")
                 if getattr(newer, f) is None}
-        out = Report(**{f.name: getattr(newer, f.name) for f in fields(newer)})
-        for k, v in keep.items():
-            setattr(out, k, v)
-        return out
+        return replace(newer, **keep)
