@@ -158,6 +158,36 @@ def test_compiled_kernel_and_torch_path_agree(monkeypatch, reset, static):
     assert torch.allclose(b1, b2, rtol=1e-4, atol=1e-5) and torch.allclose(t1, t2, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("reset", ["zero", "subtract", "none"])
+@pytest.mark.parametrize("static", [False, True])
+def test_compiled_kernel_byte_code_backward(monkeypatch, reset, static):
+    """The common case (rectangle surrogate, beta and threshold fixed) keeps one byte per neuron
+    and step instead of U: gradients bit-identical to the kernel's U path, equal to the torch
+    path up to rounding; without autograd the forward keeps nothing and spikes are unchanged."""
+    from dpap_deploy.executor import lif, native
+    if native.kernel() is None:
+        pytest.skip(f"no compiled kernel here: {native.error}")
+    torch.manual_seed(1)
+    cur = (torch.rand(6, 4, 3, 5) if not static else torch.rand(4, 3, 5)) * 0.9
+    g_out = torch.randn((6,) + tuple(cur.shape[-3:]))
+    results = []
+    for use_native, coded in ((True, True), (True, False), (False, False)):
+        monkeypatch.setenv("DPAP_DEPLOY_NATIVE", "1" if use_native else "0")
+        monkeypatch.setattr(lif, "CODED", coded)
+        n = snn.Leaky(beta=0.7, threshold=1.0, spike_grad=rectangle(1.0), reset_mechanism=reset)
+        c = cur.clone().requires_grad_(True)
+        s = leaky_window(n, c, steps=6 if static else None)
+        s.backward(g_out.expand_as(s))
+        with torch.no_grad():
+            s0 = leaky_window(n, cur, steps=6 if static else None)
+        results.append((s, c.grad, s0))
+    (s1, g1, n1), (s2, g2, n2), (s3, g3, n3) = results
+    assert torch.equal(s1, s2) and torch.equal(s1, s3) and s1.sum() > 0
+    assert torch.equal(n1, s1) and torch.equal(n3, s1)
+    assert torch.equal(g1, g2) and (g1 != 0).sum() > g1.numel() // 4
+    assert torch.allclose(g1, g3, atol=1e-5)
+
+
 def test_event_frames_one_per_step_agree():
     """Frames ``[B, T, C, H, W]`` to a one-call-one-step model: frame t at step t, both ways."""
     torch.manual_seed(0)

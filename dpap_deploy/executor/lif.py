@@ -29,6 +29,9 @@ from __future__ import annotations
 import torch
 
 RESETS = {"subtract": 0, "zero": 1, "none": 2}
+# The compiled forward keeps one byte per neuron and step for the common backward case (the
+# rectangle surrogate, beta and threshold not learned) instead of U; False keeps U (tests).
+CODED = True
 
 
 def _native(current, beta, threshold, graded):
@@ -51,9 +54,23 @@ class LeakyWindow(torch.autograd.Function):
         ctx.native = k is not None
         if k is not None:
             b = float(beta.clamp(0, 1))
-            U, S = k.leaky_forward(current.reshape(-1) if static else current.reshape(T, -1),
-                                   T, b, float(threshold), reset, static)
-            ctx.save_for_backward(U, S, beta, threshold, graded)
+            width = _rectangle_width(spike_grad)
+            # what the backward pass needs: nothing, one byte per neuron and step (spike, and
+            # inside the rectangle's window), or the membrane U (native.py, leaky_forward)
+            if not any(ctx.needs_input_grad[:3]):
+                save = 0
+            elif CODED and width and not ctx.needs_input_grad[1] and not ctx.needs_input_grad[2]:
+                save = 1
+            else:
+                save = 2
+            S, saved = k.leaky_forward(current.reshape(-1) if static else current.reshape(T, -1),
+                                       T, b, float(threshold), reset, static, save,
+                                       float(width or 0.0))
+            ctx.save = save
+            if save == 2:
+                ctx.save_for_backward(saved, S, beta, threshold, graded)
+            else:
+                ctx.save_for_backward(saved, beta)
             return S.reshape((T,) + shape)
         b = beta.clamp(0, 1)
         U = torch.empty((T,) + shape, dtype=current.dtype, device=current.device)
@@ -112,6 +129,14 @@ class LeakyWindow(torch.autograd.Function):
 
 def _native_backward(ctx, grad_spikes):
     from . import native
+    if ctx.save == 1:
+        code, beta = ctx.saved_tensors
+        T = code.shape[0]
+        G = native.kernel().leaky_backward_coded(
+            grad_spikes.reshape(T, -1), code, float(beta.clamp(0, 1)), ctx.reset, ctx.static,
+            _rectangle_width(ctx.spike_grad))
+        g_current = G.reshape(ctx.shape) if ctx.static else G.reshape((T,) + ctx.shape)
+        return g_current, None, None, None, None, None, None
     U, S, beta, threshold, graded = ctx.saved_tensors
     T = U.shape[0]
     g = grad_spikes.reshape(T, -1)

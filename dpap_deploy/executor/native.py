@@ -28,11 +28,17 @@ _SOURCE = r"""
 #include <thread>
 #include <vector>
 
-// Split [0, n) over torch's intra-op thread count with plain threads (a second OpenMP runtime
-// next to torch's would make both spin against each other).
+// Split [0, n) over torch's intra-op threads: with torch's own OpenMP runtime when built
+// with -fopenmp (the extension then needs `libgomp.so.1`, which torch has already loaded: one
+// thread pool), else with plain threads. Plain threads compete with torch's OpenMP workers,
+// which spin for a while after each parallel region (a convolution): measured, the Leaky kernels
+// ran at half their speed inside a training step that way.
 // At least `grain` items per thread: a thread costs tens of microseconds to start.
 static void for_chunks(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn,
                        int64_t grain = 64) {
+#ifdef _OPENMP
+  at::parallel_for(0, n, grain, [&](int64_t a, int64_t e) { fn(a, e, at::get_thread_num()); });
+#else
   const int nt = std::max(1, std::min<int>(at::get_num_threads(), (int)((n + grain - 1) / grain)));
   if (nt == 1) { fn(0, n, 0); return; }
   std::vector<std::thread> pool;
@@ -42,49 +48,129 @@ static void for_chunks(int64_t n, const std::function<void(int64_t, int64_t, int
     if (a < e) pool.emplace_back(fn, a, e, c);
   }
   for (auto& th : pool) th.join();
+#endif
 }
 
 constexpr int64_t TILE = 1024;   // neurons whose state stays in L1 while time runs
 
+// What the forward keeps for the backward pass (`save`):
+//   0: nothing (no gradient wanted: inference);
+//   1: one byte per neuron and step, bit 0 the spike, bit 1 whether U lies inside the
+//      rectangle surrogate's window (|U - th| < half): all the common backward case reads,
+//      a quarter of U's memory traffic;
+//   2: the membrane U itself (any surrogate, learnable beta or threshold).
 // reset: 0 subtract, 1 zero, 2 none.  current: [T, N] or [N] (static, the same each step).
-std::vector<torch::Tensor> leaky_forward(torch::Tensor current, int64_t T, double beta_d,
-                                         double thr_d, int64_t reset, bool is_static) {
-  auto cur = current.contiguous();
-  const int64_t N = is_static ? cur.numel() : cur.numel() / T;
-  auto U = torch::empty({T, N}, cur.options());
-  auto S = torch::empty({T, N}, cur.options());
-  const float* I = cur.data_ptr<float>();
-  float* u = U.data_ptr<float>();
-  float* s = S.data_ptr<float>();
-  const float b = (float)beta_d, th = (float)thr_d;
-  for_chunks((N + TILE - 1) / TILE, [&](int64_t c0, int64_t c1, int) {
-    float mem[TILE];
-    float fired[TILE];
-    for (int64_t c = c0; c < c1; ++c) {
-      const int64_t i0 = c * TILE, n = std::min(TILE, N - i0);
-      for (int64_t j = 0; j < n; ++j) { mem[j] = 0.f; fired[j] = 0.f; }
-      for (int64_t t = 0; t < T; ++t) {
-        const float* x = is_static ? I + i0 : I + t * N + i0;
-        float* ut = u + t * N + i0;
-        float* st = s + t * N + i0;
-        for (int64_t j = 0; j < n; ++j) {     // the same float32 operations as snnTorch
-          float m;
-          if (reset == 1) {
-            const float kept = fired[j] != 0.f ? 0.f : mem[j];
-            m = b * kept;
-            m = m + x[j];
-          } else {
-            m = b * mem[j];
-            m = m + x[j];
-            if (reset == 0) m = m - fired[j] * th;   // fired is 0 or 1: exact
-          }
-          const float f = m > th ? 1.f : 0.f;
-          mem[j] = m; fired[j] = f; ut[j] = m; st[j] = f;
+template <int RESET, int SAVE>
+static void leaky_forward_tiles(const float* I, float* s, float* u, uint8_t* code, int64_t T,
+                                int64_t N, float b, float th, float half, bool is_static,
+                                int64_t c0, int64_t c1) {
+  float mem[TILE];
+  float fired[TILE];
+  for (int64_t c = c0; c < c1; ++c) {
+    const int64_t i0 = c * TILE, n = std::min(TILE, N - i0);
+    for (int64_t j = 0; j < n; ++j) { mem[j] = 0.f; fired[j] = 0.f; }
+    for (int64_t t = 0; t < T; ++t) {
+      const float* x = is_static ? I + i0 : I + t * N + i0;
+      float* st = s + t * N + i0;
+      for (int64_t j = 0; j < n; ++j) {     // the same float32 operations as snnTorch
+        float m;
+        if (RESET == 1) {
+          const float kept = fired[j] != 0.f ? 0.f : mem[j];
+          m = b * kept;
+          m = m + x[j];
+        } else {
+          m = b * mem[j];
+          m = m + x[j];
+          if (RESET == 0) m = m - fired[j] * th;   // fired is 0 or 1: exact
         }
+        const float f = m > th ? 1.f : 0.f;
+        mem[j] = m; fired[j] = f; st[j] = f;
+        if (SAVE == 2) u[t * N + i0 + j] = m;
+        if (SAVE == 1)
+          code[t * N + i0 + j] = (uint8_t)((m > th ? 1 : 0) | (std::fabs(m - th) < half ? 2 : 0));
       }
     }
+  }
+}
+
+template <int RESET>
+static void leaky_forward_reset(const float* I, float* s, float* u, uint8_t* code, int64_t T,
+                                int64_t N, float b, float th, float half, bool is_static,
+                                int64_t save) {
+  for_chunks((N + TILE - 1) / TILE, [&](int64_t c0, int64_t c1, int) {
+    if (save == 0) leaky_forward_tiles<RESET, 0>(I, s, u, code, T, N, b, th, half, is_static, c0, c1);
+    else if (save == 1) leaky_forward_tiles<RESET, 1>(I, s, u, code, T, N, b, th, half, is_static, c0, c1);
+    else leaky_forward_tiles<RESET, 2>(I, s, u, code, T, N, b, th, half, is_static, c0, c1);
   });
-  return {U, S};
+}
+
+// Returns {S, saved}: saved is empty (save 0), the byte code (1) or U (2).
+std::vector<torch::Tensor> leaky_forward(torch::Tensor current, int64_t T, double beta_d,
+                                         double thr_d, int64_t reset, bool is_static,
+                                         int64_t save, double width) {
+  auto cur = current.contiguous();
+  const int64_t N = is_static ? cur.numel() : cur.numel() / T;
+  auto S = torch::empty({T, N}, cur.options());
+  torch::Tensor saved = save == 2 ? torch::empty({T, N}, cur.options())
+                      : save == 1 ? torch::empty({T, N}, cur.options().dtype(torch::kUInt8))
+                                  : torch::empty({0}, cur.options());
+  const float* I = cur.data_ptr<float>();
+  float* s = S.data_ptr<float>();
+  float* u = save == 2 ? saved.data_ptr<float>() : nullptr;
+  uint8_t* code = save == 1 ? saved.data_ptr<uint8_t>() : nullptr;
+  const float b = (float)beta_d, th = (float)thr_d, half = (float)(width / 2);
+  if (reset == 0) leaky_forward_reset<0>(I, s, u, code, T, N, b, th, half, is_static, save);
+  else if (reset == 1) leaky_forward_reset<1>(I, s, u, code, T, N, b, th, half, is_static, save);
+  else leaky_forward_reset<2>(I, s, u, code, T, N, b, th, half, is_static, save);
+  return {S, saved};
+}
+
+// The common backward case from the byte code (save 1): per element the same float32
+// operations, in the same order, as the fast path of leaky_backward below (bit-identical).
+torch::Tensor leaky_backward_coded(torch::Tensor grad_s, torch::Tensor code, double beta_d,
+                                   int64_t reset, bool is_static, double width) {
+  auto g = grad_s.contiguous();
+  const int64_t T = code.size(0), N = code.size(1);
+  auto G = is_static ? torch::empty({N}, g.options()) : torch::empty({T, N}, g.options());
+  const float* gs = g.data_ptr<float>();
+  const uint8_t* cd = code.data_ptr<uint8_t>();
+  float* out = G.data_ptr<float>();
+  const float b = (float)beta_d, inv_w = (float)(1.0 / width);
+  for_chunks((N + TILE - 1) / TILE, [&](int64_t c0, int64_t c1, int) {
+    float acc[TILE], sum[TILE];
+    for (int64_t c = c0; c < c1; ++c) {
+      const int64_t i0 = c * TILE, n = std::min(TILE, N - i0);
+      for (int64_t j = 0; j < n; ++j) { acc[j] = 0.f; sum[j] = 0.f; }
+      for (int64_t t = T - 1; t >= 0; --t) {
+        const int64_t k0 = t * N + i0;
+        const float* gt_ = gs + k0;
+        const uint8_t* ct = cd + k0;
+        const bool decay = t < T - 1;
+        if (decay && reset == 1) {
+          for (int64_t j = 0; j < n; ++j) {
+            const float m = gt_[j] * inv_w, dk = (ct[j] & 2) ? m : 0.f;
+            const float a = ((ct[j] & 1) ? 0.f : acc[j]) * b;
+            acc[j] = a + dk;
+          }
+        } else if (decay) {
+          for (int64_t j = 0; j < n; ++j) {
+            const float m = gt_[j] * inv_w, dk = (ct[j] & 2) ? m : 0.f;
+            const float a = acc[j] * b;
+            acc[j] = a + dk;
+          }
+        } else {
+          for (int64_t j = 0; j < n; ++j) {
+            const float m = gt_[j] * inv_w, dk = (ct[j] & 2) ? m : 0.f;
+            acc[j] = acc[j] + dk;
+          }
+        }
+        if (is_static) { for (int64_t j = 0; j < n; ++j) sum[j] += acc[j]; }
+        else { float* o = out + k0; for (int64_t j = 0; j < n; ++j) o[j] = acc[j]; }
+      }
+      if (is_static) for (int64_t j = 0; j < n; ++j) out[i0 + j] = sum[j];
+    }
+  });
+  return G;
 }
 
 // Returns {grad of the current ([T, N] or [N]), sum for d beta, sum for d threshold}.
@@ -105,7 +191,8 @@ std::vector<torch::Tensor> leaky_backward(torch::Tensor grad_s, torch::Tensor U,
   float* out = G.data_ptr<float>();
   const float b = (float)beta_d, th = (float)thr_d, half = (float)(width / 2);
   const float inv_w = width > 0 ? (float)(1.0 / width) : 0.f;
-  std::vector<double> gbs(64, 0.0), gts(64, 0.0);
+  const int slots = std::max(64, at::get_num_threads());
+  std::vector<double> gbs(slots, 0.0), gts(slots, 0.0);
   if (!have_direct && !need_beta && !need_thr) {
     // The common case (rectangle surrogate, no learnable beta or threshold): one pass per
     // step over dL/dS, U (and S for the zero reset), no branches the compiler cannot turn
@@ -191,7 +278,7 @@ std::vector<torch::Tensor> leaky_backward(torch::Tensor grad_s, torch::Tensor U,
     gts[slot] = gt;
   });
   double gb = 0.0, gt = 0.0;
-  for (int c = 0; c < 64; ++c) { gb += gbs[c]; gt += gts[c]; }
+  for (int c = 0; c < slots; ++c) { gb += gbs[c]; gt += gts[c]; }
   auto opts = torch::TensorOptions().dtype(torch::kFloat64);
   return {G, torch::full({}, gb, opts), torch::full({}, gt, opts)};
 }
@@ -255,6 +342,7 @@ torch::Tensor avg_pool2x2_backward(torch::Tensor g, int64_t H, int64_t W) {
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("leaky_forward", &leaky_forward, "fused Leaky window, forward");
   m.def("leaky_backward", &leaky_backward, "fused Leaky window, backward");
+  m.def("leaky_backward_coded", &leaky_backward_coded, "fused Leaky window, backward from the byte code");
   m.def("avg_pool2x2_forward", &avg_pool2x2_forward, "2x2 average pool, forward");
   m.def("avg_pool2x2_backward", &avg_pool2x2_backward, "2x2 average pool, backward");
 }
@@ -277,6 +365,20 @@ def _ninja_on_path() -> None:
         pass
 
 
+def _build():
+    """Compile with OpenMP (torch's runtime, see for_chunks), or without it where the compiler
+    has no OpenMP support."""
+    from torch.utils.cpp_extension import load_inline
+    flags = ["-O3", "-march=native", "-ffp-contract=off"]
+    try:
+        return load_inline(name="dpap_deploy_leaky_v8_omp", cpp_sources=[_SOURCE], functions=None,
+                           extra_cflags=flags + ["-fopenmp"], extra_ldflags=["-fopenmp"],
+                           verbose=False)
+    except Exception:  # noqa: BLE001 - no OpenMP here: plain threads
+        return load_inline(name="dpap_deploy_leaky_v8", cpp_sources=[_SOURCE], functions=None,
+                           extra_cflags=flags, verbose=False)
+
+
 def kernel():
     """The compiled module, or ``None`` (disabled, or the build failed: see ``error``)."""
     global _module, error
@@ -288,10 +390,7 @@ def kernel():
         if _module is None and error is None:
             try:
                 _ninja_on_path()
-                from torch.utils.cpp_extension import load_inline
-                _module = load_inline(
-                    name="dpap_deploy_leaky_v6", cpp_sources=[_SOURCE], functions=None,
-                    extra_cflags=["-O3", "-march=native", "-ffp-contract=off"], verbose=False)
+                _module = _build()
             except Exception as exc:  # noqa: BLE001 - any build failure means the torch path
                 error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1][:300] if str(exc).strip() else ''}"
     return _module
