@@ -8,7 +8,7 @@ Each model is measured twice, in two child processes run one after the other: wi
 default allocator, and with the allocator tuning training applies on CPU
 (``dpap_deploy.executor.tune_cpu_allocator``); both executors share the process, so each
 ratio compares like with like. A training step is forward, backward and an Adam step on one
-batch (DPAP not attached); inference is a no-grad forward of one batch. Inputs: real digits
+batch (DPAP not attached; the fused Adam training uses); inference is a no-grad forward of one batch. Inputs: real digits
 (upsampled to 28x28 for snn-mnist, to 32x32 RGB for snn-cifar10), direct encoding, T = 8.
 Run it alone: two torch processes at once slow each other down.
 """
@@ -42,7 +42,7 @@ def measure(name: str, shape, batch: int, repeats: int, steps: int = 8) -> dict:
     model, _ = build_model(name, shape, 10)
     graph = build_graph(model, x)
     executor = MultiStep(graph)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)   # as training uses
 
     def train_step(run):
         model.train()

@@ -53,6 +53,28 @@ def test_zoo_models_step_and_multistep_agree(name, shape, train):
     _check(model, torch.rand(6, *shape) * 2, train=train)
 
 
+@pytest.mark.parametrize("train", [True, False])
+def test_channels_last_convolution_path_agrees(train, monkeypatch):
+    """snn-mnist's second convolution runs channels-last (its Leaky population in memory order,
+    the compiled pools converting layouts on the way): the same spikes and gradients as the
+    step loop, with the compiled pools and channels-last forced on for this small batch; the
+    CIFAR-10 SNN, whose convolutions feed BatchNorm and max pools, stays in the default
+    layout."""
+    from dpap_deploy.executor import multistep, pool
+    monkeypatch.setattr(pool, "SMALL", 0)
+    monkeypatch.setattr(multistep, "CHANNELS_LAST_MIN", 0)
+    torch.manual_seed(0)
+    model, _ = build_model("snn-mnist", (1, 28, 28), 10)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(2.0)
+    ex = MultiStep(build_graph(model, torch.rand(2, 1, 28, 28)))
+    assert len(ex.channels_last) == 2 and len(ex.pool_to_channels_last) == 1
+    _check(model, torch.rand(6, 1, 28, 28) * 2, train=train)
+    cifar, _ = build_model("snn-cifar10", (3, 16, 16), 10)
+    assert not MultiStep(build_graph(cifar, torch.rand(2, 3, 16, 16))).channels_last
+
+
 @pytest.mark.parametrize("style", [s for s in STYLES if s.kind == "snn" and s.run.__name__ ==
                                    "_stepwise" and s.name != "zoo-sequential"],
                          ids=lambda s: s.name)
@@ -243,3 +265,58 @@ def test_a_pool_with_its_own_divisor_keeps_the_step_loop():
     odd[2] = nn.AvgPool2d(2, divisor_override=3)
     assert MultiStep.supports(build_graph(plain, x))
     assert "divisor_override" in MultiStep.unsupported(build_graph(odd, x))
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 8, 8), (2, 3, 7, 9), (2, 5, 28, 28)])
+@pytest.mark.parametrize("in_cl", [False, True])
+@pytest.mark.parametrize("out_cl", [False, True])
+def test_two_by_two_pool_between_layouts(shape, in_cl, out_cl, monkeypatch):
+    """The compiled pool from and to channels-last maps (and a gradient in either layout):
+    bit-identical values and gradients to F.avg_pool2d, the output in the layout asked for."""
+    import torch.nn.functional as F
+    from dpap_deploy.executor import native, pool
+    if native.kernel() is None:
+        pytest.skip(f"no compiled kernel here: {native.error}")
+    monkeypatch.setattr(pool, "SMALL", 0)
+    cl = torch.channels_last
+    gen = torch.Generator().manual_seed(sum(shape) + 2 * in_cl + out_cl)
+    for x in ((torch.rand(shape, generator=gen) > 0.7).float(),
+              torch.randn(shape, generator=gen) * 3):
+        x = x.contiguous(memory_format=cl) if in_cl else x
+        a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+        ya, yb = F.avg_pool2d(a, 2), pool.avg_pool_2x2(b, channels_last=out_cl)
+        assert yb.is_contiguous(memory_format=cl if out_cl else torch.contiguous_format)
+        for g_cl in (False, True):
+            g = torch.randn(ya.shape, generator=gen)
+            g = g.contiguous(memory_format=cl) if g_cl else g
+            ga, = torch.autograd.grad(ya, a, g, retain_graph=True)
+            gb, = torch.autograd.grad(yb, b, g, retain_graph=True)
+            assert torch.equal(ga, gb) and gb.is_contiguous(
+                memory_format=cl if in_cl else torch.contiguous_format)
+        assert torch.equal(ya, yb)
+
+
+@pytest.mark.parametrize("static", [False, True])
+@pytest.mark.parametrize("learn", [False, True])
+def test_leaky_window_on_a_channels_last_current(static, learn):
+    """A channels-last current runs in its memory order: the same spikes and gradients as the
+    contiguous one, in its layout (no copy), for the byte-code and the U-keeping backward."""
+    torch.manual_seed(3)
+    shape = (4, 6, 5, 7) if static else (5, 4, 6, 5, 7)
+    cur = torch.rand(shape) * 0.9
+    lay = cur.permute(0, 2, 3, 1) if static else cur.permute(0, 1, 3, 4, 2)
+    lay = lay.contiguous().permute(0, 3, 1, 2) if static else lay.contiguous().permute(0, 1, 4, 2, 3)
+    assert torch.equal(lay, cur) and not lay.is_contiguous()
+    out = []
+    for c in (cur, lay):
+        n = snn.Leaky(beta=0.8, threshold=1.0, spike_grad=rectangle(1.0), learn_beta=learn)
+        c = c.clone(memory_format=torch.preserve_format).requires_grad_(True)
+        s = leaky_window(n, c, steps=5 if static else None)
+        g = torch.linspace(-1, 1, s.numel()).view(s.shape)
+        s.backward(g)
+        out.append((s, c.grad, s.stride()))
+    (s1, g1, _), (s2, g2, st2) = out
+    assert torch.equal(s1, s2) and s1.sum() > 0 and torch.equal(g1, g2)
+    from dpap_deploy.executor import native
+    if native.kernel() is not None:
+        assert s2.permute(0, 1, 3, 4, 2).is_contiguous()     # kept in the current's layout

@@ -63,15 +63,18 @@ class LeakyWindow(torch.autograd.Function):
                 save = 1
             else:
                 save = 2
-            S, saved = k.leaky_forward(current.reshape(-1) if static else current.reshape(T, -1),
+            # a channels-last map runs in its memory order: the kernel is element-wise per step
+            perm = _memory_order(current, static)
+            flat = current.permute(perm) if perm else current
+            S, saved = k.leaky_forward(flat.reshape(-1) if static else flat.reshape(T, -1),
                                        T, b, float(threshold), reset, static, save,
                                        float(width or 0.0))
-            ctx.save = save
+            ctx.save, ctx.perm = save, perm
             if save == 2:
                 ctx.save_for_backward(saved, S, beta, threshold, graded)
             else:
                 ctx.save_for_backward(saved, beta)
-            return S.reshape((T,) + shape)
+            return _from_memory_order(S, T, flat.shape, perm, static)
         b = beta.clamp(0, 1)
         U = torch.empty((T,) + shape, dtype=current.dtype, device=current.device)
         fired = torch.empty((T,) + shape, dtype=torch.bool, device=current.device)
@@ -133,20 +136,19 @@ def _native_backward(ctx, grad_spikes):
         code, beta = ctx.saved_tensors
         T = code.shape[0]
         G = native.kernel().leaky_backward_coded(
-            grad_spikes.reshape(T, -1), code, float(beta.clamp(0, 1)), ctx.reset, ctx.static,
-            _rectangle_width(ctx.spike_grad))
-        g_current = G.reshape(ctx.shape) if ctx.static else G.reshape((T,) + ctx.shape)
-        return g_current, None, None, None, None, None, None
+            _to_memory_order(grad_spikes, ctx.perm, ctx.static).reshape(T, -1), code,
+            float(beta.clamp(0, 1)), ctx.reset, ctx.static, _rectangle_width(ctx.spike_grad))
+        return _current_grad(G, ctx, T), None, None, None, None, None, None
     U, S, beta, threshold, graded = ctx.saved_tensors
     T = U.shape[0]
-    g = grad_spikes.reshape(T, -1)
+    g = _to_memory_order(grad_spikes, ctx.perm, ctx.static).reshape(T, -1)
     width = _rectangle_width(ctx.spike_grad)
     direct = torch.empty(0) if width else \
         surrogate_grad(ctx.spike_grad, U, threshold, g).contiguous()
     G, gb, gt = native.kernel().leaky_backward(
         g, U, S, direct, float(beta.clamp(0, 1)), float(threshold), ctx.reset, ctx.static,
         float(width or 0.0), ctx.needs_input_grad[1], ctx.needs_input_grad[2])
-    g_current = G.reshape(ctx.shape) if ctx.static else G.reshape((T,) + ctx.shape)
+    g_current = _current_grad(G, ctx, T)
     g_beta = g_thr = None
     if ctx.needs_input_grad[1]:
         inside = bool((beta >= 0) & (beta <= 1))
@@ -154,6 +156,46 @@ def _native_backward(ctx, grad_spikes):
     if ctx.needs_input_grad[2]:
         g_thr = gt.to(threshold.dtype).reshape(threshold.shape)
     return g_current, g_beta, g_thr, None, None, None, None
+
+
+def _memory_order(t: torch.Tensor, static: bool) -> list[int] | None:
+    """The order of ``t``'s dimensions in memory when ``t`` is dense but not contiguous (a
+    channels-last map: ``[T, B, C, H, W]`` stored as ``[T, B, H, W, C]``), time first for a
+    sequence; ``None`` when ``t`` is contiguous or has no such order (then it is copied)."""
+    if t.is_contiguous():
+        return None
+    perm = sorted(range(t.dim()), key=lambda d: -t.stride(d))
+    if (not static and perm[0] != 0) or not t.permute(perm).is_contiguous():
+        return None
+    return perm
+
+
+def _spike_perm(perm: list[int], static: bool) -> list[int]:
+    """The memory order of the spikes ``[T, ...]`` made from a current in order ``perm``."""
+    return [0] + [p + 1 for p in perm] if static else perm
+
+
+def _inverse(perm: list[int]) -> list[int]:
+    return sorted(range(len(perm)), key=perm.__getitem__)
+
+
+def _from_memory_order(S: torch.Tensor, T: int, flat_shape, perm, static: bool) -> torch.Tensor:
+    """The kernel's ``[T, N]`` spikes as ``[T, B, ...]`` with the current's memory layout."""
+    S = S.view((T,) + tuple(flat_shape if static else flat_shape[1:]))
+    return S.permute(_inverse(_spike_perm(perm, static))) if perm else S
+
+
+def _to_memory_order(g: torch.Tensor, perm, static: bool) -> torch.Tensor:
+    return g.permute(_spike_perm(perm, static)) if perm else g
+
+
+def _current_grad(G: torch.Tensor, ctx, T: int) -> torch.Tensor:
+    """The kernel's gradient (``[N]`` or ``[T, N]``, memory order) in the current's shape."""
+    if ctx.perm is None:
+        return G.reshape(ctx.shape) if ctx.static else G.reshape((T,) + ctx.shape)
+    logical = ctx.shape if ctx.static else (T,) + ctx.shape
+    phys = [logical[d] for d in ctx.perm]
+    return G.view(phys).permute(_inverse(ctx.perm))
 
 
 def _rectangle_width(spike_grad) -> float | None:

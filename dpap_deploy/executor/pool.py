@@ -24,9 +24,13 @@ def _native(x: torch.Tensor):
 
 class AvgPool2x2(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, out_channels_last: bool = False) -> torch.Tensor:
         ctx.in_shape = x.shape
         k = _native(x)
+        in_cl = _channels_last(x)
+        ctx.four_d, ctx.in_cl = k is not None and x.dim() == 4 and (in_cl or out_channels_last), in_cl
+        if ctx.four_d:
+            return k.avg_pool2x2_forward_4d(x, in_cl, out_channels_last)
         if k is not None:
             return k.avg_pool2x2_forward(x)
         H, W = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
@@ -36,19 +40,26 @@ class AvgPool2x2(torch.autograd.Function):
         return s * 0.25
 
     @staticmethod
-    def backward(ctx, g: torch.Tensor) -> torch.Tensor:
+    def backward(ctx, g: torch.Tensor):
         h, w = g.shape[-2:]
         H, W = ctx.in_shape[-2:]
         k = _native(g)
+        if ctx.four_d:
+            return k.avg_pool2x2_backward_4d(g, H, W, ctx.in_cl), None
         if k is not None:
-            return k.avg_pool2x2_backward(g, H, W)
+            return k.avg_pool2x2_backward(g, H, W), None
         even = (2 * h, 2 * w) == (H, W)
         out = g.new_empty(ctx.in_shape) if even else g.new_zeros(ctx.in_shape)
         q = g * 0.25
         for i in (0, 1):        # four strided writes (faster than an expand + copy)
             for j in (0, 1):
                 out[..., i:2 * h:2, j:2 * w:2] = q
-        return out
+        return out, None
+
+
+def _channels_last(x: torch.Tensor) -> bool:
+    """A 4-D map stored channels-last (what a convolution on a channels-last input makes)."""
+    return x.dim() == 4 and not x.is_contiguous() and x.permute(0, 2, 3, 1).is_contiguous()
 
 
 def is_2x2(attrs: dict) -> bool:
@@ -62,7 +73,9 @@ def is_2x2(attrs: dict) -> bool:
 SMALL = 1 << 20      # below this many elements aten's pool is as fast (measured on snn-digits)
 
 
-def avg_pool_2x2(x: torch.Tensor) -> torch.Tensor:
+def avg_pool_2x2(x: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+    """``F.avg_pool2d(x, 2)``; ``channels_last``: the result is wanted in that layout (its next
+    layer is a channels-last convolution), which the compiled kernel writes directly."""
     if x.numel() < SMALL:
         return F.avg_pool2d(x, 2)
-    return AvgPool2x2.apply(x)
+    return AvgPool2x2.apply(x, channels_last)
