@@ -226,7 +226,7 @@ def test_event_frames_one_per_step_agree():
 
 
 @pytest.mark.parametrize("compiled", [True, False])
-@pytest.mark.parametrize("shape", [(3, 4, 8, 8), (2, 3, 7, 9), (2, 2, 28, 28)])
+@pytest.mark.parametrize("shape", [(3, 4, 8, 8), (2, 3, 7, 9), (2, 2, 28, 28), (5, 7, 9)])
 def test_two_by_two_pool_equals_avg_pool2d_values_and_gradients(shape, compiled, monkeypatch):
     """The executor's 2x2 average pool (compiled kernel, or strided slices without it) against
     F.avg_pool2d, bit for bit, on spikes and on real values; odd edges get no output and a

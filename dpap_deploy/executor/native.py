@@ -284,66 +284,12 @@ std::vector<torch::Tensor> leaky_backward(torch::Tensor grad_s, torch::Tensor U,
 }
 
 // 2x2 average pooling, stride 2, no padding, floor: ((x00 + x01) + x10) + x11, times 0.25
-// (aten's order; a division by 4 rounds the same), over the last two dimensions.
-torch::Tensor avg_pool2x2_forward(torch::Tensor x) {
-  auto xc = x.contiguous();
-  const int64_t H = xc.size(-2), W = xc.size(-1), h = H / 2, w = W / 2;
-  const int64_t P = H * W > 0 ? xc.numel() / (H * W) : 0;
-  auto sizes = xc.sizes().vec();
-  sizes[sizes.size() - 2] = h;
-  sizes.back() = w;
-  auto out = torch::empty(sizes, xc.options());
-  const float* in = xc.data_ptr<float>();
-  float* o = out.data_ptr<float>();
-  for_chunks(P, [&](int64_t p0, int64_t p1, int) {
-    for (int64_t p = p0; p < p1; ++p)
-      for (int64_t i = 0; i < h; ++i) {
-        const float* r0 = in + p * H * W + 2 * i * W;
-        const float* r1 = r0 + W;
-        float* orow = o + p * h * w + i * w;
-        for (int64_t j = 0; j < w; ++j) {
-          float s = r0[2 * j] + r0[2 * j + 1];
-          s = s + r1[2 * j];
-          s = s + r1[2 * j + 1];
-          orow[j] = s * 0.25f;
-        }
-      }
-  }, std::max<int64_t>(1, (1 << 18) / std::max<int64_t>(1, H * W)));
-  return out;
-}
-
-// Its gradient: dL/dy * 0.25 into each of the window's four inputs (odd edges: zero).
-torch::Tensor avg_pool2x2_backward(torch::Tensor g, int64_t H, int64_t W) {
-  auto gc = g.contiguous();
-  const int64_t h = gc.size(-2), w = gc.size(-1);
-  const int64_t P = h * w > 0 ? gc.numel() / (h * w) : 0;
-  auto sizes = gc.sizes().vec();
-  sizes[sizes.size() - 2] = H;
-  sizes.back() = W;
-  auto out = (2 * h == H && 2 * w == W) ? torch::empty(sizes, gc.options())
-                                         : torch::zeros(sizes, gc.options());
-  const float* gi = gc.data_ptr<float>();
-  float* o = out.data_ptr<float>();
-  for_chunks(P, [&](int64_t p0, int64_t p1, int) {
-    for (int64_t p = p0; p < p1; ++p)
-      for (int64_t i = 0; i < h; ++i) {
-        const float* grow = gi + p * h * w + i * w;
-        float* r0 = o + p * H * W + 2 * i * W;
-        float* r1 = r0 + W;
-        for (int64_t j = 0; j < w; ++j) {
-          const float q = grow[j] * 0.25f;
-          r0[2 * j] = q; r0[2 * j + 1] = q; r1[2 * j] = q; r1[2 * j + 1] = q;
-        }
-      }
-  }, std::max<int64_t>(1, (1 << 18) / std::max<int64_t>(1, H * W)));
-  return out;
-}
-
-// The same two for [P, C, H, W] maps of either layout, contiguous or channels-last (what a
-// convolution on a channels-last input makes), with the output in the layout asked for: a pool
-// between two layouts converts on the way instead of a separate copy. The same sums in the
-// same order per element; the loops run along the input's (forward) or the gradient's
-// (backward) memory order, vectorised over W or over C.
+// (aten's order; a division by 4 rounds the same), of [P, C, H, W] maps of either layout,
+// contiguous or channels-last (what a convolution on a channels-last input makes), with the
+// output in the layout asked for: a pool between two layouts converts on the way instead of a
+// separate copy. The loops run along the input's (forward) or the gradient's (backward) memory
+// order, vectorised over W or over C. The gradient: dL/dy * 0.25 into each of the window's
+// four inputs (odd edges: zero).
 torch::Tensor avg_pool2x2_forward_4d(torch::Tensor x, bool in_cl, bool out_cl) {
   const int64_t P = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t h = H / 2, w = W / 2;
@@ -453,8 +399,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("leaky_forward", &leaky_forward, "fused Leaky window, forward");
   m.def("leaky_backward", &leaky_backward, "fused Leaky window, backward");
   m.def("leaky_backward_coded", &leaky_backward_coded, "fused Leaky window, backward from the byte code");
-  m.def("avg_pool2x2_forward", &avg_pool2x2_forward, "2x2 average pool, forward");
-  m.def("avg_pool2x2_backward", &avg_pool2x2_backward, "2x2 average pool, backward");
   m.def("avg_pool2x2_forward_4d", &avg_pool2x2_forward_4d, "2x2 average pool, either layout");
   m.def("avg_pool2x2_backward_4d", &avg_pool2x2_backward_4d, "its gradient, either layout");
 }
@@ -483,11 +427,11 @@ def _build():
     from torch.utils.cpp_extension import load_inline
     flags = ["-O3", "-march=native", "-ffp-contract=off"]
     try:
-        return load_inline(name="dpap_deploy_leaky_v12_omp", cpp_sources=[_SOURCE], functions=None,
+        return load_inline(name="dpap_deploy_leaky_v13_omp", cpp_sources=[_SOURCE], functions=None,
                            extra_cflags=flags + ["-fopenmp"], extra_ldflags=["-fopenmp"],
                            verbose=False)
     except Exception:  # noqa: BLE001 - no OpenMP here: plain threads
-        return load_inline(name="dpap_deploy_leaky_v12", cpp_sources=[_SOURCE], functions=None,
+        return load_inline(name="dpap_deploy_leaky_v13", cpp_sources=[_SOURCE], functions=None,
                            extra_cflags=flags, verbose=False)
 
 

@@ -27,12 +27,12 @@ class AvgPool2x2(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, out_channels_last: bool = False) -> torch.Tensor:
         ctx.in_shape = x.shape
         k = _native(x)
-        in_cl = _channels_last(x)
-        ctx.four_d, ctx.in_cl = k is not None and x.dim() == 4 and (in_cl or out_channels_last), in_cl
-        if ctx.four_d:
-            return k.avg_pool2x2_forward_4d(x, in_cl, out_channels_last)
+        ctx.native, ctx.in_cl = k is not None, _channels_last(x)
         if k is not None:
-            return k.avg_pool2x2_forward(x)
+            if x.dim() == 4:
+                return k.avg_pool2x2_forward_4d(x, ctx.in_cl, out_channels_last)
+            y = k.avg_pool2x2_forward_4d(x.reshape((-1, 1) + x.shape[-2:]), False, False)
+            return y.reshape(x.shape[:-2] + y.shape[-2:])
         H, W = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
         s = x[..., 0:H:2, 0:W:2] + x[..., 0:H:2, 1:W:2]
         s = s + x[..., 1:H:2, 0:W:2]
@@ -43,11 +43,12 @@ class AvgPool2x2(torch.autograd.Function):
     def backward(ctx, g: torch.Tensor):
         h, w = g.shape[-2:]
         H, W = ctx.in_shape[-2:]
-        k = _native(g)
-        if ctx.four_d:
-            return k.avg_pool2x2_backward_4d(g, H, W, ctx.in_cl), None
-        if k is not None:
-            return k.avg_pool2x2_backward(g, H, W), None
+        if ctx.native:
+            k = _native(g)
+            if g.dim() == 4:
+                return k.avg_pool2x2_backward_4d(g, H, W, ctx.in_cl), None
+            gx = k.avg_pool2x2_backward_4d(g.reshape((-1, 1) + g.shape[-2:]), H, W, False)
+            return gx.reshape(ctx.in_shape), None
         even = (2 * h, 2 * w) == (H, W)
         out = g.new_empty(ctx.in_shape) if even else g.new_zeros(ctx.in_shape)
         q = g * 0.25
