@@ -155,6 +155,33 @@ def test_dpap_run_gives_the_same_masks_either_way(tmp_path):
     assert max(abs(a - b) for a, b in zip(*acc)) <= 3 / 397, acc
 
 
+@pytest.mark.slow
+def test_dpap_on_the_channels_last_path_gives_the_same_masks(tmp_path, monkeypatch):
+    """DPAP's traces read the spikes of a channels-last population (snn-mnist's conv2, forced on
+    for this small batch): the same masks as the step loop after pruning has begun."""
+    import torch.nn.functional as F
+    from dpap_deploy.data import Dataset, load_dataset
+    from dpap_deploy.executor import multistep, pool
+    from dpap_deploy.training import TrainConfig, train
+    monkeypatch.setattr(pool, "SMALL", 0)
+    monkeypatch.setattr(multistep, "CHANNELS_LAST_MIN", 0)
+    d = load_dataset("digits")
+    up = lambda x: F.interpolate(x[:256], size=(28, 28), mode="bilinear")  # noqa: E731
+    data = Dataset("digits-28", up(d.x_train), d.y_train[:256], up(d.x_test), d.y_test[:256], 10)
+    fast = {"conv": {"epsilon": 1.0, "eta": 2.0, "beta": 0.6, "warmup": 0},
+            "linear": {"epsilon": 1.5, "eta": 2.0, "beta": 0.6, "warmup": 0}}
+    runs = {ex: train(TrainConfig(model="snn-mnist", epochs=2, dpap_config=fast, executor=ex,
+                                  device="cpu"), tmp_path / ex, progress=False, data=data)
+            for ex in ("step", "multistep")}
+    dead = 0
+    for la, lb in zip(runs["step"].dpap.state_dict()["layers"],
+                      runs["multistep"].dpap.state_dict()["layers"]):
+        assert torch.equal(la["neu_alive"], lb["neu_alive"]), la["name"]
+        assert torch.equal(la["syn_alive"], lb["syn_alive"]), la["name"]
+        dead += int((~la["neu_alive"]).sum())
+    assert dead > 0
+
+
 @pytest.mark.parametrize("reset", ["zero", "subtract", "none"])
 @pytest.mark.parametrize("static", [False, True])
 def test_compiled_kernel_and_torch_path_agree(monkeypatch, reset, static):
