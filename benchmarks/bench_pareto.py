@@ -98,13 +98,18 @@ def summarize(rows: list[dict], cost: str) -> list[dict]:
     groups: dict[str, list[dict]] = {}
     for r in rows:
         groups.setdefault(group_key(r), []).append(r)
+    none_acc = {r["seed"]: 100 * r["final_acc"] for r in rows if r["method"] == "none"}
     out = []
     for key, rs in groups.items():
         accs = [100 * r["final_acc"] for r in rs]
+        # against the unpruned run of the same seed (same initial weights and data order)
+        paired = [a - none_acc[r["seed"]] for a, r in zip(accs, rs) if r["seed"] in none_acc]
         out.append({"point": key, "method": rs[0]["method"], "seeds": len(rs),
                     "acc_mean": statistics.fmean(accs),
                     "acc_sd": statistics.stdev(accs) if len(rs) > 1 else 0.0,
                     "acc_min": min(accs), "acc_max": max(accs),
+                    "vs_none_mean": statistics.fmean(paired) if paired else None,
+                    "vs_none": paired,
                     cost: statistics.fmean(r[cost] for r in rs),
                     "params": statistics.fmean(r["params"] for r in rs),
                     "latency_ms": statistics.fmean(r["latency_ms"] for r in rs),
@@ -147,6 +152,24 @@ def plot(rows: list[dict], summary: list[dict], cost: str, title: str, path) -> 
     axes[0].legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     save_figure(fig, path)
+
+
+def markdown(summary: list[dict], cost: str) -> str:
+    """The per-point means as a docs/results.md table."""
+    none = next((m for m in summary if m["method"] == "none"), None)
+    names = list(summary[0]["kept"]) if summary else []
+    lines = [f"| network | seeds | acc mean ± sd (min-max) | acc vs none, per seed (points) "
+             f"| {cost}/sample (compacted) | vs none | params (compacted) "
+             f"| kept {' / '.join(names)} | latency ms |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for m in summary:
+        rel = f"{100 * m[cost] / none[cost]:.1f}%" if none else ""
+        kept = " / ".join(f"{v:g}" if v == int(v) else f"{v:.1f}" for v in m["kept"].values())
+        lines.append(f"| {m['point']} | {m['seeds']} | {m['acc_mean']:.2f}% ± {m['acc_sd']:.2f} "
+                     f"({m['acc_min']:.2f}-{m['acc_max']:.2f}) | "
+                     f"{' / '.join(f'{d:+.2f}' for d in m['vs_none'])} | {m[cost]:,.0f} | {rel} "
+                     f"| {m['params']:,.0f} | {kept} | {m['latency_ms']:.1f} |")
+    return "\n".join(lines)
 
 
 def slug(label: str) -> str:
@@ -222,6 +245,7 @@ def main(argv=None) -> int:
         kept = " / ".join(f"{v:.1f}" for v in m["kept"].values())
         print(f"{m['point']:28s} {m['acc_mean']:6.2f}% {m['acc_sd']:5.2f} {m[cost]:16,.0f} "
               f"{m['params']:9,.0f} {m['latency_ms']:11.1f}  {kept}")
+    print("\n" + markdown(summary, cost))
     title = (f"{args.model}, {args.dataset} ({len(data.y_train)} train / {len(data.y_test)} test, "
              f"{args.epochs} epochs, seeds {', '.join(map(str, args.seeds))})")
     plot(rows, summary, cost, title, Path(args.figure or f"docs/img/pareto_{args.model}.png"))
