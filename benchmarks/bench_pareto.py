@@ -37,6 +37,7 @@ from dpap_deploy.atomic import atomic_write_text
 from dpap_deploy.compaction import compact, masks_from_dpap_state
 from dpap_deploy.counting import count_ops
 from dpap_deploy.graph import build_graph, outputs
+from dpap_deploy.serialize import load_model, save_model
 from dpap_deploy.training import TrainConfig, evaluate, train
 
 BASELINES = ("l1-structured", "rate-structured", "random-structured")
@@ -50,7 +51,7 @@ def train_and_compact(cfg: TrainConfig, data, label: str, run_dir: Path) -> dict
     x = data.x_test
     if row_path.exists() and model_path.exists():
         row = json.loads(row_path.read_text())
-        small = torch.load(model_path, weights_only=False).eval()
+        small, _, _ = load_model(model_path)
         return dict(row, _graph=build_graph(small, x[:2]))
     t0 = time.perf_counter()
     run = train(cfg, run_dir, resume=True, progress=False, data=data)
@@ -73,7 +74,7 @@ def train_and_compact(cfg: TrainConfig, data, label: str, run_dir: Path) -> dict
            "kept": {lp.name: len(lp.keep_out) for lp in small.plan.layers},
            "removed_curve": [h["params_removed_fraction"] for h in run.history],
            "acc_curve": accs, "train_wall_s": wall}
-    torch.save(small.model, model_path)
+    save_model(model_path, small.model, run.kind)
     atomic_write_text(row_path, json.dumps(row, indent=1) + "\n")
     return dict(row, _graph=small.graph)
 
