@@ -125,8 +125,10 @@ std::vector<torch::Tensor> leaky_forward(torch::Tensor current, int64_t T, doubl
   return {S, saved};
 }
 
-// The common backward case from the byte code (save 1): per element the same float32
-// operations, in the same order, as the fast path of leaky_backward below (bit-identical).
+// The common backward case (rectangle surrogate, no learnable beta or threshold) from the
+// byte code (save 1): one pass per step, no branches the compiler cannot turn into vector
+// selects; per element the same float32 operations, in the same order, as leaky_backward
+// below (bit-identical gradients).
 torch::Tensor leaky_backward_coded(torch::Tensor grad_s, torch::Tensor code, double beta_d,
                                    int64_t reset, bool is_static, double width) {
   auto g = grad_s.contiguous();
@@ -193,49 +195,6 @@ std::vector<torch::Tensor> leaky_backward(torch::Tensor grad_s, torch::Tensor U,
   const float inv_w = width > 0 ? (float)(1.0 / width) : 0.f;
   const int slots = std::max(64, at::get_num_threads());
   std::vector<double> gbs(slots, 0.0), gts(slots, 0.0);
-  if (!have_direct && !need_beta && !need_thr) {
-    // The common case (rectangle surrogate, no learnable beta or threshold): one pass per
-    // step over dL/dS, U (and S for the zero reset), no branches the compiler cannot turn
-    // into vector selects. Per element the same float32 operations, in the same order, as
-    // the general loop below: bit-identical gradients.
-    for_chunks((N + TILE - 1) / TILE, [&](int64_t c0, int64_t c1, int) {
-      float acc[TILE], sum[TILE];
-      for (int64_t c = c0; c < c1; ++c) {
-        const int64_t i0 = c * TILE, n = std::min(TILE, N - i0);
-        for (int64_t j = 0; j < n; ++j) { acc[j] = 0.f; sum[j] = 0.f; }
-        for (int64_t t = T - 1; t >= 0; --t) {
-          const int64_t k0 = t * N + i0;
-          const float* gt_ = gs + k0;
-          const float* ut_ = u + k0;
-          const float* st_ = s + k0;
-          const bool decay = t < T - 1;
-          if (decay && reset == 1) {
-            for (int64_t j = 0; j < n; ++j) {
-              const float m = gt_[j] * inv_w, dk = std::fabs(ut_[j] - th) < half ? m : 0.f;
-              const float a = (st_[j] != 0.f ? 0.f : acc[j]) * b;
-              acc[j] = a + dk;
-            }
-          } else if (decay) {
-            for (int64_t j = 0; j < n; ++j) {
-              const float m = gt_[j] * inv_w, dk = std::fabs(ut_[j] - th) < half ? m : 0.f;
-              const float a = acc[j] * b;
-              acc[j] = a + dk;
-            }
-          } else {
-            for (int64_t j = 0; j < n; ++j) {
-              const float m = gt_[j] * inv_w, dk = std::fabs(ut_[j] - th) < half ? m : 0.f;
-              acc[j] = acc[j] + dk;
-            }
-          }
-          if (is_static) { for (int64_t j = 0; j < n; ++j) sum[j] += acc[j]; }
-          else { float* o = out + k0; for (int64_t j = 0; j < n; ++j) o[j] = acc[j]; }
-        }
-        if (is_static) for (int64_t j = 0; j < n; ++j) out[i0 + j] = sum[j];
-      }
-    });
-    auto opts = torch::TensorOptions().dtype(torch::kFloat64);
-    return {G, torch::zeros({}, opts), torch::zeros({}, opts)};
-  }
   for_chunks((N + TILE - 1) / TILE, [&](int64_t c0, int64_t c1, int slot) {
     float acc[TILE], sum[TILE], dk[TILE];
     double gb = 0.0, gt = 0.0;
@@ -427,11 +386,11 @@ def _build():
     from torch.utils.cpp_extension import load_inline
     flags = ["-O3", "-march=native", "-ffp-contract=off"]
     try:
-        return load_inline(name="dpap_deploy_leaky_v13_omp", cpp_sources=[_SOURCE], functions=None,
+        return load_inline(name="dpap_deploy_leaky_v14_omp", cpp_sources=[_SOURCE], functions=None,
                            extra_cflags=flags + ["-fopenmp"], extra_ldflags=["-fopenmp"],
                            verbose=False)
     except Exception:  # noqa: BLE001 - no OpenMP here: plain threads
-        return load_inline(name="dpap_deploy_leaky_v13", cpp_sources=[_SOURCE], functions=None,
+        return load_inline(name="dpap_deploy_leaky_v14", cpp_sources=[_SOURCE], functions=None,
                            extra_cflags=flags, verbose=False)
 
 
