@@ -54,15 +54,21 @@ def test_zoo_models_step_and_multistep_agree(name, shape, train):
 
 
 @pytest.mark.parametrize("train", [True, False])
-def test_channels_last_convolution_path_agrees(train, monkeypatch):
+@pytest.mark.parametrize("fuse", [True, False])
+def test_channels_last_convolution_path_agrees(train, fuse, monkeypatch):
     """snn-mnist's second convolution runs channels-last (its Leaky population in memory order,
     the compiled pools converting layouts on the way): the same spikes and gradients as the
     step loop, with the compiled pools and channels-last forced on for this small batch; the
     CIFAR-10 SNN, whose convolutions feed BatchNorm and max pools, stays in the default
-    layout."""
-    from dpap_deploy.executor import multistep, pool
+    layout. ``fuse``: both conv populations and their pools as one kernel (leaky_pool.py),
+    or one after the other."""
+    from dpap_deploy.executor import leaky_pool, multistep, native, pool
     monkeypatch.setattr(pool, "SMALL", 0)
     monkeypatch.setattr(multistep, "CHANNELS_LAST_MIN", 0)
+    monkeypatch.setattr(leaky_pool, "FUSE", fuse)
+    calls = []
+    apply = leaky_pool.LeakyPool2x2.apply
+    monkeypatch.setattr(leaky_pool.LeakyPool2x2, "apply", lambda *a: calls.append(1) or apply(*a))
     torch.manual_seed(0)
     model, _ = build_model("snn-mnist", (1, 28, 28), 10)
     with torch.no_grad():
@@ -70,7 +76,9 @@ def test_channels_last_convolution_path_agrees(train, monkeypatch):
             p.mul_(2.0)
     ex = MultiStep(build_graph(model, torch.rand(2, 1, 28, 28)))
     assert len(ex.channels_last) == 2 and len(ex.pool_to_channels_last) == 1
+    assert len(ex.pooled_by) == 2
     _check(model, torch.rand(6, 1, 28, 28) * 2, train=train)
+    assert len(calls) == (2 if fuse and native.kernel() is not None else 0)
     cifar, _ = build_model("snn-cifar10", (3, 16, 16), 10)
     assert not MultiStep(build_graph(cifar, torch.rand(2, 3, 16, 16))).channels_last
 
@@ -235,6 +243,60 @@ def test_compiled_kernel_byte_code_backward(monkeypatch, reset, static):
     assert torch.equal(n1, s1) and torch.equal(n3, s1)
     assert torch.equal(g1, g2) and (g1 != 0).sum() > g1.numel() // 4
     assert torch.allclose(g1, g3, atol=1e-5)
+
+
+@pytest.mark.parametrize("reset", ["zero", "subtract", "none"])
+@pytest.mark.parametrize("static", [True, False])
+@pytest.mark.parametrize("in_cl,out_cl", [(False, False), (True, False), (True, True),
+                                          (False, True)])
+@pytest.mark.parametrize("spikes", [False, True])
+def test_leaky_and_its_pool_in_one_kernel(reset, static, in_cl, out_cl, spikes, monkeypatch):
+    """A Leaky window and its 2x2 average pool as one compiled operation: pooled outputs, the
+    spikes (when asked for, for DPAP's traces) and the current's gradient bit-identical to
+    the window then the pool, for both layouts in and out and every reset."""
+    from dpap_deploy.executor import leaky_pool, native, pool
+    if native.kernel() is None:
+        pytest.skip(f"no compiled kernel here: {native.error}")
+    monkeypatch.setattr(pool, "SMALL", 0)
+    torch.manual_seed(2)
+    T, shape = 5, (3, 4, 6, 10)
+    cur = torch.randn(shape if static else (T,) + shape) * 0.6 + 0.3
+    if in_cl:
+        cur = (cur.contiguous(memory_format=torch.channels_last) if static else
+               cur.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3))
+    g_out = torch.randn(T, 3, 4, 3, 5)
+    n = snn.Leaky(beta=0.8, threshold=0.5, spike_grad=rectangle(1.0), reset_mechanism=reset)
+    runs = []
+    for fused in (True, False):
+        c = cur.detach().clone(memory_format=torch.preserve_format).requires_grad_(True)
+        if fused:
+            pooled, s = leaky_pool.leaky_pool(n, c, T if static else None, out_cl, spikes)
+            cl = pooled.reshape((-1,) + pooled.shape[2:]).is_contiguous(
+                memory_format=torch.channels_last)
+            assert cl == out_cl and (s is not None) == spikes
+        else:
+            s = leaky_window(n, c, T if static else None)
+            pooled = pool.avg_pool_2x2(s.reshape((-1,) + s.shape[2:])).reshape(g_out.shape)
+        pooled.backward(g_out)
+        runs.append((pooled, s, c.grad))
+    (p1, s1, g1), (p2, s2, g2) = runs
+    assert torch.equal(p1, p2) and 0 < float(p1.mean()) < 1
+    assert not spikes or torch.equal(s1, s2)
+    assert torch.equal(g1, g2) and (g1 != 0).float().mean() > 0.3
+
+
+def test_leaky_and_pool_kernel_declines_what_it_does_not_cover(monkeypatch):
+    """Odd map sizes, a learned beta and a surrogate other than the rectangle go the two-step
+    way (``None``)."""
+    from dpap_deploy.executor import leaky_pool, pool
+    monkeypatch.setattr(pool, "SMALL", 0)
+    odd = torch.rand(2, 3, 5, 6)
+    n = snn.Leaky(beta=0.8, spike_grad=rectangle(1.0))
+    assert leaky_pool.leaky_pool(n, odd, 4, False, False) is None
+    learned = snn.Leaky(beta=torch.tensor(0.8), learn_beta=True, spike_grad=rectangle(1.0))
+    assert leaky_pool.leaky_pool(learned, torch.rand(2, 3, 4, 6), 4, False, False) is None
+    sigmoid = snn.Leaky(beta=0.8)
+    assert leaky_pool.leaky_pool(sigmoid, torch.rand(2, 3, 4, 6), 4, False, False) is None
 
 
 def test_event_frames_one_per_step_agree():

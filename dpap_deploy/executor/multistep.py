@@ -28,6 +28,7 @@ from ..graph.model_graph import (ADD, CAT, ELEMENTWISE, FLATTEN, INPUT, NEURON, 
                                  PASS, POOL, SYNAPSE)
 from ..graph.run import window_steps
 from ..graph.state import reset_states
+from .leaky_pool import leaky_pool
 from .lif import fusable, leaky_window
 from .pool import avg_pool_2x2, is_2x2
 
@@ -118,6 +119,11 @@ class MultiStep:
                     for u in users[n.id])}
         self.pool_to_channels_last = {n.id for n in graph.nodes if n.op == POOL and users.get(n.id)
                                       and all(u in self.channels_last for u in users[n.id])}
+        # a fused population read only by a 2x2 average pool: both in one kernel where it
+        # covers the case (leaky_pool.py); {population: pool}
+        self.pooled_by = {n.id: users[n.id][0] for n in graph.nodes
+                          if n.id in self.fused and len(users.get(n.id, ())) == 1
+                          and node[users[n.id][0]].op == POOL and is_2x2(node[users[n.id][0]].attrs)}
 
     @staticmethod
     def unsupported(graph: ModelGraph) -> str | None:
@@ -160,7 +166,10 @@ class MultiStep:
             elif n.op == NORM:
                 val[n.id] = self._norm(n.module, ins[0], T)
             elif n.op == NEURON:
-                val[n.id] = self._neuron(n, ins[0], T)
+                val[n.id] = self._neuron(n, ins[0], T, val, observer is not None
+                                         and n.id in self.layer_of_neuron)
+            elif n.op == POOL and n.id in val:      # made with its population (_neuron)
+                pass
             elif n.op == POOL:
                 to_cl = n.id in self.pool_to_channels_last and _large_cpu_seq(ins[0], 4)
                 val[n.id] = _fold(_pool_fn(n.attrs, to_cl), ins[0], T)
@@ -209,8 +218,18 @@ class MultiStep:
             return _Seq(torch.stack(outs))
         return _fold(bn, v, T)
 
-    def _neuron(self, n, v, T: int) -> _Seq:
+    def _neuron(self, n, v, T: int, val: dict, observed: bool) -> _Seq | None:
+        """The population's spikes; with its 2x2 pool fused, the pool's output goes into
+        ``val`` and the spikes are made only when ``observed`` (else ``None``)."""
         m = n.module
+        pool = self.pooled_by.get(n.id)
+        if pool is not None:
+            static = not isinstance(v, _Seq)
+            to_cl = pool in self.pool_to_channels_last and _large_cpu_seq(_Seq(_as_seq(v, T)), 4)
+            r = leaky_pool(m, v if static else v.t, T if static else None, to_cl, observed)
+            if r is not None:
+                val[pool] = _Seq(r[0])
+                return None if r[1] is None else _Seq(r[1])
         if n.id in self.fused:
             if isinstance(v, _Seq):
                 return _Seq(leaky_window(m, v.t))

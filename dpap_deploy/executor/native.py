@@ -60,6 +60,30 @@ constexpr int64_t TILE = 1024;   // neurons whose state stays in L1 while time r
 //      a quarter of U's memory traffic;
 //   2: the membrane U itself (any surrogate, learnable beta or threshold).
 // reset: 0 subtract, 1 zero, 2 none.  current: [T, N] or [N] (static, the same each step).
+// One step of n neurons: membrane and last spike in `mem` / `fired`, the spikes into `st`
+// (nullable: not wanted), what the backward pass needs into `u` or `code` (SAVE).
+template <int RESET, int SAVE>
+static inline void leaky_step(const float* x, float* mem, float* fired, float* st, float* u,
+                              uint8_t* code, int64_t n, float b, float th, float half) {
+  for (int64_t j = 0; j < n; ++j) {     // the same float32 operations as snnTorch
+    float m;
+    if (RESET == 1) {
+      const float kept = fired[j] != 0.f ? 0.f : mem[j];
+      m = b * kept;
+      m = m + x[j];
+    } else {
+      m = b * mem[j];
+      m = m + x[j];
+      if (RESET == 0) m = m - fired[j] * th;   // fired is 0 or 1: exact
+    }
+    const float f = m > th ? 1.f : 0.f;
+    mem[j] = m; fired[j] = f;
+    if (SAVE == 2) u[j] = m;
+    if (SAVE == 1) code[j] = (uint8_t)((m > th ? 1 : 0) | (std::fabs(m - th) < half ? 2 : 0));
+  }
+  if (st) std::copy(fired, fired + n, st);
+}
+
 template <int RESET, int SAVE>
 static void leaky_forward_tiles(const float* I, float* s, float* u, uint8_t* code, int64_t T,
                                 int64_t N, float b, float th, float half, bool is_static,
@@ -70,25 +94,10 @@ static void leaky_forward_tiles(const float* I, float* s, float* u, uint8_t* cod
     const int64_t i0 = c * TILE, n = std::min(TILE, N - i0);
     for (int64_t j = 0; j < n; ++j) { mem[j] = 0.f; fired[j] = 0.f; }
     for (int64_t t = 0; t < T; ++t) {
-      const float* x = is_static ? I + i0 : I + t * N + i0;
-      float* st = s + t * N + i0;
-      for (int64_t j = 0; j < n; ++j) {     // the same float32 operations as snnTorch
-        float m;
-        if (RESET == 1) {
-          const float kept = fired[j] != 0.f ? 0.f : mem[j];
-          m = b * kept;
-          m = m + x[j];
-        } else {
-          m = b * mem[j];
-          m = m + x[j];
-          if (RESET == 0) m = m - fired[j] * th;   // fired is 0 or 1: exact
-        }
-        const float f = m > th ? 1.f : 0.f;
-        mem[j] = m; fired[j] = f; st[j] = f;
-        if (SAVE == 2) u[t * N + i0 + j] = m;
-        if (SAVE == 1)
-          code[t * N + i0 + j] = (uint8_t)((m > th ? 1 : 0) | (std::fabs(m - th) < half ? 2 : 0));
-      }
+      const int64_t k0 = t * N + i0;
+      leaky_step<RESET, SAVE>(is_static ? I + i0 : I + k0, mem, fired, s + k0,
+                              SAVE == 2 ? u + k0 : nullptr, SAVE == 1 ? code + k0 : nullptr,
+                              n, b, th, half);
     }
   }
 }
@@ -126,9 +135,38 @@ std::vector<torch::Tensor> leaky_forward(torch::Tensor current, int64_t T, doubl
 }
 
 // The common backward case (rectangle surrogate, no learnable beta or threshold) from the
-// byte code (save 1): one pass per step, no branches the compiler cannot turn into vector
-// selects; per element the same float32 operations, in the same order, as leaky_backward
-// below (bit-identical gradients).
+// byte code (save 1), one step of n neurons: `acc` (dL/dU[t+1] on entry) becomes dL/dU[t].
+// No branches the compiler cannot turn into vector selects; per element the same float32
+// operations, in the same order, as leaky_backward below (bit-identical gradients).
+static inline void coded_step(float* acc, const float* gt_, const uint8_t* ct, int64_t n,
+                              bool decay, int64_t reset, float b, float inv_w) {
+  if (decay && reset == 1) {
+    for (int64_t j = 0; j < n; ++j) {
+      const float m = gt_[j] * inv_w, dk = (ct[j] & 2) ? m : 0.f;
+      const float a = ((ct[j] & 1) ? 0.f : acc[j]) * b;
+      acc[j] = a + dk;
+    }
+  } else if (decay) {
+    for (int64_t j = 0; j < n; ++j) {
+      const float m = gt_[j] * inv_w, dk = (ct[j] & 2) ? m : 0.f;
+      const float a = acc[j] * b;
+      acc[j] = a + dk;
+    }
+  } else {
+    for (int64_t j = 0; j < n; ++j) {
+      const float m = gt_[j] * inv_w, dk = (ct[j] & 2) ? m : 0.f;
+      acc[j] = acc[j] + dk;
+    }
+  }
+}
+
+// dL/dI after a step: stored ([T, N]) or summed over the window (static current, [N]).
+static inline void store_grad(const float* acc, float* out, float* sum, int64_t n,
+                              bool is_static) {
+  if (is_static) { for (int64_t j = 0; j < n; ++j) sum[j] += acc[j]; }
+  else { for (int64_t j = 0; j < n; ++j) out[j] = acc[j]; }
+}
+
 torch::Tensor leaky_backward_coded(torch::Tensor grad_s, torch::Tensor code, double beta_d,
                                    int64_t reset, bool is_static, double width) {
   auto g = grad_s.contiguous();
@@ -145,29 +183,8 @@ torch::Tensor leaky_backward_coded(torch::Tensor grad_s, torch::Tensor code, dou
       for (int64_t j = 0; j < n; ++j) { acc[j] = 0.f; sum[j] = 0.f; }
       for (int64_t t = T - 1; t >= 0; --t) {
         const int64_t k0 = t * N + i0;
-        const float* gt_ = gs + k0;
-        const uint8_t* ct = cd + k0;
-        const bool decay = t < T - 1;
-        if (decay && reset == 1) {
-          for (int64_t j = 0; j < n; ++j) {
-            const float m = gt_[j] * inv_w, dk = (ct[j] & 2) ? m : 0.f;
-            const float a = ((ct[j] & 1) ? 0.f : acc[j]) * b;
-            acc[j] = a + dk;
-          }
-        } else if (decay) {
-          for (int64_t j = 0; j < n; ++j) {
-            const float m = gt_[j] * inv_w, dk = (ct[j] & 2) ? m : 0.f;
-            const float a = acc[j] * b;
-            acc[j] = a + dk;
-          }
-        } else {
-          for (int64_t j = 0; j < n; ++j) {
-            const float m = gt_[j] * inv_w, dk = (ct[j] & 2) ? m : 0.f;
-            acc[j] = acc[j] + dk;
-          }
-        }
-        if (is_static) { for (int64_t j = 0; j < n; ++j) sum[j] += acc[j]; }
-        else { float* o = out + k0; for (int64_t j = 0; j < n; ++j) o[j] = acc[j]; }
+        coded_step(acc, gs + k0, cd + k0, n, t < T - 1, reset, b, inv_w);
+        store_grad(acc, out + k0, sum, n, is_static);
       }
       if (is_static) for (int64_t j = 0; j < n; ++j) out[i0 + j] = sum[j];
     }
@@ -217,8 +234,7 @@ std::vector<torch::Tensor> leaky_backward(torch::Tensor grad_s, torch::Tensor U,
             for (int64_t j = 0; j < n; ++j) acc[j] = acc[j] * b;
         }
         for (int64_t j = 0; j < n; ++j) acc[j] = acc[j] + dk[j];
-        if (is_static) { for (int64_t j = 0; j < n; ++j) sum[j] += acc[j]; }
-        else { for (int64_t j = 0; j < n; ++j) out[k0 + j] = acc[j]; }
+        store_grad(acc, out + k0, sum, n, is_static);
         if (need_beta && t > 0)
           for (int64_t j = 0; j < n; ++j) {
             float prev = u[k0 - N + j];
@@ -240,6 +256,189 @@ std::vector<torch::Tensor> leaky_backward(torch::Tensor grad_s, torch::Tensor U,
   for (int c = 0; c < slots; ++c) { gb += gbs[c]; gt += gts[c]; }
   auto opts = torch::TensorOptions().dtype(torch::kFloat64);
   return {G, torch::full({}, gb, opts), torch::full({}, gt, opts)};
+}
+
+// A Leaky population whose only reader is a 2x2 average pool (stride 2, even H and W), both
+// in one pass each way: the pool is computed from the spikes while they are in L1, and the
+// backward pass spreads the pool's gradient inside the Leaky loop, so the [T, N] spikes (unless
+// asked for) and their gradient never go through memory. One step of the current, in memory
+// order, is a [P, H, W, Cm] map: the default layout has P = B * C, Cm = 1; channels-last
+// P = B, Cm = C. A unit is one output row (p, i): map rows 2i and 2i + 1, L = 2 W Cm
+// neurons, consecutive in memory; tiles are runs of whole units. The pooled output
+// [T * B, C, H / 2, W / 2] has any strides (os*); row (t, b) of it is step t, sample b.
+struct PoolGeom {
+  int64_t B, Cp, H, W, Cm;
+  int64_t L() const { return 2 * W * Cm; }
+  int64_t units() const { return B * Cp * (H / 2); }
+  int64_t per_tile() const { return std::max<int64_t>(1, TILE / L()); }
+  // offset of unit u's output row at step t, given the output's strides
+  int64_t row(int64_t u, int64_t t, const int64_t* st) const {
+    const int64_t h = H / 2, p = u / h, i = u % h;
+    return (t * B + p / Cp) * st[0] + (p % Cp) * st[1] + i * st[2];
+  }
+};
+
+// The pool of binary spikes: every partial sum is a small integer, exact in any order, so the
+// result equals aten's ((x00 + x01) + x10) + x11, times 0.25. Per output row, the window
+// sums go into `buf` ([w, Cm], vectorised over Cm or, for Cm = 1, over the row), then to the
+// output in its layout: a plain copy when it is laid out as [w, Cm], else transposed.
+static inline void pool_units(const float* fired, float* out, float* buf, const int64_t* rows,
+                              const PoolGeom& g, int64_t ua, int64_t ub, int64_t t,
+                              const int64_t* os) {
+  const int64_t L = g.L(), WC = g.W * g.Cm, w = g.W / 2, Cm = g.Cm, n = (ub - ua) * L;
+  const int64_t step = t * g.B * os[0];
+  if (Cm == 1) {       // pairs along the rows of the whole tile, then row 2i + row 2i + 1
+    for (int64_t k = 0; k < n / 2; ++k) buf[k] = fired[2 * k] + fired[2 * k + 1];
+    for (int64_t u = 0; u < ub - ua; ++u) {
+      const float* h0 = buf + u * g.W;
+      float* o = out + step + rows[u];
+      if (os[3] == 1) { for (int64_t j = 0; j < w; ++j) o[j] = (h0[j] + h0[w + j]) * 0.25f; }
+      else { for (int64_t j = 0; j < w; ++j) o[j * os[3]] = (h0[j] + h0[w + j]) * 0.25f; }
+    }
+    return;
+  }
+  for (int64_t u = 0; u < ub - ua; ++u) {
+    const float* f0 = fired + u * L;
+    const float* f1 = f0 + WC;
+    for (int64_t j = 0; j < w; ++j) {
+      const float* a0 = f0 + 2 * j * Cm; const float* a1 = a0 + Cm;
+      const float* b0 = f1 + 2 * j * Cm; const float* b1 = b0 + Cm;
+      float* bj = buf + j * Cm;
+      for (int64_t c = 0; c < Cm; ++c) bj[c] = (a0[c] + a1[c]) + (b0[c] + b1[c]);
+    }
+    float* o = out + step + rows[u];
+    if (os[1] == 1 && os[3] == Cm) {     // [w, Cm] in memory: channels-last
+      for (int64_t k = 0; k < w * Cm; ++k) o[k] = buf[k] * 0.25f;
+    } else {
+      for (int64_t c = 0; c < Cm; ++c)
+        for (int64_t j = 0; j < w; ++j) o[c * os[1] + j * os[3]] = buf[j * Cm + c] * 0.25f;
+    }
+  }
+}
+
+// dL/dS of each neuron of units [ua, ub) at step t: its window's pooled gradient times 0.25,
+// gathered per output row into `buf` ([w, Cm]) and spread over the window's four neurons.
+static inline void unpool_units(const float* gp, float* gs, float* buf, const int64_t* rows,
+                                const PoolGeom& g, int64_t ua, int64_t ub, int64_t t,
+                                const int64_t* gst) {
+  const int64_t L = g.L(), WC = g.W * g.Cm, w = g.W / 2, Cm = g.Cm;
+  const int64_t step = t * g.B * gst[0];
+  for (int64_t u = 0; u < ub - ua; ++u) {
+    const float* gr = gp + step + rows[u];
+    float* s0 = gs + u * L;
+    float* s1 = s0 + WC;
+    if (Cm == 1) {
+      for (int64_t j = 0; j < w; ++j) {
+        const float q = gr[j * gst[3]] * 0.25f;
+        s0[2 * j] = q; s0[2 * j + 1] = q; s1[2 * j] = q; s1[2 * j + 1] = q;
+      }
+      continue;
+    }
+    if (gst[1] == 1 && gst[3] == Cm) {
+      for (int64_t k = 0; k < w * Cm; ++k) buf[k] = gr[k] * 0.25f;
+    } else {
+      for (int64_t c = 0; c < Cm; ++c)
+        for (int64_t j = 0; j < w; ++j) buf[j * Cm + c] = gr[c * gst[1] + j * gst[3]] * 0.25f;
+    }
+    for (int64_t j = 0; j < w; ++j) {
+      float* a0 = s0 + 2 * j * Cm; float* a1 = a0 + Cm;
+      float* b0 = s1 + 2 * j * Cm; float* b1 = b0 + Cm;
+      const float* bj = buf + j * Cm;
+      for (int64_t c = 0; c < Cm; ++c) { a0[c] = bj[c]; a1[c] = bj[c]; b0[c] = bj[c]; b1[c] = bj[c]; }
+    }
+  }
+}
+
+template <int RESET, int SAVE>
+static void leaky_pool_forward_units(const float* I, float* s, uint8_t* code, float* out,
+                                     const PoolGeom& g, const int64_t* os, int64_t T, int64_t N,
+                                     float b, float th, float half, bool is_static, int64_t u0,
+                                     int64_t u1) {
+  const int64_t L = g.L(), per = g.per_tile();
+  std::vector<float> mem(per * L), fired(per * L), buf(per * L / 2);
+  std::vector<int64_t> rows(per);
+  for (int64_t ua = u0; ua < u1; ua += per) {
+    const int64_t ub = std::min(u1, ua + per), i0 = ua * L, n = (ub - ua) * L;
+    for (int64_t u = ua; u < ub; ++u) rows[u - ua] = g.row(u, 0, os);
+    std::fill(mem.begin(), mem.begin() + n, 0.f);
+    std::fill(fired.begin(), fired.begin() + n, 0.f);
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t k0 = t * N + i0;
+      leaky_step<RESET, SAVE>(is_static ? I + i0 : I + k0, mem.data(), fired.data(),
+                              s ? s + k0 : nullptr, nullptr, SAVE == 1 ? code + k0 : nullptr,
+                              n, b, th, half);
+      pool_units(fired.data(), out, buf.data(), rows.data(), g, ua, ub, t, os);
+    }
+  }
+}
+
+// Returns {pooled [T * B, C, H / 2, W / 2] (channels-last if out_cl), spikes [T, N] or empty,
+// byte code [T, N] or empty}. save: 0 nothing, 1 the byte code (leaky_forward).
+std::vector<torch::Tensor> leaky_pool_forward(torch::Tensor current, int64_t T, double beta_d,
+                                              double thr_d, int64_t reset, bool is_static,
+                                              int64_t save, double width, int64_t B, int64_t C,
+                                              int64_t H, int64_t W, bool in_cl, bool out_cl,
+                                              bool spikes) {
+  auto cur = current.contiguous();
+  const PoolGeom g{B, in_cl ? 1 : C, H, W, in_cl ? C : 1};
+  const int64_t N = B * C * H * W;
+  auto fmt = out_cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  auto out = torch::empty({T * B, C, H / 2, W / 2}, cur.options().memory_format(fmt));
+  auto S = spikes ? torch::empty({T, N}, cur.options()) : torch::empty({0}, cur.options());
+  auto code = save == 1 ? torch::empty({T, N}, cur.options().dtype(torch::kUInt8))
+                        : torch::empty({0}, cur.options().dtype(torch::kUInt8));
+  const int64_t os[4] = {out.stride(0), out.stride(1), out.stride(2), out.stride(3)};
+  const float* I = cur.data_ptr<float>();
+  float* s = spikes ? S.data_ptr<float>() : nullptr;
+  uint8_t* cd = save == 1 ? code.data_ptr<uint8_t>() : nullptr;
+  float* o = out.data_ptr<float>();
+  const float b = (float)beta_d, th = (float)thr_d, half = (float)(width / 2);
+  const int64_t grain = std::max<int64_t>(1, g.per_tile());
+  for_chunks(g.units(), [&](int64_t u0, int64_t u1, int) {
+#define DPAP_LP(R, SV) leaky_pool_forward_units<R, SV>(I, s, cd, o, g, os, T, N, b, th, half, is_static, u0, u1)
+    if (reset == 0) { if (save) DPAP_LP(0, 1); else DPAP_LP(0, 0); }
+    else if (reset == 1) { if (save) DPAP_LP(1, 1); else DPAP_LP(1, 0); }
+    else { if (save) DPAP_LP(2, 1); else DPAP_LP(2, 0); }
+#undef DPAP_LP
+  }, grain);
+  return {out, S, code};
+}
+
+// The gradient of the current ([T, N] or [N], memory order) from the pooled output's gradient
+// [T * B, C, H / 2, W / 2] (any strides) and the byte code.
+torch::Tensor leaky_pool_backward_coded(torch::Tensor grad_pooled, torch::Tensor code,
+                                        double beta_d, int64_t reset, bool is_static,
+                                        double width, int64_t B, int64_t C, int64_t H, int64_t W,
+                                        bool in_cl) {
+  const int64_t T = code.size(0), N = code.size(1);
+  const PoolGeom g{B, in_cl ? 1 : C, H, W, in_cl ? C : 1};
+  auto G = is_static ? torch::empty({N}, grad_pooled.options())
+                     : torch::empty({T, N}, grad_pooled.options());
+  const int64_t gst[4] = {grad_pooled.stride(0), grad_pooled.stride(1), grad_pooled.stride(2),
+                          grad_pooled.stride(3)};
+  const float* gp = grad_pooled.data_ptr<float>();
+  const uint8_t* cd = code.data_ptr<uint8_t>();
+  float* out = G.data_ptr<float>();
+  const float b = (float)beta_d, inv_w = (float)(1.0 / width);
+  const int64_t L = g.L(), per = g.per_tile();
+  for_chunks(g.units(), [&](int64_t u0, int64_t u1, int) {
+    std::vector<float> acc(per * L), sum(per * L), gs(per * L), buf(L / 4);
+    std::vector<int64_t> rows(per);
+    for (int64_t ua = u0; ua < u1; ua += per) {
+      const int64_t ub = std::min(u1, ua + per), i0 = ua * L, n = (ub - ua) * L;
+      for (int64_t u = ua; u < ub; ++u) rows[u - ua] = g.row(u, 0, gst);
+      std::fill(acc.begin(), acc.begin() + n, 0.f);
+      std::fill(sum.begin(), sum.begin() + n, 0.f);
+      for (int64_t t = T - 1; t >= 0; --t) {
+        const int64_t k0 = t * N + i0;
+        unpool_units(gp, gs.data(), buf.data(), rows.data(), g, ua, ub, t, gst);
+        coded_step(acc.data(), gs.data(), cd + k0, n, t < T - 1, reset, b, inv_w);
+        store_grad(acc.data(), out + k0, sum.data(), n, is_static);
+      }
+      if (is_static) std::copy(sum.begin(), sum.begin() + n, out + i0);
+    }
+  }, std::max<int64_t>(1, per));
+  return G;
 }
 
 // 2x2 average pooling, stride 2, no padding, floor: ((x00 + x01) + x10) + x11, times 0.25
@@ -358,6 +557,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("leaky_forward", &leaky_forward, "fused Leaky window, forward");
   m.def("leaky_backward", &leaky_backward, "fused Leaky window, backward");
   m.def("leaky_backward_coded", &leaky_backward_coded, "fused Leaky window, backward from the byte code");
+  m.def("leaky_pool_forward", &leaky_pool_forward, "fused Leaky window and its 2x2 average pool");
+  m.def("leaky_pool_backward_coded", &leaky_pool_backward_coded, "its gradient, from the byte code");
   m.def("avg_pool2x2_forward_4d", &avg_pool2x2_forward_4d, "2x2 average pool, either layout");
   m.def("avg_pool2x2_backward_4d", &avg_pool2x2_backward_4d, "its gradient, either layout");
 }
@@ -386,11 +587,11 @@ def _build():
     from torch.utils.cpp_extension import load_inline
     flags = ["-O3", "-march=native", "-ffp-contract=off"]
     try:
-        return load_inline(name="dpap_deploy_leaky_v14_omp", cpp_sources=[_SOURCE], functions=None,
+        return load_inline(name="dpap_deploy_leaky_v17_omp", cpp_sources=[_SOURCE], functions=None,
                            extra_cflags=flags + ["-fopenmp"], extra_ldflags=["-fopenmp"],
                            verbose=False)
     except Exception:  # noqa: BLE001 - no OpenMP here: plain threads
-        return load_inline(name="dpap_deploy_leaky_v14", cpp_sources=[_SOURCE], functions=None,
+        return load_inline(name="dpap_deploy_leaky_v17", cpp_sources=[_SOURCE], functions=None,
                            extra_cflags=flags, verbose=False)
 
 
