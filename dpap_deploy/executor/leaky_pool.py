@@ -5,20 +5,21 @@ inside the Leaky loop. The ``[T, B, C, H, W]`` spikes are written only when DPAP
 asks for them, and their gradient is never written: on snn-mnist's two conv populations that
 is most of the memory traffic of the Leaky windows and pools.
 
-The same float32 operations in the same order as ``lif.LeakyWindow`` followed by
-``pool.AvgPool2x2``: pooled outputs and gradients are bit-identical (tests). Covered: the
-common case of the byte-code backward (``lif.py``: the rectangle surrogate, beta and threshold
-not learned, binary spikes), float32 on the CPU, 4-D maps with even H and W in the default or
-channels-last layout, at least ``pool.SMALL`` spikes a window (where the compiled pool is used); anything else runs the two
-operations one after the other.
+The Leaky window's float32 operations are ``lif.LeakyWindow``'s, in the same order, and the
+pool's partial sums of binary spikes are small integers, exact in any order: pooled outputs,
+spikes and gradients are bit-identical to the window followed by ``pool.AvgPool2x2`` (tests).
+Covered: the common case of the byte-code backward (``lif.py``: the rectangle surrogate, beta
+and threshold not learned, binary spikes), float32 on the CPU, 4-D maps with even H and W in
+the default or channels-last layout, at least ``pool.SMALL`` spikes a window (where the
+compiled pool is used); anything else runs the two operations one after the other.
 """
 from __future__ import annotations
 
 import torch
 
-from .lif import (RESETS, _from_memory_order, _memory_order, _native, _rectangle_width,
-                  _current_grad)
 from . import pool
+from .lif import (RESETS, _current_grad, _from_memory_order, _memory_order, _native,
+                  _rectangle_width)
 
 FUSE = True        # False: the Leaky window and the pool run one after the other (A/B, tests)
 

@@ -7,7 +7,8 @@ directly encoded input and what stateless layers make of it) or a *sequence* (``
   directly encoded network runs once, not ``T`` times), on a sequence folded to ``[T*B, ...]``.
 - ``snn.Leaky`` populations run their whole window in one autograd operation (``lif.py``);
   other neuron types (``Synaptic``, ``RLeaky``, ...) step through the window with their own
-  module, so everything the graph can hold still runs.
+  module, so everything the graph can hold still runs. A population read only by a 2x2
+  average pool runs with it as one operation (``leaky_pool.py``).
 - BatchNorm in training mode normalises each step's batch on its own, as the step loop does.
 The result equals the snnTorch step loop: identical spikes, gradients equal up to float
 rounding (tests). Models whose forward runs its own time loop are not run here: they keep
