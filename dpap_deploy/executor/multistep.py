@@ -122,9 +122,9 @@ class MultiStep:
                                       and all(u in self.channels_last for u in users[n.id])}
         # a fused population read only by a 2x2 average pool: both in one kernel where it
         # covers the case (leaky_pool.py); {population: pool}
-        self.pooled_by = {n.id: users[n.id][0] for n in graph.nodes
-                          if n.id in self.fused and len(users.get(n.id, ())) == 1
-                          and node[users[n.id][0]].op == POOL and is_2x2(node[users[n.id][0]].attrs)}
+        only = {i: node[u[0]] for i, u in users.items() if len(u) == 1}
+        self.pooled_by = {i: r.id for i, r in only.items()
+                          if i in self.fused and r.op == POOL and is_2x2(r.attrs)}
 
     @staticmethod
     def unsupported(graph: ModelGraph) -> str | None:
