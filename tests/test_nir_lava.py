@@ -247,6 +247,29 @@ def test_ctrl_c_to_the_process_group_exits_130_within_5_s(tmp_path):
     assert [k for k in kids if _alive(k)] == []
 
 
+def test_ctrl_c_taken_by_one_of_lavas_threads_still_ends_the_run(tmp_path):
+    """The kernel may hand a process's SIGINT to any of its threads. Sent to one of Lava's
+    helper threads (not the main thread, which sleeps in Lava's lock wait), it used to leave
+    the export running until the whole Lava run ended; now it exits 130 within 5 s."""
+    import ctypes
+    p, kids = _start_long_lava_run(tmp_path)
+    helpers = [int(t) for t in os.listdir(f"/proc/{p.pid}/task") if int(t) != p.pid]
+    assert helpers, "Lava runs helper threads in the parent"
+    t0 = time.time()
+    tgkill = 234 if os.uname().machine == "x86_64" else 131       # aarch64
+    assert ctypes.CDLL(None, use_errno=True).syscall(tgkill, p.pid, helpers[-1],
+                                                      signal.SIGINT) == 0
+    try:
+        _, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    assert time.time() - t0 < 5 and p.returncode == 130, (time.time() - t0, p.returncode)
+    assert err.strip().splitlines() == ["dpap-deploy: interrupted"]
+    time.sleep(0.5)
+    assert [k for k in kids if _alive(k)] == []
+
+
 def test_snntorch_synaptic_and_rleaky_zero_reset_are_not_nir_neurons():
     """snnTorch's Synaptic(reset_mechanism="zero") zeroes the whole membrane step after a spike
     (that step's input is lost); NIR's CubaLIF only sets v = v_reset. A writer mapping one to

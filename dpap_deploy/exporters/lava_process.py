@@ -10,7 +10,8 @@ under way (:func:`lava_run`):
   died before that exits at once), and ignores SIGINT: Ctrl-C is the parent's alone;
 - on Ctrl-C the parent kills its descendants (no graceful ``stop()``, which could wait forever
   on them) and raises ``KeyboardInterrupt``; the command line turns that into one line and
-  exit status 130;
+  exit status 130. Ctrl-C reaches the main thread even when the kernel hands it to one of
+  Lava's helper threads (:func:`_ctrl_c_reaches_main_thread`);
 - on any other error, and on success, Lava is stopped gracefully in a ``finally``.
 """
 from __future__ import annotations
@@ -18,6 +19,8 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -92,16 +95,69 @@ def children_die_with_parent():
         _state["active"] = previous
 
 
+@contextmanager
+def _ctrl_c_reaches_main_thread():
+    """Ctrl-C sends SIGINT to the process, and the kernel gives it to any thread that does not
+    block it, Lava's channel threads included. CPython's C handler then only marks it pending,
+    and the main thread sleeps on in Lava's lock wait until the whole run ends (measured: a
+    SIGINT sent to one of those threads left ``export --target loihi-sim`` running past 20 s).
+    CPython writes every signal, whichever thread takes it, to the wakeup fd. A watcher thread
+    reads it and, if the main thread has not reacted within 0.3 s, sends SIGINT to the main
+    thread itself, which interrupts the wait. The bytes are passed on to a wakeup fd set
+    before (an event loop's). Only in the main thread: elsewhere signals are not handled."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    previous = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+    main, done = threading.main_thread().ident, threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            data = os.read(r, 64)
+            if previous != -1:
+                try:
+                    os.write(previous, data)
+                except OSError:
+                    pass
+            if done.is_set() or signal.SIGINT not in data:
+                continue
+            deadline = time.monotonic() + 0.3
+            while time.monotonic() < deadline and not _state.get("interrupted"):
+                time.sleep(0.01)
+            if not _state.get("interrupted") and not done.is_set():
+                signal.pthread_kill(main, signal.SIGINT)
+            return                                 # one Ctrl-C ends the run
+
+    watcher = threading.Thread(target=watch, name="dpap-ctrl-c", daemon=True)
+    watcher.start()
+    _state["interrupted"] = False
+    try:
+        yield
+    finally:
+        done.set()
+        signal.set_wakeup_fd(previous)
+        try:
+            os.write(w, b"\0")                   # wakes the watcher, which then returns
+        except OSError:                          # the pipe is full: it is awake already
+            pass
+        watcher.join(timeout=1.0)
+        os.close(r)
+        os.close(w)
+
+
 def lava_run(process, run, read):
     """``run()`` then ``read()`` on a Lava network whose ``process.stop()`` ends it; the
     children die with this process, Ctrl-C kills them and re-raises, any other outcome stops
     Lava gracefully."""
     before = set(descendants())
-    with children_die_with_parent():
+    with children_die_with_parent(), _ctrl_c_reaches_main_thread():
         try:
             run()
             out = read()
         except KeyboardInterrupt:
+            _state["interrupted"] = True
             kill_descendants(keep=before)
             raise
         except BaseException:
