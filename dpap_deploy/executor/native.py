@@ -349,6 +349,20 @@ static inline void unpool_units(const float* gp, float* gs, float* buf, const in
   }
 }
 
+// fn(ua, ub, i0, n, rows) for each tile of units [u0, u1): at most per_tile() whole units,
+// neurons [i0, i0 + n), rows[k] the output row of unit ua + k at step 0 under strides st.
+template <typename F>
+static inline void unit_tiles(const PoolGeom& g, int64_t u0, int64_t u1, const int64_t* st,
+                              F fn) {
+  const int64_t L = g.L(), per = g.per_tile();
+  std::vector<int64_t> rows(per);
+  for (int64_t ua = u0; ua < u1; ua += per) {
+    const int64_t ub = std::min(u1, ua + per);
+    for (int64_t u = ua; u < ub; ++u) rows[u - ua] = g.row(u, 0, st);
+    fn(ua, ub, ua * L, (ub - ua) * L, rows.data());
+  }
+}
+
 template <int RESET, int SAVE>
 static void leaky_pool_forward_units(const float* I, float* s, uint8_t* code, float* out,
                                      const PoolGeom& g, const int64_t* os, int64_t T, int64_t N,
@@ -356,10 +370,8 @@ static void leaky_pool_forward_units(const float* I, float* s, uint8_t* code, fl
                                      int64_t u1) {
   const int64_t L = g.L(), per = g.per_tile();
   std::vector<float> mem(per * L), fired(per * L), buf(per * L / 2);
-  std::vector<int64_t> rows(per);
-  for (int64_t ua = u0; ua < u1; ua += per) {
-    const int64_t ub = std::min(u1, ua + per), i0 = ua * L, n = (ub - ua) * L;
-    for (int64_t u = ua; u < ub; ++u) rows[u - ua] = g.row(u, 0, os);
+  unit_tiles(g, u0, u1, os, [&](int64_t ua, int64_t ub, int64_t i0, int64_t n,
+                                const int64_t* rows) {
     std::fill(mem.begin(), mem.begin() + n, 0.f);
     std::fill(fired.begin(), fired.begin() + n, 0.f);
     for (int64_t t = 0; t < T; ++t) {
@@ -367,9 +379,9 @@ static void leaky_pool_forward_units(const float* I, float* s, uint8_t* code, fl
       leaky_step<RESET, SAVE>(is_static ? I + i0 : I + k0, mem.data(), fired.data(),
                               s ? s + k0 : nullptr, nullptr, SAVE == 1 ? code + k0 : nullptr,
                               n, b, th, half);
-      pool_units(fired.data(), out, buf.data(), rows.data(), g, ua, ub, t, os);
+      pool_units(fired.data(), out, buf.data(), rows, g, ua, ub, t, os);
     }
-  }
+  });
 }
 
 // Returns {pooled [T * B, C, H / 2, W / 2] (channels-last if out_cl), spikes [T, N] or empty,
@@ -423,20 +435,18 @@ torch::Tensor leaky_pool_backward_coded(torch::Tensor grad_pooled, torch::Tensor
   const int64_t L = g.L(), per = g.per_tile();
   for_chunks(g.units(), [&](int64_t u0, int64_t u1, int) {
     std::vector<float> acc(per * L), sum(per * L), gs(per * L), buf(L / 4);
-    std::vector<int64_t> rows(per);
-    for (int64_t ua = u0; ua < u1; ua += per) {
-      const int64_t ub = std::min(u1, ua + per), i0 = ua * L, n = (ub - ua) * L;
-      for (int64_t u = ua; u < ub; ++u) rows[u - ua] = g.row(u, 0, gst);
+    unit_tiles(g, u0, u1, gst, [&](int64_t ua, int64_t ub, int64_t i0, int64_t n,
+                                   const int64_t* rows) {
       std::fill(acc.begin(), acc.begin() + n, 0.f);
       std::fill(sum.begin(), sum.begin() + n, 0.f);
       for (int64_t t = T - 1; t >= 0; --t) {
         const int64_t k0 = t * N + i0;
-        unpool_units(gp, gs.data(), buf.data(), rows.data(), g, ua, ub, t, gst);
+        unpool_units(gp, gs.data(), buf.data(), rows, g, ua, ub, t, gst);
         coded_step(acc.data(), gs.data(), cd + k0, n, t < T - 1, reset, b, inv_w);
         store_grad(acc.data(), out + k0, sum.data(), n, is_static);
       }
       if (is_static) std::copy(sum.begin(), sum.begin() + n, out + i0);
-    }
+    });
   }, std::max<int64_t>(1, per));
   return G;
 }
@@ -587,11 +597,11 @@ def _build():
     from torch.utils.cpp_extension import load_inline
     flags = ["-O3", "-march=native", "-ffp-contract=off"]
     try:
-        return load_inline(name="dpap_deploy_leaky_v17_omp", cpp_sources=[_SOURCE], functions=None,
+        return load_inline(name="dpap_deploy_leaky_v18_omp", cpp_sources=[_SOURCE], functions=None,
                            extra_cflags=flags + ["-fopenmp"], extra_ldflags=["-fopenmp"],
                            verbose=False)
     except Exception:  # noqa: BLE001 - no OpenMP here: plain threads
-        return load_inline(name="dpap_deploy_leaky_v17", cpp_sources=[_SOURCE], functions=None,
+        return load_inline(name="dpap_deploy_leaky_v18", cpp_sources=[_SOURCE], functions=None,
                            extra_cflags=flags, verbose=False)
 
 
