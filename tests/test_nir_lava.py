@@ -211,12 +211,20 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _sigint_default():
+    """The child gets SIGINT's default action, as from a terminal. A test runner started in
+    the background of a non-interactive shell (``nohup pytest &``) ignores SIGINT, every child
+    inherits that, and Python then keeps ignoring it, which is right for the product and
+    wrong for a test of Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_long_lava_run(tmp_path):
     nir.write(str(tmp_path / "g.nir"), G.cuba_if_avgpool(np.random.default_rng(0)))
     p = subprocess.Popen([sys.executable, "-m", "dpap_deploy", "export", str(tmp_path / "g.nir"),
                           "--target", "loihi-sim", "--out", str(tmp_path / "o"), "--samples",
                           "20000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         env=ENV, start_new_session=True)
+                         env=ENV, start_new_session=True, preexec_fn=_sigint_default)
     t0 = time.time()
     while len(descendants(p.pid)) < 5 and time.time() - t0 < 120:
         time.sleep(0.2)
