@@ -256,9 +256,10 @@ def test_ctrl_c_to_the_process_group_exits_130_within_5_s(tmp_path):
 
 
 def test_ctrl_c_taken_by_one_of_lavas_threads_still_ends_the_run(tmp_path):
-    """The kernel may hand a process's SIGINT to any of its threads. Sent to one of Lava's
-    helper threads (not the main thread, which sleeps in Lava's lock wait), it used to leave
-    the export running until the whole Lava run ended; now it exits 130 within 5 s."""
+    """The kernel may hand a process's SIGINT to any of its threads. Sent to a thread other
+    than the main one (which sleeps in Lava's lock wait), such as Lava's channel threads, it
+    used to leave the export running until the whole Lava run ended; now it exits 130 within
+    5 s."""
     import ctypes
     p, kids = _start_long_lava_run(tmp_path)
     helpers = [int(t) for t in os.listdir(f"/proc/{p.pid}/task") if int(t) != p.pid]

@@ -78,10 +78,10 @@ static inline void leaky_step(const float* x, float* mem, float* fired, float* s
     }
     const float f = m > th ? 1.f : 0.f;
     mem[j] = m; fired[j] = f;
+    if (st) st[j] = f;                        // loop-invariant: the compiler unswitches it
     if (SAVE == 2) u[j] = m;
     if (SAVE == 1) code[j] = (uint8_t)((m > th ? 1 : 0) | (std::fabs(m - th) < half ? 2 : 0));
   }
-  if (st) std::copy(fired, fired + n, st);
 }
 
 template <int RESET, int SAVE>
@@ -597,11 +597,11 @@ def _build():
     from torch.utils.cpp_extension import load_inline
     flags = ["-O3", "-march=native", "-ffp-contract=off"]
     try:
-        return load_inline(name="dpap_deploy_leaky_v18_omp", cpp_sources=[_SOURCE], functions=None,
+        return load_inline(name="dpap_deploy_leaky_v19_omp", cpp_sources=[_SOURCE], functions=None,
                            extra_cflags=flags + ["-fopenmp"], extra_ldflags=["-fopenmp"],
                            verbose=False)
     except Exception:  # noqa: BLE001 - no OpenMP here: plain threads
-        return load_inline(name="dpap_deploy_leaky_v18", cpp_sources=[_SOURCE], functions=None,
+        return load_inline(name="dpap_deploy_leaky_v19", cpp_sources=[_SOURCE], functions=None,
                            extra_cflags=flags, verbose=False)
 
 

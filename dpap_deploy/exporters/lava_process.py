@@ -130,9 +130,9 @@ def _ctrl_c_reaches_main_thread():
                 signal.pthread_kill(main, signal.SIGINT)
             return                                 # one Ctrl-C ends the run
 
+    _state["interrupted"] = False
     watcher = threading.Thread(target=watch, name="dpap-ctrl-c", daemon=True)
     watcher.start()
-    _state["interrupted"] = False
     try:
         yield
     finally:
