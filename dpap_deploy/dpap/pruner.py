@@ -214,6 +214,12 @@ class DPAP:
         """Context for a multi-step run: the hooks stand aside while it reports windows."""
         return _Windowed(self)
 
+    def hooks_standing_aside(self) -> frozenset[int]:
+        """The ids of DPAP's module hooks while they stand aside (inside ``windows()``: they
+        record nothing then), so that the executor may run those modules without calling them;
+        outside it, none."""
+        return frozenset(h.id for h in self._handles) if self._windowed else frozenset()
+
     # ------------------------------------------------------------- per batch
     @torch.no_grad()
     def step(self) -> None:

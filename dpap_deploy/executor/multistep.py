@@ -10,6 +10,8 @@ directly encoded input and what stateless layers make of it) or a *sequence* (``
   module, so everything the graph can hold still runs. A population read only by a 2x2
   average pool runs with it as one operation (``leaky_pool.py``).
 - BatchNorm in training mode normalises each step's batch on its own, as the step loop does.
+- A fully connected synapse reading a sequence of mostly zeros (spikes) multiplies only the
+  nonzeros (``sparse.py``), with the dense product's numbers.
 The result equals the snnTorch step loop: identical spikes, gradients equal up to float
 rounding (tests). Models whose forward runs its own time loop are not run here: they keep
 running as written (``MultiStep.supports`` says which).
@@ -32,6 +34,7 @@ from ..graph.state import reset_states
 from .leaky_pool import leaky_pool
 from .lif import fusable, leaky_window
 from .pool import avg_pool_2x2, is_2x2
+from . import sparse
 
 
 CHANNELS_LAST = True        # False: every layer in torch's default layout (A/B, tests)
@@ -56,6 +59,11 @@ def _fold(fn, v, T: int):
         y = fn(x.reshape((x.shape[0] * x.shape[1],) + x.shape[2:]))
         return _Seq(y.reshape((x.shape[0], x.shape[1]) + y.shape[1:]))
     return fn(v)
+
+
+def _sparse_or_dense(m: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    y = sparse.linear(m, x)
+    return m(x) if y is None else y
 
 
 def _large_cpu_seq(v, shrink: int = 1) -> bool:
@@ -125,6 +133,9 @@ class MultiStep:
         only = {i: node[u[0]] for i, u in users.items() if len(u) == 1}
         self.pooled_by = {i: r.id for i, r in only.items()
                           if i in self.fused and r.op == POOL and is_2x2(r.attrs)}
+        # fully connected synapses, which run over their input's nonzeros where it is a
+        # sequence of mostly zeros (sparse.py: the same numbers as the dense product)
+        self.sparse = {n.id for n in graph.nodes if n.op == SYNAPSE and type(n.module) is nn.Linear}
 
     @staticmethod
     def unsupported(graph: ModelGraph) -> str | None:
@@ -163,6 +174,9 @@ class MultiStep:
                 fn = n.module
                 if n.id in self.channels_last and _large_cpu_seq(ins[0]):
                     fn = lambda t, m=n.module: m(t.contiguous(memory_format=torch.channels_last))  # noqa: E731
+                elif n.id in self.sparse and isinstance(ins[0], _Seq) \
+                        and sparse.hooks_allow(n.module, observer):
+                    fn = lambda t, m=n.module: _sparse_or_dense(m, t)  # noqa: E731
                 val[n.id] = _fold(fn, ins[0], T)
             elif n.op == NORM:
                 val[n.id] = self._norm(n.module, ins[0], T)

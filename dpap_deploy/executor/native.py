@@ -24,6 +24,7 @@ _SOURCE = r"""
 #include <ATen/Parallel.h>
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <thread>
 #include <vector>
@@ -563,6 +564,155 @@ torch::Tensor avg_pool2x2_backward_4d(torch::Tensor g, int64_t H, int64_t W, boo
   return out;
 }
 
+// ---------------------------------------------------------------------------------------
+// Synapses whose input is mostly zeros (spikes, pooled spikes): the products of the nonzero
+// inputs only. Contraction is allowed here (one fused multiply-add per term, as the BLAS and
+// oneDNN kernels do); the Leaky code above keeps -ffp-contract=off.
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=fast")
+typedef float vf __attribute__((vector_size(64)));   // 16 floats: one AVX-512 register, two AVX2
+constexpr int64_t VL = 16, VB = 4;                   // a block: VB vectors (64 outputs) in registers
+static inline vf vload(const float* p) { vf v; std::memcpy(&v, p, sizeof v); return v; }
+static inline void vstore(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
+static inline int64_t padded(int64_t n) { return (n + VL - 1) / VL * VL; }
+
+// The nonzeros of each row of x [M, K] (contiguous) in CSR form, k ascending: {ptr [M + 1]
+// int64, idx int32, val float}; empty tensors when there are more than max_density * M * K.
+// The fill pass is branch-free: it writes every element to the row's next free slot and moves
+// on only past a nonzero, so a row may write one element into the following row's first slot,
+// which that row overwrites later in the same chunk. Where that slot would lie in the next
+// chunk (the rest of the chunk is empty), the row is filled with a branch instead.
+std::vector<torch::Tensor> nonzeros(torch::Tensor x, double max_density) {
+  TORCH_CHECK(x.dim() == 2 && x.is_contiguous() && x.scalar_type() == torch::kFloat32);
+  const int64_t M = x.size(0), K = x.size(1);
+  const float* xp = x.data_ptr<float>();
+  auto ptr = torch::empty({M + 1}, x.options().dtype(torch::kInt64));
+  int64_t* p = ptr.data_ptr<int64_t>();
+  const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, K));
+  at::parallel_for(0, M, grain, [&](int64_t a, int64_t e) {
+    for (int64_t r = a; r < e; ++r) {
+      const float* row = xp + r * K;
+      int32_t c = 0;
+      for (int64_t k = 0; k < K; ++k) c += row[k] != 0.f ? 1 : 0;
+      p[r + 1] = c;
+    }
+  });
+  p[0] = 0;
+  for (int64_t r = 0; r < M; ++r) p[r + 1] += p[r];
+  if ((double)p[M] > max_density * (double)(M * K)) return {};
+  auto idx = torch::empty({p[M] + 1}, x.options().dtype(torch::kInt32));
+  auto val = torch::empty({p[M] + 1}, x.options());
+  int32_t* ip = idx.data_ptr<int32_t>();
+  float* vp = val.data_ptr<float>();
+  at::parallel_for(0, M, grain, [&](int64_t a, int64_t e) {
+    for (int64_t r = a; r < e; ++r) {
+      const float* row = xp + r * K;
+      int64_t c = p[r];
+      if (p[r + 1] == p[e]) {
+        for (int64_t k = 0; k < K; ++k)
+          if (row[k] != 0.f) { ip[c] = (int32_t)k; vp[c] = row[k]; ++c; }
+      } else {
+        for (int64_t k = 0; k < K; ++k) {
+          const float v = row[k];
+          ip[c] = (int32_t)k; vp[c] = v; c += v != 0.f ? 1 : 0;
+        }
+      }
+    }
+  });
+  return {ptr, idx, val};
+}
+
+// acc (NV vectors) += v * b[k] over the nonzeros (k, v) in [c0, c1), b's rows `ld` apart.
+template <int NV>
+static inline void axpy_nonzeros(vf* acc, const int32_t* ip, const float* vp, int64_t c0,
+                                 int64_t c1, const float* b, int64_t ld) {
+  for (int64_t c = c0; c < c1; ++c) {
+    const float v = vp[c];
+    const float* w = b + (int64_t)ip[c] * ld;
+    for (int q = 0; q < NV; ++q) acc[q] = acc[q] + v * vload(w + q * VL);
+  }
+}
+
+// One row's block of NV vectors: sum = init; for each run of `kc` consecutive k: acc = the
+// run's terms, one fused multiply-add each from zero, in k order; sum = sum + acc. With kc the
+// BLAS kernel's own block depth that is its order of operations (see sparse.py: same bits).
+template <int NV>
+static inline void row_block(vf* sum, const int32_t* ip, const float* vp, int64_t c0, int64_t c1,
+                             const float* b, int64_t ld, int64_t kc) {
+  int64_t c = c0;
+  while (c < c1) {
+    const int64_t end = ((int64_t)ip[c] / kc + 1) * kc;
+    int64_t e = c;
+    while (e < c1 && ip[e] < end) ++e;
+    vf acc[VB] = {};
+    axpy_nonzeros<NV>(acc, ip, vp, c, e, b, ld);
+    for (int q = 0; q < NV; ++q) sum[q] = sum[q] + acc[q];
+    c = e;
+  }
+}
+
+// Y [M, N] = X B (+ bias), X as CSR, B [K, NP] with NP = padded(N) (zero columns past N);
+// bias, if any, padded the same way. Rows split over the threads; within a thread's rows, one
+// block of 64 columns at a time, so that block of B stays in L2.
+torch::Tensor csr_matmul(torch::Tensor ptr, torch::Tensor idx, torch::Tensor val,
+                         torch::Tensor b, torch::Tensor bias, int64_t N, int64_t kc) {
+  const int64_t M = ptr.size(0) - 1, NP = b.size(1);
+  TORCH_CHECK(b.is_contiguous() && NP == padded(N) && kc > 0);
+  TORCH_CHECK(bias.numel() == 0 || (bias.is_contiguous() && bias.numel() == NP));
+  auto Y = torch::empty({M, N}, b.options());
+  const int64_t* p = ptr.data_ptr<int64_t>();
+  const int32_t* ip = idx.data_ptr<int32_t>();
+  const float* vp = val.data_ptr<float>();
+  const float* B = b.data_ptr<float>();
+  const float* bp = bias.numel() ? bias.data_ptr<float>() : nullptr;
+  float* y = Y.data_ptr<float>();
+  at::parallel_for(0, M, 16, [&](int64_t r0, int64_t r1) {
+    for (int64_t j0 = 0; j0 < NP; j0 += VB * VL) {
+      const int64_t nv = std::min<int64_t>(VB, (NP - j0) / VL), n = std::min(VB * VL, N - j0);
+      for (int64_t r = r0; r < r1; ++r) {
+        vf sum[VB] = {};
+        if (bp) for (int64_t q = 0; q < nv; ++q) sum[q] = vload(bp + j0 + q * VL);
+        const int64_t c0 = p[r], c1 = p[r + 1];
+        if (nv == 4) row_block<4>(sum, ip, vp, c0, c1, B + j0, NP, kc);
+        else if (nv == 3) row_block<3>(sum, ip, vp, c0, c1, B + j0, NP, kc);
+        else if (nv == 2) row_block<2>(sum, ip, vp, c0, c1, B + j0, NP, kc);
+        else row_block<1>(sum, ip, vp, c0, c1, B + j0, NP, kc);
+        float tmp[VB * VL];
+        for (int q = 0; q < VB; ++q) vstore(tmp + q * VL, sum[q]);
+        std::copy(tmp, tmp + n, y + r * N + j0);
+      }
+    }
+  });
+  return Y;
+}
+
+// The CSR of X^T [K, M] from that of X [M, K] (counting sort: rows ascending within a column).
+std::vector<torch::Tensor> csr_transpose(torch::Tensor ptr, torch::Tensor idx, torch::Tensor val,
+                                         int64_t K) {
+  const int64_t M = ptr.size(0) - 1;
+  const int64_t* p = ptr.data_ptr<int64_t>();
+  const int64_t nnz = p[M];
+  const int32_t* ip = idx.data_ptr<int32_t>();
+  const float* vp = val.data_ptr<float>();
+  auto tptr = torch::zeros({K + 1}, ptr.options());
+  auto tidx = torch::empty({nnz + 1}, idx.options());
+  auto tval = torch::empty({nnz + 1}, val.options());
+  int64_t* tp = tptr.data_ptr<int64_t>();
+  int32_t* ti = tidx.data_ptr<int32_t>();
+  float* tv = tval.data_ptr<float>();
+  for (int64_t c = 0; c < nnz; ++c) tp[ip[c] + 1]++;
+  for (int64_t k = 0; k < K; ++k) tp[k + 1] += tp[k];
+  std::vector<int64_t> next(tp, tp + K);
+  for (int64_t r = 0; r < M; ++r)
+    for (int64_t c = p[r]; c < p[r + 1]; ++c) {
+      const int64_t d = next[ip[c]]++;
+      ti[d] = (int32_t)r; tv[d] = vp[c];
+    }
+  return {tptr, tidx, tval};
+}
+
+#pragma GCC pop_options
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("leaky_forward", &leaky_forward, "fused Leaky window, forward");
   m.def("leaky_backward", &leaky_backward, "fused Leaky window, backward");
@@ -571,6 +721,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("leaky_pool_backward_coded", &leaky_pool_backward_coded, "its gradient, from the byte code");
   m.def("avg_pool2x2_forward_4d", &avg_pool2x2_forward_4d, "2x2 average pool, either layout");
   m.def("avg_pool2x2_backward_4d", &avg_pool2x2_backward_4d, "its gradient, either layout");
+  m.def("nonzeros", &nonzeros, "CSR of a matrix's nonzeros, or nothing when it is too dense");
+  m.def("csr_matmul", &csr_matmul, "sparse (CSR) times dense");
+  m.def("csr_transpose", &csr_transpose, "CSR of the transpose");
 }
 """
 
@@ -597,11 +750,11 @@ def _build():
     from torch.utils.cpp_extension import load_inline
     flags = ["-O3", "-march=native", "-ffp-contract=off"]
     try:
-        return load_inline(name="dpap_deploy_leaky_v19_omp", cpp_sources=[_SOURCE], functions=None,
+        return load_inline(name="dpap_deploy_leaky_v22_omp", cpp_sources=[_SOURCE], functions=None,
                            extra_cflags=flags + ["-fopenmp"], extra_ldflags=["-fopenmp"],
                            verbose=False)
     except Exception:  # noqa: BLE001 - no OpenMP here: plain threads
-        return load_inline(name="dpap_deploy_leaky_v19", cpp_sources=[_SOURCE], functions=None,
+        return load_inline(name="dpap_deploy_leaky_v22", cpp_sources=[_SOURCE], functions=None,
                            extra_cflags=flags, verbose=False)
 
 

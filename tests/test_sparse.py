@@ -1,0 +1,144 @@
+"""Fully connected synapses over their input's nonzeros (``executor/sparse.py``): the dense
+product's numbers (bit for bit where the BLAS kernel's block depth is reproduced, as on this
+machine), taken only where covered, and the executor's spikes still the step loop's."""
+import pytest
+import snntorch as snn
+import torch
+from torch import nn
+
+from dpap_deploy.executor import MultiStep, native, sparse
+from dpap_deploy.graph import build_graph
+from dpap_deploy.zoo import build_model
+
+pytestmark = pytest.mark.skipif(native.kernel() is None, reason="no compiled kernel here")
+
+
+def _spikes(m, k, density, gen):
+    """Pooled-spike-like input: multiples of 0.25 where nonzero."""
+    keep = torch.rand(m, k, generator=gen) < density
+    return keep.float() * torch.randint(1, 5, (m, k), generator=gen).float() * 0.25
+
+
+def _grads(fn, lin, x, g):
+    lin.zero_grad()
+    x = x.clone().requires_grad_()
+    y = fn(x)
+    y.backward(g)
+    return y.detach(), x.grad, lin.weight.grad.clone(), \
+        None if lin.bias is None else lin.bias.grad.clone()
+
+
+@pytest.mark.parametrize("m,k,n,bias", [(800, 1960, 300, True), (96, 200, 10, False),
+                                        (64, 1000, 37, True)])
+@pytest.mark.parametrize("density", [0.01, 0.1, 0.19])
+def test_sparse_linear_is_the_dense_product(m, k, n, bias, density, monkeypatch):
+    """Output and all three gradients equal the dense layer's; where this machine's BLAS order
+    is not reproduced (a narrow layer), the layer is left dense."""
+    monkeypatch.setattr(sparse, "MIN_ELEMENTS", 0)
+    gen = torch.Generator().manual_seed(m + k)
+    lin = nn.Linear(k, n, bias=bias)
+    x, g = _spikes(m, k, density, gen), torch.randn(m, n, generator=gen)
+    kc, exact = sparse.block_depth(k, n, bias)
+    if not exact:
+        assert sparse.linear(lin, x) is None, "no sparse product that is not the dense one"
+        return
+    assert sparse.linear(lin, x) is not None, "the sparse path is taken"
+    dense = _grads(lin, lin, x, g)
+    ours = _grads(lambda t: sparse.linear(lin, t), lin, x, g)
+    for name, a, b in zip(("output", "input grad", "weight grad", "bias grad"), dense, ours):
+        assert (a is None and b is None) or torch.equal(a, b), name
+
+
+def test_the_wide_layers_of_the_zoo_are_reproduced_here():
+    """On this machine (MKL, AVX-512) the first fully connected layers of the zoo's networks
+    get their exact depth: the sparse path is in use, not silently off."""
+    if not torch.backends.mkl.is_available() or "AVX512" not in torch.backends.cpu.get_cpu_capability():
+        pytest.skip("another BLAS kernel: the sparse path may stay off")
+    assert sparse.block_depth(1960, 300, True)[1]
+
+
+def test_this_machine_reproduces_the_blas_order_and_a_wrong_depth_is_caught(monkeypatch):
+    """The calibration finds a depth that gives the dense bits here; a neighbouring depth does
+    not (the bit-for-bit check above can fail)."""
+    monkeypatch.setattr(sparse, "MIN_ELEMENTS", 0)
+    kc, exact = sparse.block_depth(1960, 300, True)
+    if not exact:
+        pytest.skip("this BLAS sums in an order the kernel does not reproduce")
+    gen = torch.Generator().manual_seed(1)
+    lin = nn.Linear(1960, 300)
+    x = _spikes(800, 1960, 0.1, gen)
+    assert torch.equal(sparse.linear(lin, x), lin(x))
+    monkeypatch.setitem(sparse._depths, (1960, 300, True), (kc // 2 if kc > 64 else kc * 2, True))
+    assert not torch.equal(sparse.linear(lin, x), lin(x))
+
+
+def test_what_it_does_not_cover_runs_the_layer(monkeypatch):
+    monkeypatch.setattr(sparse, "MIN_ELEMENTS", 0)
+    gen = torch.Generator().manual_seed(2)
+    lin = nn.Linear(300, 20)
+    assert sparse.linear(lin, _spikes(64, 300, 0.5, gen)) is None, "too dense"
+    assert sparse.linear(lin.double(), _spikes(64, 300, 0.05, gen).double()) is None, "float64"
+    assert sparse.linear(lin.float(), _spikes(64, 300, 0.05, gen).view(8, 8, 300)) is None, "3-D"
+    monkeypatch.setattr(sparse, "SPARSE", False)
+    assert sparse.linear(lin, _spikes(64, 300, 0.05, gen)) is None, "switched off"
+
+
+def _count_sparse_calls(monkeypatch) -> list:
+    calls = []
+    real = sparse.SparseLinear.apply
+    monkeypatch.setattr(sparse.SparseLinear, "apply", lambda *a: calls.append(1) or real(*a))
+    return calls
+
+
+@pytest.mark.parametrize("name,shape", [("snn-mnist", (1, 28, 28)), ("snn-cifar10", (3, 16, 16))])
+@pytest.mark.parametrize("train", [True, False])
+def test_zoo_models_agree_with_the_step_loop_on_the_sparse_path(name, shape, train, monkeypatch):
+    from test_executor import _check
+    monkeypatch.setattr(sparse, "MIN_ELEMENTS", 0)
+    monkeypatch.setattr(sparse, "MAX_DENSITY", 1.0)     # these inputs fire a lot
+    calls = _count_sparse_calls(monkeypatch)
+    torch.manual_seed(0)
+    model, _ = build_model(name, shape, 10)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(2.0)
+    _check(model, torch.rand(6, *shape) * 2, train=train)
+    fcs = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if any(sparse.block_depth(m.in_features, m.out_features, True)[1] for m in fcs):
+        assert calls, "a fully connected layer ran over nonzeros"
+
+
+def test_a_users_hook_keeps_the_module_call(monkeypatch):
+    """A forward hook of the user's on a fully connected synapse still runs: that layer is
+    called as written, not replaced by the sparse product."""
+    monkeypatch.setattr(sparse, "MIN_ELEMENTS", 0)
+    monkeypatch.setattr(sparse, "MAX_DENSITY", 1.0)
+    calls = _count_sparse_calls(monkeypatch)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(400, 300), snn.Leaky(0.9, init_hidden=True),
+                          nn.Linear(300, 300), snn.Leaky(0.9, init_hidden=True, output=True))
+    if not sparse.block_depth(300, 300, True)[1]:
+        pytest.skip("this BLAS's order is not reproduced for these layers")
+    with torch.no_grad():
+        model[1].weight.mul_(4)
+    seen = []
+    model[1].register_forward_hook(lambda *_: seen.append(1))
+    x = (torch.rand(8, 1, 20, 20) < 0.1).float()
+    MultiStep(build_graph(model, x)).run(x, 5)
+    assert seen == [1], "the hook ran once, on the whole window"
+    assert len(calls) == 1, "the other fully connected layer ran over nonzeros"
+
+
+def test_dpap_hooks_stand_aside_only_inside_a_window():
+    from dpap_deploy.dpap import DPAP
+    torch.manual_seed(0)
+    model, _ = build_model("snn-digits", (1, 8, 8), 10)
+    x = torch.rand(4, 1, 8, 8)
+    dpap = DPAP(model, x)
+    fc = [m for m in model.modules() if isinstance(m, nn.Linear)][0]
+    assert not sparse.hooks_allow(fc, dpap), "outside a window DPAP's hooks record"
+    with dpap.windows():
+        assert sparse.hooks_allow(fc, dpap)
+        fc.register_forward_hook(lambda *_: None)
+        assert not sparse.hooks_allow(fc, dpap), "a hook that is not DPAP's"
+    dpap.detach()
