@@ -166,7 +166,8 @@ def test_dpap_run_gives_the_same_masks_either_way(tmp_path):
 @pytest.mark.slow
 def test_dpap_on_the_channels_last_path_gives_the_same_masks(tmp_path, monkeypatch):
     """DPAP's traces read the spikes of a channels-last population (snn-mnist's conv2, forced on
-    for this small batch): the same masks as the step loop after pruning has begun."""
+    for this small batch), whose convolution and the first fully connected layer run over
+    their inputs' nonzeros: the same masks as the step loop after pruning has begun."""
     import torch.nn.functional as F
     from dpap_deploy.data import Dataset, load_dataset
     from dpap_deploy.executor import multistep, pool
@@ -178,9 +179,16 @@ def test_dpap_on_the_channels_last_path_gives_the_same_masks(tmp_path, monkeypat
     data = Dataset("digits-28", up(d.x_train), d.y_train[:256], up(d.x_test), d.y_test[:256], 10)
     fast = {"conv": {"epsilon": 1.0, "eta": 2.0, "beta": 0.6, "warmup": 0},
             "linear": {"epsilon": 1.5, "eta": 2.0, "beta": 0.6, "warmup": 0}}
-    runs = {ex: train(TrainConfig(model="snn-mnist", epochs=2, dpap_config=fast, executor=ex,
-                                  device="cpu"), tmp_path / ex, progress=False, data=data)
-            for ex in ("step", "multistep")}
+    from dpap_deploy.executor import sparse
+    calls = []
+    for fn in (sparse.SparseLinear, sparse.SparseConv2d):
+        monkeypatch.setattr(fn, "apply", lambda *a, real=fn.apply: calls.append(1) or real(*a))
+    runs = {}
+    for ex in ("step", "multistep"):
+        runs[ex] = train(TrainConfig(model="snn-mnist", epochs=2, dpap_config=fast, executor=ex,
+                                     device="cpu"), tmp_path / ex, progress=False, data=data)
+        assert bool(calls) == (ex == "multistep" and sparse.conv_exact(runs[ex].model[3])), \
+            "DPAP's hooks stand aside: the products over nonzeros run under it"
     dead = 0
     for la, lb in zip(runs["step"].dpap.state_dict()["layers"],
                       runs["multistep"].dpap.state_dict()["layers"]):

@@ -83,20 +83,27 @@ def test_what_it_does_not_cover_runs_the_layer(monkeypatch):
     assert sparse.linear(lin, _spikes(64, 300, 0.05, gen)) is None, "switched off"
 
 
-def _count_sparse_calls(monkeypatch) -> list:
+def _count_sparse_calls(monkeypatch, fn=sparse.SparseLinear) -> list:
     calls = []
-    real = sparse.SparseLinear.apply
-    monkeypatch.setattr(sparse.SparseLinear, "apply", lambda *a: calls.append(1) or real(*a))
+    real = fn.apply
+    monkeypatch.setattr(fn, "apply", lambda *a: calls.append(1) or real(*a))
     return calls
 
 
 @pytest.mark.parametrize("name,shape", [("snn-mnist", (1, 28, 28)), ("snn-cifar10", (3, 16, 16))])
 @pytest.mark.parametrize("train", [True, False])
 def test_zoo_models_agree_with_the_step_loop_on_the_sparse_path(name, shape, train, monkeypatch):
+    """With the sparse products forced on for this small batch (and snn-mnist's second
+    convolution on its channels-last path): the step loop's spikes, gradients to rounding."""
+    from dpap_deploy.executor import multistep, pool
     from test_executor import _check
     monkeypatch.setattr(sparse, "MIN_ELEMENTS", 0)
     monkeypatch.setattr(sparse, "MAX_DENSITY", 1.0)     # these inputs fire a lot
+    monkeypatch.setattr(sparse, "MAX_CONV_DENSITY", 1.0)
+    monkeypatch.setattr(pool, "SMALL", 0)
+    monkeypatch.setattr(multistep, "CHANNELS_LAST_MIN", 0)
     calls = _count_sparse_calls(monkeypatch)
+    conv_calls = _count_sparse_calls(monkeypatch, sparse.SparseConv2d)
     torch.manual_seed(0)
     model, _ = build_model(name, shape, 10)
     with torch.no_grad():
@@ -106,6 +113,8 @@ def test_zoo_models_agree_with_the_step_loop_on_the_sparse_path(name, shape, tra
     fcs = [m for m in model.modules() if isinstance(m, nn.Linear)]
     if any(sparse.block_depth(m.in_features, m.out_features, True)[1] for m in fcs):
         assert calls, "a fully connected layer ran over nonzeros"
+    if name == "snn-mnist" and sparse.conv_exact(model[3]):
+        assert conv_calls == [1], "the second convolution's forward ran over nonzeros"
 
 
 def test_a_users_hook_keeps_the_module_call(monkeypatch):
@@ -142,3 +151,52 @@ def test_dpap_hooks_stand_aside_only_inside_a_window():
         fc.register_forward_hook(lambda *_: None)
         assert not sparse.hooks_allow(fc, dpap), "a hook that is not DPAP's"
     dpap.detach()
+
+
+@pytest.mark.parametrize("c,o,ks,pad,bias", [(15, 40, 3, 1, True), (16, 32, 3, 1, False),
+                                              (3, 8, 5, 2, True), (6, 20, (3, 1), (1, 0), True),
+                                              (4, 7, 3, 0, True)])
+@pytest.mark.parametrize("density", [0.02, 0.12])
+def test_sparse_convolution_is_the_dense_one(c, o, ks, pad, bias, density, monkeypatch):
+    """Output and gradients equal to the dense convolution's where this machine's order is
+    reproduced (checked once per configuration), else the layer is left dense."""
+    monkeypatch.setattr(sparse, "MIN_ELEMENTS", 0)
+    gen = torch.Generator().manual_seed(c * o)
+    conv = nn.Conv2d(c, o, ks, padding=pad, bias=bias)
+    shape = (24, c, 11, 12)
+    x = ((torch.rand(shape, generator=gen) < density).float() *
+         torch.randint(1, 5, shape, generator=gen) * 0.25).contiguous(memory_format=torch.channels_last)
+    if not sparse.conv_exact(conv):
+        assert sparse.conv2d(conv, x) is None
+        return
+    x.requires_grad_()
+    dense, ours = conv(x), sparse.conv2d(conv, x)
+    assert ours is not None and torch.equal(dense, ours)
+    assert ours.is_contiguous(memory_format=torch.channels_last)
+    g = torch.randn(dense.shape, generator=gen)
+    params = [x, conv.weight] + ([conv.bias] if bias else [])
+    for a, b in zip(torch.autograd.grad(dense, params, g), torch.autograd.grad(ours, params, g)):
+        assert torch.equal(a, b)
+
+
+def test_the_convolution_check_sees_another_order():
+    """The bit-for-bit check can fail: the same convolution with its rows of taps visited in
+    the opposite order (input and kernel flipped upside down, the output flipped back) is equal
+    only to rounding, not bit for bit."""
+    from dpap_deploy.executor.sparse import _conv, _kernel, _rows
+    conv = nn.Conv2d(15, 40, 3, padding=1)
+    if not sparse.conv_exact(conv):
+        pytest.skip("this machine's convolution order is not reproduced")
+    gen = torch.Generator().manual_seed(3)
+    x = ((torch.rand(32, 15, 14, 14, generator=gen) < 0.12).float() *
+         torch.randint(1, 5, (32, 15, 14, 14), generator=gen) * 0.25)
+    k = _kernel()
+    cl = lambda t: t.contiguous(memory_format=torch.channels_last)  # noqa: E731
+    with torch.no_grad():
+        dense = conv(cl(x))
+        same = _conv(k, _rows(k, cl(x), 1.0), x.shape, conv.weight, conv.bias, (1, 1))
+        flipped = _conv(k, _rows(k, cl(x.flip(2)), 1.0), x.shape, conv.weight.flip(2), conv.bias,
+                        (1, 1)).flip(2)
+    assert torch.equal(same, dense)
+    assert not torch.equal(flipped, dense)
+    assert float((flipped - dense).abs().max()) < 1e-5

@@ -11,7 +11,8 @@ directly encoded input and what stateless layers make of it) or a *sequence* (``
   average pool runs with it as one operation (``leaky_pool.py``).
 - BatchNorm in training mode normalises each step's batch on its own, as the step loop does.
 - A fully connected synapse reading a sequence of mostly zeros (spikes) multiplies only the
-  nonzeros (``sparse.py``), with the dense product's numbers.
+  nonzeros (``sparse.py``), and so does the forward of a channels-last convolution (below),
+  with the dense product's numbers.
 The result equals the snnTorch step loop: identical spikes, gradients equal up to float
 rounding (tests). Models whose forward runs its own time loop are not run here: they keep
 running as written (``MultiStep.supports`` says which).
@@ -61,8 +62,10 @@ def _fold(fn, v, T: int):
     return fn(v)
 
 
-def _sparse_or_dense(m: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    y = sparse.linear(m, x)
+def _sparse_or_dense(m: nn.Module, x: torch.Tensor, over_nonzeros) -> torch.Tensor:
+    """``m(x)``, over ``x``'s nonzeros where ``over_nonzeros`` (``sparse.linear`` /
+    ``sparse.conv2d``) takes it."""
+    y = over_nonzeros(m, x) if over_nonzeros else None
     return m(x) if y is None else y
 
 
@@ -172,11 +175,12 @@ class MultiStep:
                 val[n.id] = _Seq(x.transpose(0, 1)) if frames else x
             elif n.op == SYNAPSE:
                 fn = n.module
+                seq_in = isinstance(ins[0], _Seq) and sparse.hooks_allow(n.module, observer)
                 if n.id in self.channels_last and _large_cpu_seq(ins[0]):
-                    fn = lambda t, m=n.module: m(t.contiguous(memory_format=torch.channels_last))  # noqa: E731
-                elif n.id in self.sparse and isinstance(ins[0], _Seq) \
-                        and sparse.hooks_allow(n.module, observer):
-                    fn = lambda t, m=n.module: _sparse_or_dense(m, t)  # noqa: E731
+                    fn = lambda t, m=n.module, s=seq_in: _sparse_or_dense(  # noqa: E731
+                        m, t.contiguous(memory_format=torch.channels_last), s and sparse.conv2d)
+                elif n.id in self.sparse and seq_in:
+                    fn = lambda t, m=n.module: _sparse_or_dense(m, t, sparse.linear)  # noqa: E731
                 val[n.id] = _fold(fn, ins[0], T)
             elif n.op == NORM:
                 val[n.id] = self._norm(n.module, ins[0], T)

@@ -578,13 +578,19 @@ static inline int64_t padded(int64_t n) { return (n + VL - 1) / VL * VL; }
 
 // The nonzeros of each row of x [M, K] (contiguous) in CSR form, k ascending: {ptr [M + 1]
 // int64, idx int32, val float}; empty tensors when there are more than max_density * M * K.
+// idx is k, or with inner > 0 (a row of [K / inner, inner] items) (k / inner) << 16 | k % inner.
 // The fill pass is branch-free: it writes every element to the row's next free slot and moves
 // on only past a nonzero, so a row may write one element into the following row's first slot,
 // which that row overwrites later in the same chunk. Where that slot would lie in the next
 // chunk (the rest of the chunk is empty), the row is filled with a branch instead.
-std::vector<torch::Tensor> nonzeros(torch::Tensor x, double max_density) {
+std::vector<torch::Tensor> nonzeros(torch::Tensor x, double max_density, int64_t inner) {
   TORCH_CHECK(x.dim() == 2 && x.is_contiguous() && x.scalar_type() == torch::kFloat32);
   const int64_t M = x.size(0), K = x.size(1);
+  TORCH_CHECK(inner == 0 || (K % inner == 0 && inner < (1 << 16) && K / inner < (1 << 15)));
+  std::vector<int32_t> code(K);       // what idx holds for column k
+  for (int64_t k = 0; k < K; ++k)
+    code[k] = inner ? (int32_t)(((k / inner) << 16) | (k % inner)) : (int32_t)k;
+  const int32_t* cd = code.data();
   const float* xp = x.data_ptr<float>();
   auto ptr = torch::empty({M + 1}, x.options().dtype(torch::kInt64));
   int64_t* p = ptr.data_ptr<int64_t>();
@@ -610,11 +616,11 @@ std::vector<torch::Tensor> nonzeros(torch::Tensor x, double max_density) {
       int64_t c = p[r];
       if (p[r + 1] == p[e]) {
         for (int64_t k = 0; k < K; ++k)
-          if (row[k] != 0.f) { ip[c] = (int32_t)k; vp[c] = row[k]; ++c; }
+          if (row[k] != 0.f) { ip[c] = cd[k]; vp[c] = row[k]; ++c; }
       } else {
         for (int64_t k = 0; k < K; ++k) {
           const float v = row[k];
-          ip[c] = (int32_t)k; vp[c] = v; c += v != 0.f ? 1 : 0;
+          ip[c] = cd[k]; vp[c] = v; c += v != 0.f ? 1 : 0;
         }
       }
     }
@@ -711,6 +717,125 @@ std::vector<torch::Tensor> csr_transpose(torch::Tensor ptr, torch::Tensor idx, t
   return {tptr, tidx, tval};
 }
 
+
+// A 2-D convolution (stride 1, no dilation, one group, zero padding ph, pw) of a mostly-zero
+// channels-last input [P, C, H, W], given as the CSR of its [P * H, W * C] rows (nonzeros with
+// inner = C: idx = x << 16 | c), and the weight rearranged as wr [KH, KW, C, OP] (OP =
+// padded(O), zeros past O). Output channels-last [P, O, OH, OW]. One output row at a time: each
+// nonzero of the KH input rows that feed it is spread over the KW outputs it reaches, in a row
+// buffer with margins that stays in L1. The input rows are taken in order and each row's
+// nonzeros in (x, c) order, so every output sums its terms in (kh, kw, c) order with one fused
+// multiply-add each, starting from zero, the bias added last: oneDNN's direct convolution's
+// order on this machine (bit-identical outputs, tests).
+template <int KWT>
+static void conv_rows(const int64_t* p, const int32_t* ip, const float* vp, const float* w,
+                      const float* bp, float* out, int64_t i0, int64_t i1, int64_t H,
+                      int64_t C, int64_t O, int64_t OP, int64_t KH, int64_t KW_, int64_t ph,
+                      int64_t pw, int64_t OH, int64_t OW) {
+  const int64_t KW = KWT > 0 ? KWT : KW_, BW = OW + KW - 1 + pw;
+  std::vector<float> buf((BW + KW) * OP + VL);
+  for (int64_t i = i0; i < i1; ++i)
+    for (int64_t y = 0; y < OH; ++y) {
+      std::fill(buf.begin(), buf.end(), 0.f);
+      for (int64_t dh = 0; dh < KH; ++dh) {
+        const int64_t h = y + dh - ph;
+        if (h < 0 || h >= H) continue;
+        const float* wh = w + dh * KW * C * OP;
+        for (int64_t c = p[i * H + h], ce = p[i * H + h + 1]; c < ce; ++c) {
+          const int64_t x = ip[c] >> 16, ch = ip[c] & 0xffff;
+          const float v = vp[c];
+          // output x - dw + pw sits at buf[x - dw + KW - 1]
+          float* o = buf.data() + (x + KW - 1) * OP;
+          const float* wc = wh + ch * OP;
+          for (int64_t dw = 0; dw < KW; ++dw) {
+            float* od = o - dw * OP;
+            const float* wd = wc + dw * C * OP;
+            for (int64_t q = 0; q < OP; q += VL) vstore(od + q, vload(od + q) + v * vload(wd + q));
+          }
+        }
+      }
+      float* orow = out + (i * OH + y) * OW * O;
+      for (int64_t x = 0; x < OW; ++x) {
+        const float* s = buf.data() + (x + KW - 1 - pw) * OP;
+        float* o = orow + x * O;
+        if (bp) { for (int64_t j = 0; j < O; ++j) o[j] = s[j] + bp[j]; }
+        else { for (int64_t j = 0; j < O; ++j) o[j] = s[j]; }
+      }
+    }
+}
+
+torch::Tensor csr_conv2d(torch::Tensor ptr, torch::Tensor idx, torch::Tensor val,
+                         torch::Tensor wr, torch::Tensor bias, int64_t P, int64_t H, int64_t W,
+                         int64_t O, int64_t ph, int64_t pw) {
+  const int64_t KH = wr.size(0), KW = wr.size(1), C = wr.size(2), OP = wr.size(3);
+  TORCH_CHECK(wr.is_contiguous() && OP == padded(O) && ptr.size(0) == P * H + 1);
+  TORCH_CHECK(bias.numel() == 0 || bias.numel() == O);
+  const int64_t OH = H + 2 * ph - KH + 1, OW = W + 2 * pw - KW + 1;
+  TORCH_CHECK(OH > 0 && OW > 0 && pw < KW && ph < KH);
+  auto out = torch::empty({P, O, OH, OW}, wr.options().memory_format(at::MemoryFormat::ChannelsLast));
+  const int64_t* p = ptr.data_ptr<int64_t>();
+  const int32_t* ip = idx.data_ptr<int32_t>();
+  const float* vp = val.data_ptr<float>();
+  const float* w = wr.data_ptr<float>();
+  auto bc = bias.contiguous();
+  const float* bp = bias.numel() ? bc.data_ptr<float>() : nullptr;
+  float* op = out.data_ptr<float>();
+  at::parallel_for(0, P, 1, [&](int64_t a, int64_t e) {
+    if (KW == 3) conv_rows<3>(p, ip, vp, w, bp, op, a, e, H, C, O, OP, KH, KW, ph, pw, OH, OW);
+    else conv_rows<0>(p, ip, vp, w, bp, op, a, e, H, C, O, OP, KH, KW, ph, pw, OH, OW);
+  });
+  return out;
+}
+
+// Its weight gradient, [KH, KW, C, OP]: each nonzero input times the output gradient gout
+// (channels-last [P, O, OH, OW]) at each output it fed. The images are split into one fixed
+// range per thread, each summed into its own buffer with the inputs in memory order; the
+// buffers are then added in range order: with oneDNN's split of the batch, its numbers
+// (bit-identical on this machine, tests); always the same numbers for the same thread count.
+torch::Tensor csr_conv2d_grad_weight(torch::Tensor ptr, torch::Tensor idx, torch::Tensor val,
+                                     torch::Tensor gout, int64_t C, int64_t H, int64_t W,
+                                     int64_t KH, int64_t KW, int64_t ph, int64_t pw) {
+  const int64_t P = gout.size(0), O = gout.size(1), OH = gout.size(2), OW = gout.size(3);
+  const int64_t OP = padded(O), per = KH * KW * C * OP;
+  TORCH_CHECK(ptr.size(0) == P * H + 1);
+  auto gc = gout.contiguous(at::MemoryFormat::ChannelsLast);
+  const int64_t* p = ptr.data_ptr<int64_t>();
+  const int32_t* ip = idx.data_ptr<int32_t>();
+  const float* vp = val.data_ptr<float>();
+  const float* g = gc.data_ptr<float>();
+  const float* gend = g + gc.numel();
+  const int64_t nt = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), P));
+  auto parts = torch::zeros({nt, KH, KW, C, OP}, gout.options());
+  float* parts_p = parts.data_ptr<float>();
+  at::parallel_for(0, nt, 1, [&](int64_t t0, int64_t t1) {
+    std::vector<float> tail(OP, 0.f);
+    for (int64_t t = t0; t < t1; ++t) {
+      float* gw = parts_p + t * per;
+      for (int64_t r = P * t / nt * H; r < P * (t + 1) / nt * H; ++r) {
+        const int64_t i = r / H, h = r % H;
+        for (int64_t c = p[r], ce = p[r + 1]; c < ce; ++c) {
+          const int64_t x = ip[c] >> 16, ch = ip[c] & 0xffff;
+          const float v = vp[c];
+          for (int64_t dh = 0; dh < KH; ++dh) {
+            const int64_t y = h - dh + ph;
+            if (y < 0 || y >= OH) continue;
+            for (int64_t dw = 0; dw < KW; ++dw) {
+              const int64_t xo = x - dw + pw;
+              if (xo < 0 || xo >= OW) continue;
+              // the gradient row read in whole vectors: lanes past O are the next pixel's and
+              // land in gw's padding lanes (dropped); copied where that would pass the end
+              const float* gr = g + ((i * OH + y) * OW + xo) * O;
+              if (gr + OP > gend) { std::copy(gr, gr + O, tail.begin()); gr = tail.data(); }
+              float* wc = gw + ((dh * KW + dw) * C + ch) * OP;
+              for (int64_t q = 0; q < OP; q += VL) vstore(wc + q, vload(wc + q) + v * vload(gr + q));
+            }
+          }
+        }
+      }
+    }
+  });
+  return parts.sum(0);
+}
 #pragma GCC pop_options
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -724,6 +849,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("nonzeros", &nonzeros, "CSR of a matrix's nonzeros, or nothing when it is too dense");
   m.def("csr_matmul", &csr_matmul, "sparse (CSR) times dense");
   m.def("csr_transpose", &csr_transpose, "CSR of the transpose");
+  m.def("csr_conv2d", &csr_conv2d, "2-D convolution of a mostly-zero channels-last input");
+  m.def("csr_conv2d_grad_weight", &csr_conv2d_grad_weight, "its weight gradient");
 }
 """
 
@@ -750,11 +877,11 @@ def _build():
     from torch.utils.cpp_extension import load_inline
     flags = ["-O3", "-march=native", "-ffp-contract=off"]
     try:
-        return load_inline(name="dpap_deploy_leaky_v22_omp", cpp_sources=[_SOURCE], functions=None,
+        return load_inline(name="dpap_deploy_leaky_v23_omp", cpp_sources=[_SOURCE], functions=None,
                            extra_cflags=flags + ["-fopenmp"], extra_ldflags=["-fopenmp"],
                            verbose=False)
     except Exception:  # noqa: BLE001 - no OpenMP here: plain threads
-        return load_inline(name="dpap_deploy_leaky_v22", cpp_sources=[_SOURCE], functions=None,
+        return load_inline(name="dpap_deploy_leaky_v23", cpp_sources=[_SOURCE], functions=None,
                            extra_cflags=flags, verbose=False)
 
 
