@@ -25,6 +25,7 @@ _SOURCE = r"""
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <cstdint>
 #include <functional>
 #include <thread>
 #include <vector>
@@ -787,17 +788,51 @@ torch::Tensor csr_conv2d(torch::Tensor ptr, torch::Tensor idx, torch::Tensor val
   return out;
 }
 
-// Its weight gradient, [KH, KW, C, OP]: each nonzero input times the output gradient gout
-// (channels-last [P, O, OH, OW]) at each output it fed. The images are split into one fixed
-// range per thread, each summed into its own buffer with the inputs in memory order; the
-// buffers are then added in range order: with oneDNN's split of the batch, its numbers
-// (bit-identical on this machine, tests); always the same numbers for the same thread count.
+// Its weight gradient, [KH, KW, C, OP], from the same CSR: each nonzero input times the output
+// gradient gout (channels-last [P, O, OH, OW]) at each output it fed. The images are split
+// into one fixed range per thread, each summed into its own buffer, inputs in memory order; the
+// buffers are then added in range order: with oneDNN's split of the batch, oneDNN's numbers
+// (bit-identical on this machine, tests); the same numbers for the same thread count. Within a
+// range, a few images at a time: their nonzeros sorted by channel (memory order kept), then per
+// channel the KH x KW taps' sums for a block of 16 NV outputs stay in registers while its
+// nonzeros go by (an output the input did not feed reads a zero row).
+template <int KWT, int NV>
+static void conv_grad_weight_channel(float* gw, const int64_t* base, const uint16_t* valid,
+                                     const float* vals, int64_t n, const float* g,
+                                     const float* zero, const float* gend, float* tail, int64_t O,
+                                     int64_t OW, int64_t C, int64_t OP, int64_t j0, int64_t dh) {
+  vf acc[KWT][NV];                 // one row of taps: fully unrolled, in registers
+#pragma GCC unroll 8
+  for (int dw = 0; dw < KWT; ++dw)
+#pragma GCC unroll 4
+    for (int q = 0; q < NV; ++q) acc[dw][q] = vload(gw + (dh * KWT + dw) * C * OP + j0 + q * VL);
+  for (int64_t e = 0; e < n; ++e) {
+    const float v = vals[e];
+#pragma GCC unroll 8
+    for (int dw = 0; dw < KWT; ++dw) {
+      const int t = (int)dh * KWT + dw;
+      const float* gr = (valid[e] >> t) & 1 ? g + (base[e] - dh * OW - dw) * O + j0 : zero;
+      if (gr != zero && gr + NV * VL > gend) {    // the last pixel: no next one to read into
+        std::copy(gr, gend, tail);
+        std::fill(tail + (gend - gr), tail + NV * VL, 0.f);
+        gr = tail;
+      }
+#pragma GCC unroll 4
+      for (int q = 0; q < NV; ++q) acc[dw][q] = acc[dw][q] + v * vload(gr + q * VL);
+    }
+  }
+#pragma GCC unroll 8
+  for (int dw = 0; dw < KWT; ++dw)
+#pragma GCC unroll 4
+    for (int q = 0; q < NV; ++q) vstore(gw + (dh * KWT + dw) * C * OP + j0 + q * VL, acc[dw][q]);
+}
+
 torch::Tensor csr_conv2d_grad_weight(torch::Tensor ptr, torch::Tensor idx, torch::Tensor val,
                                      torch::Tensor gout, int64_t C, int64_t H, int64_t W,
                                      int64_t KH, int64_t KW, int64_t ph, int64_t pw) {
   const int64_t P = gout.size(0), O = gout.size(1), OH = gout.size(2), OW = gout.size(3);
   const int64_t OP = padded(O), per = KH * KW * C * OP;
-  TORCH_CHECK(ptr.size(0) == P * H + 1);
+  TORCH_CHECK(ptr.size(0) == P * H + 1 && KH == 3 && KW == 3);
   auto gc = gout.contiguous(at::MemoryFormat::ChannelsLast);
   const int64_t* p = ptr.data_ptr<int64_t>();
   const int32_t* ip = idx.data_ptr<int32_t>();
@@ -807,27 +842,48 @@ torch::Tensor csr_conv2d_grad_weight(torch::Tensor ptr, torch::Tensor idx, torch
   const int64_t nt = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), P));
   auto parts = torch::zeros({nt, KH, KW, C, OP}, gout.options());
   float* parts_p = parts.data_ptr<float>();
+  constexpr int64_t IB = 1;          // images at a time: one image's gradient stays in L1
   at::parallel_for(0, nt, 1, [&](int64_t t0, int64_t t1) {
-    std::vector<float> tail(OP, 0.f);
+    std::vector<float> zero(4 * VL, 0.f), tail(4 * VL, 0.f);
+    std::vector<int64_t> start(C + 1), next(C), base;
+    std::vector<uint16_t> valid;
+    std::vector<float> vals;
     for (int64_t t = t0; t < t1; ++t) {
       float* gw = parts_p + t * per;
-      for (int64_t r = P * t / nt * H; r < P * (t + 1) / nt * H; ++r) {
-        const int64_t i = r / H, h = r % H;
-        for (int64_t c = p[r], ce = p[r + 1]; c < ce; ++c) {
-          const int64_t x = ip[c] >> 16, ch = ip[c] & 0xffff;
-          const float v = vp[c];
-          for (int64_t dh = 0; dh < KH; ++dh) {
-            const int64_t y = h - dh + ph;
-            if (y < 0 || y >= OH) continue;
-            for (int64_t dw = 0; dw < KW; ++dw) {
-              const int64_t xo = x - dw + pw;
-              if (xo < 0 || xo >= OW) continue;
-              // the gradient row read in whole vectors: lanes past O are the next pixel's and
-              // land in gw's padding lanes (dropped); copied where that would pass the end
-              const float* gr = g + ((i * OH + y) * OW + xo) * O;
-              if (gr + OP > gend) { std::copy(gr, gr + O, tail.begin()); gr = tail.data(); }
-              float* wc = gw + ((dh * KW + dw) * C + ch) * OP;
-              for (int64_t q = 0; q < OP; q += VL) vstore(wc + q, vload(wc + q) + v * vload(gr + q));
+      const int64_t ia = P * t / nt, ie = P * (t + 1) / nt;
+      for (int64_t i0 = ia; i0 < ie; i0 += IB) {
+        const int64_t r0 = i0 * H, r1 = std::min(ie, i0 + IB) * H, n = p[r1] - p[r0];
+        std::fill(start.begin(), start.end(), 0);
+        for (int64_t c = p[r0]; c < p[r1]; ++c) start[(ip[c] & 0xffff) + 1]++;
+        for (int64_t c = 0; c < C; ++c) start[c + 1] += start[c];
+        std::copy(start.begin(), start.end() - 1, next.begin());
+        base.resize(n); valid.resize(n); vals.resize(n);
+        for (int64_t r = r0; r < r1; ++r) {
+          const int64_t i = r / H, h = r % H;
+          for (int64_t c = p[r]; c < p[r + 1]; ++c) {
+            const int64_t x = ip[c] >> 16, d = next[ip[c] & 0xffff]++;
+            uint16_t m = 0;
+            for (int64_t dh = 0; dh < KH; ++dh)
+              for (int64_t dw = 0; dw < KW; ++dw) {
+                const int64_t y = h - dh + ph, xo = x - dw + pw;
+                m |= (uint16_t)((y >= 0 && y < OH && xo >= 0 && xo < OW) << (dh * KW + dw));
+              }
+            base[d] = (i * OH + h + ph) * OW + x + pw;     // the output tap (0, 0) would read
+            valid[d] = m; vals[d] = vp[c];
+          }
+        }
+        for (int64_t c = 0; c < C; ++c) {
+          const int64_t b0 = start[c], cnt = start[c + 1] - b0;
+          if (cnt == 0) continue;
+          float* gwc = gw + c * OP;
+          for (int64_t j0 = 0; j0 < OP; j0 += 4 * VL) {
+            const int64_t nv = std::min<int64_t>(4, (OP - j0) / VL);
+            for (int64_t dh = 0; dh < KH; ++dh) {
+#define DPAP_GW(NVV) conv_grad_weight_channel<3, NVV>(gwc, base.data() + b0, valid.data() + b0, \
+    vals.data() + b0, cnt, g, zero.data(), gend, tail.data(), O, OW, C, OP, j0, dh)
+              if (nv == 4) DPAP_GW(4); else if (nv == 3) DPAP_GW(3);
+              else if (nv == 2) DPAP_GW(2); else DPAP_GW(1);
+#undef DPAP_GW
             }
           }
         }
@@ -877,11 +933,11 @@ def _build():
     from torch.utils.cpp_extension import load_inline
     flags = ["-O3", "-march=native", "-ffp-contract=off"]
     try:
-        return load_inline(name="dpap_deploy_leaky_v23_omp", cpp_sources=[_SOURCE], functions=None,
+        return load_inline(name="dpap_deploy_leaky_v28_omp", cpp_sources=[_SOURCE], functions=None,
                            extra_cflags=flags + ["-fopenmp"], extra_ldflags=["-fopenmp"],
                            verbose=False)
     except Exception:  # noqa: BLE001 - no OpenMP here: plain threads
-        return load_inline(name="dpap_deploy_leaky_v23", cpp_sources=[_SOURCE], functions=None,
+        return load_inline(name="dpap_deploy_leaky_v28", cpp_sources=[_SOURCE], functions=None,
                            extra_cflags=flags, verbose=False)
 
 

@@ -130,12 +130,14 @@ def linear(m: nn.Linear, x: torch.Tensor):
 
 
 # --------------------------------------------------------------------------- convolutions
-# The forward product of a 2-D convolution (stride 1, one group, zero padding) over its
-# channels-last input's nonzeros (``csr_conv2d``); its gradients stay oneDNN's. Measured on
-# snn-mnist's second convolution ([800, 15, 14, 14] -> 40 maps, 3x3, 2 threads): 3.6 ms at 2%
-# nonzeros, 6.8 ms at 8%, 8.5 ms at 12% and 11 ms at 25% against oneDNN's 10.7-12 ms.
+# A 2-D convolution (stride 1, one group, zero padding) over its channels-last input's
+# nonzeros: the forward (``csr_conv2d``) and, for 3x3 kernels, the weight gradient
+# (``csr_conv2d_grad_weight``); the input gradient stays oneDNN's. Measured on snn-mnist's
+# second convolution ([800, 15, 14, 14] -> 40 maps, 3x3, 2 threads; forward including the
+# nonzeros' pass): forward 3.4 / 5.6 / 6.7 / 10.6 ms at 2 / 8 / 12 / 25% nonzeros against
+# oneDNN's 10.5-10.9 ms, weight gradient 2.8 / 5.1 / 6.7 / 10.8 ms against 9.2-9.6 ms.
 MAX_CONV_DENSITY = 0.15
-_conv_exact: dict[tuple, bool] = {}
+_conv_exact: dict[tuple, tuple[bool, bool]] = {}
 
 
 def conv_covered(m: nn.Module) -> bool:
@@ -160,44 +162,64 @@ def _conv(k, csr, shape, weight: torch.Tensor, bias, padding) -> torch.Tensor:
     return k.csr_conv2d(*csr, wr, b, P, H, W, weight.shape[0], padding[0], padding[1])
 
 
-def conv_exact(m: nn.Conv2d) -> bool:
-    """Whether the sparse forward gives this convolution's bits here (oneDNN's direct
-    convolution sums each output's terms in (kh, kw, c) order from zero, the bias last; the
-    kernel follows that order): tried once per configuration on a small input."""
+def conv_exact(m: nn.Conv2d) -> tuple[bool, bool]:
+    """Whether the sparse forward, and the sparse weight gradient (3x3 kernels), give this
+    convolution's bits here: oneDNN's direct convolution sums each output's terms in
+    (kh, kw, c) order from zero, the bias last, and each weight gradient's over the images in
+    order, one range of images per thread; the kernels follow those orders. Tried once per
+    configuration on a small input."""
     key = (m.in_channels, m.out_channels, tuple(m.kernel_size), tuple(m.padding),
-           m.bias is not None)
+           m.bias is not None, torch.get_num_threads())
     if key not in _conv_exact:
         k = _kernel()
         g = torch.Generator().manual_seed(0)
-        shape = (4, m.in_channels, 9, 10)
+        shape = (16, m.in_channels, 9, 10)
         x = ((torch.rand(shape, generator=g) < 0.3).float() *
              torch.randint(1, 5, shape, generator=g) * 0.25).contiguous(memory_format=torch.channels_last)
         w = torch.randn(m.weight.shape, generator=g) * (m.in_channels * 9) ** -0.5
         b = torch.randn(m.out_channels, generator=g) if m.bias is not None else None
         dense = torch.nn.functional.conv2d(x, w, b, padding=m.padding)
-        ours = _conv(k, _rows(k, x, 1.0), x.shape, w, b, m.padding)
-        _conv_exact[key] = torch.equal(dense, ours)
+        csr = _rows(k, x, 1.0)
+        fwd = torch.equal(dense, _conv(k, csr, x.shape, w, b, m.padding))
+        gw = tuple(m.kernel_size) == (3, 3)
+        if gw:
+            grad = torch.randn(dense.shape, generator=g).contiguous(memory_format=torch.channels_last)
+            ref = torch.ops.aten.convolution_backward(
+                grad, x, w, None, [1, 1], list(m.padding), [1, 1], False, [0, 0], 1,
+                [False, True, False])[1]
+            gw = torch.equal(ref, _conv_grad_weight(k, csr, x.shape, grad, m.padding))
+        _conv_exact[key] = (fwd, gw)
     return _conv_exact[key]
 
 
+def _conv_grad_weight(k, csr, shape, grad: torch.Tensor, padding) -> torch.Tensor:
+    _, C, H, W = shape
+    gwr = k.csr_conv2d_grad_weight(*csr, grad, C, H, W, 3, 3, padding[0], padding[1])
+    return gwr[..., :grad.shape[1]].permute(3, 2, 0, 1).contiguous()
+
+
 class SparseConv2d(torch.autograd.Function):
-    """``F.conv2d(x, weight, bias, padding=padding)`` with the forward over ``x``'s nonzeros;
-    the backward is the dense convolution's own (``convolution_backward``)."""
+    """``F.conv2d(x, weight, bias, padding=padding)`` over ``x``'s nonzeros: the forward, and
+    the weight gradient where ``sparse_grad``; the input and bias gradients are the dense
+    convolution's own (``convolution_backward``)."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, csr, padding):
-        ctx.save_for_backward(x, weight)
-        ctx.padding, ctx.has_bias = list(padding), bias is not None
+    def forward(ctx, x, weight, bias, csr, padding, sparse_grad):
+        ctx.save_for_backward(x, weight, *csr)
+        ctx.padding, ctx.has_bias, ctx.sparse_grad = list(padding), bias is not None, sparse_grad
         return _conv(_kernel(), csr, x.shape, weight, bias, padding)
 
     @staticmethod
     def backward(ctx, grad):
-        x, weight = ctx.saved_tensors
+        x, weight, *csr = ctx.saved_tensors
         need = ctx.needs_input_grad
+        dense_w = need[1] and not ctx.sparse_grad
         gx, gw, gb = torch.ops.aten.convolution_backward(
             grad, x, weight, [weight.shape[0]] if ctx.has_bias else None, [1, 1], ctx.padding,
-            [1, 1], False, [0, 0], 1, [need[0], need[1], ctx.has_bias and need[2]])
-        return gx, gw, gb, None, None
+            [1, 1], False, [0, 0], 1, [need[0], dense_w, ctx.has_bias and need[2]])
+        if need[1] and ctx.sparse_grad:
+            gw = _conv_grad_weight(_kernel(), csr, x.shape, grad, ctx.padding)
+        return gx, gw, gb, None, None, None
 
 
 def conv2d(m: nn.Conv2d, x: torch.Tensor):
@@ -209,9 +231,12 @@ def conv2d(m: nn.Conv2d, x: torch.Tensor):
             or x.shape[3] >= (1 << 15) or torch.is_autocast_enabled("cpu") or not conv_covered(m):
         return None
     k = _kernel()
-    if k is None or not conv_exact(m):
+    if k is None:
+        return None
+    fwd, grad_w = conv_exact(m)
+    if not fwd:
         return None
     csr = _rows(k, x.detach(), MAX_CONV_DENSITY)
     if not csr:
         return None
-    return SparseConv2d.apply(x, m.weight, m.bias, tuple(csr), tuple(m.padding))
+    return SparseConv2d.apply(x, m.weight, m.bias, tuple(csr), tuple(m.padding), grad_w)
