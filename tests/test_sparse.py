@@ -175,8 +175,13 @@ def test_sparse_convolution_is_the_dense_one(c, o, ks, pad, bias, density, monke
     assert ours.is_contiguous(memory_format=torch.channels_last)
     g = torch.randn(dense.shape, generator=gen)
     params = [x, conv.weight] + ([conv.bias] if bias else [])
-    for a, b in zip(torch.autograd.grad(dense, params, g), torch.autograd.grad(ours, params, g)):
-        assert torch.equal(a, b)
+    for i, (a, b) in enumerate(zip(torch.autograd.grad(dense, params, g),
+                                   torch.autograd.grad(ours, params, g))):
+        if i == 2 and sparse.conv_exact(conv)[1]:    # the bias gradient: a sum of P*OH*OW
+            n = g.numel() // g.shape[1]                 # terms in another order than oneDNN's
+            assert float((a - b).abs().max()) <= n * 2 ** -23 * float(g.abs().max()) * 2
+        else:
+            assert torch.equal(a, b), ("input", "weight", "bias")[i]
 
 
 def test_the_convolution_check_sees_another_order():
