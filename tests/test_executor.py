@@ -45,12 +45,18 @@ def _check(model, x, T=6, train=True, rtol=1e-4):
                                         ("snn-cifar10", (3, 16, 16))])
 @pytest.mark.parametrize("train", [True, False])
 def test_zoo_models_step_and_multistep_agree(name, shape, train):
+    check_zoo_model(name, shape, train)
+
+
+def check_zoo_model(name, shape, train):
+    """``_check`` on a zoo model with its weights doubled (so that it fires); the model."""
     torch.manual_seed(0)
     model, _ = build_model(name, shape, 10)
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(2.0)
     _check(model, torch.rand(6, *shape) * 2, train=train)
+    return model
 
 
 @pytest.mark.parametrize("train", [True, False])

@@ -96,7 +96,7 @@ def test_zoo_models_agree_with_the_step_loop_on_the_sparse_path(name, shape, tra
     """With the sparse products forced on for this small batch (and snn-mnist's second
     convolution on its channels-last path): the step loop's spikes, gradients to rounding."""
     from dpap_deploy.executor import multistep, pool
-    from test_executor import _check
+    from test_executor import check_zoo_model
     monkeypatch.setattr(sparse, "MIN_ELEMENTS", 0)
     monkeypatch.setattr(sparse, "MAX_DENSITY", 1.0)     # these inputs fire a lot
     monkeypatch.setattr(sparse, "MAX_CONV_DENSITY", 1.0)
@@ -104,12 +104,7 @@ def test_zoo_models_agree_with_the_step_loop_on_the_sparse_path(name, shape, tra
     monkeypatch.setattr(multistep, "CHANNELS_LAST_MIN", 0)
     calls = _count_sparse_calls(monkeypatch)
     conv_calls = _count_sparse_calls(monkeypatch, sparse.SparseConv2d)
-    torch.manual_seed(0)
-    model, _ = build_model(name, shape, 10)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.mul_(2.0)
-    _check(model, torch.rand(6, *shape) * 2, train=train)
+    model = check_zoo_model(name, shape, train)
     fcs = [m for m in model.modules() if isinstance(m, nn.Linear)]
     if any(sparse.block_depth(m.in_features, m.out_features, True)[1] for m in fcs):
         assert calls, "a fully connected layer ran over nonzeros"

@@ -61,7 +61,9 @@ def block_depth(K: int, N: int, bias: bool) -> tuple[int, bool]:
     if key not in _depths:
         k = _kernel()
         g = torch.Generator().manual_seed(0)
-        x = (torch.rand(48, K, generator=g) < 0.3).float() * torch.randint(1, 5, (48, K), generator=g) * 0.25
+        rows = 256      # a batch-sized product: the BLAS may pick its kernel by size
+        x = (torch.rand(rows, K, generator=g) < 0.3).float() * \
+            torch.randint(1, 5, (rows, K), generator=g) * 0.25
         w = torch.randn(N, K, generator=g) * K ** -0.5
         b = torch.randn(N, generator=g) if bias else None
         dense = torch.nn.functional.linear(x, w, b)
