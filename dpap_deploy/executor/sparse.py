@@ -11,8 +11,10 @@ written.
 Same numbers as the dense product, not just close: the BLAS kernel sums each output's terms in
 runs of ``kc`` consecutive inputs, one fused multiply-add per term from zero, and adds each
 run's sum to the output (which starts as the bias). The sparse kernel follows that order
-skipping the zero terms, which add exactly nothing, so it reproduces the dense result bit for bit
-once ``kc`` is the BLAS kernel's. ``block_depth`` finds it once per layer shape by computing a
+skipping the zero terms, which add exactly nothing (for finite weights: a dense product turns an
+infinite weight times a zero input into NaN), so it reproduces the dense result bit for bit once
+``kc`` is the BLAS kernel's. Their gradients are not differentiable again (``create_graph``
+raises). ``block_depth`` finds it once per layer shape by computing a
 small product both ways (MKL's sgemm on this machine's AVX-512 cores: 192). Where no depth
 reproduces it (another BLAS, or MKL's kernel for a narrow layer such as a 10-way output) the
 layer stays dense: the executor promises the step loop's spikes, not spikes close to them.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 SPARSE = True          # False: every synapse dense (A/B, tests)
 # ... where the input has at most this fraction of nonzeros: measured on snn-mnist's first
@@ -85,6 +88,7 @@ class SparseLinear(torch.autograd.Function):
         return _matmul(k, csr, weight.detach().t(), None if bias is None else bias.detach(), kc)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad):
         weight, *csr = ctx.saved_tensors
         grad = grad.contiguous()
@@ -103,7 +107,8 @@ def hooks_allow(m: nn.Module, observer=None) -> bool:
     observer's, which stand aside during a multi-step run (``DPAP.hooks_standing_aside``)."""
     from torch.nn.modules import module as tm
     if tm._global_forward_hooks or tm._global_forward_pre_hooks or tm._global_backward_hooks \
-            or m._backward_hooks or getattr(m, "_backward_pre_hooks", None):
+            or getattr(tm, "_global_backward_pre_hooks", None) or m._backward_hooks \
+            or getattr(m, "_backward_pre_hooks", None):
         return False
     ids = set(m._forward_pre_hooks) | set(m._forward_hooks)
     if not ids:
@@ -213,6 +218,7 @@ class SparseConv2d(torch.autograd.Function):
         return _conv(_kernel(), csr, x.shape, weight, bias, padding)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad):
         x, weight, *csr = ctx.saved_tensors
         need = ctx.needs_input_grad
