@@ -1,23 +1,30 @@
-"""Fully connected synapses fed by spikes: only the nonzero inputs' products.
+"""Synapses fed by spikes: only the nonzero inputs' products.
 
 A spiking layer's input is mostly zeros (snn-mnist's first fully connected layer reads about 1%
-nonzero pooled spikes at initialisation, 8-10% once trained). A dense ``[T*B, K] x [K, N]``
-product multiplies every zero; here the forward product and the weight gradient go over the
-nonzeros only (``native.py``: ``nonzeros``, ``csr_matmul``, ``csr_transpose``), and the input
-gradient stays a dense product (the gradient is not sparse). On CPU, float32, 2-D inputs of at
-least ``MIN_ELEMENTS`` with at most ``MAX_DENSITY`` nonzeros; anything else runs the layer as
-written.
+nonzero pooled spikes at initialisation, 8-10% once trained; its second convolution 8% and
+10-12%). A dense product multiplies every zero. Here, on CPU in float32:
+- a fully connected layer (2-D input of at least ``MIN_ELEMENTS``, at most ``MAX_DENSITY``
+  nonzeros): the forward product and the weight gradient over the nonzeros (``native.py``:
+  ``nonzeros``, ``csr_matmul``, ``csr_transpose``); the input gradient stays a dense product
+  (the gradient is not sparse);
+- a 2-D convolution on the executor's channels-last path (stride 1, one group, zero padding,
+  at most ``MAX_CONV_DENSITY``): the forward (``csr_conv2d``) and, for 3x3 kernels, the weight
+  gradient (``csr_conv2d_grad_weight``); the input gradient stays oneDNN's.
+Anything else runs the layer as written.
 
-Same numbers as the dense product, not just close: the BLAS kernel sums each output's terms in
-runs of ``kc`` consecutive inputs, one fused multiply-add per term from zero, and adds each
-run's sum to the output (which starts as the bias). The sparse kernel follows that order
-skipping the zero terms, which add exactly nothing (for finite weights: a dense product turns an
-infinite weight times a zero input into NaN), so it reproduces the dense result bit for bit once
-``kc`` is the BLAS kernel's. Their gradients are not differentiable again (``create_graph``
-raises). ``block_depth`` finds it once per layer shape by computing a
-small product both ways (MKL's sgemm on this machine's AVX-512 cores: 192). Where no depth
-reproduces it (another BLAS, or MKL's kernel for a narrow layer such as a 10-way output) the
-layer stays dense: the executor promises the step loop's spikes, not spikes close to them.
+Same numbers as the dense product, not just close. MKL's sgemm sums each output's terms in runs
+of ``kc`` consecutive inputs, one fused multiply-add per term from zero, and adds each run's sum
+to the output (which starts as the bias); oneDNN's direct convolution sums in (kh, kw, c) order
+from zero and adds the bias last, and its weight gradient sums the images in order, one range
+per thread. The kernels follow those orders, skipping the zero terms, which add exactly nothing
+(for finite weights: a dense product turns an infinite weight times a zero input into NaN), so
+they reproduce the dense results bit for bit. The orders are not documented and differ between
+machines and builds, so ``block_depth`` and ``conv_exact`` find or check them once per layer
+shape by computing a small product both ways (MKL's sgemm on this machine's AVX-512 cores:
+``kc`` = 192). Where no order reproduces it (another BLAS, MKL's kernel for a narrow layer such
+as a 10-way output, oneDNN's blocked weight gradient for 16-channel inputs) that product stays
+dense: the executor promises the step loop's spikes, not spikes close to them. The products'
+backward passes are not differentiable again (``create_graph`` raises).
 """
 from __future__ import annotations
 
@@ -183,7 +190,7 @@ def conv_exact(m: nn.Conv2d) -> tuple[bool, bool]:
         shape = (16, m.in_channels, 9, 10)
         x = ((torch.rand(shape, generator=g) < 0.3).float() *
              torch.randint(1, 5, shape, generator=g) * 0.25).contiguous(memory_format=torch.channels_last)
-        w = torch.randn(m.weight.shape, generator=g) * (m.in_channels * 9) ** -0.5
+        w = torch.randn(m.weight.shape, generator=g) * m.weight[0].numel() ** -0.5
         b = torch.randn(m.out_channels, generator=g) if m.bias is not None else None
         dense = torch.nn.functional.conv2d(x, w, b, padding=m.padding)
         csr = _rows(k, x, 1.0)
