@@ -12,7 +12,8 @@ batch (DPAP not attached; the fused Adam training uses); inference is a no-grad 
 (upsampled to 28x28 for snn-mnist, to 32x32 RGB for snn-cifar10), direct encoding, T = 8.
 The multi-step executor multiplies only the nonzero inputs of layers fed by spikes, so its
 speed depends on how many there are: snn-mnist is measured at initialisation and again after
-300 training steps ("snn-mnist+300"), and each synapse's input density is printed.
+300 training steps ("snn-mnist+300"), each synapse's input density is printed, and the
+multi-step executor is also timed with every product dense, for the gain of the sparse ones.
 Run it alone: two torch processes at once slow each other down.
 """
 from __future__ import annotations
@@ -52,7 +53,7 @@ def measure(name: str, shape, batch: int, repeats: int, trained: int = 0, steps:
     import torch.nn.functional as F
     from common import interleaved_medians, median
     from dpap_deploy.data import load_dataset
-    from dpap_deploy.executor import MultiStep
+    from dpap_deploy.executor import MultiStep, sparse
     from dpap_deploy.graph import build_graph, run_window
     from dpap_deploy.zoo import build_model
 
@@ -91,20 +92,31 @@ def measure(name: str, shape, batch: int, repeats: int, trained: int = 0, steps:
 
     step = lambda: run_window(graph, x, steps)          # noqa: E731
     multi = lambda: executor.run(x, steps)               # noqa: E731
-    for f in (step, multi):                              # warm-up, and a firing check
+
+    def dense():        # the multi-step executor with every product dense (sparse.py off)
+        sparse.SPARSE = False
+        try:
+            return executor.run(x, steps)
+        finally:
+            sparse.SPARSE = True
+
+    runs = (step, multi, dense)
+    for f in runs:                                       # warm-up, and a firing check
         infer(f)
         train_step(f)
     model.eval()
     with torch.no_grad():
         rate = float(run_window(graph, x, steps).mean())
-    tr = interleaved_medians([lambda: train_step(step), lambda: train_step(multi)], repeats)
-    inf = interleaved_medians([lambda: infer(step), lambda: infer(multi)], repeats)
+    tr = interleaved_medians([lambda f=f: train_step(f) for f in runs], repeats)
+    inf = interleaved_medians([lambda f=f: infer(f) for f in runs], repeats)
     out = {"batch": batch, "time_steps": steps, "output_rate": rate, "trained_steps": trained,
-           "input_nonzeros": input_densities(graph, x, steps),
-           "train_step_loop": batch / median(tr[0]), "train_multistep": batch / median(tr[1]),
-           "infer_step_loop": batch / median(inf[0]), "infer_multistep": batch / median(inf[1])}
-    out["train_ratio"] = out["train_multistep"] / out["train_step_loop"]
-    out["infer_ratio"] = out["infer_multistep"] / out["infer_step_loop"]
+           "input_nonzeros": input_densities(graph, x, steps)}
+    for i, key in enumerate(("step_loop", "multistep", "multistep_dense")):
+        out[f"train_{key}"] = batch / median(tr[i])
+        out[f"infer_{key}"] = batch / median(inf[i])
+    for mode in ("train", "infer"):
+        out[f"{mode}_ratio"] = out[f"{mode}_multistep"] / out[f"{mode}_step_loop"]
+        out[f"{mode}_sparse_gain"] = out[f"{mode}_multistep"] / out[f"{mode}_multistep_dense"]
     return out
 
 
@@ -154,6 +166,11 @@ def main() -> None:
               f"(step loop, default allocator): train "
               f"{new['train_multistep'] / old['train_step_loop']:.2f}x, infer "
               f"{new['infer_multistep'] / old['infer_step_loop']:.2f}x")
+    print("products over nonzero inputs (multi-step all dense -> as it runs), like for like:")
+    for label, res in results.items():
+        for name, m in res["models"].items():
+            print(f"  {name:15s} {label.split('_')[0]:9s} train {m['train_sparse_gain']:.2f}x, "
+                  f"infer {m['infer_sparse_gain']:.2f}x")
     print("nonzeros in each synapse's input (snn-mnist+300: after 300 training steps):")
     for name, m in results["default_allocator"]["models"].items():
         print(f"  {name}: " + ", ".join(f"{k} {v:.1%}" for k, v in m["input_nonzeros"].items()))

@@ -34,7 +34,7 @@ def _grads(fn, lin, x, g):
 def test_sparse_linear_is_the_dense_product(m, k, n, bias, density, monkeypatch):
     """Output and all three gradients equal the dense layer's; where this machine's BLAS order
     is not reproduced (a narrow layer), the layer is left dense."""
-    monkeypatch.setattr(sparse, "MIN_ELEMENTS", 0)
+    monkeypatch.setattr(sparse, "MIN_MACS", 0)
     gen = torch.Generator().manual_seed(m + k)
     lin = nn.Linear(k, n, bias=bias)
     x, g = _spikes(m, k, density, gen), torch.randn(m, n, generator=gen)
@@ -60,7 +60,7 @@ def test_the_wide_layers_of_the_zoo_are_reproduced_here():
 def test_this_machine_reproduces_the_blas_order_and_a_wrong_depth_is_caught(monkeypatch):
     """The calibration finds a depth that gives the dense bits here; a neighbouring depth does
     not (the bit-for-bit check above can fail)."""
-    monkeypatch.setattr(sparse, "MIN_ELEMENTS", 0)
+    monkeypatch.setattr(sparse, "MIN_MACS", 0)
     kc, exact = sparse.block_depth(1960, 300, True)
     if not exact:
         pytest.skip("this BLAS sums in an order the kernel does not reproduce")
@@ -73,7 +73,7 @@ def test_this_machine_reproduces_the_blas_order_and_a_wrong_depth_is_caught(monk
 
 
 def test_what_it_does_not_cover_runs_the_layer(monkeypatch):
-    monkeypatch.setattr(sparse, "MIN_ELEMENTS", 0)
+    monkeypatch.setattr(sparse, "MIN_MACS", 0)
     gen = torch.Generator().manual_seed(2)
     lin = nn.Linear(300, 20)
     assert sparse.linear(lin, _spikes(64, 300, 0.5, gen)) is None, "too dense"
@@ -97,7 +97,7 @@ def test_zoo_models_agree_with_the_step_loop_on_the_sparse_path(name, shape, tra
     convolution on its channels-last path): the step loop's spikes, gradients to rounding."""
     from dpap_deploy.executor import multistep, pool
     from test_executor import check_zoo_model
-    monkeypatch.setattr(sparse, "MIN_ELEMENTS", 0)
+    monkeypatch.setattr(sparse, "MIN_MACS", 0)
     monkeypatch.setattr(sparse, "MAX_DENSITY", 1.0)     # these inputs fire a lot
     monkeypatch.setattr(sparse, "MAX_CONV_DENSITY", 1.0)
     monkeypatch.setattr(pool, "SMALL", 0)
@@ -115,7 +115,7 @@ def test_zoo_models_agree_with_the_step_loop_on_the_sparse_path(name, shape, tra
 def test_a_users_hook_keeps_the_module_call(monkeypatch):
     """A forward hook of the user's on a fully connected synapse still runs: that layer is
     called as written, not replaced by the sparse product."""
-    monkeypatch.setattr(sparse, "MIN_ELEMENTS", 0)
+    monkeypatch.setattr(sparse, "MIN_MACS", 0)
     monkeypatch.setattr(sparse, "MAX_DENSITY", 1.0)
     calls = _count_sparse_calls(monkeypatch)
     torch.manual_seed(0)
@@ -155,7 +155,7 @@ def test_dpap_hooks_stand_aside_only_inside_a_window():
 def test_sparse_convolution_is_the_dense_one(c, o, ks, pad, bias, density, monkeypatch):
     """Output and gradients equal to the dense convolution's where this machine's order is
     reproduced (checked once per configuration), else the layer is left dense."""
-    monkeypatch.setattr(sparse, "MIN_ELEMENTS", 0)
+    monkeypatch.setattr(sparse, "MIN_MACS", 0)
     gen = torch.Generator().manual_seed(c * o)
     conv = nn.Conv2d(c, o, ks, padding=pad, bias=bias)
     shape = (24, c, 11, 12)

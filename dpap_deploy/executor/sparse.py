@@ -3,13 +3,13 @@
 A spiking layer's input is mostly zeros (snn-mnist's first fully connected layer reads about 1%
 nonzero pooled spikes at initialisation, 8-10% once trained; its second convolution 8% and
 10-12%). A dense product multiplies every zero. Here, on CPU in float32:
-- a fully connected layer (2-D input of at least ``MIN_ELEMENTS``, at most ``MAX_DENSITY``
-  nonzeros): the forward product and the weight gradient over the nonzeros (``native.py``:
+- a fully connected layer (2-D input, a product of at least ``MIN_MACS`` multiply-adds, at
+  most ``MAX_DENSITY`` nonzeros): the forward product and the weight gradient over the nonzeros (``native.py``:
   ``nonzeros``, ``csr_matmul``, ``csr_transpose``); the input gradient stays a dense product
   (the gradient is not sparse);
 - a 2-D convolution on the executor's channels-last path (stride 1, one group, zero padding,
-  at most ``MAX_CONV_DENSITY``): the forward (``csr_conv2d``) and, for 3x3 kernels, the weight
-  gradient (``csr_conv2d_grad_weight``); the input gradient stays oneDNN's.
+  at least ``MIN_MACS``, at most ``MAX_CONV_DENSITY``): the forward (``csr_conv2d``) and, for
+  3x3 kernels, the weight gradient (``csr_conv2d_grad_weight``); the input gradient stays oneDNN's.
 Anything else runs the layer as written.
 
 Same numbers as the dense product, not just close. MKL's sgemm sums each output's terms in runs
@@ -38,7 +38,11 @@ SPARSE = True          # False: every synapse dense (A/B, tests)
 # gradient together took 3.6 ms at 1% nonzeros, 7.4 ms at 10%, 11.3 ms at 20% and 14.7 ms at
 # 30%, against the dense pair's 11.8-12.7 ms
 MAX_DENSITY = 0.2
-MIN_ELEMENTS = 1 << 16   # smaller inputs: the dense product is a few microseconds anyway
+# ... and a dense product of at least this many multiply-adds: below it the dense product takes
+# a few hundred microseconds at most, and the sparse path's fixed costs (the nonzeros' pass,
+# padding, the autograd function) ate its gain: measured, snn-digits' [512, 128] x [128, 128]
+# layer made its inference 0.86x as fast
+MIN_MACS = 1 << 25
 # run lengths tried, for K inputs; MKL's sgemm here: runs of 192, or two halves when 192 < K <= 384
 _CANDIDATES = lambda K: (192, -(-K // 2), K // 2, 128, 256, 64, 96, 320, 384, 512, K)  # noqa: E731
 _depths: dict[tuple[int, int, bool], tuple[int, bool]] = {}
@@ -128,7 +132,7 @@ def linear(m: nn.Linear, x: torch.Tensor):
     """``m(x)`` over ``x``'s nonzeros where that is covered and pays, else ``None``."""
     w = m.weight
     if not SPARSE or x.dim() != 2 or x.device.type != "cpu" or x.dtype != torch.float32 \
-            or w.dtype != torch.float32 or x.numel() < MIN_ELEMENTS \
+            or w.dtype != torch.float32 or x.numel() * w.shape[0] < MIN_MACS \
             or torch.is_autocast_enabled("cpu"):
         return None
     k = _kernel()
@@ -250,7 +254,8 @@ def conv2d(m: nn.Conv2d, x: torch.Tensor):
     """``m(x)`` for a channels-last ``x``, its forward over the nonzeros, where covered, exact
     here and sparse enough; else ``None``."""
     if not SPARSE or x.dim() != 4 or x.device.type != "cpu" or x.dtype != torch.float32 \
-            or m.weight.dtype != torch.float32 or x.numel() < MIN_ELEMENTS \
+            or m.weight.dtype != torch.float32 \
+            or x.numel() * m.kernel_size[0] * m.kernel_size[1] * m.out_channels < MIN_MACS \
             or not x.is_contiguous(memory_format=torch.channels_last) \
             or x.shape[3] >= (1 << 15) or torch.is_autocast_enabled("cpu") or not conv_covered(m):
         return None
