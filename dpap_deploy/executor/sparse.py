@@ -4,12 +4,13 @@ A spiking layer's input is mostly zeros (snn-mnist's first fully connected layer
 nonzero pooled spikes at initialisation, 8-10% once trained; its second convolution 8% and
 10-12%). A dense product multiplies every zero. Here, on CPU in float32:
 - a fully connected layer (2-D input, a product of at least ``MIN_MACS`` multiply-adds, at
-  most ``MAX_DENSITY`` nonzeros): the forward product and the weight gradient over the nonzeros (``native.py``:
-  ``nonzeros``, ``csr_matmul``, ``csr_transpose``); the input gradient stays a dense product
-  (the gradient is not sparse);
+  most ``MAX_DENSITY`` nonzeros): the forward product and the weight gradient over the
+  nonzeros (``native.py``: ``nonzeros``, ``csr_matmul``, ``csr_transpose``); the input
+  gradient stays a dense product (the gradient is not sparse);
 - a 2-D convolution on the executor's channels-last path (stride 1, one group, zero padding,
   at least ``MIN_MACS``, at most ``MAX_CONV_DENSITY``): the forward (``csr_conv2d``) and, for
-  3x3 kernels, the weight gradient (``csr_conv2d_grad_weight``); the input gradient stays oneDNN's.
+  3x3 kernels, the weight gradient (``csr_conv2d_grad_weight``); the input gradient stays
+  oneDNN's.
 Anything else runs the layer as written.
 
 Same numbers as the dense product, not just close. MKL's sgemm sums each output's terms in runs
