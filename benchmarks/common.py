@@ -23,11 +23,11 @@ def digits_28(n_train: int | None = None) -> Dataset:
 
 
 def interleaved_medians(fns: list[Callable[[], object]], repeats: int) -> list[list[float]]:
-    """Time each function ``repeats`` times, the order rotated by one every round: each
-    function follows each other one equally often, and none runs twice in a row, which would
-    favour it with warm caches and allocator state (with three functions, reversing the order
-    every round left the middle one never repeated and the other two repeated half the time:
-    measured, 10-15% of a 3 ms inference)."""
+    """Time each function ``repeats`` times, the order rotated by one every round, so that
+    each function is favoured equally by running right after itself (warm caches, allocator
+    state): with two functions each does so at every other round boundary, with three or more
+    none does. (Reversing the order every round, as before, let two of three functions repeat
+    half the time and never the middle one: measured, 10-15% of a 3 ms inference.)"""
     times: list[list[float]] = [[] for _ in fns]
     n = len(fns)
     for r in range(repeats):
