@@ -138,7 +138,8 @@ class MultiStep:
                           if i in self.fused and r.op == POOL and is_2x2(r.attrs)}
         # fully connected synapses, which run over their input's nonzeros where it is a
         # sequence of mostly zeros (sparse.py: the same numbers as the dense product)
-        self.sparse = {n.id for n in graph.nodes if n.op == SYNAPSE and type(n.module) is nn.Linear}
+        self.fully_connected = {n.id for n in graph.nodes
+                                if n.op == SYNAPSE and type(n.module) is nn.Linear}
 
     @staticmethod
     def unsupported(graph: ModelGraph) -> str | None:
@@ -179,7 +180,7 @@ class MultiStep:
                 if n.id in self.channels_last and _large_cpu_seq(ins[0]):
                     fn = lambda t, m=n.module, s=seq_in: _sparse_or_dense(  # noqa: E731
                         m, t.contiguous(memory_format=torch.channels_last), s and sparse.conv2d)
-                elif n.id in self.sparse and seq_in:
+                elif n.id in self.fully_connected and seq_in:
                     fn = lambda t, m=n.module: _sparse_or_dense(m, t, sparse.linear)  # noqa: E731
                 val[n.id] = _fold(fn, ins[0], T)
             elif n.op == NORM:
