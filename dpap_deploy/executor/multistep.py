@@ -64,7 +64,7 @@ def _fold(fn, v, T: int):
 
 def _sparse_or_dense(m: nn.Module, x: torch.Tensor, over_nonzeros) -> torch.Tensor:
     """``m(x)``, over ``x``'s nonzeros where ``over_nonzeros`` (``sparse.linear`` /
-    ``sparse.conv2d``) takes it."""
+    ``sparse.conv2d``, or ``None``) takes it."""
     y = over_nonzeros(m, x) if over_nonzeros else None
     return m(x) if y is None else y
 
@@ -176,11 +176,12 @@ class MultiStep:
                 val[n.id] = _Seq(x.transpose(0, 1)) if frames else x
             elif n.op == SYNAPSE:
                 fn = n.module
-                seq_in = isinstance(ins[0], _Seq) and sparse.hooks_allow(n.module, observer)
                 if n.id in self.channels_last and _large_cpu_seq(ins[0]):
-                    fn = lambda t, m=n.module, s=seq_in: _sparse_or_dense(  # noqa: E731
-                        m, t.contiguous(memory_format=torch.channels_last), s and sparse.conv2d)
-                elif n.id in self.fully_connected and seq_in:
+                    over = sparse.conv2d if sparse.hooks_allow(n.module, observer) else None
+                    fn = lambda t, m=n.module, o=over: _sparse_or_dense(  # noqa: E731
+                        m, t.contiguous(memory_format=torch.channels_last), o)
+                elif n.id in self.fully_connected and isinstance(ins[0], _Seq) \
+                        and sparse.hooks_allow(n.module, observer):
                     fn = lambda t, m=n.module: _sparse_or_dense(m, t, sparse.linear)  # noqa: E731
                 val[n.id] = _fold(fn, ins[0], T)
             elif n.op == NORM:

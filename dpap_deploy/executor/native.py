@@ -793,9 +793,10 @@ torch::Tensor csr_conv2d(torch::Tensor ptr, torch::Tensor idx, torch::Tensor val
 // into one fixed range per thread, each summed into its own buffer, inputs in memory order; the
 // buffers are then added in range order: with oneDNN's split of the batch, oneDNN's numbers
 // (bit-identical on this machine, tests); the same numbers for the same thread count. Within a
-// range, a few images at a time: their nonzeros sorted by channel (memory order kept), then per
-// channel the KH x KW taps' sums for a block of 16 NV outputs stay in registers while its
-// nonzeros go by (an output the input did not feed reads a zero row).
+// range, one image at a time (its output gradient stays in L1): its nonzeros sorted by channel
+// (memory order kept), then per channel and row of taps the KW taps' sums for a block of 16 NV
+// outputs stay in registers while its nonzeros go by (an output the input did not feed reads a
+// zero row).
 template <int KWT, int NV>
 static void conv_grad_weight_channel(float* gw, const int64_t* base, const uint16_t* valid,
                                      const float* vals, int64_t n, const float* g,
@@ -842,7 +843,6 @@ torch::Tensor csr_conv2d_grad_weight(torch::Tensor ptr, torch::Tensor idx, torch
   const int64_t nt = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), P));
   auto parts = torch::zeros({nt, KH, KW, C, OP}, gout.options());
   float* parts_p = parts.data_ptr<float>();
-  constexpr int64_t IB = 1;          // images at a time: one image's gradient stays in L1
   at::parallel_for(0, nt, 1, [&](int64_t t0, int64_t t1) {
     std::vector<float> zero(4 * VL, 0.f), tail(4 * VL, 0.f);
     std::vector<int64_t> start(C + 1), next(C), base;
@@ -851,15 +851,15 @@ torch::Tensor csr_conv2d_grad_weight(torch::Tensor ptr, torch::Tensor idx, torch
     for (int64_t t = t0; t < t1; ++t) {
       float* gw = parts_p + t * per;
       const int64_t ia = P * t / nt, ie = P * (t + 1) / nt;
-      for (int64_t i0 = ia; i0 < ie; i0 += IB) {
-        const int64_t r0 = i0 * H, r1 = std::min(ie, i0 + IB) * H, n = p[r1] - p[r0];
+      for (int64_t i = ia; i < ie; ++i) {
+        const int64_t r0 = i * H, r1 = r0 + H, n = p[r1] - p[r0];
         std::fill(start.begin(), start.end(), 0);
         for (int64_t c = p[r0]; c < p[r1]; ++c) start[(ip[c] & 0xffff) + 1]++;
         for (int64_t c = 0; c < C; ++c) start[c + 1] += start[c];
         std::copy(start.begin(), start.end() - 1, next.begin());
         base.resize(n); valid.resize(n); vals.resize(n);
-        for (int64_t r = r0; r < r1; ++r) {
-          const int64_t i = r / H, h = r % H;
+        for (int64_t h = 0; h < H; ++h) {
+          const int64_t r = r0 + h;
           for (int64_t c = p[r]; c < p[r + 1]; ++c) {
             const int64_t x = ip[c] >> 16, d = next[ip[c] & 0xffff]++;
             uint16_t m = 0;
@@ -933,11 +933,11 @@ def _build():
     from torch.utils.cpp_extension import load_inline
     flags = ["-O3", "-march=native", "-ffp-contract=off"]
     try:
-        return load_inline(name="dpap_deploy_leaky_v28_omp", cpp_sources=[_SOURCE], functions=None,
+        return load_inline(name="dpap_deploy_leaky_v29_omp", cpp_sources=[_SOURCE], functions=None,
                            extra_cflags=flags + ["-fopenmp"], extra_ldflags=["-fopenmp"],
                            verbose=False)
     except Exception:  # noqa: BLE001 - no OpenMP here: plain threads
-        return load_inline(name="dpap_deploy_leaky_v28", cpp_sources=[_SOURCE], functions=None,
+        return load_inline(name="dpap_deploy_leaky_v29", cpp_sources=[_SOURCE], functions=None,
                            extra_cflags=flags, verbose=False)
 
 
