@@ -10,6 +10,7 @@ model on ``example_input`` unless ``verify=False``.
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -36,7 +37,14 @@ class Compacted:
 
 def masks_from_dpap_state(state: dict) -> Masks:
     """Masks from a DPAP ``state_dict`` (e.g. ``checkpoint['dpap']``)."""
-    return {d["name"]: (d["syn_alive"], d["neu_alive"]) for d in state["layers"]}
+    layers = state.get("layers") if isinstance(state, Mapping) else None
+    keys = ("name", "syn_alive", "neu_alive")
+    if not isinstance(layers, list) or not all(isinstance(d, Mapping) and all(k in d for k in keys)
+                                               for d in layers):
+        raise DPAPError(f"not a DPAP state: expected a mapping with a 'layers' list of "
+                        f"{{{', '.join(keys)}}} entries, got {type(state).__name__}; pass "
+                        "DPAP.state_dict() or a checkpoint's 'dpap' entry")
+    return {d["name"]: (d["syn_alive"], d["neu_alive"]) for d in layers}
 
 
 def copy_with_graph(model: nn.Module, graph: ModelGraph) -> tuple[nn.Module, ModelGraph]:
@@ -57,6 +65,13 @@ def copy_with_graph(model: nn.Module, graph: ModelGraph) -> tuple[nn.Module, Mod
 def full_masks(graph: ModelGraph, masks: Masks | None) -> Masks:
     full = {l.name: (torch.ones(l.n_out, l.n_in, dtype=torch.bool),
                      torch.ones(l.n_out, dtype=torch.bool)) for l in graph.layers}
+    if masks is not None and not (isinstance(masks, Mapping) and all(
+            isinstance(v, (tuple, list)) and len(v) == 2 and all(isinstance(t, torch.Tensor)
+                                                                 for t in v)
+            for v in masks.values())):
+        raise DPAPError(f"masks must map layer names to (synapses, neurons) bool tensors, got "
+                        f"{type(masks).__name__}; build them with masks_from_dpap_state("
+                        "dpap.state_dict())")
     given = {k: (v[0].cpu().bool(), v[1].cpu().bool()) for k, v in (masks or {}).items()}
     unknown = sorted(set(given) - set(full))
     if unknown:
@@ -92,8 +107,8 @@ def compact(model: nn.Module, example_input: torch.Tensor, masks: Masks | None =
     not named keep everything; ``None`` keeps everything (only derived deaths are removed).
     ``graph``: the model's graph if already built (``dpap.graph``), else it is built here.
     """
+    graph = graph or build_graph(model, example_input)   # checks the model and the input
     reset_states(model)
-    graph = graph or build_graph(model, example_input)
     masked, mgraph = copy_with_graph(model, graph)
     masked.eval()
     masks = full_masks(mgraph, masks)

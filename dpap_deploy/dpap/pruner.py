@@ -19,6 +19,7 @@ they are folded (``_step_reduced``), so every process takes the one-process deci
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -83,13 +84,26 @@ class _Windowed:
         return False
 
 
+def _as_config(config) -> DPAPConfig:
+    """``None`` (the defaults), a :class:`DPAPConfig`, or a table of options
+    (:meth:`DPAPConfig.from_dict`, so ``{"linear": {"epsilon": 1.0}}`` works too)."""
+    if config is None:
+        return DPAPConfig()
+    if isinstance(config, DPAPConfig):
+        return config
+    if isinstance(config, Mapping):
+        return DPAPConfig.from_dict(config)
+    raise ConfigError(f"DPAP config must be a DPAPConfig or a table of options, got "
+                      f"{type(config).__name__}; e.g. DPAPConfig() or preset('default')")
+
+
 class DPAP:
     """Developmental-plasticity-inspired adaptive pruning of one model."""
 
     def __init__(self, model: nn.Module, example_input: torch.Tensor | None = None,
                  config: DPAPConfig | None = None, seed: int = 0, graph: ModelGraph | None = None) -> None:
         self.model = model
-        self.config = config or DPAPConfig()
+        self.config = _as_config(config)
         self.graph = graph if graph is not None else build_graph(model, example_input)
         self.kind, self.layers = self.graph.kind, self.graph.layers
         self.rule = rules.rule(self.config.rule)

@@ -268,6 +268,9 @@ def build_graph(model: nn.Module, example_input: torch.Tensor) -> ModelGraph:
     Event frames ``[B, T, C, H, W]`` given to a model that takes one frame per call are fed one
     frame; a model with its own time loop gets the input as it is. The model's training mode
     and neuron states are restored afterwards."""
+    if not isinstance(model, nn.Module):
+        raise UnsupportedModelError(f"the model must be a torch nn.Module, got "
+                                    f"{type(model).__name__}; pass the network itself")
     if not isinstance(example_input, torch.Tensor) or example_input.dim() < 2:
         raise DPAPError("the example input must be a batched tensor [B, ...] (one or two samples "
                         "are enough)")
