@@ -37,6 +37,7 @@ import torch
 from ..atomic import atomic_write_bytes
 from ..errors import ConfigError, DPAPError
 from .base import Dataset
+from .validation import DataError
 
 MAGIC = b"DPAPEVF1"
 VERSION = b"dpap-event-frames-v1"
@@ -167,7 +168,10 @@ class LazyFrames:
             hit = None
         if hit is not None:
             return hit
-        frames = self.binning.frames(raw)
+        try:
+            frames = self.binning.frames(raw)          # the format's checks come first
+        except DataError as exc:
+            raise DataError(f"{src} {exc}") from None
         if frames.shape != shape:
             raise DPAPError(f"{src}: binned into frames of shape {frames.shape}, expected "
                             f"{shape}; the file does not hold a valid {self.binning.name} "

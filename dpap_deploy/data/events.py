@@ -22,15 +22,20 @@ splits; ``DPAP_EVENT_FRAMES=memory|stream`` overrides it):
 - *stream* (large sets, e.g. all of N-MNIST): :class:`.event_frames.LazyFrames` bins a sample
   when it is first asked for (in DataLoader workers with ``--workers N``) and caches it alone.
 
-Both bin with :class:`Binning`; the stream path reads the files with its own two-line
-readers, the same as tonic's ``__getitem__`` (tested equal), so that workers need no tonic
-dataset object.
+Both bin with :class:`Binning`; the stream path reads the files with its own readers, the
+same as tonic's ``__getitem__`` (tested equal), so that workers need no tonic dataset object.
+
+Nothing damaged is binned (:mod:`.event_formats`): each split folder's layout is checked before
+tonic walks it, and every event file of both splits is read and checked before the first frame
+is binned or cached; the first problem is refused with the file's path relative to the data
+root. A cache folder created by a load that then fails is removed again.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
-import io
+import shutil
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,14 +47,13 @@ from tqdm import tqdm
 from ..atomic import atomic_write_bytes
 from ..errors import DPAPError
 from .base import Dataset
+from .event_formats import EXT, N_CLASSES, EventDataError, check_layout, decode
 from .event_frames import LazyFrames, StreamedDataset, frames_path
 
 SOURCES = {"nmnist": "https://www.garrickorchard.com/datasets/n-mnist (Train.zip, Test.zip; "
                      "extract into ROOT/NMNIST/), or 'dpap-deploy synth-events'",
            "dvs-gesture": "https://research.ibm.com/interactive/dvsgesture/ via tonic's "
                           "preprocessed .npy layout under ROOT/DVSGesture/"}
-N_CLASSES = {"nmnist": 10, "dvs-gesture": 11}
-EXT = {"nmnist": ".bin", "dvs-gesture": ".npy"}
 FRAME_HW = {"nmnist": 34, "dvs-gesture": 32}     # DVS-Gesture's 128 x 128 downsampled 4x
 
 
@@ -108,15 +112,9 @@ class Binning:
         return (self.transform()(events) > 0).astype(np.uint8)
 
     def read(self, raw: bytes) -> np.ndarray:
-        """The events of one file's bytes, as tonic's ``__getitem__`` reads them."""
-        t = _tonic()
-        if self.name == "nmnist":
-            return t.io.read_mnist_file(io.BytesIO(raw), dtype=t.datasets.NMNIST.dtype,
-                                        is_stream=True)
-        import numpy.lib.recfunctions as rfn
-        ev = np.load(io.BytesIO(raw), allow_pickle=False)
-        ev[:, 3] *= 1000                                 # ms -> us, as tonic
-        return rfn.unstructured_to_structured(ev, t.datasets.DVSGesture.dtype)
+        """The events of one file's bytes, as tonic's ``__getitem__`` reads them, after the
+        format's checks (:func:`.event_formats.decode`; raises :class:`EventDataError`)."""
+        return decode(self.name, raw, self.time_steps)
 
     def frames(self, raw: bytes) -> np.ndarray:
         return self.bin(self.read(raw))
@@ -168,30 +166,63 @@ def _frames(ds, transform, name: str, split: str, cache: Path, time_steps: int):
     return torch.from_numpy(x).float(), torch.from_numpy(y)
 
 
-def _load(name: str, cls, data_root: str | None, time_steps: int | None) -> Dataset:
-    if time_steps is None:
-        raise DPAPError(f"{name} bins events into time steps: pass time_steps (--time-steps T)")
-    if data_root is None:
-        raise DPAPError(f"{name} needs --data-root ROOT; get the data from {SOURCES[name]}")
-    ext = EXT[name]
-    Offline = _offline(cls, ext, SOURCES[name])
+def check_files(binning: Binning, files: list[str], root: str | Path) -> None:
+    """Read and check every event file (:meth:`Binning.read`); the first damaged one is refused
+    with its path relative to ``root``."""
+    for f in tqdm(files, desc=f"{binning.name}: checking event files", unit="file",
+                  disable=len(files) < 2000):
+        try:
+            binning.read(Path(f).read_bytes())
+        except EventDataError as exc:
+            rel = Path(f).relative_to(root) if Path(f).is_relative_to(root) else Path(f)
+            raise EventDataError(f"{binning.name}: {rel} {exc}") from None
+
+
+@contextlib.contextmanager
+def removed_on_failure(cache: Path):
+    """Remove ``cache`` again if it did not exist before and the block fails: a refused load
+    leaves nothing in the user's data folder."""
+    existed = cache.exists()
+    try:
+        yield
+    except BaseException:
+        if not existed:
+            shutil.rmtree(cache, ignore_errors=True)
+        raise
+
+
+def _sources(name: str, cls, data_root: str) -> dict:
+    """tonic's dataset object of each split, after checking the split folder's layout."""
+    ext, Offline = EXT[name], _offline(cls, EXT[name], SOURCES[name])
     sources = {}
     for split, train in (("train", True), ("test", False)):
+        check_layout(name, data_root, split)
         ds = Offline(save_to=str(data_root), train=train)
         if len(ds) == 0:
             raise DPAPError(f"{name}: no {ext} files for the {split} split under "
                             f"{Path(ds.location_on_system, ds.folder_name)}; get them from "
                             f"{SOURCES[name]}")
         sources[split] = ds
+    return sources
+
+
+def _load(name: str, cls, data_root: str | None, time_steps: int | None) -> Dataset:
+    if time_steps is None:
+        raise DPAPError(f"{name} bins events into time steps: pass time_steps (--time-steps T)")
+    if data_root is None:
+        raise DPAPError(f"{name} needs --data-root ROOT; get the data from {SOURCES[name]}")
+    sources = _sources(name, cls, data_root)
     binning, cache = Binning(name, time_steps), Path(data_root) / ".dpap-cache"
-    n = sum(len(ds) for ds in sources.values())
-    if frames_path(n, binning.frame_shape) == "stream":
-        parts = [(LazyFrames(ds.data, binning, cache / f"{name}-T{time_steps}"),
-                  torch.as_tensor(ds.targets, dtype=torch.int64)) for ds in sources.values()]
-        return StreamedDataset(name, *parts[0], *parts[1], n_classes=N_CLASSES[name])
-    splits = [_frames(ds, binning.transform(), name, split, cache, time_steps)
-              for split, ds in sources.items()]
-    return Dataset(name, *splits[0], *splits[1], n_classes=N_CLASSES[name])
+    check_files(binning, [f for ds in sources.values() for f in ds.data], data_root)
+    with removed_on_failure(cache):
+        n = sum(len(ds) for ds in sources.values())
+        if frames_path(n, binning.frame_shape) == "stream":
+            parts = [(LazyFrames(ds.data, binning, cache / f"{name}-T{time_steps}"),
+                      torch.as_tensor(ds.targets, dtype=torch.int64)) for ds in sources.values()]
+            return StreamedDataset(name, *parts[0], *parts[1], n_classes=N_CLASSES[name])
+        splits = [_frames(ds, binning.transform(), name, split, cache, time_steps)
+                  for split, ds in sources.items()]
+        return Dataset(name, *splits[0], *splits[1], n_classes=N_CLASSES[name])
 
 
 def load_nmnist(data_root: str | None, time_steps: int | None) -> Dataset:
