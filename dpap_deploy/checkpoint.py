@@ -4,9 +4,17 @@ Written to a temporary file in the same folder, flushed to disk, then renamed ov
 so a crash leaves either the previous checkpoint or the new one, never half a file. Loaded with
 ``torch.load(weights_only=True)``: only tensors and plain containers, no code. RNG states are
 stored as tensors and plain values for the same reason.
+
+Every checkpoint (and model file, serialize.py) carries a content digest under ``"digest"``:
+a sha256 over every tensor's dtype, shape and bytes and every plain value, walked in a canonical
+key order (:func:`content_digest`). Loading recomputes it: a file whose bytes changed after it
+was written (a flipped bit in a weight) is refused, never used. Files from before digests were
+stored load as they are.
 """
 from __future__ import annotations
 
+import hashlib
+import math
 import pickle
 import random
 from pathlib import Path
@@ -22,8 +30,67 @@ FORMAT = "dpap-deploy-checkpoint"
 VERSION = 1
 
 
+DIGEST = "digest"
+
+
+def _feed(h, obj: Any) -> None:
+    """Add ``obj`` to the hash ``h``: type tags, then values; dicts in sorted key order."""
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous().reshape(-1)
+        h.update(f"T{t.dtype}{tuple(obj.shape)}:".encode())
+        h.update(t.view(torch.uint8).numpy().data if t.numel() else b"")
+    elif isinstance(obj, dict):
+        h.update(f"D{len(obj)}:".encode())
+        for k in sorted(obj, key=repr):
+            _feed(h, k)
+            _feed(h, obj[k])
+    elif isinstance(obj, (list, tuple)):
+        h.update(f"L{len(obj)}:".encode())
+        for v in obj:
+            _feed(h, v)
+    elif isinstance(obj, np.ndarray):
+        _feed(h, torch.from_numpy(np.ascontiguousarray(obj)))
+    else:
+        h.update(f"V{type(obj).__name__}:{obj!r};".encode())
+
+
+def content_digest(data: dict[str, Any]) -> str:
+    """sha256 of everything in ``data`` except its ``"digest"`` entry."""
+    h = hashlib.sha256()
+    _feed(h, {k: v for k, v in data.items() if k != DIGEST})
+    return h.hexdigest()
+
+
+def with_digest(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with its content digest stored under ``"digest"``."""
+    return {**data, DIGEST: content_digest(data)}
+
+
+def verify_digest(data: dict[str, Any], path: Path, what: str) -> None:
+    """A stored digest must match the content; files without one (written before digests
+    were stored) pass."""
+    if DIGEST in data and data[DIGEST] != content_digest(data):
+        raise CheckpointError(f"{path} is a damaged {what}: content digest mismatch (its bytes "
+                              "changed after it was written); restore it or train again")
+
+
+def check_finite(tensors: dict[str, Any], where: str) -> None:
+    """Every floating tensor (weights, biases, thresholds, decays, BatchNorm statistics) holds
+    finite values; the first one that does not is named with its count of NaN / inf."""
+    for name, t in tensors.items():
+        if isinstance(t, torch.Tensor) and t.is_floating_point():
+            bad = int((~torch.isfinite(t)).sum())
+            if bad:
+                raise CheckpointError(f"{where}: tensor {name} holds {bad} non-finite value"
+                                      f"{'' if bad == 1 else 's'} (NaN or inf) of {t.numel()}; "
+                                      "a network with them computes nothing meaningful: "
+                                      "train it again")
+        elif isinstance(t, float) and not math.isfinite(t):
+            raise CheckpointError(f"{where}: {name} is {t!r}, not a finite number; train it again")
+
+
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
-    data = {"format": FORMAT, "version": VERSION, **payload}
+    data = with_digest({"format": FORMAT, "version": VERSION, **payload})
     atomic_write_bytes(path, lambda fh: torch.save(data, fh))
 
 
@@ -62,6 +129,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if data.get("version") != VERSION:
         raise CheckpointError(f"{path} has checkpoint version {data.get('version')}, this "
                               f"dpap-deploy reads version {VERSION}")
+    verify_digest(data, path, "checkpoint")
     data.setdefault("path", str(path))   # for messages about this file
     return data
 

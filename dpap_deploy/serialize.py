@@ -1,6 +1,8 @@
 """Saving and loading ``nn.Sequential`` models whose layer sizes are not the zoo's (compacted or
 folded networks), in a format that ``torch.load(weights_only=True)`` reads: an architecture
-spec of plain values plus the state dict. No pickled code."""
+spec of plain values plus the state dict. No pickled code. The file carries a content digest
+(``checkpoint.content_digest``), checked when it is loaded, and a model whose weights, biases,
+thresholds or decays are not finite is refused when it is loaded."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,7 +13,7 @@ import torch
 from torch import nn
 
 from .atomic import atomic_write_bytes
-from .checkpoint import safe_torch_load
+from .checkpoint import check_finite, safe_torch_load, verify_digest, with_digest
 from .errors import CheckpointError, UnsupportedModelError
 from .neurons import lif
 
@@ -82,9 +84,9 @@ def save_model(path: str | Path, model: nn.Module, kind: str, meta: dict | None 
         raise UnsupportedModelError(f"save_model handles nn.Sequential models, got "
                                     f"{type(model).__name__}; use torch.save for others")
     spec = [module_spec(m) for m in model]
-    data = {"format": FORMAT, "version": 1, "kind": kind, "spec": spec,
-            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "meta": meta or {}}
+    data = with_digest({"format": FORMAT, "version": 1, "kind": kind, "spec": spec,
+                        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                        "meta": meta or {}})
     atomic_write_bytes(path, lambda fh: torch.save(data, fh))
     return Path(path)
 
@@ -97,6 +99,8 @@ def load_model(path: str | Path) -> tuple[nn.Sequential, str, dict]:
     data = safe_torch_load(path, "cpu", "model file")
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a model saved by dpap-deploy")
+    verify_digest(data, path, "model file")
+    _check_values(data, path)
     model = nn.Sequential(*[build_module(s) for s in data["spec"]])
     try:
         model.load_state_dict(data["state_dict"])
@@ -105,3 +109,17 @@ def load_model(path: str | Path) -> tuple[nn.Sequential, str, dict]:
                               f"{str(exc).splitlines()[0][:200]}") from None
     model.eval()
     return model, data["kind"], data["meta"]
+
+
+def _check_values(data: dict, path: Path) -> None:
+    """The spec is a list of layer tables, the state dict a table of tensors, all finite
+    (the neurons' ``beta`` and ``threshold`` in the spec too)."""
+    spec, state = data.get("spec"), data.get("state_dict")
+    if not isinstance(spec, list) or not all(isinstance(s, dict) and "type" in s for s in spec) \
+            or not isinstance(state, dict) or not isinstance(data.get("meta", {}), dict):
+        raise CheckpointError(f"{path} is not a complete model file (no layer list, weights or "
+                              "meta table); write it again with dpap-deploy")
+    check_finite(state, str(path))
+    for i, s in enumerate(spec):
+        check_finite({f"layer {i} ({s['type']}) {k}": v for k, v in s.items()
+                      if k in ("beta", "threshold")}, str(path))
