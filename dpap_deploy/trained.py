@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checkpoint import load_checkpoint
+from .checkpoint import check_finite, load_checkpoint
 from .dpap.masking import removed_fraction
 from .errors import DPAPError
 from .train_config import TrainConfig
@@ -65,6 +65,8 @@ def load_trained(source: str | Path) -> Trained:
     ckpt = load_checkpoint(source)
     path = ckpt.get("path", "the checkpoint")
     check_checkpoint_keys(ckpt, path)
+    check_record(ckpt, path)
+    check_finite(ckpt["model"], str(path))
     cfg = TrainConfig.from_dict(dict(ckpt["train_config"]))
     shape, sample_shape, n_classes = _data_shape(ckpt, cfg)
     with torch.random.fork_rng(devices=[]):
@@ -90,6 +92,50 @@ def load_trained(source: str | Path) -> Trained:
                    masks=masks, pruner_state=dpap_state,
                    dpap_config=(dpap_state or {}).get("config"),
                    data_warnings=list(ckpt.get("data_warnings", [])), path=Path(path))
+
+
+def _is_list_of(v: Any, kind: type) -> bool:
+    return isinstance(v, list) and all(isinstance(e, kind) for e in v)
+
+
+# The record's fields and what each must be (checked before anything is built or written).
+_RECORD = {"history": (lambda v: _is_list_of(v, dict), "a list of per-epoch tables"),
+           "model": (lambda v: isinstance(v, dict)
+                     and all(isinstance(t, torch.Tensor) for t in v.values()),
+                     "a table of tensors (the state dict)"),
+           "kind": (lambda v: v in ("snn", "ann"), "'snn' or 'ann'"),
+           "layer_stats": (lambda v: v is None or _is_list_of(v, dict),
+                           "a list of per-layer tables"),
+           "data_warnings": (lambda v: _is_list_of(v, str), "a list of strings"),
+           "data_shape": (lambda v: v is None or _is_data_shape(v),
+                          "a table of input_shape, sample_shape (lists of integers) and n_classes"),
+           "dpap": (lambda v: v is None or isinstance(v, dict), "a table (DPAP's state)"),
+           "baseline": (lambda v: v is None or isinstance(v, dict), "a table (the baseline's "
+                                                                      "state)")}
+
+
+def _is_data_shape(d: Any) -> bool:
+    def ints(v):
+        return _is_list_of(list(v) if isinstance(v, tuple) else v, int) and \
+            all(not isinstance(e, bool) and e >= 1 for e in v)
+    return isinstance(d, dict) and ints(d.get("input_shape")) and ints(d.get("sample_shape")) \
+        and isinstance(d.get("n_classes"), int) and not isinstance(d["n_classes"], bool) \
+        and d["n_classes"] >= 1
+
+
+def check_record(ckpt: dict[str, Any], path) -> None:
+    """Each record field of a checkpoint has its type (``history`` a list of tables, the state
+    dict a table of tensors, ...): one line naming the field and its value, never a failure
+    half-way through a later stage (after files were written)."""
+    for key, (ok, want) in _RECORD.items():
+        if key in ckpt and not ok(ckpt[key]):
+            raise DPAPError(f"{path}: its {key} is {_show(ckpt[key])}, not {want}; the "
+                            "checkpoint is damaged: restore it or train the run again")
+
+
+def _show(v: Any) -> str:
+    text = repr(v) if not isinstance(v, (dict, list)) else f"a {type(v).__name__} of {len(v)}"
+    return f"{type(v).__name__} {text[:60]}" if not isinstance(v, (dict, list)) else text
 
 
 def _data_shape(ckpt: dict[str, Any], cfg: TrainConfig):
