@@ -37,6 +37,7 @@ from ..errors import UnsupportedModelError
 from ..lava_compat import import_lava_runtime
 from ._compare import spike_parity, torch_spikes
 from .base import ExportJob, ExportResult
+from .hdf5_safety import check_self_contained
 from .netx_loading import loading_parameters, write_loading_files
 from .nir_to_lava import input_schedule
 
@@ -167,7 +168,9 @@ def write_netx(model: nn.Module | ModelGraph, x: torch.Tensor, path: Path, time_
 
 
 def run_netx(path: Path, x: np.ndarray, time_steps: int) -> np.ndarray:
-    """Run the netx file in Lava fixed point; ``x`` torch layout; returns ``[N, T, out]``."""
+    """Run the netx file in Lava fixed point; ``x`` torch layout; returns ``[N, T, out]``.
+    The file must hold its own data (``hdf5_safety``) before netx reads it."""
+    check_self_contained(path, "netx file")
     import_lava_runtime()
     from lava.lib.dl.netx.hdf5 import Network
     from lava.magma.core.run_conditions import RunSteps

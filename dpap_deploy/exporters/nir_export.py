@@ -4,7 +4,8 @@ of NIR graphs (``nir_torch``): the output spikes must be identical to the source
 test samples. BatchNorm is folded into its synapse first (NIR has no BatchNorm; the fold is
 checked on its own); pooling, branches and every neuron type stay as they are, so this fold
 (BatchNorm only) is not compaction's ``deploy.pt``, which also folds pooling for netx. The
-file carries the run's ``time_steps`` in its metadata, checked when it is read back."""
+file carries the run's ``time_steps`` and a content digest in its metadata, both checked when it
+is read back (``nir_checks``), and the report records each written file's sha256."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,6 +18,7 @@ from ..atomic import atomic_path
 from ..errors import DPAPError
 from ._compare import spike_parity, torch_spikes
 from .base import ExportJob, ExportResult
+from .nir_checks import metadata_time_steps, read_checked, sign
 from .nir_graph import to_nir
 
 TARGET = "nir"
@@ -29,20 +31,22 @@ def write_nir(job: ExportJob, path: Path, fold_pools: bool = False):
     x, _ = job.samples()
     _, fgraph = fold_for_deployment(job.model, x[:64], time_steps=job.time_steps,
                                     graph=job.model_graph(), fold_pools=fold_pools)
-    graph = to_nir(fgraph, time_steps=job.time_steps)
+    graph = sign(to_nir(fgraph, time_steps=job.time_steps))
     with atomic_path(path) as tmp:   # a killed export leaves no half-written .nir
         nir.write(str(tmp), graph)
     return path, fgraph
 
 
 def read_nir(path: Path, time_steps: int) -> nir.NIRGraph:
-    """Read a file this exporter wrote; its metadata's ``time_steps`` must be the run's."""
-    graph = nir.read(str(path))
-    meta = graph.metadata if isinstance(graph.metadata, dict) else {}
-    if "time_steps" in meta and int(meta["time_steps"]) != time_steps:
-        raise DPAPError(f"{path} says time_steps={meta['time_steps']}, the run has {time_steps}; "
+    """Read a file this exporter wrote (checked: ``nir_checks.read_checked``); its metadata's
+    ``time_steps`` must be the run's."""
+    graph = read_checked(path)
+    stored = metadata_time_steps(graph, path)
+    if stored is not None and stored != time_steps:
+        raise DPAPError(f"{path} says time_steps={stored}, the run has {time_steps}; "
                         "export it again")
     return graph
+
 
 
 def export(job: ExportJob, out: Path) -> ExportResult:

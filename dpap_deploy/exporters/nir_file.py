@@ -8,7 +8,10 @@ The file may come from any tool (snnTorch, sinabs, Norse, Rockpool, ours). Input
 reproducible random ones shaped like the graph's input: uniform values in [0, 1) (direct
 encoding) or, with ``inputs="spikes"``, 0/1 spikes with probability 0.3. Writes
 ``report.json`` and ``report.md``; raises ``ParityError`` (after writing them) when fewer than
-99% of the samples agree (same predicted class: most output spikes, ties to the lowest index).
+99% of the samples agree (same predicted class: most output spikes, ties to the lowest index)
+or when the output layer emitted no spike on any sample (silent). ``--out`` is checked and
+locked before the file is read; the file is read checked (``nir_checks``: self-contained,
+undamaged, finite, valid metadata).
 """
 from __future__ import annotations
 
@@ -22,7 +25,12 @@ import numpy as np
 
 from ..atomic import atomic_write_text
 from ..errors import ConfigError, DPAPError, ParityError
+from ..lock import output_lock
+from ..metrics import output_activity
+from ..validate import check_out_dir
+from ._compare import silence
 from .lava_sim import MIN_AGREEMENT
+from .nir_checks import metadata_time_steps, read_checked
 from .nir_to_lava import LavaNetwork
 from .nir_torch import run_reference
 
@@ -31,15 +39,9 @@ DEFAULT_TIME_STEPS = 8
 MAX_STEPS = 200_000          # samples x time steps in one Lava run (~memory of the stream)
 
 
-def read_graph(path: str | Path) -> nir.NIRGraph:
-    p = Path(path)
-    if not p.is_file():
-        raise DPAPError(f"NIR file {path} does not exist")
-    try:
-        return nir.read(str(p))
-    except Exception as exc:   # h5py / nir raise many kinds; the user needs one line
-        raise DPAPError(f"{path} is not a readable NIR file ({type(exc).__name__}: "
-                        f"{str(exc).splitlines()[0] if str(exc) else ''}); write it with nir.write") from None
+def read_graph(path: str | Path, check_time_steps: bool = True) -> nir.NIRGraph:
+    """The NIR file at ``path``, read checked (``nir_checks.read_checked``)."""
+    return read_checked(path, check_time_steps=check_time_steps)
 
 
 def _inputs(shape, input_file, samples, inputs: str, seed: int) -> tuple[np.ndarray, str]:
@@ -64,10 +66,12 @@ def _inputs(shape, input_file, samples, inputs: str, seed: int) -> tuple[np.ndar
 
 
 def compare(ref: np.ndarray, got: np.ndarray) -> dict[str, Any]:
-    """Identical spike trains and agreement of the predicted class, per sample."""
+    """Identical spike trains and agreement of the predicted class, per sample, and the
+    output activity of the Lava run (``metrics.output_activity``)."""
     flat_r, flat_g = ref.reshape(len(ref), ref.shape[1], -1), got.reshape(len(got), got.shape[1], -1)
     p_ref, p_got = flat_r.sum(1).argmax(1), flat_g.sum(1).argmax(1)
     return {"agreement": float((p_ref == p_got).mean()), "n_samples": int(len(ref)),
+            "output": output_activity(flat_g),
             "identical_spike_trains": float((flat_r == flat_g).all(axis=(1, 2)).mean()),
             "max_abs_difference": float(np.abs(ref - got).max()) if ref.size else 0.0,
             "output_spikes_reference": float(ref.sum())}
@@ -78,13 +82,20 @@ def run_nir_file(path: str | Path, out: str | Path, time_steps: int | None = Non
                  inputs: str = "values", seed: int = 0, target: str = "loihi-sim") -> dict[str, Any]:
     if target != "loihi-sim":
         raise ConfigError(f"a NIR file runs with --target loihi-sim, not {target!r}")
-    graph = read_graph(path)
-    meta = graph.metadata if isinstance(graph.metadata, dict) else {}
-    T = int(time_steps if time_steps is not None else meta.get("time_steps", DEFAULT_TIME_STEPS))
-    if T < 1:
-        raise ConfigError(f"--time-steps {T}: give a positive number of steps")
+    out = check_out_dir(out)
+    if time_steps is not None and (not isinstance(time_steps, int) or time_steps < 1):
+        raise ConfigError(f"--time-steps {time_steps}: give a positive number of steps")
     if samples is not None and samples < 1:
         raise ConfigError(f"--max-samples {samples}: give a positive number of samples")
+    with output_lock(out, f"export {path} --target loihi-sim"):
+        return _run_locked(path, out, time_steps, samples, input_file, inputs, seed)
+
+
+def _run_locked(path, out: Path, time_steps, samples, input_file, inputs, seed) -> dict[str, Any]:
+    """Read, simulate, compare and report, with ``out`` locked."""
+    graph = read_graph(path, check_time_steps=time_steps is None)
+    T = time_steps if time_steps is not None else \
+        (metadata_time_steps(graph, path) or DEFAULT_TIME_STEPS)
     net = LavaNetwork(graph, T)                      # refuses what Lava cannot hold, before running
     x, source = _inputs(net.in_shape, input_file, samples, inputs, seed)
     if len(x) * T > MAX_STEPS:
@@ -95,7 +106,10 @@ def run_nir_file(path: str | Path, out: str | Path, time_steps: int | None = Non
     got = net.run(x)
     wall = time.perf_counter() - t0
     par = compare(ref, got)
-    passed = par["agreement"] >= MIN_AGREEMENT
+    failure = silence(par)
+    if failure:
+        par["failure"] = failure
+    passed = par["agreement"] >= MIN_AGREEMENT and not failure
     export = {"target": "loihi-sim", "source_nir": str(Path(path).resolve()), "files": [],
               "parity": par, "passed": passed, "time_steps": T, "inputs": source,
               "reference": "dpap_deploy.exporters.nir_torch.run_reference",
@@ -104,15 +118,14 @@ def run_nir_file(path: str | Path, out: str | Path, time_steps: int | None = Non
               "lava_layers": [f"{l.name}:{l.kind}{list(l.shape)}" for l in net.layers],
               "synapses_nir": nir_synapses_all(graph), "synapses_lava": net.synapses,
               "lava_steps": len(x) * T, "lava_wall_s": round(wall, 3)}
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     report = {"export": export}
     atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
     atomic_write_text(out / "report.md", _markdown(export))
     if not passed:
-        raise ParityError(f"loihi-sim parity check failed for {path}: agreement "
-                          f"{par['agreement']:.2%} < {MIN_AGREEMENT:.0%} on {par['n_samples']} "
-                          f"samples; the report is in {out}")
+        why = failure or (f"agreement {par['agreement']:.2%} < {MIN_AGREEMENT:.0%} on "
+                          f"{par['n_samples']} samples")
+        raise ParityError(f"loihi-sim parity check failed for {path}: {why}; the report is "
+                          f"in {out}")
     return report
 
 
