@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, UnsupportedModelError
-from .base import ExportJob, ExportResult
+from ._compare import silence, with_failure
+from .base import ExportJob, ExportResult, file_sha256
 
 # The targets: name -> module in this package (imported when the target is asked for), or a
 # module object added with register_target(). The CLI's --target choices are this table's keys.
@@ -63,11 +64,27 @@ def check_target(target: str, kind: str):
 
 
 def export(target: str, job: ExportJob, out: str | Path) -> ExportResult:
+    """Run ``target``'s exporter on ``job`` (finite weights only); the result records each
+    file's sha256 and fails when its output was silent or constant, whatever the agreement."""
     mod = check_target(target, job.kind)
+    check_job_finite(job)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    return mod.export(job, out)
+    result = mod.export(job, out)
+    reason = result.parity.get("failure") or silence(result.parity)
+    if reason:
+        result.parity, result.passed = with_failure(result.parity, reason), False
+    result.details["file_sha256"] = file_sha256(out, result.files)
+    return result
+
+
+def check_job_finite(job: ExportJob) -> None:
+    """The networks to export hold finite weights, biases, thresholds and decays."""
+    from ..checkpoint import check_finite
+    for what, model in (("the compacted network", job.model), ("the folded network", job.deploy)):
+        if model is not None:
+            check_finite(model.state_dict(), what)
 
 
 __all__ = ["TARGETS", "ExportJob", "ExportResult", "check_target", "export", "exporter",
-           "register_target", "sample_limit"]
+           "file_sha256", "register_target", "sample_limit"]

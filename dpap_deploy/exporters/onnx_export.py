@@ -21,6 +21,7 @@ import torch
 from ..metrics import accuracy, agreement, predictions
 from ..atomic import atomic_path
 from ..errors import UnsupportedModelError
+from ._compare import constant_output
 from .base import ExportJob, ExportResult
 
 TARGET = "onnx"
@@ -66,9 +67,11 @@ def export(job: ExportJob, out: Path) -> ExportResult:
     tol = RTOL * max(1.0, float(np.abs(ref).max()))
     acc = accuracy(predictions(got), y)           # tied logits: no prediction, wrong
     agree = agreement(got, ref)
-    return ExportResult(TARGET, [path.name], acc,
-                        {"agreement": agree, "n_samples": len(x), "max_abs_diff": diff,
-                         "tolerance": tol}, diff <= tol,
+    parity = {"agreement": agree, "n_samples": len(x), "max_abs_diff": diff, "tolerance": tol}
+    failure = constant_output(got)
+    if failure:
+        parity["failure"] = failure
+    return ExportResult(TARGET, [path.name], acc, parity, diff <= tol and not failure,
                         {"opset": onnx.load(str(path)).opset_import[0].version,
                          "dynamic_batch": True, "external_data": False,
                          "bytes": path.stat().st_size})
