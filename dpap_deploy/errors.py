@@ -26,6 +26,14 @@ class ParityError(DPAPError):
     """An exported model does not reproduce the source model within the target's tolerance."""
 
 
+class DiskFullError(DPAPError):
+    """A file could not be written for lack of space; the previous file, if any, is intact."""
+
+
+class UnsafePathError(DPAPError):
+    """A path inside an output folder is a symbolic link, which a write would follow."""
+
+
 def one_line(exc: BaseException) -> str:
     """The message of ``exc`` as one line for the CLI. A :class:`DPAPError` is the user's
     message; a file-system error names the file and the reason; anything else is a bug or an
