@@ -11,7 +11,10 @@ under way (:func:`lava_run`):
 - on Ctrl-C the parent kills its descendants (no graceful ``stop()``, which could wait forever
   on them) and raises ``KeyboardInterrupt``; the command line turns that into one line and
   exit status 130. Ctrl-C reaches the main thread even when the kernel hands it to one of
-  Lava's helper threads (:func:`_ctrl_c_reaches_main_thread`);
+  Lava's helper threads (:func:`_ctrl_c_reaches_main_thread`). Killing the children kills
+  multiprocessing's resource tracker too, which would have unlinked the run's POSIX
+  shared-memory segments (``/dev/shm/psm_*``, Lava's channels): the parent removes them itself
+  (:func:`remove_run_segments`), so an interrupted run leaves none behind;
 - on any other error, and on success, Lava is stopped gracefully in a ``finally``.
 """
 from __future__ import annotations
@@ -72,15 +75,73 @@ def descendants(pid: int | None = None) -> list[int]:
     return out
 
 
-def kill_descendants(keep: set[int] = frozenset()) -> None:
-    """SIGKILL every descendant of this process except ``keep``."""
+def kill_descendants(keep: set[int] = frozenset()) -> list[int]:
+    """SIGKILL every descendant of this process except ``keep``; returns those signalled."""
+    killed = []
     for pid in descendants():
         if pid in keep:
             continue
         try:
             os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
         except ProcessLookupError:
             pass
+    return killed
+
+
+SHM = Path("/dev/shm")
+SHM_PREFIX = "psm_"          # multiprocessing.shared_memory's names
+
+
+def shm_segments() -> set[str]:
+    """Names of the POSIX shared-memory segments that exist now (none where there is no
+    ``/dev/shm``)."""
+    try:
+        return {p.name for p in SHM.iterdir() if p.name.startswith(SHM_PREFIX)}
+    except OSError:
+        return set()
+
+
+def _mapped_segments() -> set[str]:
+    """Segments this process maps (the file column of ``/proc/self/maps``)."""
+    try:
+        lines = Path("/proc/self/maps").read_text().splitlines()
+    except OSError:
+        return set()
+    files = (ln.split(None, 5)[5] for ln in lines if "/dev/shm/" in ln)
+    return {Path(f.removesuffix(" (deleted)")).name for f in files
+            if f.startswith(f"{SHM}/{SHM_PREFIX}")}
+
+
+def _tracker_alive() -> bool:
+    """Whether this process's multiprocessing resource tracker still runs (it was started
+    before the run and so not killed with the run's children)."""
+    from multiprocessing import resource_tracker
+    pid = getattr(resource_tracker._resource_tracker, "_pid", None)
+    if pid is None:
+        return False
+    try:
+        return os.waitpid(pid, os.WNOHANG) == (0, 0)
+    except ChildProcessError:
+        return False
+
+
+def remove_run_segments(before: set[str]) -> list[str]:
+    """Unlink the shared-memory segments a run created: those absent from ``before`` (taken
+    when the run started) that this process maps. Nothing else is touched: a segment another
+    program created meanwhile is not mapped here. A tracker that survived the run is told, so
+    it does not report them as leaked at exit. Returns the names removed."""
+    from multiprocessing import resource_tracker
+    ours = sorted((shm_segments() - before) & _mapped_segments())
+    tell = _tracker_alive()
+    for name in ours:
+        try:
+            os.unlink(SHM / name)
+        except FileNotFoundError:
+            continue
+        if tell:
+            resource_tracker.unregister("/" + name, "shared_memory")
+    return ours
 
 
 @contextmanager
@@ -151,7 +212,7 @@ def lava_run(process, run, read):
     """``run()`` then ``read()`` on a Lava network whose ``process.stop()`` ends it; the
     children die with this process, Ctrl-C kills them and re-raises, any other outcome stops
     Lava gracefully."""
-    before = set(descendants())
+    before, segments = set(descendants()), shm_segments()
     with children_die_with_parent(), _ctrl_c_reaches_main_thread():
         try:
             run()
@@ -159,6 +220,7 @@ def lava_run(process, run, read):
         except KeyboardInterrupt:
             _state["interrupted"] = True
             kill_descendants(keep=before)
+            remove_run_segments(segments)
             raise
         except BaseException:
             process.stop()
