@@ -13,6 +13,11 @@ retries otherwise (the usual remedy).
 Taking the lock also removes the temporary files a writer killed mid-write left in the folder
 (``.NAME.XXXX.tmp*``, see atomic.py): nobody else can be writing them.
 
+No write follows a symbolic link planted inside the folder: a lock file or a folder written
+into (``plots``) that is a link is refused with one line before anything is written, and the
+lock file is opened with ``O_NOFOLLOW`` (a link planted after that check is refused too). The
+output folder itself may be a link: the user named it.
+
 A folder the command created and left empty (it failed before writing anything) is removed, so
 a refused or failed command leaves no trace in a fresh output folder.
 """
@@ -26,9 +31,10 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
-from .errors import DPAPError
+from .errors import DPAPError, UnsafePathError
 
 LOCK_NAME = ".dpap-lock"
+SUBFOLDERS = ("plots",)     # folders the commands write into inside an output folder
 
 
 def _holder(path: Path) -> str:
@@ -39,9 +45,35 @@ def _holder(path: Path) -> str:
     return text or "another process"
 
 
+def _refuse_link(path: Path) -> UnsafePathError:
+    try:
+        target = os.readlink(path)
+    except OSError:
+        target = "?"
+    return UnsafePathError(f"{path} is a symbolic link (to {target}); dpap-deploy does not write "
+                           "through links inside an output folder: remove the link or choose "
+                           "another --out")
+
+
+def refuse_links(folder: Path) -> None:
+    """Refuse (one line) an output folder whose lock file or written subfolder is a link."""
+    for name in (LOCK_NAME, *SUBFOLDERS):
+        if (folder / name).is_symlink():
+            raise _refuse_link(folder / name)
+
+
+def _open_lock_file(path: Path) -> int:
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _refuse_link(path) from None
+        raise
+
+
 def _acquire(path: Path) -> int:
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = _open_lock_file(path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -51,7 +83,7 @@ def _acquire(path: Path) -> int:
                                 "finish or choose another --out") from None
             raise
         try:
-            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+            same = os.fstat(fd).st_ino == os.lstat(path).st_ino
         except FileNotFoundError:
             same = False
         if same:
@@ -79,6 +111,7 @@ def output_lock(folder: str | Path, command: str | None = None) -> Iterator[Path
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_NAME
     try:
+        refuse_links(folder)
         fd = _acquire(path)
     except BaseException:
         _remove_if_empty(created)
@@ -100,7 +133,8 @@ def output_lock(folder: str | Path, command: str | None = None) -> Iterator[Path
 def remove_stale_temporaries(folder: Path) -> list[Path]:
     """Temporary files (``.NAME.XXXX.tmp*``, see atomic.py) that a killed writer left behind.
     Only the lock holder calls this: no write of this folder can be under way."""
-    stale = [p for d in (folder, folder / "plots") for p in d.glob(".*.tmp*") if p.is_file()]
+    folders = [folder] + [folder / s for s in SUBFOLDERS if not (folder / s).is_symlink()]
+    stale = [p for d in folders for p in d.glob(".*.tmp*") if p.is_file() and not p.is_symlink()]
     for p in stale:
         with contextlib.suppress(FileNotFoundError):
             p.unlink()
