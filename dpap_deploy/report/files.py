@@ -1,6 +1,8 @@
 """The files of a run folder: ``report.json`` written atomically and read back checked
 (:mod:`.schema`), ``history.csv`` read back checked. A corrupt or hand-edited file is refused
-with one line naming it, never half-used."""
+with one line naming it, never half-used: invalid JSON, nesting deeper than ``MAX_DEPTH``
+(dpap-deploy writes at most a handful of levels; a deeper file would only exhaust the reader's
+recursion), a schema version this dpap-deploy does not read, a section that does not fit."""
 from __future__ import annotations
 
 import csv
@@ -10,11 +12,12 @@ from pathlib import Path
 
 from ..atomic import atomic_write_text
 from ..errors import DPAPError
-from .schema import Export, Report
+from .schema import Export, Report, check_schema_version
 
 REPORT = "report.json"
 HISTORY = "history.csv"
 HISTORY_COLUMNS = ("epoch", "test_acc")
+MAX_DEPTH = 32
 
 
 def _redo(path: Path) -> str:
@@ -30,12 +33,32 @@ def read_report(run_dir: str | Path) -> Report:
                         "'dpap-deploy train' or 'dpap-deploy compact'")
     try:
         data = json.loads(path.read_text())
+        too_deep = depth(data) > MAX_DEPTH
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DPAPError(f"{path} is not valid JSON ({str(exc)[:80]}): {_redo(path)}") from None
+    except RecursionError:            # the JSON decoder's own limit (about 1,000 levels)
+        too_deep = True
+    if too_deep:
+        raise DPAPError(f"{path} nests objects or lists more than {MAX_DEPTH} levels deep: "
+                        f"{_redo(path)}")
+    if isinstance(data, dict):
+        check_schema_version(data, str(path))
     try:
         return Report.from_dict(data, "report")
     except DPAPError as exc:
         raise DPAPError(f"{path}: {exc}: {_redo(path)}") from None
+
+
+def depth(value) -> int:
+    """How deeply ``value`` nests lists and objects (a scalar: 0), without recursion."""
+    deepest, todo = 0, [(value, 0)]
+    while todo:
+        v, d = todo.pop()
+        if isinstance(v, (dict, list)):
+            d += 1
+            deepest = max(deepest, d)
+            todo += [(c, d) for c in (v.values() if isinstance(v, dict) else v)]
+    return deepest
 
 
 def _existing(out: Path) -> Report | None:

@@ -8,9 +8,14 @@ field or a value of the wrong type with one line naming the key. Keys a section 
 declare (a target's own details in ``export``, keys written by a newer version) are kept in
 ``extra`` and written back unchanged. A field declared with ``omit_none`` is left out of the
 JSON while it is ``None`` (a section a later stage adds; SNN-only values of an ANN run).
+
+Numbers are checked too: a declared float must be finite (JSON's ``NaN`` / ``Infinity`` are
+refused), and one declared with :func:`fraction` must lie in [0, 1]. A ``schema_version``
+outside ``READABLE_VERSIONS`` is refused with the version found and those this one reads.
 """
 from __future__ import annotations
 
+import math
 import types
 import typing
 from dataclasses import MISSING, dataclass, field, fields, replace
@@ -19,11 +24,33 @@ from typing import Any
 from ..errors import DPAPError
 
 SCHEMA_VERSION = 1
+READABLE_VERSIONS = (1,)
 
 
 def optional(default=None) -> Any:
     """A field left out of the JSON while it is ``None``."""
     return field(default=default, metadata={"omit_none": True})
+
+
+def fraction(default: Any = MISSING, omit_none: bool = False) -> Any:
+    """A float field that must lie in [0, 1] (an accuracy, a share of samples or units)."""
+    return field(default=default, metadata={"fraction": True, "omit_none": omit_none})
+
+
+def check_schema_version(d: dict, where: str) -> None:
+    """Refuse a report whose ``schema_version`` this dpap-deploy does not read (a report
+    without one predates the field: version 1)."""
+    v = d.get("schema_version", 1)
+    if isinstance(v, bool) or v not in READABLE_VERSIONS:
+        readable = ", ".join(map(str, READABLE_VERSIONS))
+        raise DPAPError(f"{where} has schema_version {v!r:.40}; this dpap-deploy reads "
+                        f"schema_version {readable}: read it with the dpap-deploy that wrote it, "
+                        "or rerun the command that wrote it with this one")
+
+
+def _check_fraction(value, where: str) -> None:
+    if value is not None and not 0.0 <= value <= 1.0:
+        raise DPAPError(f"{where} is {value!r}, not a fraction between 0 and 1")
 
 
 def _type_name(tp) -> str:
@@ -61,6 +88,8 @@ def _check(value, tp, where: str):
         return float(value)
     if tp is int and isinstance(value, bool) or not isinstance(value, tp):
         raise DPAPError(f"{where} is {value!r:.60}, not {_type_name(tp)}")
+    if tp is float and not math.isfinite(value):
+        raise DPAPError(f"{where} is {value!r}, not a finite number")
     return value
 
 
@@ -93,6 +122,8 @@ class Section:
                     raise DPAPError(f"{where} lacks {f.name!r}")
                 continue
             values[f.name] = _check(d[f.name], hints[f.name], f"{where}.{f.name}")
+            if f.metadata.get("fraction"):
+                _check_fraction(values[f.name], f"{where}.{f.name}")
         rest = {k: v for k, v in d.items() if k not in declared}
         if "extra" in declared:
             values["extra"] = rest
@@ -114,10 +145,10 @@ section = dataclass(kw_only=True)
 
 @section
 class Accuracy(Section):
-    test: float
-    best: float
+    test: float = fraction()
+    best: float = fraction()
     best_epoch: int | None = None
-    train: float | None = optional()
+    train: float | None = fraction(None, omit_none=True)
 
 
 @section
@@ -137,7 +168,7 @@ class LayerPruning(Section):
 
 @section
 class Pruning(Section):
-    params_removed_fraction: float
+    params_removed_fraction: float = fraction()
     params_total: int | None = optional()
     params_kept: int | None = None
     layers: list[LayerPruning]
@@ -147,10 +178,10 @@ class Pruning(Section):
 class Output(Section):
     """Output-layer activity on the test set (:func:`..metrics.output_activity`); an SNN's
     report names the SNN keys, null or not, an ANN's leaves them out."""
-    tie_fraction: float | None
+    tie_fraction: float | None = fraction()
     measured_on: str
     firing_rate: float | None = None
-    silent_fraction: float | None = None
+    silent_fraction: float | None = fraction(None)
     warning: str | None = None
     snn: bool = False            # not written: whether the SNN keys are
 
@@ -215,8 +246,8 @@ class CompactionLayer(Section):
 
 @section
 class Compaction(Section):
-    accuracy_masked: float
-    accuracy_compact: float
+    accuracy_masked: float = fraction()
+    accuracy_compact: float = fraction()
     verified_on: int
     files: list[str]
     layers: list[CompactionLayer]
@@ -224,7 +255,7 @@ class Compaction(Section):
 
 @section
 class Parity(Section):
-    agreement: float
+    agreement: float = fraction()
     n_samples: int
     extra: dict = field(default_factory=dict)
 
@@ -235,7 +266,7 @@ class Export(Section):
     target: str
     status: str | None = optional()
     files: list[str]
-    accuracy: float | None = optional()
+    accuracy: float | None = fraction(None, omit_none=True)
     parity: Parity | None = optional()
     passed: bool
     note: str | None = optional()
@@ -271,6 +302,12 @@ class Report(Section):
     export: Export | None = optional()
     schema_version: int = SCHEMA_VERSION
     extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "report"):
+        if isinstance(d, dict):
+            check_schema_version(d, where)
+        return super().from_dict(d, where)
 
     def merged(self, newer: "Report") -> "Report":
         """``newer`` with the sections it lacks taken from this report (a compaction keeps an
