@@ -177,6 +177,22 @@ def test_damaged_event_data_is_refused_and_leaves_the_folder_as_it_was(
     assert snapshot(root) == before and not (root / ".dpap-cache").exists()
 
 
+def test_the_nmnist_check_reads_events_as_tonic_does():
+    """The check decodes the bytes itself (vectorised); with time-stamp overflow records
+    (y = 240: +2**13 us from there on, dropped) its columns equal tonic's reader's."""
+    import io
+    import tonic
+    from dpap_deploy.data.event_formats import _nmnist_columns
+    rec = np.frombuffer(nmnist_bytes(300, seed=4), np.uint8).reshape(-1, 5).copy()
+    rec = np.insert(rec, [0, 17, 17, 150, 300], [7, 240, 0x80, 1, 2], axis=0)
+    ev = tonic.io.read_mnist_file(io.BytesIO(rec.tobytes()), dtype=tonic.datasets.NMNIST.dtype,
+                                  is_stream=True)
+    x, y, p, t = _nmnist_columns(rec.tobytes())
+    assert len(ev) == 300 and t.max() > 300_000
+    for name, col in zip("xypt", (x, y, p, t)):
+        assert col.tolist() == ev[name].tolist(), name
+
+
 @pytest.mark.parametrize("path", ["stream", "memory"])
 def test_good_trees_still_load_and_tolerated_extras_are_ignored(tmp_path, monkeypatch, path):
     """Files tonic does not read (a README, .DS_Store) and empty odd folders are harmless."""

@@ -4,7 +4,8 @@ the folder layouts that hold them. Nothing damaged is binned, cached or trained 
 A split folder is checked before tonic walks it (tonic turns a misplaced file into a crash or,
 worse, a wrong label: N-MNIST's label is the last character of the folder name, so ``13/``
 would be class 3). Every event file is checked when it is read (:func:`decode`), before it is
-binned. Problems raise :class:`EventDataError`, whose message the caller prefixes with the
+binned (:func:`check`, the same rules as :func:`decode`, without building tonic's
+event array). Problems raise :class:`EventDataError`, whose message the caller prefixes with the
 file's path relative to the data root.
 
 Layouts (files that do not end with the format's extension are ignored, as tonic ignores them):
@@ -61,25 +62,32 @@ def _first(mask: np.ndarray) -> int | None:
     return int(np.argmax(mask)) if mask.any() else None
 
 
+def _outside(v: np.ndarray, lo: int, hi: int) -> int | None:
+    """Index of the first value of ``v`` outside ``[lo, hi]``, or None (min and max first:
+    a good column costs two reductions)."""
+    if v.min() >= lo and v.max() <= hi:
+        return None
+    return _first((v < lo) | (v > hi))
+
+
 def _check_coordinates(x: np.ndarray, y: np.ndarray, p: np.ndarray, sensor: tuple) -> None:
     w, h, _ = sensor
     for axis, v, size in (("x", x, w), ("y", y, h)):
-        i = _first((v < 0) | (v >= size))
+        i = _outside(v, 0, size - 1)
         if i is not None:
             raise EventDataError(f"has event {i} at {axis}={v[i]}, outside the {w}x{h} sensor "
                                  f"({axis} in 0..{size - 1}); {REPLACE}")
-    i = _first((p != 0) & (p != 1))
+    i = _outside(p, 0, 1)
     if i is not None:
         raise EventDataError(f"has event {i} with polarity {p[i]}; polarity is 0 (OFF) or 1 (ON); "
                              f"{REPLACE}")
 
 
 def _check_times(t: np.ndarray, time_steps: int, us_per_tick: int, limit: int | None) -> None:
-    i = _first(t < 0)
-    if i is not None:
+    i = _outside(t, 0, limit if limit is not None else int(np.iinfo(np.int64).max))
+    if i is not None and t[i] < 0:
         raise EventDataError(f"has event {i} at the negative time {t[i]}; {REPLACE}")
-    if limit is not None and t.max() > limit:
-        i = _first(t > limit)
+    if i is not None:
         raise EventDataError(f"has event {i} at time {t[i]}, beyond {limit} "
                              f"(its microseconds overflow {t.dtype}); {REPLACE}")
     i = _first(t[1:] < t[:-1])
@@ -106,9 +114,23 @@ def check_events(x: np.ndarray, y: np.ndarray, p: np.ndarray, t: np.ndarray, sen
     _check_times(t, time_steps, us_per_tick, t_limit)
 
 
-def decode_nmnist(raw: bytes, time_steps: int) -> np.ndarray:
-    """Events of one N-MNIST ``.bin`` (5 bytes an event), read as tonic reads them, checked."""
-    import tonic
+def _nmnist_columns(raw: bytes) -> tuple[np.ndarray, ...]:
+    """x, y, p, t of the events of N-MNIST bytes, computed as tonic's ``read_mnist_file`` does
+    (a record with y = 240 is a time-stamp overflow: it adds 2**13 us to itself and all later
+    records and is dropped), without its per-overflow loop."""
+    r = np.frombuffer(raw, dtype=np.uint8).reshape(-1, NMNIST_EVENT_BYTES)
+    x, y, pt = r[:, 0], r[:, 1], r[:, 2]
+    t = (pt & 127).astype(np.int64) << 16 | r[:, 3].astype(np.int64) << 8 | r[:, 4]
+    overflow = y == 240
+    if overflow.any():
+        keep = ~overflow
+        t = t + (np.cumsum(overflow, dtype=np.int64) << 13)
+        x, y, pt, t = x[keep], y[keep], pt[keep], t[keep]
+    return x, y, pt >> 7, t
+
+
+def check_nmnist(raw: bytes, time_steps: int) -> None:
+    """One N-MNIST ``.bin`` (5 bytes an event) holds a recording that bins as it should."""
     if len(raw) == 0:
         raise EventDataError("is empty (0 bytes); a recording always has events: it was "
                              "truncated or never written: remove or replace it")
@@ -116,10 +138,15 @@ def decode_nmnist(raw: bytes, time_steps: int) -> np.ndarray:
         raise EventDataError(f"is {len(raw)} bytes, not a multiple of {NMNIST_EVENT_BYTES} (one "
                              f"N-MNIST event); it is truncated or not an N-MNIST file: remove or "
                              "replace it")
-    ev = tonic.io.read_mnist_file(io.BytesIO(raw), dtype=tonic.datasets.NMNIST.dtype,
-                                  is_stream=True)
-    check_events(ev["x"], ev["y"], ev["p"], ev["t"], SENSORS["nmnist"], time_steps)
-    return ev
+    check_events(*_nmnist_columns(raw), SENSORS["nmnist"], time_steps)
+
+
+def decode_nmnist(raw: bytes, time_steps: int) -> np.ndarray:
+    """The checked events of one N-MNIST ``.bin``, read by tonic's own reader."""
+    import tonic
+    check_nmnist(raw, time_steps)
+    return tonic.io.read_mnist_file(io.BytesIO(raw), dtype=tonic.datasets.NMNIST.dtype,
+                                    is_stream=True)
 
 
 def _load_npy(raw: bytes) -> np.ndarray:
@@ -138,11 +165,9 @@ def _load_npy(raw: bytes) -> np.ndarray:
     return a
 
 
-def decode_dvs_gesture(raw: bytes, time_steps: int) -> np.ndarray:
-    """Events of one DVS-Gesture ``.npy`` (an (N, 4) integer array x, y, p, t in ms), checked,
-    then converted as tonic does (ms to us, its structured dtype)."""
-    import numpy.lib.recfunctions as rfn
-    import tonic
+def check_dvs_gesture(raw: bytes, time_steps: int) -> np.ndarray:
+    """One DVS-Gesture ``.npy`` holds an (N, 4) integer array x, y, p, t (ms) that bins as it
+    should; returns the array."""
     a = _load_npy(raw)
     if a.ndim != 2 or a.shape[1] != 4:
         raise EventDataError(f"holds an array of shape {a.shape}; a DVS-Gesture recording is "
@@ -152,11 +177,26 @@ def decode_dvs_gesture(raw: bytes, time_steps: int) -> np.ndarray:
                              f"(int64 x, y, p, t in ms); {REPLACE}")
     check_events(a[:, 0], a[:, 1], a[:, 2], a[:, 3], SENSORS["dvs-gesture"], time_steps,
                  DVS_US_PER_TICK, int(np.iinfo(a.dtype).max) // DVS_US_PER_TICK)
+    return a
+
+
+def decode_dvs_gesture(raw: bytes, time_steps: int) -> np.ndarray:
+    """The checked events of one DVS-Gesture ``.npy``, converted as tonic does (ms to us, its
+    structured dtype)."""
+    import numpy.lib.recfunctions as rfn
+    import tonic
+    a = check_dvs_gesture(raw, time_steps)
     a[:, 3] *= DVS_US_PER_TICK
     return rfn.unstructured_to_structured(a, tonic.datasets.DVSGesture.dtype)
 
 
+CHECKS = {"nmnist": check_nmnist, "dvs-gesture": check_dvs_gesture}
 DECODERS = {"nmnist": decode_nmnist, "dvs-gesture": decode_dvs_gesture}
+
+
+def check(name: str, raw: bytes, time_steps: int) -> None:
+    """Refuse one file of dataset ``name`` that would not bin as a recording should."""
+    CHECKS[name](raw, time_steps)
 
 
 def decode(name: str, raw: bytes, time_steps: int) -> np.ndarray:

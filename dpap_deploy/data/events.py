@@ -47,7 +47,7 @@ from tqdm import tqdm
 from ..atomic import atomic_write_bytes
 from ..errors import DPAPError
 from .base import Dataset
-from .event_formats import EXT, N_CLASSES, EventDataError, check_layout, decode
+from .event_formats import EXT, N_CLASSES, EventDataError, check, check_layout, decode
 from .event_frames import LazyFrames, StreamedDataset, frames_path
 
 SOURCES = {"nmnist": "https://www.garrickorchard.com/datasets/n-mnist (Train.zip, Test.zip; "
@@ -116,6 +116,10 @@ class Binning:
         format's checks (:func:`.event_formats.decode`; raises :class:`EventDataError`)."""
         return decode(self.name, raw, self.time_steps)
 
+    def check(self, raw: bytes) -> None:
+        """Refuse one file's bytes that do not hold a recording of this format."""
+        check(self.name, raw, self.time_steps)
+
     def frames(self, raw: bytes) -> np.ndarray:
         return self.bin(self.read(raw))
 
@@ -167,12 +171,12 @@ def _frames(ds, transform, name: str, split: str, cache: Path, time_steps: int):
 
 
 def check_files(binning: Binning, files: list[str], root: str | Path) -> None:
-    """Read and check every event file (:meth:`Binning.read`); the first damaged one is refused
+    """Read and check every event file (:meth:`Binning.check`); the first damaged one is refused
     with its path relative to ``root``."""
     for f in tqdm(files, desc=f"{binning.name}: checking event files", unit="file",
                   disable=len(files) < 2000):
         try:
-            binning.read(Path(f).read_bytes())
+            binning.check(Path(f).read_bytes())
         except EventDataError as exc:
             rel = Path(f).relative_to(root) if Path(f).is_relative_to(root) else Path(f)
             raise EventDataError(f"{binning.name}: {rel} {exc}") from None
