@@ -3,10 +3,10 @@ the folder layouts that hold them. Nothing damaged is binned, cached or trained 
 
 A split folder is checked before tonic walks it (tonic turns a misplaced file into a crash or,
 worse, a wrong label: N-MNIST's label is the last character of the folder name, so ``13/``
-would be class 3). Every event file is checked when it is read (:func:`decode`), before it is
-binned (:func:`check`, the same rules as :func:`decode`, without building tonic's
-event array). Problems raise :class:`EventDataError`, whose message the caller prefixes with the
-file's path relative to the data root.
+would be class 3). Every event file is checked before any frame is binned or cached:
+:func:`check` for all files up front, and :func:`decode` (the same rules, then tonic's reading)
+whenever a file is binned. Problems raise :class:`EventDataError`, whose message the caller
+prefixes with the file's path relative to the data root.
 
 Layouts (files that do not end with the format's extension are ignored, as tonic ignores them):
 
@@ -49,6 +49,8 @@ SPLIT_FOLDERS = {"nmnist": {"train": "NMNIST/Train", "test": "NMNIST/Test"},
 NMNIST_EVENT_BYTES = 5
 DVS_US_PER_TICK = 1000                       # DVS-Gesture .npy time stamps are milliseconds
 REPLACE = "the file is damaged: remove or replace it"
+EMPTY_FILE = ("is empty (0 bytes); a recording always has events: it was truncated or never "
+              "written: remove or replace it")
 
 
 class EventDataError(DataError):
@@ -132,8 +134,7 @@ def _nmnist_columns(raw: bytes) -> tuple[np.ndarray, ...]:
 def check_nmnist(raw: bytes, time_steps: int) -> None:
     """One N-MNIST ``.bin`` (5 bytes an event) holds a recording that bins as it should."""
     if len(raw) == 0:
-        raise EventDataError("is empty (0 bytes); a recording always has events: it was "
-                             "truncated or never written: remove or replace it")
+        raise EventDataError(EMPTY_FILE)
     if len(raw) % NMNIST_EVENT_BYTES:
         raise EventDataError(f"is {len(raw)} bytes, not a multiple of {NMNIST_EVENT_BYTES} (one "
                              f"N-MNIST event); it is truncated or not an N-MNIST file: remove or "
@@ -152,8 +153,7 @@ def decode_nmnist(raw: bytes, time_steps: int) -> np.ndarray:
 def _load_npy(raw: bytes) -> np.ndarray:
     """One ``.npy`` array, without pickles."""
     if len(raw) == 0:
-        raise EventDataError("is empty (0 bytes); a recording always has events: it was "
-                             "truncated or never written: remove or replace it")
+        raise EventDataError(EMPTY_FILE)
     try:
         a = np.load(io.BytesIO(raw), allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
