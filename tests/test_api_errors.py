@@ -11,6 +11,7 @@ from torch import nn
 from dpap_deploy import DPAP, DPAPConfig
 from dpap_deploy.compaction import compact, deployment_graph, masks_from_dpap_state
 from dpap_deploy.counting import count_ops
+from dpap_deploy.data import load_dataset
 from dpap_deploy.errors import DPAPError
 from dpap_deploy.graph import build_graph
 
@@ -36,6 +37,8 @@ CASES = [
     ("masks_from_dpap_state junk", lambda: masks_from_dpap_state({"x": 1}), "'layers'"),
     ("masks_from_dpap_state None", lambda: masks_from_dpap_state(None), "got NoneType"),
     ("count_ops input None", lambda: count_ops(_net(), None, time_steps=4), "batched tensor"),
+    ("load_dataset None", lambda: load_dataset(None), "got None"),
+    ("load_dataset int", lambda: load_dataset(5), "got 5"),
 ]
 
 

@@ -50,6 +50,9 @@ def load_dataset(name: str, data_root: str | None = None,
     """Load a dataset by name. ``time_steps``: the number of time bins of event datasets,
     the run's own setting (no default: an event dataset refuses to load without it); images
     do not use it."""
+    if not isinstance(name, str):
+        raise ConfigError(f"dataset name must be a string, got {name!r}; choose one of "
+                          f"{', '.join(DATASETS)}, idx:DIR or npz:FILE")
     if name.startswith("npz:"):
         from .user import load_npz
         return load_npz(name[4:])
