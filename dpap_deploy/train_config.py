@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 from .errors import ConfigError
-from .validate import check_train_config, read_config_file
+from .validate import check_new_run_options, check_train_config, read_config_file
 
 
 @dataclass
@@ -84,4 +84,5 @@ class TrainConfig:
             values["dpap_config"] = dpap
         cfg = cls.from_dict(values)
         cfg.given = frozenset(values)
+        check_new_run_options(cfg)
         return cfg

@@ -16,6 +16,17 @@ from .errors import ConfigError, DPAPError
 
 SEED_MAX = 2**32 - 1            # numpy's seed range
 TIME_STEPS_MAX = 100_000        # beyond this the memory estimate refuses first, in practice
+CONFIG_DEPTH_MAX = 32           # tables in a config file nest 3 deep ([dpap.linear]); 32 is ample
+
+# The cost bound on --epochs. Training costs at least one network step per training sample per
+# time step per epoch. Even at a generous 10^9 sample-steps per second (beyond any device for
+# these networks), a year (365 x 86,400 s = 3.15e7 s) holds 3.15e16 sample-steps, so a run of
+# epochs x training samples x time steps above that cannot finish within a year. With one
+# sample of one step, that bounds --epochs itself by 3.15e16 before any data are loaded.
+SAMPLE_STEPS_PER_SECOND = 10**9
+YEAR_S = 365 * 86_400
+SAMPLE_STEPS_PER_YEAR = SAMPLE_STEPS_PER_SECOND * YEAR_S
+EMBEDDED_DATASETS = ("digits",)  # need no --data-root (npz:FILE and idx:DIR name their files)
 
 
 def _opt(name: str) -> str:
@@ -77,6 +88,7 @@ def check_train_config(cfg: Any) -> None:
     check_field_types(cfg, "training option")
     for name in ("epochs", "batch_size"):
         check_int(name, getattr(cfg, name), 1)
+    check_training_cost(cfg.epochs, 1, 1)
     check_int("time_steps", cfg.time_steps, 1, TIME_STEPS_MAX)
     check_int("seed", cfg.seed, 0, SEED_MAX)
     if not 0 < cfg.lr < 10:
@@ -113,6 +125,74 @@ def check_train_config(cfg: Any) -> None:
                           "integers with 0 <= start < end")
 
 
+def check_training_cost(epochs: int, n_train: int, time_steps: int) -> None:
+    """A run of ``epochs x n_train x time_steps`` sample-steps must be able to finish within a
+    year at :data:`SAMPLE_STEPS_PER_SECOND` (see :data:`SAMPLE_STEPS_PER_YEAR`)."""
+    cost = epochs * n_train * time_steps
+    if cost > SAMPLE_STEPS_PER_YEAR:
+        most = SAMPLE_STEPS_PER_YEAR // (n_train * time_steps)
+        raise ConfigError(
+            f"invalid epochs {epochs}: {epochs} epochs x {n_train} training samples x "
+            f"{time_steps} time steps = {cost:.3g} sample-steps, more than a year at "
+            f"{SAMPLE_STEPS_PER_SECOND:.0e} sample-steps/s ({SAMPLE_STEPS_PER_YEAR:.3g}); "
+            f"use at most {most} epochs")
+
+
+def check_data_root(dataset: Any, data_root: Any) -> None:
+    """``--data-root`` only with a dataset read from a folder: the embedded digits, an
+    ``npz:FILE`` and an ``idx:DIR`` would ignore it."""
+    if data_root is None or not isinstance(dataset, str):
+        return
+    if dataset in EMBEDDED_DATASETS or dataset.startswith(("npz:", "idx:")):
+        raise ConfigError(f"--data-root {data_root} would be ignored: dataset {dataset!r} "
+                          "reads no folder; drop --data-root (or pick a dataset that reads one)")
+
+
+def check_new_run_options(cfg: Any) -> None:
+    """Options of a new run that it would ignore (not checked on a stored configuration:
+    runs written before these checks still load)."""
+    kind_given = cfg.given is not None and "prune_target_kind" in cfg.given
+    check_data_root(cfg.dataset, cfg.data_root)
+    check_baseline_options(cfg.baseline, cfg.prune_target, cfg.prune_target_kind, kind_given)
+
+
+def check_baseline_options(baseline: Any, target: Any, kind: Any, kind_given: bool) -> None:
+    """``--prune-target`` and ``--prune-target-kind`` configure a pruning baseline: without
+    ``--baseline`` they would be ignored."""
+    if baseline is not None:
+        return
+    if target is not None:
+        raise ConfigError(f"--prune-target {target} would be ignored: it sets a pruning "
+                          "baseline's goal; add --no-dpap --baseline NAME or drop it")
+    if kind_given or kind != "params":
+        raise ConfigError(f"--prune-target-kind {kind} would be ignored: it sets what a pruning "
+                          "baseline removes; add --no-dpap --baseline NAME or drop it")
+
+
+def nesting_depth(data: Any) -> int:
+    """How deep tables and lists nest in ``data`` (a scalar is 0), without recursion."""
+    deepest, stack = 0, [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node \
+            if isinstance(node, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((c, depth + 1) for c in children)
+    return deepest
+
+
+def _parse_config(path: str | Path, text: str, kind: str) -> Any:
+    """The parsed file; input nested past Python's recursion limit is refused like any input
+    nested past :data:`CONFIG_DEPTH_MAX`."""
+    try:
+        return json.loads(text) if kind == "JSON" else tomllib.loads(text)
+    except RecursionError:
+        raise ConfigError(f"config file {path} nests tables or lists too deeply (more than "
+                          f"{CONFIG_DEPTH_MAX} levels); flatten it") from None
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """A TOML (or ``.json``) file of training options with an optional ``[dpap]`` table."""
     f = Path(path)
@@ -120,8 +200,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} does not exist")
     kind = "JSON" if f.suffix == ".json" else "TOML"
     try:
-        text = f.read_text()
-        data = json.loads(text) if kind == "JSON" else tomllib.loads(text)
+        data = _parse_config(path, f.read_text(), kind)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         first = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
         raise ConfigError(f"config file {path} is not valid {kind}: {first}") from None
@@ -130,6 +209,10 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a table of options, got a "
                           f"{type(data).__name__}")
+    depth = nesting_depth(data)
+    if depth > CONFIG_DEPTH_MAX:
+        raise ConfigError(f"config file {path} nests tables or lists {depth} levels deep, more "
+                          f"than {CONFIG_DEPTH_MAX}; flatten it")
     if "dpap" in data and not isinstance(data["dpap"], dict):
         raise ConfigError(f"config file {path}: 'dpap' must be a table ([dpap]), got "
                           f"{data['dpap']!r}")
@@ -145,7 +228,11 @@ def existing_path(path: str | Path, what: str, hint: str) -> Path:
 
 
 def check_out_dir(out: str | Path) -> Path:
-    """``--out``: a folder that exists or can be created, and can be written."""
+    """``--out``: a folder that exists or can be created, and can be written. An empty path
+    is refused: it would write into the current folder."""
+    if not str(out).strip():
+        raise ConfigError(f"--out {str(out)!r} is empty: it would write into the current folder; "
+                          "pass a folder path")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file, not a folder; pass a folder path")
