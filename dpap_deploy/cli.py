@@ -88,7 +88,13 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="TOML or JSON file with training options and a [dpap] table")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--out", required=True, help="run directory")
+    _add_overwrite(p)
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines or progress bars")
+
+
+def _add_overwrite(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace another run already in --out (its files are removed first)")
 
 
 def train_config_from_args(args: argparse.Namespace):
@@ -104,7 +110,7 @@ def _log(args: argparse.Namespace):
 def cmd_train(args: argparse.Namespace) -> int:
     from . import pipeline
     report = pipeline.train(train_config_from_args(args), args.out, resume=args.resume,
-                            progress=not args.quiet, log=_log(args))
+                            progress=not args.quiet, log=_log(args), overwrite=args.overwrite)
     if report is None:           # a torchrun rank other than 0
         return 0
     print(f"test accuracy {report.accuracy.test:.4f} (best {report.accuracy.best:.4f}), "
@@ -115,7 +121,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_compact(args: argparse.Namespace) -> int:
     from . import pipeline
-    r = pipeline.compact(args.source, args.out)
+    r = pipeline.compact(args.source, args.out, overwrite=args.overwrite)
     p, o = r.params, r.ops
     print(f"parameters {p.dense:,} -> {p.compact:,} ({1 - p.compact / p.dense:.1%} "
           f"smaller); SynOps/sample {o.synops_dense:,.0f} -> {o.synops_compact:,.0f}; "
@@ -144,7 +150,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         return _export_nir_file(args)
     from . import pipeline
     _print_export(pipeline.export(args.source, args.target, args.out,
-                                  max_samples=args.max_samples).export)
+                                  max_samples=args.max_samples, overwrite=args.overwrite).export)
     return 0
 
 
@@ -164,7 +170,7 @@ def cmd_train_and_export(args: argparse.Namespace) -> int:
     from . import pipeline
     r = pipeline.train_and_export(train_config_from_args(args), args.target, args.out,
                                   resume=args.resume, progress=not args.quiet, log=_log(args),
-                                  max_samples=args.max_samples)
+                                  max_samples=args.max_samples, overwrite=args.overwrite)
     print(f"test accuracy {r.accuracy.test:.4f}, parameters "
           f"{r.params.dense:,} -> {r.params.compact:,} after compaction")
     _print_export(r.export)
@@ -209,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compact", help="physically remove pruned units; count params and ops")
     p.add_argument("source", metavar="RUN_DIR_OR_CHECKPOINT")
     p.add_argument("--out", required=True, help="output directory")
+    _add_overwrite(p)
     p.set_defaults(func=cmd_compact)
     p = sub.add_parser("export", help="compact a run and export it to a target, verified; or "
                        "run a NIR file (FILE.nir --target loihi-sim) in Lava against torch")
@@ -216,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", required=True, choices=TARGET_CHOICES, metavar="TARGET",
                    help="%(choices)s")
     p.add_argument("--out", required=True, help="output directory")
+    _add_overwrite(p)
     p.add_argument("--max-samples", "--samples", type=int, help="test samples the target runs "
                    "(default: all; 1000 for loihi-sim and netx; 100 for a NIR file)")
     p.add_argument("--time-steps", type=int, help="NIR file: time steps per sample (default: "

@@ -8,8 +8,10 @@
 
 Each stage reads what the stage before it wrote (the checkpoint, ``compact.pt``, the report)
 and writes ``report.json`` (a typed :class:`~dpap_deploy.report.Report`), ``report.md`` and
-the plots. Inputs are checked before any work (and before torch is imported where the
-checks allow); a dataset is loaded at most once per call.
+the plots. Each records in ``run.json`` what made the folder, and writes only into a folder
+that holds no other run (:mod:`.runfolder`; ``overwrite=True`` replaces one). Inputs are
+checked before any work (and before torch is imported where the checks allow); a dataset is
+loaded at most once per call.
 """
 from __future__ import annotations
 
@@ -18,22 +20,26 @@ import os
 from pathlib import Path
 
 from .lock import output_lock
-from .validate import check_optional_count, check_out_dir, check_run_source
+from .runfolder import check_nothing_to_resume, claim_folder, take
+from .validate import check_new_run_options, check_optional_count, check_out_dir, \
+    check_run_source
 
 
 def train(cfg, out: str | Path, *, resume: bool = False, progress: bool = True, log=None,
-          data=None):
+          data=None, overwrite: bool = False):
     """Train (or resume) a run in ``out`` and write its report; under torchrun every rank
-    calls this, rank 0 writes and returns the report, the others return ``None``."""
+    calls this, rank 0 writes and returns the report, the others return ``None``. ``resume``
+    needs a folder holding the run; ``overwrite`` replaces a run already in ``out``."""
     from .distributed import shutdown
     from .report import save_report, training_report
     from .trained import load_trained
     from .training import train as fit_run
-    out = check_out_dir(out)
+    out = _check_train_out(cfg, out, resume)
     main = int(os.environ.get("RANK", "0")) == 0
     with output_lock(out, "train") if main else contextlib.nullcontext():
         try:
-            run = fit_run(cfg, out, resume=resume, progress=progress, log=log, data=data)
+            run = fit_run(cfg, out, resume=resume, progress=progress, log=log, data=data,
+                          overwrite=overwrite)
         finally:
             shutdown()               # leave torchrun's process group (no-op for one process)
         if not run.dist.is_main:
@@ -43,13 +49,29 @@ def train(cfg, out: str | Path, *, resume: bool = False, progress: bool = True, 
     return rep
 
 
-def compact(source: str | Path, out: str | Path, *, data=None):
-    """Compact the run at ``source`` (run folder or checkpoint), count, verify, report."""
+def _check_train_out(cfg, out: str | Path, resume: bool) -> Path:
+    """``out`` of a training command: ``resume`` needs something there; a new run's options
+    must not hold ones it would ignore."""
+    out = check_out_dir(out)
+    if resume:
+        check_nothing_to_resume(out)
+    else:
+        check_new_run_options(cfg)
+    return out
+
+
+def compact(source: str | Path, out: str | Path, *, data=None, overwrite: bool = False):
+    """Compact the run at ``source`` (run folder or checkpoint), count, verify, report.
+    ``out`` may hold nothing, the source run itself, or an earlier compact / export of it;
+    another run there is refused unless ``overwrite``."""
     source, out = check_run_source(source), check_out_dir(out)
     from .trained import load_trained
     with output_lock(out, "compact"):
         trained = load_trained(source)
-        return _compact(trained, source, out, data if data is not None else trained.load_data())
+        claim = claim_folder(out, source, "compact", overwrite)
+        data = data if data is not None else trained.load_data()
+        take(claim)
+        return _compact(trained, source, out, data)
 
 
 def _compact(trained, source: Path, out: Path, data, render: bool = True):
@@ -81,11 +103,12 @@ def _compact(trained, source: Path, out: Path, data, render: bool = True):
 
 
 def export(source: str | Path, target: str, out: str | Path, *, max_samples: int | None = None,
-           data=None):
+           data=None, overwrite: bool = False):
     """Compact the run at ``source``, export the compacted network to ``target``, verify it in
     the target's consumer, report. Raises ``ParityError`` (after writing the report) when the
     parity check fails. The report's ``export`` reads ``pending`` from before the export starts
-    until its result is written: a killed export leaves no earlier result that reads as passed."""
+    until its result is written: a killed export leaves no earlier result that reads as passed.
+    ``out`` may hold what :func:`compact`'s may; ``overwrite`` replaces another run."""
     from .exporters import ExportJob, check_target, export as run_export, sample_limit
     from .report import export_section, pending_export, save_export
     from .trained import load_trained
@@ -96,6 +119,7 @@ def export(source: str | Path, target: str, out: str | Path, *, max_samples: int
     data = data if data is not None else trained.load_data()
     limit = sample_limit(target, max_samples, data, trained.cfg.time_steps)
     with output_lock(out, f"export --target {target}"):
+        take(claim_folder(out, source, f"export --target {target}", overwrite))
         if (out / "report.json").exists():
             save_export(out, pending_export(target))
         _compact(trained, source, out, data, render=False)  # keeps the pending mark
@@ -118,8 +142,11 @@ def report(run_dir: str | Path, *, baseline: str | Path | None = None) -> Path:
 
 
 def train_and_export(cfg, target: str, out: str | Path, *, resume: bool = False,
-                     progress: bool = True, log=None, max_samples: int | None = None):
-    """Train with DPAP, compact, export, verify, report: the whole path in one call."""
+                     progress: bool = True, log=None, max_samples: int | None = None,
+                     overwrite: bool = False):
+    """Train with DPAP, compact, export, verify, report: the whole path in one call. The
+    export goes into the training folder itself (the same run); ``overwrite`` replaces a run
+    already in ``out``."""
     from .distributed import env_world
     from .errors import ConfigError
     from .exporters import check_target
@@ -130,11 +157,12 @@ def train_and_export(cfg, target: str, out: str | Path, *, resume: bool = False,
     if cfg.model in ZOO:
         check_target(target, ZOO[cfg.model].kind)     # refuse before training, not after
     max_samples = check_optional_count("max_samples", max_samples)
-    out = check_out_dir(out)
+    out = _check_train_out(cfg, out, resume)
     from .data import load_dataset
     data = load_dataset(cfg.dataset, cfg.data_root, cfg.time_steps)
     with output_lock(out, f"train-and-export --target {target}"):
-        train(cfg, out, resume=resume, progress=progress, log=log, data=data)
+        train(cfg, out, resume=resume, progress=progress, log=log, data=data,
+              overwrite=overwrite)
         return export(out, target, out, max_samples=max_samples, data=data)
 
 

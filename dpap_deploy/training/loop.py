@@ -36,8 +36,10 @@ from ..metrics import correct as n_correct, predictions, silent_warning
 from ..notices import warn
 from ..progress import LogProgress
 from ..resources import check_training_memory
+from ..runfolder import (TrainStart, check_checkpoint_is_run, check_same_data, clear_run,
+                         data_fingerprint, new_run_id, plan_train, train_manifest, write_manifest)
 from ..train_config import TrainConfig
-from ..validate import check_out_dir
+from ..validate import check_new_run_options, check_out_dir
 from .run import CHECKPOINT, Run, build_run, pruner_masks, restore_run, save_run
 
 def loss_fn(out: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:
@@ -164,8 +166,14 @@ def fit(run: Run, out: Path, progress: bool = True,
 
 def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: bool = True,
           log: Callable[[str], None] | None = None, data: Dataset | None = None,
-          explicit: set[str] | None = None, progress_interval_s: float | None = None) -> Run:
+          explicit: set[str] | None = None, progress_interval_s: float | None = None,
+          overwrite: bool = False) -> Run:
     """Train (or resume) a run in ``out``; returns the finished run. See :func:`fit`.
+
+    A new run needs a folder that holds no run (``overwrite=True`` replaces one); ``resume``
+    continues exactly the training run in ``out`` and nothing else (:mod:`..runfolder`), on
+    the data it started with. A folder with no record of a run at all (a start killed before
+    it wrote anything) is started from the first epoch.
 
     On resume the run's stored configuration is used; options named in ``explicit`` (default:
     ``cfg.given``, the names a config file or the command line set; all of them when None)
@@ -175,31 +183,75 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
     (:mod:`.distributed`), train data-parallel, and rank 0 writes the run directory."""
     out = check_out_dir(out)
     d = distributed.setup(cfg.device)
-    ckpt_path = out / CHECKPOINT
-    if ckpt_path.exists() and not resume:
-        raise DPAPError(f"{out} already holds a run ({CHECKPOINT}); pass --resume to continue "
-                        "it or choose another --out")
     lock = output_lock(out, "train") if d.is_main else contextlib.nullcontext()
     with lock:
-        if resume and ckpt_path.exists():
-            run = restore_run(load_checkpoint(ckpt_path), device=cfg.device, data=data)
-            amp.check(run.cfg.precision, run.device)
-            _check_resume_matches(run.cfg, cfg, explicit if explicit is not None else cfg.given)
-            if log and d.is_main:
-                log(f"resuming {out} after epoch {run.epoch}")
-        else:
-            run = build_run(cfg, data)
-            amp.check(cfg.precision, run.device)   # here, not in build_run: a CPU can compact it
-            run.data_warnings = check_dataset(run.data, run.cfg.batch_size)
-            if d.is_main:
-                out.mkdir(parents=True, exist_ok=True)
+        start = _shared_plan(out, resume, overwrite, d)
+        run = _start_run(start, cfg, out, data, explicit if explicit is not None else cfg.given)
+        if log and d.is_main and start.how != "new":
+            log(f"resuming {out} after epoch {run.epoch}")
         check_training_memory(run.model, run.data.x_train[:1].to(run.device), run.kind,
                               run.cfg.time_steps, min(run.cfg.batch_size, len(run.data.y_train)),
                               run.device)
         if d.is_main:
-            atomic_write_text(out / "config.json", _json(run.cfg.to_dict() | {
-                "dpap_config_resolved": run.dpap.config.to_dict() if run.dpap is not None else None}))
+            _record_run(run, out, start)
         return fit(run, out, progress, log, progress_interval_s)
+
+
+def _shared_plan(out: Path, resume: bool, overwrite: bool, d) -> TrainStart:
+    """Rank 0 reads the folder (before any rank writes it) and tells the others."""
+    plan: Any = None
+    if d.is_main:
+        try:
+            plan = plan_train(out, resume, overwrite)
+        except DPAPError as exc:
+            plan = exc
+    plan = d.broadcast_object(plan)
+    if isinstance(plan, DPAPError):
+        raise plan
+    return plan
+
+
+def _start_run(start: TrainStart, cfg: TrainConfig, out: Path, data: Dataset | None,
+               explicit: set[str] | None) -> Run:
+    """The run in memory: new, restored from the checkpoint, or started again from the
+    manifest of a run stopped before its first epoch; checked against the folder's record."""
+    recorded, run_id = None, new_run_id()
+    if start.how == "checkpoint":
+        ckpt = load_checkpoint(out / CHECKPOINT)
+        check_checkpoint_is_run(start, ckpt, out)
+        run = restore_run(ckpt, device=cfg.device, data=data)
+        recorded = ckpt.get("data_fingerprint") or getattr(start.manifest, "data", None)
+        run_id = ckpt.get("run_id") or getattr(start.manifest, "run_id", None) or run_id
+    elif start.how == "manifest":
+        run = build_run(TrainConfig.from_dict({**start.manifest.config, "device": cfg.device}),
+                        data)
+        recorded, run_id = start.manifest.data, start.manifest.run_id
+    else:
+        check_new_run_options(cfg)
+        run = build_run(cfg, data)
+    amp.check(run.cfg.precision, run.device)   # here, not in build_run: a CPU can compact it
+    if start.how != "checkpoint":
+        run.data_warnings = check_dataset(run.data, run.cfg.batch_size)
+    run.run_id, run.data_fingerprint = run_id, data_fingerprint(run.data)
+    if start.how != "new":
+        _check_resume_matches(run.cfg, cfg, explicit)
+        check_same_data(recorded, run.data_fingerprint, run.cfg.dataset, out, warn)
+        run.data_fingerprint = recorded       # None stays None: the start's data are unknown
+    if start.note:
+        warn(start.note)
+    return run
+
+
+def _record_run(run: Run, out: Path, start: TrainStart) -> None:
+    """Replace the old run when asked, then record this one (manifest first, before any other
+    file of the run) and its options."""
+    if start.clear:
+        clear_run(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = run.cfg.to_dict()
+    write_manifest(out, train_manifest(out, run.run_id, run.data_fingerprint, cfg))
+    atomic_write_text(out / "config.json", _json(cfg | {
+        "dpap_config_resolved": run.dpap.config.to_dict() if run.dpap is not None else None}))
 
 
 def _check_resume_matches(stored: TrainConfig, asked: TrainConfig,

@@ -30,7 +30,7 @@ from ..dpap.masking import layer_stats, removed_fraction
 from ..errors import ConfigError, DPAPError
 from ..evaluation import model_output
 from ..train_config import TrainConfig
-from ..validate import check_checkpoint_keys, check_dpap_masks
+from ..validate import check_checkpoint_keys, check_dpap_masks, check_training_cost
 from ..zoo import build_model
 
 CHECKPOINT = "checkpoint.pt"
@@ -93,6 +93,8 @@ class Run:
     sampler: Any = None                  # data.loader.EpochBatchSampler of this rank
     loader: Any = None                   # a DataLoader when cfg.workers > 0
     scaler: Any = None                   # GradScaler for fp16
+    run_id: str | None = None            # uuid4 hex, recorded in run.json and the checkpoint
+    data_fingerprint: str | None = None  # runfolder.data_fingerprint of the data it started on
 
     @property
     def pruner(self):
@@ -135,6 +137,7 @@ def build_run(cfg: TrainConfig, data: Dataset | None = None) -> Run:
     if data.is_sequence and data.x_train.shape[1] != cfg.time_steps:
         raise ConfigError(f"dataset {data.name!r} has {data.x_train.shape[1]} time bins but "
                           f"--time-steps is {cfg.time_steps}")
+    check_training_cost(cfg.epochs, len(data.y_train), cfg.time_steps)
     d = distributed.current()
     device = resolve_device(distributed.device_for(cfg.device, d))
     distributed.check_batch(len(data.y_train), cfg.batch_size, d.world)
@@ -203,6 +206,7 @@ def save_run(run: Run, out: Path) -> None:
         "history": run.history, "rng": rng_state(), "data_warnings": run.data_warnings,
         "scaler": run.scaler.state_dict() if run.scaler is not None else None,
         "world_size": run.dist.world, "layer_stats": run.layer_stats(),
+        "run_id": run.run_id, "data_fingerprint": run.data_fingerprint,
         "data_shape": {"input_shape": list(run.data.input_shape),
                        "sample_shape": list(run.data.x_test.shape[1:]),
                        "n_classes": run.data.n_classes}})
