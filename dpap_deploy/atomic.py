@@ -27,7 +27,6 @@ import errno
 import io
 import os
 import secrets
-import shutil
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -62,8 +61,10 @@ def _fsync(path: str) -> None:
 
 
 def free_bytes(folder: str | Path) -> int:
-    """Bytes an unprivileged writer may still use on ``folder``'s file system."""
-    return shutil.disk_usage(folder).free
+    """Bytes this process may still write on ``folder``'s file system (root may also use the
+    blocks a file system reserves for it)."""
+    st = os.statvfs(folder)
+    return st.f_frsize * (st.f_bfree if os.geteuid() == 0 else st.f_bavail)
 
 
 def is_disk_full(exc: BaseException) -> bool:
