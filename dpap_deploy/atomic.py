@@ -90,8 +90,9 @@ def _size(path: str | None) -> int:
 def _disk_full(path: Path, tmp: str | None) -> DiskFullError:
     """The one line for a write of ``path`` that ran out of space (``tmp``: its temporary)."""
     folder = path.parent.absolute()
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
     try:
-        free = f"{free_bytes(folder):,}"
+        free = f"{free_bytes(existing):,}"
     except OSError:
         free = "no"
     return DiskFullError(f"no space left in {folder} to write {path.name}: {_size(tmp):,} bytes "
@@ -110,7 +111,7 @@ def check_free_space(path: str | Path, need: int) -> None:
 
 
 @contextlib.contextmanager
-def _report_disk_full(path: Path, tmp: str | None = None) -> Iterator[None]:
+def report_disk_full(path: Path, tmp: str | None = None) -> Iterator[None]:
     """Turn a full-disk error raised in the block, however wrapped, into a DiskFullError."""
     try:
         yield
@@ -130,13 +131,13 @@ def atomic_path(path: str | Path, need: int | None = None) -> Iterator[Path]:
             nir.write(str(tmp), graph)
     """
     path = Path(path)
-    with _report_disk_full(path):
+    with report_disk_full(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         if need is not None:
             check_free_space(path, need)
         tmp = _temp_name(path)
     try:
-        with _report_disk_full(path, tmp):
+        with report_disk_full(path, tmp):
             yield Path(tmp)
             _fsync(tmp)
             os.replace(tmp, path)

@@ -31,6 +31,7 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
+from .atomic import report_disk_full
 from .errors import DPAPError, UnsafePathError
 
 LOCK_NAME = ".dpap-lock"
@@ -108,9 +109,10 @@ def output_lock(folder: str | Path, command: str | None = None) -> Iterator[Path
             _HELD[key] -= 1
         return
     created = _missing_ancestors(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_NAME
     try:
+        with report_disk_full(path):
+            folder.mkdir(parents=True, exist_ok=True)
         refuse_links(folder)
         fd = _acquire(path)
     except BaseException:
@@ -120,7 +122,8 @@ def output_lock(folder: str | Path, command: str | None = None) -> Iterator[Path
     try:
         remove_stale_temporaries(folder)
         os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} ({command or ' '.join(sys.argv)})\n".encode())
+        with report_disk_full(path):
+            os.write(fd, f"pid {os.getpid()} ({command or ' '.join(sys.argv)})\n".encode())
         yield folder
     finally:
         del _HELD[key]

@@ -183,6 +183,15 @@ def test_a_real_full_disk_during_train_is_one_line(runs, small_fs):
     assert temporaries(small_fs) == [] and not (out / ".dpap-lock").exists()
 
 
+def test_a_real_full_disk_during_report_keeps_every_file(runs, small_fs):
+    d = copy(runs, "run", small_fs / "run")
+    before = _snapshot(d)
+    _fill(small_fs, 0)
+    one_error_line(cli("report", d), "no space left in", str(d), "0 bytes free")
+    assert _snapshot(d) == before and temporaries(small_fs) == []
+    assert not (d / ".dpap-lock").exists()
+
+
 def test_hdf5_written_through_memory_fails_cleanly_on_a_full_disk(small_fs):
     """HDF5 crashes the process (SIGSEGV) when the disk fills while it closes a file; written
     into ``atomic_buffer`` it never meets the disk, and the bytes fail as one plain write."""
