@@ -75,18 +75,15 @@ def descendants(pid: int | None = None) -> list[int]:
     return out
 
 
-def kill_descendants(keep: set[int] = frozenset()) -> list[int]:
-    """SIGKILL every descendant of this process except ``keep``; returns those signalled."""
-    killed = []
+def kill_descendants(keep: set[int] = frozenset()) -> None:
+    """SIGKILL every descendant of this process except ``keep``."""
     for pid in descendants():
         if pid in keep:
             continue
         try:
             os.kill(pid, signal.SIGKILL)
-            killed.append(pid)
         except ProcessLookupError:
             pass
-    return killed
 
 
 SHM = Path("/dev/shm")
