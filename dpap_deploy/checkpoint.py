@@ -36,7 +36,8 @@ DIGEST = "digest"
 def _feed(h, obj: Any) -> None:
     """Add ``obj`` to the hash ``h``: type tags, then values; dicts in sorted key order."""
     if isinstance(obj, torch.Tensor):
-        t = obj.detach().cpu().contiguous().reshape(-1)
+        t = obj.detach().cpu()
+        t = (t.to_dense() if t.layout != torch.strided else t).contiguous().reshape(-1)
         h.update(f"T{t.dtype}{tuple(obj.shape)}:".encode())
         h.update(t.view(torch.uint8).numpy().data if t.numel() else b"")
     elif isinstance(obj, dict):

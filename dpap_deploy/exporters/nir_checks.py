@@ -41,6 +41,14 @@ def _node_values(node) -> list[tuple[str, object]]:
     return out
 
 
+def _numeric(v) -> np.ndarray | None:
+    """``v`` as a float64 array, or None when it is not numeric (a list of names, ...)."""
+    try:
+        return np.asarray(v, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+
+
 def _feed_graph(h, graph: nir.NIRGraph) -> None:
     for name in sorted(graph.nodes):
         node = graph.nodes[name]
@@ -49,12 +57,12 @@ def _feed_graph(h, graph: nir.NIRGraph) -> None:
             _feed_graph(h, node)
             continue
         for key, v in _node_values(node):
-            if isinstance(v, str):
-                h.update(f"S{key}={v};".encode())
+            a = None if isinstance(v, str) else _numeric(v)
+            if a is None:
+                h.update(f"S{key}={v!r};".encode())
                 continue
-            a = np.ascontiguousarray(np.asarray(v, dtype=np.float64))
             h.update(f"A{key}{a.shape}:".encode())
-            h.update(a.tobytes())
+            h.update(np.ascontiguousarray(a).tobytes())
     for src, dst in sorted(graph.edges):
         h.update(f"E{src}>{dst};".encode())
 
@@ -82,13 +90,9 @@ def check_finite(graph: nir.NIRGraph, path, prefix: str = "") -> None:
             check_finite(node, path, f"{prefix}{name}.")
             continue
         for key, v in _node_values(node):
-            if isinstance(v, str):
+            a = None if isinstance(v, str) else _numeric(v)
+            if a is None:
                 continue
-            try:
-                a = np.asarray(v, dtype=np.float64)
-            except (TypeError, ValueError):
-                raise DPAPError(f"{path}: node '{prefix}{name}' {key} is not numeric "
-                                f"({type(v).__name__}); write the file again") from None
             bad = int((~np.isfinite(a)).sum())
             if bad:
                 raise DPAPError(f"{path}: node '{prefix}{name}' {key} holds {bad} non-finite "
