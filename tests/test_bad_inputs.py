@@ -42,6 +42,18 @@ def _idx_bytes(a: np.ndarray) -> bytes:
     return bytes([0, 0, 8, a.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in a.shape) + a.tobytes()
 
 
+def _other_runs(w: Path, good: Path) -> dict[str, Path]:
+    """Folders of another run than ``run``: its training folder, a compact and an export of it."""
+    from dpap_deploy.pipeline import compact, export, train
+    from dpap_deploy.training import TrainConfig
+    other = w / "run_other"
+    train(TrainConfig(dataset=f"npz:{good}", model="ann-digits", epochs=1, batch_size=32, seed=1),
+          other, progress=False)
+    compact(other, w / "run_compact")
+    export(other, "onnx", w / "run_export")
+    return {"other": other, "compact": w / "run_compact", "export": w / "run_export"}
+
+
 def _idx_dir(d: Path, damage: str) -> Path:
     d.mkdir()
     imgs, labs = np.zeros((4, 8, 8), np.uint8), np.arange(4, dtype=np.uint8) % 2
@@ -98,7 +110,10 @@ def world(tmp_path_factory):
             "unknown.toml": "epoch = 3\n", "eps.toml": "[dpap.conv]\nepsilon = 'x'\n",
             "flag.toml": "[dpap]\nprune_output_synapses = 'yes'\n",
             "warmup.toml": "[dpap.linear]\nwarmup = 2.5\n", "nan_lr.json": '{"lr": NaN}\n',
-            "dataset_int.toml": "dataset = 5\n"}
+            "dataset_int.toml": "dataset = 5\n", "epochs_huge.toml": "epochs = 99999999999999999\n",
+            "deep.json": '{"dpap": ' + "[" * 100_000 + "]" * 100_000 + "}\n",
+            "deep40.json": '{"dpap": {"a": ' + "[" * 40 + "]" * 40 + "}}\n",
+            "deep.toml": "x = " + "[" * 100_000 + "]" * 100_000 + "\n"}
     for name, text in cfgs.items():
         (w / name).write_text(text)
     (w / "afile").write_text("a file, not a folder\n")
@@ -111,8 +126,9 @@ def world(tmp_path_factory):
     run = w / "run"
     train_stage(TrainConfig(dataset=f"npz:{good}", model="ann-digits", epochs=1,
                                  batch_size=32), run, progress=False)
-    variants = {}
-    for name in ("badmask", "badjson", "listjson", "badhistory", "badckpt", "missing_rng"):
+    variants = _other_runs(w, good)
+    for name in ("badmask", "badjson", "listjson", "badhistory", "badckpt", "missing_rng",
+                 "nockpt", "symloop", "fingerprint"):
         variants[name] = w / f"run_{name}"
         shutil.copytree(run, variants[name])
     ck = load_checkpoint(run)
@@ -127,6 +143,13 @@ def world(tmp_path_factory):
     (variants["listjson"] / "report.json").write_text("[]\n")
     (variants["badhistory"] / "history.csv").write_text("epoch,test_acc\n1,abc\n")
     (variants["badckpt"] / "checkpoint.pt").write_bytes(b"\x80\x02garbage")
+    (variants["nockpt"] / "checkpoint.pt").unlink()           # report.json, history.csv, ... left
+    (variants["symloop"] / "checkpoint.pt").unlink()
+    (variants["symloop"] / "checkpoint.pt").symlink_to("checkpoint.pt")
+    ck = load_checkpoint(run)
+    ck.pop("path")
+    ck["data_fingerprint"] = "0" * 64                          # as if the data had changed
+    save_checkpoint(variants["fingerprint"] / "checkpoint.pt", ck)
     (w / "junk.pt").write_bytes(b"junk")
     raw = (run / "checkpoint.pt").read_bytes()
     (w / "truncated.pt").write_bytes(raw[:len(raw) // 2])
@@ -164,6 +187,21 @@ CASES = [
     ("train-out-under-file", "train --out {w}/afile/sub", ["afile", "is a file"], "none"),
     ("train-out-proc", "train --epochs 1 --out /proc/dpap-nope/out", ["/proc/dpap-nope"], "none"),
     ("train-no-out", "train --epochs 1", ["--out"], "none"),
+    ("train-out-empty", "train --epochs 1 --out {EMPTY}", ["--out ''", "current folder"], "none"),
+    ("train-epochs-huge", "train --epochs 99999999999999999999 --out {F}",
+     ["epochs 99999999999999999999", "a year", "sample-steps"], "fresh"),
+    ("train-epochs-cost", "train --epochs 100000000000000 --dataset npz:{good} --model ann-digits "
+     "--out {F}", ["epochs 100000000000000", "64 training samples", "at most 61593750000000"], "fresh"),
+    ("train-prune-target-alone", "train --prune-target 0.5 --out {F}",
+     ["--prune-target 0.5", "ignored", "--baseline"], "fresh"),
+    ("train-prune-kind-alone", "train --prune-target-kind synops --out {F}",
+     ["--prune-target-kind synops", "ignored"], "fresh"),
+    ("train-prune-kind-params", "train --prune-target-kind params --out {F}",
+     ["--prune-target-kind params", "ignored"], "fresh"),
+    ("train-data-root-digits", "train --dataset digits --data-root {w} --out {F}",
+     ["--data-root", "'digits'", "ignored"], "fresh"),
+    ("tae-prune-target-alone", "train-and-export --prune-target 0.5 --out {F}",
+     ["--prune-target 0.5"], "fresh"),
     # train: config files
     ("cfg-missing", "train --config {w}/nope.toml --out {F}", ["nope.toml", "does not exist"], "fresh"),
     ("cfg-syntax", "train --config {w}/syntax.toml --out {F}", ["syntax.toml", "TOML"], "fresh"),
@@ -178,6 +216,11 @@ CASES = [
     ("cfg-warmup", "train --config {w}/warmup.toml --out {F}", ["warmup=2.5"], "fresh"),
     ("cfg-lr-nan", "train --config {w}/nan_lr.json --out {F}", ["lr=nan"], "fresh"),
     ("cfg-dataset-int", "train --config {w}/dataset_int.toml --out {F}", ["dataset=5"], "fresh"),
+    ("cfg-epochs-huge", "train --config {w}/epochs_huge.toml --out {F}",
+     ["epochs 99999999999999999", "a year"], "fresh"),
+    ("cfg-deep-json", "train --config {w}/deep.json --out {F}", ["deep.json", "too deeply"], "fresh"),
+    ("cfg-deep-40", "train --config {w}/deep40.json --out {F}", ["deep40.json", "42 levels"], "fresh"),
+    ("cfg-deep-toml", "train --config {w}/deep.toml --out {F}", ["deep.toml", "too deeply"], "fresh"),
     # train: data files
     ("npz-nan", "train --dataset npz:{nan} --model ann-digits --out {F}", ["x_train", "NaN"], "fresh"),
     ("npz-inf", "train --dataset npz:{inf} --model ann-digits --out {F}", ["x_test", "inf"], "fresh"),
@@ -213,6 +256,32 @@ CASES = [
     ("resume-badckpt", "train --resume --out {E:badckpt}", ["checkpoint.pt", "not a readable"], "existing"),
     ("resume-badmask", "train --resume --out {E:badmask}", ["syn_alive", "(3, 3)"], "existing"),
     ("resume-missing-rng", "train --resume --out {E:missing_rng}", ["rng"], "existing"),
+    # runs own their folders: resume exactly the run in --out, write over no other run
+    ("resume-no-checkpoint", "train --resume --out {E:nockpt}",
+     ["nothing to resume", "checkpoint.pt", "report.json"], "existing"),
+    ("resume-symlink-loop", "train --resume --out {E:symloop}", ["checkpoint.pt", "symbolic link"],
+     "existing"),
+    ("resume-compact-folder", "train --resume --out {E:compact}", ["nothing to resume", "compact"],
+     "existing"),
+    ("resume-export-folder", "train --resume --out {E:export}",
+     ["nothing to resume", "export --target onnx"], "existing"),
+    ("resume-fresh", "train --resume --out {F}", ["nothing to resume", "drop --resume"], "fresh"),
+    ("resume-empty-dir", "train --resume --out {w}/empty_dir", ["nothing to resume", "empty"], "none"),
+    ("resume-overwrite", "train --resume --overwrite --out {E}", ["--overwrite"], "existing"),
+    ("resume-changed-data", "train --resume --out {E:fingerprint}",
+     ["changed", "npz:", "000000000000", "fingerprint"], "existing"),
+    ("train-into-compact", "train --out {E:compact}", ["already holds a run", "--overwrite"],
+     "existing"),
+    ("tae-into-compact", "train-and-export --model ann-digits --target onnx --out {E:compact}",
+     ["already holds a run"], "existing"),
+    ("compact-into-other-compact", "compact {run} --out {E:compact}",
+     ["holds another run", "compact output", "--overwrite"], "existing"),
+    ("compact-into-other-train", "compact {run} --out {E:other}",
+     ["holds another run", "training run", "--overwrite"], "existing"),
+    ("export-into-other-compact", "export {run} --target onnx --out {E:compact}",
+     ["holds another run", "--overwrite"], "existing"),
+    ("export-into-other-export", "export {run} --target onnx --out {E:export}",
+     ["holds another run", "export --target onnx"], "existing"),
     # compact
     ("compact-missing", "compact {w}/nope --out {F}", ["nope", "does not exist"], "fresh"),
     ("compact-out-file", "compact {run} --out {w}/afile", ["afile", "is a file"], "none"),
@@ -281,7 +350,8 @@ def _prepare(world, case_dir: Path, argv: str):
     def copy(variant: str) -> str:
         dst = case_dir / f"existing_{variant or 'run'}"
         if not dst.exists():
-            shutil.copytree(world[f"run_{variant}"] if variant else world["run"], dst)
+            shutil.copytree(world[f"run_{variant}"] if variant else world["run"], dst,
+                            symlinks=True)
             existing.append(dst)
         return str(dst)
 
@@ -289,7 +359,7 @@ def _prepare(world, case_dir: Path, argv: str):
     for tok in argv.split():
         for key in sorted(world, key=len, reverse=True):
             tok = tok.replace("{" + key + "}", str(world[key]))
-        tok = tok.replace("{F}", str(fresh))
+        tok = tok.replace("{F}", str(fresh)).replace("{EMPTY}", "")
         while "{E" in tok:
             a = tok.index("{E")
             b = tok.index("}", a)
@@ -355,6 +425,7 @@ def test_api_refuses_bad_values(world, tmp_path):
     from dpap_deploy.data.saccade import synth_events
     from dpap_deploy.errors import DPAPError
     from dpap_deploy.pipeline import compact as compact_run, export as export_run, report as write_human_report
+    from dpap_deploy.pipeline import train as train_stage
 
     out = tmp_path / "out"
     cases = [
@@ -372,6 +443,11 @@ def test_api_refuses_bad_values(world, tmp_path):
         (lambda: read_idx(world["w"] / "idx_gzip" / "train-images-idx3-ubyte.gz"), "gzip"),
         (lambda: synth_events("digits", None, out, limit_train=-1), "limit-train -1"),
         (lambda: load_checkpoint(world["w"] / "code.pt"), "could run code"),
+        (lambda: TrainConfig(epochs=10**20), "a year"),
+        (lambda: train(TrainConfig(epochs=1, prune_target=0.5), out), "--prune-target 0.5"),
+        (lambda: train(TrainConfig(epochs=1, data_root=str(world["w"])), out), "--data-root"),
+        (lambda: train_stage(TrainConfig(epochs=1), out, resume=True), "nothing to resume"),
+        (lambda: train_stage(TrainConfig(epochs=1), ""), "current folder"),
     ]
     for fn, frag in cases:
         with pytest.raises(DPAPError) as exc:
@@ -379,6 +455,28 @@ def test_api_refuses_bad_values(world, tmp_path):
         assert frag in str(exc.value) and "weights_only" not in str(exc.value)
         assert "\n" not in str(exc.value)
     assert not out.exists()
+
+
+def test_api_refuses_writing_over_another_run(world, tmp_path):
+    """compact / export / train / train_and_export into a folder of another run raise one line
+    and change nothing there; resume refuses a folder that is not a training run."""
+    from dpap_deploy import TrainConfig
+    from dpap_deploy.errors import DPAPError
+    from dpap_deploy.pipeline import compact, export, train, train_and_export
+    folder = tmp_path / "other"
+    shutil.copytree(world["run_compact"], folder)
+    before = _snapshot(folder)
+    cfg = TrainConfig(dataset=f"npz:{world['good']}", model="ann-digits", epochs=1)
+    cases = [(lambda: compact(world["run"], folder), "holds another run"),
+             (lambda: export(world["run"], "onnx", folder), "holds another run"),
+             (lambda: train(cfg, folder), "already holds a run"),
+             (lambda: train(cfg, folder, resume=True), "nothing to resume"),
+             (lambda: train_and_export(cfg, "onnx", folder), "already holds a run")]
+    for fn, frag in cases:
+        with pytest.raises(DPAPError, match=frag) as exc:
+            fn()
+        assert "\n" not in str(exc.value)
+    assert _snapshot(folder) == before
 
 
 def test_unexpected_error_is_one_line_with_debug_hint(monkeypatch, capsys):
