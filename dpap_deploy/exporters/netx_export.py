@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..atomic import atomic_path
+from ..atomic import atomic_buffer
 from ..graph import ModelGraph, build_graph, outputs
 from ..graph.model_graph import FLATTEN, INPUT, NEURON, OUTPUT, PASS, SYNAPSE
 from ..errors import UnsupportedModelError
@@ -119,7 +119,7 @@ def write_netx(model: nn.Module | ModelGraph, x: torch.Tensor, path: Path, time_
     input_flat = bool(seq) and seq[0][0] == "flatten"
     if input_flat:
         seq = seq[1:]
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+    with atomic_buffer(path) as buf, h5py.File(buf, "w") as f:   # see nir_export.write_nir
         layer = f.create_group("layer")
         g0 = layer.create_group("0")
         g0.create_dataset("type", data=np.bytes_("input"))

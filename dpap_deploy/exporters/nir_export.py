@@ -14,7 +14,7 @@ import nir
 import numpy as np
 
 from ..compaction import fold_for_deployment
-from ..atomic import atomic_path
+from ..atomic import atomic_buffer
 from ..errors import DPAPError
 from ._compare import spike_parity, torch_spikes
 from .base import ExportJob, ExportResult
@@ -32,8 +32,10 @@ def write_nir(job: ExportJob, path: Path, fold_pools: bool = False):
     _, fgraph = fold_for_deployment(job.model, x[:64], time_steps=job.time_steps,
                                     graph=job.model_graph(), fold_pools=fold_pools)
     graph = sign(to_nir(fgraph, time_steps=job.time_steps))
-    with atomic_path(path) as tmp:   # a killed export leaves no half-written .nir
-        nir.write(str(tmp), graph)
+    # Written in memory, then atomically: a killed export leaves no half-written .nir, and
+    # HDF5 never meets a full disk (it can crash the process when a flush fails on close).
+    with atomic_buffer(path) as buf:
+        nir.write(buf, graph)
     return path, fgraph
 
 

@@ -88,8 +88,11 @@ def compaction_sections(c, masks, files: list[str]) -> dict:
 
 def export_section(result) -> Export:
     """An exporter's :class:`~dpap_deploy.exporters.ExportResult` as the ``export`` section,
-    with a warning when the target's output layer was silent on many samples."""
-    silent = silent_warning(result.parity.get("output", {}), f"{result.target} export")
+    with a warning when the target's output layer was silent on many samples (not when the
+    parity check already failed for it: the failure says so once)."""
+    failed = result.parity.get("failure")
+    silent = None if failed else silent_warning(result.parity.get("output", {}),
+                                                f"{result.target} export")
     return Export.from_dict({**result.to_report(), "warnings": [warn(silent)] if silent else []},
                             "export")
 
