@@ -1,4 +1,5 @@
-"""Training progress that works in log files.
+"""Progress that works in log files: training's bar or lines, and the start / end lines of
+the longer stages of the other commands (:class:`Stage`).
 
 On a terminal, a tqdm bar (redrawn in place). When stderr is not a terminal (a log file, a
 pipe, CI), a bar's carriage returns are useless and nothing would appear until the epoch ends,
@@ -60,3 +61,34 @@ class LogProgress:
               f"{seen:,}/{self.n:,} samples  {rate:,.0f} samples/s  loss {loss:.4f}  "
               f"ETA epoch {duration(left_epoch)}, run {duration(left_run)}",
               file=self.stream, flush=True)
+
+
+class Stage:
+    """One line when a stage of a command starts and one when it ends, through ``log`` (a
+    callable taking a line, e.g. the CLI's stderr printer; ``None``: silent, the API's default).
+    Plain lines, so they read the same on a terminal and in a pipe or log file:
+
+        compact: counting operations on 397 samples ...
+        compact: counting operations done in 4 s
+
+    Used as ``with Stage(log, "compact", "counting operations on 397 samples"): ...``; a stage
+    that raises prints no end line (the error is reported by whoever catches it).
+    """
+
+    def __init__(self, log, command: str, what: str):
+        self.log, self.command, self.what = log, command, what
+
+    def __enter__(self) -> "Stage":
+        self.start = time.perf_counter()
+        self.say(f"{self.what} ...")
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.say(f"{self.what} done in {duration(time.perf_counter() - self.start)}")
+
+    def say(self, text: str) -> None:
+        """``command: text`` through ``log``, if any."""
+        if self.log is not None:
+            self.log(f"{self.command}: {text}")
+

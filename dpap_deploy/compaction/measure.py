@@ -15,6 +15,7 @@ from torch import nn
 from ..counting import OpsReport, count_ops, param_counts
 from ..errors import DPAPError
 from ..graph import ModelGraph, build_graph
+from ..progress import Stage
 from .compact import Compacted, compact
 from .fold import fold_for_deployment
 
@@ -38,27 +39,37 @@ class Measured:
 
 
 def compact_and_measure(model: nn.Module, kind: str, masks, x: torch.Tensor, y: torch.Tensor,
-                        time_steps: int) -> Measured:
+                        time_steps: int, log=None) -> Measured:
+    """``log``: a callable taking one line; each stage (compact and check, fold and check,
+    accuracy, counting, NeuroBench) then says when it starts and ends (``progress.Stage``).
+    ``None`` (the default): silent."""
     from ..evaluation import evaluate
     from ..neurobench_defs import neurobench_metrics
     model = model.eval()
     xv = x[:VERIFY_SAMPLES]
-    graph = build_graph(model, xv[:2])
-    result = compact(model, xv, masks, time_steps=time_steps, graph=graph)
-    deploy, deploy_graph = fold_for_deployment(result.model, xv, time_steps=time_steps,
-                                               graph=result.graph)
-    cpu = torch.device("cpu")
-    acc_masked = evaluate(model, x, y, kind, time_steps, cpu)
-    acc_compact = evaluate(result.model, x, y, kind, time_steps, cpu)
+    n, nv = f"{len(x):,} samples", f"{len(xv):,} samples"
+    with Stage(log, "compact", f"removing pruned units, checking the result on {nv}"):
+        graph = build_graph(model, xv[:2])
+        result = compact(model, xv, masks, time_steps=time_steps, graph=graph)
+    with Stage(log, "compact", f"folding BatchNorm and pooling, checking on {nv}"):
+        deploy, deploy_graph = fold_for_deployment(result.model, xv, time_steps=time_steps,
+                                                   graph=result.graph)
+    with Stage(log, "compact", f"accuracy of the masked and compacted networks on {n}"):
+        cpu = torch.device("cpu")
+        acc_masked = evaluate(model, x, y, kind, time_steps, cpu)
+        acc_compact = evaluate(result.model, x, y, kind, time_steps, cpu)
     if acc_masked != acc_compact:
         raise DPAPError(f"compacted accuracy {acc_compact:.4f} differs from the masked model's "
                         f"{acc_masked:.4f}")
+    with Stage(log, "compact", f"counting parameters, SynOps and MACs on {n}"):
+        masked_ops = count_ops(model, x, time_steps, graph=graph)
+        compact_ops = count_ops(result.model, x, time_steps, graph=result.graph)
+    with Stage(log, "compact", f"NeuroBench's metrics on {nv}"):
+        bench = {"compact": neurobench_metrics(result.model, xv, time_steps, result.graph),
+                 "deploy": neurobench_metrics(deploy, xv, time_steps, deploy_graph)}
     return Measured(
         graph=graph, result=result, deploy=deploy, deploy_graph=deploy_graph,
-        masked_ops=count_ops(model, x, time_steps, graph=graph),
-        compact_ops=count_ops(result.model, x, time_steps, graph=result.graph),
+        masked_ops=masked_ops, compact_ops=compact_ops,
         accuracy_masked=acc_masked, accuracy_compact=acc_compact,
         params_dense=param_counts(model), params_compact=param_counts(result.model),
-        verified_on=len(xv),
-        neurobench={"compact": neurobench_metrics(result.model, xv, time_steps, result.graph),
-                    "deploy": neurobench_metrics(deploy, xv, time_steps, deploy_graph)})
+        verified_on=len(xv), neurobench=bench)

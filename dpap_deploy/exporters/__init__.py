@@ -63,19 +63,33 @@ def check_target(target: str, kind: str):
     return mod
 
 
-def export(target: str, job: ExportJob, out: str | Path) -> ExportResult:
+def export(target: str, job: ExportJob, out: str | Path, log=None) -> ExportResult:
     """Run ``target``'s exporter on ``job`` (finite weights only); the result records each
-    file's sha256 and fails when its output was silent or constant, whatever the agreement."""
+    file's sha256 and fails when its output was silent or constant, whatever the agreement.
+    ``log``: a callable taking one line, told when the export starts and when its result is
+    checked (``progress.Stage``); ``None`` (the default): silent."""
+    from ..progress import Stage
     mod = check_target(target, job.kind)
     check_job_finite(job)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    result = mod.export(job, out)
+    n = len(job.samples()[1])
+    stage = Stage(log, f"export {target}",
+                  f"writing the files, running them in the consumer on {n:,} samples")
+    with stage:
+        result = mod.export(job, out)
+    stage.say(f"checking the result against torch ({_agreement(result.parity)})")
     reason = result.parity.get("failure") or silence(result.parity)
     if reason:
         result.parity, result.passed = with_failure(result.parity, reason), False
     result.details["file_sha256"] = file_sha256(out, result.files)
     return result
+
+
+def _agreement(parity: dict) -> str:
+    """The agreement figure of a parity table as words (``n/a`` when the target has none)."""
+    a = parity.get("agreement")
+    return "agreement n/a" if a is None else f"agreement {a:.2%}"
 
 
 def check_job_finite(job: ExportJob) -> None:
