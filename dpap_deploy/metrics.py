@@ -8,6 +8,7 @@ index, and a network that never spikes would score the frequency of class 0.
 
     pred = predictions(scores)                 # [N] long, -1 for ties
     acc = accuracy(pred, y)                    # mean(pred == y)
+    nb = argmax_accuracy(scores, y)            # NeuroBench's: mean(argmax(scores) == y)
     agree = agreement(scores_a, scores_b)      # same top class, or the same tie
     act = output_activity(spikes_or_rates)     # firing rate, silent and tied fractions
 """
@@ -42,6 +43,14 @@ def correct(pred, y) -> int:
 def accuracy(pred, y) -> float:
     n = len(_tensor(y))
     return correct(pred, y) / n if n else 0.0
+
+
+def argmax_accuracy(scores, y) -> float:
+    """NeuroBench's accuracy (``ChooseMaxCount``): ``mean(argmax(scores) == y)``, a tie (a
+    silent output included) counted as the lowest tied class; for comparison with NeuroBench
+    leaderboards only (:func:`accuracy` of :func:`predictions` counts a tie as wrong)."""
+    s, n = _tensor(scores), len(_tensor(y))
+    return correct(s.argmax(1), y) / n if n else 0.0
 
 
 def top_classes(scores) -> torch.Tensor:

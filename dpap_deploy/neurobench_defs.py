@@ -13,7 +13,15 @@ fan-out counting non-zero weights only; the bias is not an operation.
 - ``connection_sparsity``: zero weights over all weights of those layers (biases excluded);
 - ``activation_sparsity``: zero outputs over all outputs of the neuron layers (snnTorch
   neurons; ``ReLU`` / ``Sigmoid`` in an ANN), over samples, time steps and positions;
-- ``footprint_bytes``: bytes of all parameters and buffers.
+- ``footprint_bytes``: bytes of the parameters and buffers of a freshly built model, which is
+  what NeuroBench's ``Footprint`` sees when it runs first: ``sum(numel * element_size)`` over
+  the parameters and the persistent buffers (thresholds, betas, BatchNorm statistics). snnTorch
+  keeps a neuron's state (``mem``, ``syn``) in non-persistent buffers that are empty until the
+  first input and then hold the last batch, ``[batch, *shape]``: they are not counted, so the
+  footprint does not depend on what the model ran last;
+- ``accuracy`` (with labels ``y``): NeuroBench's ``ChooseMaxCount``, ``mean(argmax(counts) ==
+  y)`` over the spike counts (ANN: logits), where a tie, a silent output included, goes to
+  the lowest tied class; ours (``accuracy_ties_wrong``, :mod:`.metrics`) counts it as wrong.
 All operation counts are per sample. Ours differ on purpose: SynOps multiply a pooled spike
 back by ``k^2`` (it stands for that many spikes) and our MACs of a first layer count every
 input pixel, zero or not (a dense implementation computes them).
@@ -30,9 +38,32 @@ SYNAPSES = (nn.Linear, nn.Conv1d, nn.Conv2d)
 ACTIVATIONS = (nn.ReLU, nn.Sigmoid)
 
 
+def footprint_bytes(model: nn.Module) -> int:
+    """Bytes of the parameters and persistent buffers: NeuroBench's ``Footprint`` on a fresh
+    model, whatever batch the model ran last (neuron state is a non-persistent buffer)."""
+    tensors = {id(p): p for p in model.parameters()}
+    for mod in model.modules():
+        for name, buf in mod.named_buffers(recurse=False):
+            if buf is not None and name not in mod._non_persistent_buffers_set:
+                tensors[id(buf)] = buf
+    return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+def _accuracies(out: torch.Tensor, y, kind: str) -> dict:
+    """NeuroBench's accuracy (argmax, ties to the lowest class) and ours (ties wrong) on the
+    same samples, from ``[T, N, classes]`` spikes (SNN) or ``[N, classes]`` logits (ANN)."""
+    from .metrics import accuracy, argmax_accuracy, predictions
+    scores = out.sum(0) if kind == "snn" else out
+    return {"accuracy": argmax_accuracy(scores, y),
+            "accuracy_ties_wrong": accuracy(predictions(scores), y)}
+
+
 @torch.no_grad()
 def neurobench_metrics(model: nn.Module, x: torch.Tensor, time_steps: int | None = None,
-                       graph: ModelGraph | None = None) -> dict:
+                       graph: ModelGraph | None = None, y: torch.Tensor | None = None) -> dict:
+    """NeuroBench's metrics of ``model`` on ``x`` (see the module's docstring); with labels
+    ``y`` also NeuroBench's accuracy beside ours."""
+    footprint = footprint_bytes(model)
     graph = graph or build_graph(model, x[:2])
     ops = {"acs": 0.0, "macs": 0.0, "dense": 0.0}
     active = [0, 0]                # non-zero outputs, all outputs of the neuron layers
@@ -61,21 +92,24 @@ def neurobench_metrics(model: nn.Module, x: torch.Tensor, time_steps: int | None
     hooks += [m.register_forward_hook(neuron_hook) for m in model.modules()
               if isinstance(m, (snn.SpikingNeuron, *ACTIVATIONS))]
     try:
-        outputs(graph, x, time_steps, multistep=False)   # hooks: one call per step
+        out = outputs(graph, x, time_steps, multistep=False)   # hooks: one call per step
     finally:
         for h in hooks:
             h.remove()
     n = max(len(x), 1)
     weights = [m.weight for m in model.modules() if isinstance(m, SYNAPSES)]
     n_w = sum(w.numel() for w in weights)
+    acc = _accuracies(out, y[:len(x)], graph.kind) if y is not None else {}
     return {
         "effective_acs": ops["acs"] / n, "effective_macs": ops["macs"] / n,
         "dense_ops": ops["dense"] / n,
         "connection_sparsity": sum(int((w == 0).sum()) for w in weights) / max(n_w, 1),
         "activation_sparsity": (active[1] - active[0]) / max(active[1], 1),
-        "footprint_bytes": sum(t.numel() * t.element_size()
-                               for t in [*model.parameters(), *model.buffers()]),
+        "footprint_bytes": footprint,
+        **acc,
         "definitions": "NeuroBench 2.3 (neurobench.metrics): binarised inputs, non-zero "
-                       "weights, bias excluded; per sample",
+                       "weights, bias excluded; per sample; footprint of a fresh model "
+                       "(parameters and persistent buffers); accuracy: argmax of the spike "
+                       "counts, a tie to the lowest class",
         "measured_on": f"{len(x)} test samples",
     }

@@ -22,7 +22,9 @@ pip_q() {
 }
 
 stamp="$VENV/.dpap-setup-stamp"
-want=$(cat scripts/requirements.txt scripts/constraints.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+# the stamp covers this script too: a package added below reaches venvs made before it
+want=$(cat scripts/requirements.txt scripts/constraints.txt pyproject.toml scripts/setup.sh \
+  | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   echo "[setup] $VENV is up to date"
 else
@@ -35,6 +37,9 @@ else
   # install them past those declarations (see docs/platform notes in docs/install.md).
   pip_q install -c scripts/constraints.txt --ignore-requires-python "lava-nc==0.10.0"
   pip_q install --no-deps --ignore-requires-python "lava-dl==0.6.0"
+  # NeuroBench's own metrics, which tests/test_neurobench_defs.py compares ours with; they need
+  # none of its declared dependencies (torchaudio...), so they come without them.
+  pip_q install --no-deps "neurobench==2.3.0"
   pip_q install --no-deps -e .
   echo "$want" > "$stamp"
 fi

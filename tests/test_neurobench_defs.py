@@ -5,7 +5,7 @@ import snntorch as snn
 import torch
 from torch import nn
 
-from dpap_deploy.neurobench_defs import neurobench_metrics
+from dpap_deploy.neurobench_defs import footprint_bytes, neurobench_metrics
 
 T = 4
 
@@ -50,23 +50,40 @@ def _x(n=16):
 
 
 def _neurobench(model, data, spiking):
+    """NeuroBench's own metrics of ``model``, freshly built (as a benchmark script runs it; a
+    deep copy would escape the reset of snnTorch's neuron registry)."""
     Benchmark = pytest.importorskip("neurobench.benchmarks").Benchmark
     from neurobench.metrics.static import ConnectionSparsity, Footprint
-    from neurobench.metrics.workload import ActivationSparsity, SynapticOperations
+    from neurobench.metrics.workload import (ActivationSparsity, ClassificationAccuracy,
+                                             SynapticOperations)
     from neurobench.models import SNNTorchModel, TorchModel
+    from neurobench.processors.postprocessors import ChooseMaxCount
     wrapped = SNNTorchModel(model) if spiking else TorchModel(model)
     loader = torch.utils.data.DataLoader(data, batch_size=8)
-    bench = Benchmark(wrapped, loader, [], [], [[Footprint, ConnectionSparsity],
-                                                [SynapticOperations, ActivationSparsity]])
+    post = [ChooseMaxCount()] if spiking else [lambda logits: logits.argmax(1)]
+    bench = Benchmark(wrapped, loader, [], post, [[Footprint, ConnectionSparsity],
+                                                  [SynapticOperations, ActivationSparsity,
+                                                   ClassificationAccuracy]])
     return bench.run(quiet=True)
+
+
+def _fresh_footprint(model) -> int:
+    """NeuroBench's ``Footprint`` of ``model`` rebuilt from its state (nothing run yet)."""
+    from neurobench.metrics.static import Footprint
+    from neurobench.models import SNNTorchModel
+    return Footprint()(SNNTorchModel(model))
+
+
+def _labels(n=16):
+    return torch.arange(n) % 3
 
 
 def test_snn_against_neurobench():
     pytest.importorskip("neurobench")
-    model, x = _snn(), _x()
-    ours = neurobench_metrics(model, x, T)
+    model, x, y = _snn(), _x(), _labels()
     frames = x.unsqueeze(1).expand(-1, T, -1, -1, -1)     # NeuroBench: [batch, time, ...]
-    nb = _neurobench(model, torch.utils.data.TensorDataset(frames, torch.zeros(len(x))), True)
+    nb = _neurobench(_snn(), torch.utils.data.TensorDataset(frames, y), True)
+    ours = neurobench_metrics(model, x, T, y=y)
     ops = nb["SynapticOperations"]
     assert ours["effective_acs"] == pytest.approx(ops["Effective_ACs"], rel=1e-9)
     assert ours["effective_macs"] == pytest.approx(ops["Effective_MACs"], rel=1e-9)
@@ -74,16 +91,65 @@ def test_snn_against_neurobench():
     assert ours["effective_macs"] > 0 and ours["effective_acs"] > 0
     assert ours["connection_sparsity"] == pytest.approx(nb["ConnectionSparsity"], abs=5e-5)
     assert ours["activation_sparsity"] == pytest.approx(nb["ActivationSparsity"], rel=1e-12)
-    assert ours["footprint_bytes"] == nb["Footprint"]
+    assert ours["footprint_bytes"] == nb["Footprint"] == 4 * sum(
+        p.numel() for p in model.parameters()) + 4 * (3 * 4 + 8)  # 4 LIF: 3 float32, 1 int64 each
+    assert ours["accuracy"] == pytest.approx(nb["ClassificationAccuracy"], abs=1e-7)
 
 
 def test_ann_against_neurobench():
     pytest.importorskip("neurobench")
-    model, x = _ann(), _x()
-    ours = neurobench_metrics(model, x)
-    nb = _neurobench(model, torch.utils.data.TensorDataset(x, torch.zeros(len(x))), False)
+    model, x, y = _ann(), _x(), _labels()
+    nb = _neurobench(_ann(), torch.utils.data.TensorDataset(x, y), False)
+    ours = neurobench_metrics(model, x, y=y)
     ops = nb["SynapticOperations"]
     assert ours["effective_macs"] == pytest.approx(ops["Effective_MACs"], rel=1e-9)
     assert ours["effective_acs"] == ops["Effective_ACs"] == 0
     assert ours["activation_sparsity"] == pytest.approx(nb["ActivationSparsity"], rel=1e-12)
     assert ours["footprint_bytes"] == nb["Footprint"]
+    assert ours["accuracy"] == pytest.approx(nb["ClassificationAccuracy"], abs=1e-7)
+
+
+def test_footprint_does_not_depend_on_the_last_batch():
+    """snnTorch keeps each neuron's state of the last batch in buffers ([batch, *shape]):
+    NeuroBench, on a fresh model, does not see them, and neither does the footprint."""
+    pytest.importorskip("neurobench")
+    model = _snn()
+    fresh = _fresh_footprint(_snn())
+    small = neurobench_metrics(model, _x(2), T)["footprint_bytes"]
+    big = neurobench_metrics(model, _x(300), T)["footprint_bytes"]
+    state = sum(b.numel() * 4 for n, b in model.named_buffers() if n.endswith("mem"))
+    assert small == big == fresh == footprint_bytes(model)
+    assert state > 300 * 20 and fresh + state == sum(
+        t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+
+
+def test_tie_goes_to_the_lowest_class_in_neurobench_accuracy():
+    """A silent SNN: every sample is a tie. NeuroBench's ChooseMaxCount answers class 0 (the
+    label of 6 of 16 samples); ours answers nothing."""
+    model = _snn()
+    with torch.no_grad():
+        model[8].weight.zero_()
+        model[8].bias.fill_(-1.0)                          # the output layer never fires
+    m = neurobench_metrics(model, _x(), T, y=_labels())
+    assert m["accuracy"] == 6 / 16 and m["accuracy_ties_wrong"] == 0.0
+
+
+def test_default_runs_compacted_model_against_neurobench(tmp_path):
+    """The default run's network (snn-digits on the digits, 397 test samples) compacted: its
+    footprint is NeuroBench's ``Footprint`` of compact.pt loaded fresh, not the 397-sample
+    membrane buffers the compacted model holds after it was measured."""
+    pytest.importorskip("neurobench")
+    from dpap_deploy.compaction.measure import compact_and_measure
+    from dpap_deploy.data import load_dataset
+    from dpap_deploy.serialize import load_model, save_model
+    from dpap_deploy.zoo import build_model
+    data = load_dataset("digits")
+    torch.manual_seed(0)
+    model, kind = build_model("snn-digits", tuple(data.x_test.shape[1:]), data.n_classes)
+    m = compact_and_measure(model, kind, None, data.x_test, data.y_test, 8)
+    fp = m.neurobench["compact"]["footprint_bytes"]
+    loaded, _, _ = load_model(save_model(tmp_path / "compact.pt", m.result.model, kind))
+    held = sum(t.numel() * t.element_size() for t in m.result.model.buffers())
+    assert fp == _fresh_footprint(loaded) == 4 * sum(p.numel() for p in loaded.parameters()) \
+        + sum(b.numel() * b.element_size() for b in loaded.buffers())
+    assert held > 397 * 1000 * 4 > fp                      # what was counted before
