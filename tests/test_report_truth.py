@@ -128,22 +128,72 @@ def test_pruning_and_compaction_layer_tables_agree(tmp_path, method):
     assert "pruned + derived" in md and "Kept = total - pruned - derived" in md
 
 
-def test_report_md_explains_deployed_against_compacted_synapses():
+def _report(export: dict | None = None, **sections) -> dict:
     rep = {"model": "m", "dataset": "d", "kind": "snn", "epochs": 1, "seed": 0, "dpap": True,
            "accuracy": {"test": 0.5, "best": 0.5}, "pruning": {"params_removed_fraction": 0.1,
                                                               "layers": []},
            "params": {"dense": 10, "nonzero": 9, "compact": 8, "compact_nonzero": 8,
-                      "compact_nonzero_weights": 127_234},
-           "export": {"target": "loihi-sim", "files": ["network-folded.nir"], "accuracy": 0.5,
-                      "passed": True, "synapses": 503_113,
-                      "parity": {"agreement": 1.0, "n_samples": 4,
-                                 "output": {"firing_rate": 0.1, "silent_fraction": 0.25,
-                                            "tie_fraction": 0.25, "n_samples": 4}},
-                      "warnings": ["loihi-sim export: the output layer is silent"]}}
-    md = render(rep, [])
-    sentence = [line for line in md.splitlines() if "503,113 synapses against 127,234" in line]
-    assert len(sentence) == 1 and "pooling" in sentence[0]
+                      "compact_nonzero_weights": 8_911, "deploy_nonzero_weights": 35_644},
+           **sections}
+    if export is not None:
+        rep["export"] = {"files": ["network-folded.nir"], "accuracy": 0.5, "passed": True,
+                         "parity": {"agreement": 1.0, "n_samples": 4,
+                                    "output": {"firing_rate": 0.1, "silent_fraction": 0.25,
+                                               "tie_fraction": 0.25, "n_samples": 4}},
+                         "warnings": ["loihi-sim export: the output layer is silent"], **export}
+    return rep
+
+
+def test_loihi_sim_synapses_are_the_files_and_the_pool_stages():
+    """Lava runs each pool as its own depthwise process (C k^2 weights); nothing is copied into
+    weights: 9,087 = the file's 8,911 + 176 (16 and 28 channels, 2 x 2 pools)."""
+    md = render(_report({"target": "loihi-sim", "synapses": 9_087, "synapses_lava": 9_087,
+                         "synapses_nir": 8_911}), [])
+    line = [l for l in md.splitlines() if l.startswith("- synapses:")]
+    assert line == ["- synapses: 8,911 non-zero weights in network-folded.nir (the compacted "
+                    "network's); the Lava network holds 9,087: those and the 176 weights of its "
+                    "pooling stages (Lava runs each k x k pool as its own depthwise convolution "
+                    "process, one k x k kernel per channel, of 1/k^2 for an average pool)"]
+    assert "folded into the next" not in md and "copies" not in md
     assert "silent on 25.00% of samples" in md and "- loihi-sim export: the output" in md
+
+
+def test_netx_synapses_are_the_folded_pools_after_quantisation():
+    md = render(_report({"target": "netx", "files": ["network.net"], "synapses": 35_600}), [])
+    assert "- non-zero synapses in the exported file: 35,600" in md
+    line = [l for l in md.splitlines() if "copies each weight over the pooling window" in l]
+    assert len(line) == 1 and "8,911 non-zero weights become 35,644" in line[0]
+    assert line[0].endswith("; 44 of them round to zero when quantised for the target")
+
+
+NEUROBENCH = {"effective_acs": 1_000.0, "effective_macs": 2_500.5, "dense_ops": 90_000.0,
+              "connection_sparsity": 0.8125, "activation_sparsity": 0.93, "footprint_bytes": 41_600,
+              "accuracy": 0.75, "accuracy_ties_wrong": 0.7, "measured_on": "397 test samples"}
+
+
+def test_report_md_puts_neurobench_names_and_figures_beside_ours():
+    ops = {"synops_dense": 9e3, "synops_compact": 1_234.0, "macs_dense": 3e3,
+           "macs_compact": 3_000.0,
+           "energy_pj_dense": 1e4, "energy_pj_compact": 5e3, "measured_on": "397 test samples"}
+    deploy = {**NEUROBENCH, "footprint_bytes": 80_000}
+    md = render(_report(ops=ops, neurobench={"compact": NEUROBENCH, "deploy": deploy}), [])
+    rows = [l for l in md.splitlines() if l.startswith("| ") and "NeuroBench" not in l]
+    assert rows[:7] == ["| Effective_ACs | 1,000 | 1,000 | 1,234 SynOps |",
+                        "| Effective_MACs | 2,500 | 2,500 | 3,000 MACs |",
+                        "| Dense (ops) | 90,000 | 90,000 |  |",
+                        "| ConnectionSparsity | 0.8125 | 0.8125 |  |",
+                        "| ActivationSparsity | 0.9300 | 0.9300 |  |",
+                        "| Footprint (bytes) | 41,600 | 80,000 |  |",
+                        "| ClassificationAccuracy (argmax) | 75.00% | 75.00% | "
+                        "70.00% (ties wrong) |"]
+    assert "They differ from ours on purpose: NeuroBench counts a layer's input as spikes" in md
+    ties = [l for l in md.splitlines() if l.startswith("- ties:")]
+    assert ties == ["- ties: a sample whose highest score is shared by several classes (a silent "
+                    "output included) counts as wrong here; NeuroBench's `ChooseMaxCount` takes "
+                    "the first of them: on the 397 test samples NeuroBench counts 75.00% "
+                    "accurate where we count 70.00% (compacted network)"]
+    lines = md.splitlines()                                   # right under the accuracy
+    assert lines[lines.index(ties[0]) - 1].startswith("- test accuracy: 50.00%")
 
 
 def _captured(monkeypatch):

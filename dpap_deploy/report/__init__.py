@@ -5,6 +5,7 @@
 | `schema.py` | the sections of ``report.json`` as dataclasses, checked when read, schema version |
 | `build.py` | the sections from what each stage measured (training, compaction, export) |
 | `files.py` | ``report.json`` written atomically and read back checked; ``history.csv`` read back |
+| `paths.py` | paths in a report relative to its folder (no absolute machine path) |
 | `markdown.py` | ``report.md``, rendered from ``report.json`` |
 | `plots.py` | the figures |
 | `human.py` | ``report.md`` and the plots of a run folder |

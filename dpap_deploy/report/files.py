@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..atomic import atomic_write_text
 from ..errors import DPAPError
+from .paths import with_relative_paths
 from .schema import Export, Report, check_schema_version
 
 REPORT = "report.json"
@@ -71,6 +72,8 @@ def _existing(out: Path) -> Report | None:
 
 
 def _write(out: Path, report: Report) -> Report:
+    """Write ``report`` with its paths relative to ``out`` (:mod:`.paths`); returns that."""
+    report = with_relative_paths(report, out)
     atomic_write_text(out / REPORT, json.dumps(report.to_dict(), indent=2) + "\n")
     return report
 

@@ -11,6 +11,7 @@ from ..validate import existing_path
 from . import plots
 from .files import HISTORY, read_history, read_report, save_report
 from .markdown import render
+from .paths import resolve
 
 
 def write_human_report(run_dir: str | Path, baseline: str | Path | None = None) -> Path:
@@ -39,8 +40,9 @@ def _write(run_dir: Path, report: dict, history: list[dict]) -> Path:
     made: list[Path] = []
     if history:
         base_hist = None
-        if report.get("baseline_run") and (Path(report["baseline_run"]) / HISTORY).exists():
-            base_hist = read_history(Path(report["baseline_run"]) / HISTORY)
+        base = resolve(report["baseline_run"], run_dir) if report.get("baseline_run") else None
+        if base is not None and (base / HISTORY).exists():
+            base_hist = read_history(base / HISTORY)
         made.append(plots.plot_accuracy(history, run_dir / "plots/accuracy.png", base_hist))
         layers = [(l["name"], l.get("kind", "")) for l in report["pruning"]["layers"]]
         made.append(plots.plot_params_per_layer(history, layers, run_dir / "plots/params_per_layer.png"))
@@ -58,7 +60,7 @@ def _write(run_dir: Path, report: dict, history: list[dict]) -> Path:
 def _dpap_state(run_dir: Path, report: dict) -> dict | None:
     """The DPAP state of the run's checkpoint (here, or in the run it was compacted from)."""
     from ..trained import migrate_kinds
-    for d in (run_dir, Path(report.get("source_run", run_dir))):
+    for d in (run_dir, resolve(report.get("source_run") or ".", run_dir)):
         ck = d / "checkpoint.pt"
         if ck.exists():
             data = load_checkpoint(ck)

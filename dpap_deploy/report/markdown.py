@@ -30,6 +30,94 @@ def _output_lines(act: dict | None, where: str) -> list[str]:
             f"{_pct(act['tie_fraction'])}"]
 
 
+def _tie_line(nb: dict | None, kind: str) -> str:
+    """How our accuracy counts ties, and NeuroBench's accuracy beside ours when measured."""
+    line = ("- ties: a sample whose highest score is shared by several classes"
+            + (" (a silent output included)" if kind == "snn" else "")
+            + " counts as wrong here; NeuroBench's "
+            + ("`ChooseMaxCount`" if kind == "snn" else "argmax") + " takes the first of them")
+    if nb and nb.get("accuracy") is not None and nb.get("accuracy_ties_wrong") is not None:
+        line += (f": on the {nb['measured_on']} NeuroBench counts {_pct(nb['accuracy'])} "
+                 f"accurate where we count {_pct(nb['accuracy_ties_wrong'])} (compacted network)")
+    return line
+
+
+# (NeuroBench's name, key in report.json's neurobench section, format)
+NEUROBENCH_ROWS = (("Effective_ACs", "effective_acs", _n), ("Effective_MACs", "effective_macs", _n),
+                   ("Dense (ops)", "dense_ops", _n),
+                   ("ConnectionSparsity", "connection_sparsity", lambda v: f"{v:.4f}"),
+                   ("ActivationSparsity", "activation_sparsity", lambda v: f"{v:.4f}"),
+                   ("Footprint (bytes)", "footprint_bytes", _n),
+                   ("ClassificationAccuracy (argmax)", "accuracy", _pct))
+# NeuroBench's key -> (our key in report.json's ops, our name)
+NEUROBENCH_OURS = {"effective_acs": ("synops_compact", "SynOps"),
+                   "effective_macs": ("macs_compact", "MACs")}
+
+
+def _neurobench_lines(nb: dict | None, ops: dict | None) -> list[str]:
+    """NeuroBench's metrics of the compacted and the folded network, with ours beside them."""
+    if not nb or "compact" not in nb:
+        return []
+    c, d = nb["compact"], nb.get("deploy") or {}
+    lines = ["", "## NeuroBench", "",
+             f"As NeuroBench 2.3 (`neurobench.metrics`) defines them, per sample, on the "
+             f"{c.get('measured_on', 'test samples')}; ours from the lines above"
+             + (f" (on {ops['measured_on']})" if ops and ops.get("measured_on") else "") + ".", "",
+             "| NeuroBench metric | compacted | folded for deployment | ours (compacted) |",
+             "|---|---|---|---|"]
+    for name, key, fmt in NEUROBENCH_ROWS:
+        if c.get(key) is None:
+            continue
+        ours = NEUROBENCH_OURS.get(key)
+        mine = (f"{_n(ops[ours[0]])} {ours[1]}" if ours and ops else
+                f"{_pct(c['accuracy_ties_wrong'])} (ties wrong)" if key == "accuracy" else "")
+        lines.append(f"| {name} | {fmt(c[key])} | "
+                     f"{fmt(d[key]) if d.get(key) is not None else ''} | {mine} |")
+    lines += ["", "They differ from ours on purpose: NeuroBench counts a layer's input as spikes "
+              "(ACs) only when every value is 0 or +-1, so the spikes an average pool mixes "
+              "(0.25, 0.5...) count as MACs, and it skips zero pixels in a first layer's MACs; "
+              "our SynOps count a pooled spike as the k x k spikes it stands for, and our MACs "
+              "count every input pixel. In the folded network the pool is in the weights. "
+              "Dense: every input active, every weight. Footprint: bytes of the parameters and "
+              "buffers of a freshly built model (no neuron state)."]
+    return lines
+
+
+def _synapse_lines(e: dict, params: dict) -> list[str]:
+    """Synapses of an export against the compacted network's non-zero weights, with the
+    reason they differ: Lava runs each average pool as its own stage (``C k^2`` weights: one
+    ``k x k`` kernel per channel) beside the file's weights; netx takes the pool folded into
+    the next layer's weights (each weight copied ``k x k`` times), then quantised."""
+    c, folded = params.get("compact_nonzero_weights"), params.get("deploy_nonzero_weights")
+    if "synapses_lava" in e and "synapses_nir" in e:
+        nir, lava = e["synapses_nir"], e["synapses_lava"]
+        lines = [f"- synapses: {nir:,} non-zero weights in {', '.join(e['files'])}"
+                 + (f" (the compacted network has {c:,})" if c is not None and c != nir else
+                    " (the compacted network's)" if c is not None else "")
+                 + f"; the Lava network holds {lava:,}"]
+        if lava != nir:
+            lines[0] += (f": those and the {lava - nir:,} weights of its pooling stages (Lava "
+                         "runs each k x k pool as its own depthwise convolution process, one "
+                         "k x k kernel per channel, of 1/k^2 for an average pool)")
+        return lines
+    if "synapses" not in e:
+        return []
+    n = e["synapses"]
+    lines = [f"- non-zero synapses in the exported file: {n:,}"]
+    if c is None or n == c:
+        return lines
+    if folded is not None and folded != c:
+        lines.append(f"- the compacted network's {c:,} non-zero weights become {folded:,} in "
+                     "the network folded for the target: an average pool folded into the next "
+                     "layer's weights copies each weight over the pooling window (k x k copies "
+                     "for a k x k pool): the same computation, with more stored synapses"
+                     + (f"; {folded - n:,} of them round to zero when quantised for the target"
+                        if n < folded else ""))
+    else:
+        lines.append(f"- the compacted network has {c:,} non-zero weights")
+    return lines
+
+
 def render(report: dict[str, Any], plots: list[str]) -> str:
     r = report
     lines = [f"# {r['model']} on {r['dataset']}", "",
@@ -38,6 +126,7 @@ def render(report: dict[str, Any], plots: list[str]) -> str:
              + (f", time steps: {r['time_steps']}" if r.get("time_steps") else ""),
              f"- test accuracy: {_pct(r['accuracy']['test'])} (best {_pct(r['accuracy']['best'])}"
              f" at epoch {r['accuracy'].get('best_epoch')})",
+             _tie_line((r.get("neurobench") or {}).get("compact"), r["kind"]),
              f"- parameters removed by pruning: {_pct(r['pruning']['params_removed_fraction'])}"]
     lines += _output_lines(r.get("output"), "on the test set")
     if "params" in r:
@@ -53,6 +142,7 @@ def render(report: dict[str, Any], plots: list[str]) -> str:
                   f"- energy **estimate** per sample (0.9 pJ/AC, 4.6 pJ/MAC, 45 nm): "
                   f"{o['energy_pj_dense'] / 1e3:,.1f} nJ dense -> "
                   f"{o['energy_pj_compact'] / 1e3:,.1f} nJ compacted"]
+    lines += _neurobench_lines(r.get("neurobench"), r.get("ops"))
     lines += ["", "## Layers", ""]
     if "compaction" in r:
         lines += ["| layer | kind | neurons kept | neurons pruned + derived | synapses kept | "
@@ -98,15 +188,7 @@ def render(report: dict[str, Any], plots: list[str]) -> str:
                   + (f"; max |logit difference| {par['max_abs_diff']:.2e}" if "max_abs_diff" in par else ""),
                   f"- parity check: {'passed' if e.get('passed') else 'FAILED'}"]
         lines += _output_lines(par.get("output"), "in the target")
-        if "synapses" in e:
-            lines.append(f"- non-zero synapses in the exported file: {e['synapses']:,}")
-            c = r.get("params", {}).get("compact_nonzero_weights")
-            if c is not None and c != e["synapses"]:
-                lines.append(f"- the exported file holds {e['synapses']:,} synapses against "
-                             f"{c:,} non-zero weights in the compacted network because average "
-                             "pooling, folded into the next layer's weights for the target, "
-                             "copies each weight over the pooling window (k x k copies for a "
-                             "k x k pool): the same computation, with more stored synapses")
+        lines += _synapse_lines(e, r.get("params") or {})
     warnings = (r.get("data_warnings") or []) + [w for w in [(r.get("output") or {}).get("warning")]
                                                   if w] + list(r.get("export", {}).get("warnings", []))
     if warnings:
