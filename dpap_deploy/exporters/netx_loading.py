@@ -4,7 +4,8 @@
 graded input to bool, and to no reset between samples: with the defaults our files produce no
 output spikes. The HDF5 format cannot record these parameters, so the exporter writes them to
 ``NAME.json`` beside ``NAME`` (and into ``report.json``), with a minimal runnable script
-``load_NAME.py``:
+``load_NAME.py`` (it finds both files in its own folder, so it runs from any working directory,
+and says "no output spikes" or "tie" instead of a class when the output has none):
 
 - ``input_message_bits = INPUT_BITS + 1``: graded input spikes ``x_q = round(x 2^INPUT_BITS)``
   are in ``[0, 2^INPUT_BITS]``, which needs ``INPUT_BITS + 1`` bits;
@@ -23,10 +24,14 @@ from ..atomic import atomic_write_text
 
 SNIPPET = '''"""Run {name} (written by dpap-deploy) in the Lava simulator on one input.
 
-    python {script} [input.npy]     # input: float image {shape} (C, H, W) in [0, 1]
+    python path/to/{script} [input.npy]   # input: float image {shape} (C, H, W) in [0, 1]
+
+Works from any folder: {name} and {params} are read from this script's own folder. Prints
+the class with the most output spikes, or says that there is none (no output spike, or a tie).
 """
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 from lava.lib.dl.netx.hdf5 import Network
@@ -35,8 +40,9 @@ from lava.magma.core.run_configs import Loihi2SimCfg
 from lava.proc.io.sink import RingBuffer as Sink
 from lava.proc.io.source import RingBuffer as Source
 
-p = json.load(open("{params}"))
-net = Network(net_config="{name}", input_message_bits=p["input_message_bits"],
+HERE = Path(__file__).resolve().parent
+p = json.loads((HERE / "{params}").read_text())
+net = Network(net_config=str(HERE / "{name}"), input_message_bits=p["input_message_bits"],
               reset_interval=p["reset_interval"], reset_offset=p["reset_offset"])
 x = np.load(sys.argv[1]) if len(sys.argv) > 1 else np.zeros(p["input_shape"])
 T, depth = p["time_steps"], len(net.layers)
@@ -49,7 +55,15 @@ net.out.connect(sink.a_in)
 net.run(condition=RunSteps(num_steps=T + depth), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
 spikes = sink.data.get()[:, depth:depth + T]
 net.stop()
-print("class", int((spikes != 0).sum(1).argmax()), "spike counts", (spikes != 0).sum(1).tolist())
+counts = (spikes != 0).sum(1)
+top = np.flatnonzero(counts == counts.max())
+if counts.max() == 0:
+    answer = "no output spikes (no class)"
+elif len(top) > 1:
+    answer = "tie between classes " + ", ".join(map(str, top)) + " (no class)"
+else:
+    answer = "class " + str(int(top[0]))
+print(answer, "spike counts", counts.tolist())
 '''
 
 
