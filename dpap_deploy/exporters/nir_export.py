@@ -5,7 +5,10 @@ test samples. BatchNorm is folded into its synapse first (NIR has no BatchNorm; 
 checked on its own); pooling, branches and every neuron type stay as they are, so this fold
 (BatchNorm only) is not compaction's ``deploy.pt``, which also folds pooling for netx. The
 file carries the run's ``time_steps`` and a content digest in its metadata, both checked when it
-is read back (``nir_checks``), and the report records each written file's sha256."""
+is read back (``nir_checks``), and the report records each written file's sha256.
+
+The neurons are written in the job's ``nir_encoding`` (``"gain"`` unless the job says
+``"unit-r"``: ``nir_graph``'s docstring); both read back to the same spikes."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,19 +22,25 @@ from ..errors import DPAPError
 from ._compare import spike_parity, torch_spikes
 from .base import ExportJob, ExportResult
 from .nir_checks import metadata_time_steps, read_checked, sign
-from .nir_graph import to_nir
+from .nir_graph import ENCODINGS, to_nir
 
 TARGET = "nir"
 KINDS = ("snn",)
 
 
-def write_nir(job: ExportJob, path: Path, fold_pools: bool = False):
-    """Fold BatchNorm (and with ``fold_pools`` average pooling), write the NIR file; returns
-    ``(path, folded model graph)``."""
+def job_encoding(job: ExportJob) -> str:
+    """The job's ``nir_encoding`` (``"gain"`` when it has none)."""
+    return getattr(job, "nir_encoding", None) or ENCODINGS[0]
+
+
+def write_nir(job: ExportJob, path: Path, fold_pools: bool = False, encoding: str | None = None):
+    """Fold BatchNorm (and with ``fold_pools`` average pooling), write the NIR file with the
+    neurons in ``encoding`` (default: the job's); returns ``(path, folded model graph)``."""
     x, _ = job.samples()
     _, fgraph = fold_for_deployment(job.model, x[:64], time_steps=job.time_steps,
                                     graph=job.model_graph(), fold_pools=fold_pools)
-    graph = sign(to_nir(fgraph, time_steps=job.time_steps))
+    graph = sign(to_nir(fgraph, time_steps=job.time_steps,
+                        encoding=encoding or job_encoding(job)))
     # Written in memory, then atomically: a killed export leaves no half-written .nir, and
     # HDF5 never meets a full disk (it can crash the process when a flush fails on close).
     with atomic_buffer(path) as buf:
@@ -62,6 +71,7 @@ def export(job: ExportJob, out: Path) -> ExportResult:
     return ExportResult(TARGET, [path.name], par["accuracy"], par,
                         passed=par["identical_spike_trains"] == 1.0,
                         details={"nodes": {k: type(v).__name__ for k, v in graph.nodes.items()},
+                                 "neuron_encoding": graph.metadata.get("neuron_encoding"),
                                  "synapses": nir_synapses(graph)})
 
 

@@ -16,6 +16,15 @@ have no NIR node and are refused with the reason.
 ``graph/neurons``). We use snnTorch's ``dt = 1e-4`` and store ``dt`` and the number of time
 steps in the graph's metadata. Shapes exclude the batch; ``Flatten`` flattens every non-batch
 dimension (``start_dim = 0``).
+
+**Two encodings of the same neuron** (``encoding``, recorded in the metadata as
+``neuron_encoding``): ``"gain"`` (default) writes ``r = tau / dt``, so the discrete input gain
+``g = r dt / tau`` is 1 and the synapses keep snnTorch's weights. ``"unit-r"`` writes ``r = 1``
+(``g = dt / tau = 1 - beta``) and multiplies the rows (output channels) of every weight and bias
+feeding the neuron, the recurrent one included, by ``s = 1 / g``: ``g (s W x) = W x``.
+Readers that ignore ``r`` (Norse) then compute the same network. CubaLIF: ``r = w_in = 1`` and
+``s = 1 / (g g_syn)``; IF: ``r = 1``, ``s = 1 / dt``. ``s`` is taken from the float32 gain the
+readers compute (``nir_neurons.discretise``), so the product is ``W x`` to float32 rounding.
 """
 from __future__ import annotations
 
@@ -31,6 +40,7 @@ from ..graph.model_graph import (ADD, CAT, FLATTEN, INPUT, NEURON, NORM, OUTPUT,
                                  SYNAPSE)
 
 DT = 1e-4
+ENCODINGS = ("gain", "unit-r")
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -81,9 +91,64 @@ def _add_bias(nodes: dict, feeders: list[str], bias: np.ndarray, where: str) -> 
     nodes[feeders[0]] = nir.Affine(weight=old.weight, bias=b.astype(np.float32))
 
 
+def input_scale(node: nir.NIRNode, dt: float = DT) -> np.ndarray:
+    """``s = 1 / (g g_syn)``: what a ``"unit-r"`` neuron's input weights are multiplied by, with
+    ``g``, ``g_syn`` the float32 gains a reader computes from the node (1 when absent)."""
+    from .nir_neurons import discretise
+    d = discretise(node, dt)
+    g = np.ones(1) if d.gain is None else np.asarray(d.gain, np.float64)
+    gs = np.ones(1) if d.syn_gain is None else np.asarray(d.syn_gain, np.float64)
+    return 1.0 / (g * gs)
+
+
+def _row_scale(scale: np.ndarray, node: nir.NIRNode, shape: tuple[int, ...], where: str):
+    """``scale`` (one value per neuron of ``shape``) as one value per row / output channel of
+    the synapse ``node``, or refuse when a channel's neurons need different values."""
+    s = np.broadcast_to(scale, shape)
+    if isinstance(node, (nir.Conv1d, nir.Conv2d)):
+        per = s.reshape(s.shape[0], -1)
+        if not np.all(per == per[:, :1]):
+            raise UnsupportedModelError(
+                f"neuron '{where}' has time constants that vary within a channel; "
+                "encoding='unit-r' scales a convolution per output channel: use encoding='gain'")
+        return per[:, 0]
+    return s.reshape(-1)
+
+
+def _scale_feeders(nodes: dict, feeders: list[str], scale: np.ndarray, shape, where: str,
+                   done: set[str]) -> None:
+    """Multiply each feeding synapse's rows (weight and bias) by ``scale`` (``"unit-r"``)."""
+    for name in feeders:
+        old = nodes[name]
+        if not isinstance(old, (nir.Affine, nir.Linear, nir.Conv1d, nir.Conv2d)) or name in done:
+            raise UnsupportedModelError(
+                f"neuron '{where}' takes input from '{name}' ({type(old).__name__}), not from a "
+                "weight of its own that encoding='unit-r' could scale; use encoding='gain'")
+        s = _row_scale(scale, old, shape, where)
+        w = old.weight.astype(np.float64) * s.reshape((-1,) + (1,) * (old.weight.ndim - 1))
+        fields = {"weight": w.astype(np.float32)}
+        if getattr(old, "bias", None) is not None:
+            fields["bias"] = (np.asarray(old.bias, np.float64) * s).astype(np.float32)
+        nodes[name] = _replace(old, fields)
+        done.add(name)
+
+
+def _replace(node: nir.NIRNode, fields: dict) -> nir.NIRNode:
+    """A copy of ``node`` with ``fields`` changed (the others as they are)."""
+    import dataclasses
+    keep = {f.name: getattr(node, f.name) for f in dataclasses.fields(node)
+            if f.init and f.name not in ("input_type", "output_type", "metadata")}
+    keep.update(fields)
+    return type(node)(**keep)
+
+
 def to_nir(model: nn.Module | ModelGraph, example_input: torch.Tensor | None = None,
-           time_steps: int | None = None) -> nir.NIRGraph:
-    """NIR graph of an SNN (evaluation semantics). ``model`` may be its ``ModelGraph``."""
+           time_steps: int | None = None, encoding: str = "gain") -> nir.NIRGraph:
+    """NIR graph of an SNN (evaluation semantics). ``model`` may be its ``ModelGraph``;
+    ``encoding``: ``"gain"`` or ``"unit-r"`` (module docstring)."""
+    if encoding not in ENCODINGS:
+        raise ConfigError(f"unknown NIR neuron encoding {encoding!r}; choose one of "
+                          f"{', '.join(ENCODINGS)}")
     graph = model if isinstance(model, ModelGraph) else build_graph(model, example_input)
     if graph.kind != "snn":
         raise UnsupportedModelError("NIR export takes spiking networks; for an ANN use --target onnx")
@@ -95,6 +160,7 @@ def to_nir(model: nn.Module | ModelGraph, example_input: torch.Tensor | None = N
     edges: list[tuple[str, str]] = []
     alias: dict[int, list[str]] = {}          # graph node -> NIR nodes whose sum it is
     used: set[str] = set()
+    scaled: set[str] = set()                  # synapses already scaled for "unit-r"
 
     def name_of(n) -> str:
         base = n.name.replace(".", "_") or n.op
@@ -132,7 +198,7 @@ def to_nir(model: nn.Module | ModelGraph, example_input: torch.Tensor | None = N
                 raise UnsupportedModelError(f"'{n.name}' ({type(n.module).__name__}) is not a "
                                             "spiking neuron; NIR export takes SNNs")
             try:
-                node = n.adapter.to_nir(n.module, n.out_shape, DT)
+                node = n.adapter.to_nir(n.module, n.out_shape, DT, encoding)
             except UnsupportedModelError as exc:
                 raise UnsupportedModelError(f"neuron '{n.name}': {exc}") from None
             feeders = alias[n.inputs[0]]
@@ -145,6 +211,9 @@ def to_nir(model: nn.Module | ModelGraph, example_input: torch.Tensor | None = N
                 w = f"{name}_rec"
                 nodes[w] = rec(n.module, n.out_shape)
                 edges.extend([(name, w), (w, name)])
+                feeders = feeders + [w]
+            if encoding == "unit-r":
+                _scale_feeders(nodes, feeders, input_scale(node), n.out_shape, n.name, scaled)
         elif n.op == POOL:
             add(n, _pool_node(n))
         elif n.op == FLATTEN:
@@ -164,5 +233,6 @@ def to_nir(model: nn.Module | ModelGraph, example_input: torch.Tensor | None = N
             raise UnsupportedModelError(
                 f"operation '{n.attrs.get('fn', n.op)}' at '{n.name}' has no NIR node")
     meta = {"producer": "dpap-deploy", "dt": DT, "time_steps": int(time_steps),
-            "encoding": "direct (input current repeated every step)"}
+            "encoding": "direct (input current repeated every step)",
+            "neuron_encoding": encoding}
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta)

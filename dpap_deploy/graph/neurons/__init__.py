@@ -16,7 +16,8 @@ when the package is, so nothing else changes. Checklist for the new file:
 4. ``recurrent(module)``: the ``nn.Linear`` / ``nn.Conv2d`` the neuron owns, or ``None``.
 5. ``clear_state(module)``: drop the membrane (and other state) so that a deep copy works
    right after a training step and the next window starts from zero.
-6. ``to_nir(module, shape, dt)``: the NIR node, or raise ``UnsupportedModelError`` with the
+6. ``to_nir(module, shape, dt, encoding)``: the NIR node (``encoding="unit-r"``: with
+   ``r = 1``, the writer scales its input weights), or raise ``UnsupportedModelError`` with the
    reason and the fix (e.g. NIR and Lava reset to zero; reset-by-subtraction has no node).
 7. A row in the corpus test (``tests/test_model_corpus.py``) with a model using it.
 """
@@ -52,7 +53,7 @@ class NeuronAdapter:
     def clear_state(self, module: nn.Module) -> None:
         return None
 
-    def to_nir(self, module: nn.Module, shape: tuple[int, ...], dt: float):
+    def to_nir(self, module: nn.Module, shape: tuple[int, ...], dt: float, encoding: str = "gain"):
         raise UnsupportedModelError(f"{type(module).__name__} has no NIR node")
 
 

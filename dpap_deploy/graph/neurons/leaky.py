@@ -1,7 +1,10 @@
 """``snn.Leaky`` (and IF: ``beta = 1``): ``U[t] = beta U[t-1] + I[t] - R[t] (...)``, spike when
 ``U > V_th``. NIR: ``LIF`` with ``tau = dt / (1 - beta)``, ``r = tau / dt``, ``v_leak = 0``,
 ``v_reset = 0`` (then ``v[t] = beta v[t-1] + I[t]``); ``IF`` with ``r = 1 / dt`` when
-``beta = 1``. Reset to zero only (NIR and Lava have no reset by subtraction)."""
+``beta = 1``. With ``encoding="unit-r"`` the node has ``r = 1`` instead (then
+``v[t] = beta v[t-1] + (1 - beta) I[t]``, ``dt I[t]`` for IF) and the NIR writer scales the
+weights feeding it by ``tau / dt`` (``1 / dt``). Reset to zero only (NIR and Lava have no reset
+by subtraction)."""
 from __future__ import annotations
 
 import nir
@@ -17,18 +20,21 @@ class Leaky(LIFFamily):
     types = (snn.Leaky,)
     label = "snntorch.Leaky (LIF; IF with beta=1)"
 
-    def to_nir(self, module, shape, dt):
+    def to_nir(self, module, shape, dt, encoding="gain"):
+        """``LIF`` / ``IF`` node; ``encoding``: ``"gain"`` (``r = tau/dt``, unit input gain)
+        or ``"unit-r"`` (``r = 1``; the writer scales the input weights)."""
         self.check_exportable(module)
         beta = np.clip(self.values(module, "beta", shape), 0.0, 1.0)
         vth = self.values(module, "threshold", shape).astype(np.float32)
         zeros = np.zeros(shape, dtype=np.float32)
         if np.all(beta == 1.0):
-            return nir.IF(r=np.full(shape, 1.0 / dt, dtype=np.float32), v_threshold=vth,
-                          v_reset=zeros)
+            r = 1.0 if encoding == "unit-r" else 1.0 / dt
+            return nir.IF(r=np.full(shape, r, dtype=np.float32), v_threshold=vth, v_reset=zeros)
         if np.any(beta == 1.0):
             from ...errors import UnsupportedModelError
             raise UnsupportedModelError("a Leaky population mixes beta = 1 (IF) and beta < 1 "
                                         "(LIF) neurons, which no single NIR node holds")
         tau = dt / (1.0 - beta)
-        return nir.LIF(tau=tau.astype(np.float32), r=(tau / dt).astype(np.float32),
+        r = np.ones(shape) if encoding == "unit-r" else tau / dt
+        return nir.LIF(tau=tau.astype(np.float32), r=r.astype(np.float32),
                        v_leak=zeros, v_threshold=vth, v_reset=zeros)

@@ -68,8 +68,8 @@ class RLeaky(_Recurrent):
     types = (snn.RLeaky,)
     label = "snntorch.RLeaky (recurrent LIF)"
 
-    def to_nir(self, module, shape, dt):
-        return Leaky.to_nir(self, module, shape, dt)
+    def to_nir(self, module, shape, dt, encoding="gain"):
+        return Leaky.to_nir(self, module, shape, dt, encoding)
 
 
 @register
@@ -78,5 +78,5 @@ class RSynaptic(_Recurrent):
     label = "snntorch.RSynaptic (recurrent CUBA LIF)"
     per_neuron_attrs = ("alpha", "beta", "threshold")
 
-    def to_nir(self, module, shape, dt):
-        return Synaptic.to_nir(self, module, shape, dt)
+    def to_nir(self, module, shape, dt, encoding="gain"):
+        return Synaptic.to_nir(self, module, shape, dt, encoding)
