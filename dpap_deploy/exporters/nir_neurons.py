@@ -11,6 +11,12 @@ reference and the Lava mapping so that both use the very same float32 constants.
 
 Every neuron spikes when ``v > v_threshold`` and then sets ``v = v_reset``.
 
+**Valid steps.** A decay ``1 - dt/tau`` must lie in ``[0, 1]``: ``dt > tau`` makes it negative
+(a Norse LIF with ``tau = 1e-5`` under ``dt = 1e-4`` gave ``beta = -9``, a membrane that flips
+sign every step), which no writer means; :func:`decay` refuses it in one line naming the node,
+the time constant and the step, with the fix (the step the file was written for: ``--dt``).
+``beta = 0`` (``tau = dt``, snnTorch's ``beta = 0``) is a neuron without memory and is kept.
+
 **Float32 choice.** snnTorch computes ``mem = beta * mem + input`` in float32 with the float32
 ``beta`` its user gave. A writer stores ``tau = dt / (1 - beta)`` in float32, and for
 ``beta < 0.5`` several float32 ``beta`` give the same float32 ``tau``: ``1 - dt/tau`` then
@@ -47,17 +53,26 @@ def _candidates(tau32: float, dt: float) -> float:
         cands += [lo, hi]
     ours = lambda b: np.float32(dt / (1.0 - float(b))) == tau32  # noqa: E731
     theirs = lambda b: np.float32(np.float32(dt) / (np.float32(1) - b)) == tau32  # noqa: E731
+    cands += [np.float32(0.0)]                        # tau == dt: beta = 0 exactly
     ok = [b for b in cands if ours(b) or theirs(b)] or [c]
     return min(ok, key=lambda b: (len(np.format_float_positional(b, unique=True)), abs(float(b) - est)))
 
 
-def decay(tau, dt: float) -> np.ndarray:
-    """float32 ``1 - dt/tau`` as the writer meant it (module docstring), element-wise."""
+def decay(tau, dt: float, where: str = "NIR neuron: tau") -> np.ndarray:
+    """float32 ``1 - dt/tau`` as the writer meant it (module docstring), element-wise; refused
+    outside ``[0, 1]`` (``where`` names the node and parameter in the message)."""
     tau = _f32(tau)
     if np.any(~np.isfinite(tau)) or np.any(tau <= 0):
-        raise UnsupportedModelError(f"NIR time constants must be positive and finite, got {tau.min()}")
+        raise UnsupportedModelError(f"{where} must be positive and finite, got {tau.min()}; "
+                                    "export the network again with positive time constants")
     uniq, inv = np.unique(tau, return_inverse=True)
     vals = np.array([_candidates(t, dt) for t in uniq], dtype=np.float32)
+    if vals.min() < 0:
+        t = float(uniq[int(vals.argmin())])
+        raise UnsupportedModelError(
+            f"{where} = {t:.4g} is shorter than the step dt = {dt:.4g}: the decay 1 - dt/tau "
+            f"would be {1 - dt / t:.4g}, outside [0, 1]; pass the dt the file was written for "
+            "(--dt)")
     return vals[inv].reshape(tau.shape)
 
 
@@ -80,17 +95,20 @@ class Discrete:
     syn_gain: np.ndarray | None = None    # g_syn (CubaLIF; None: 1)
 
 
-def discretise(node: nir.NIRNode, dt: float) -> Discrete:
+def discretise(node: nir.NIRNode, dt: float, name: str = "?") -> Discrete:
+    """The node's discrete constants with step ``dt`` (``name``: for refusals)."""
+    where = f"NIR {type(node).__name__} node {name!r}: "
     if isinstance(node, nir.LIF):
         k = dt / np.asarray(node.tau, np.float64)
-        return Discrete("LIF", decay(node.tau, dt), _gain(np.asarray(node.r) * k),
+        return Discrete("LIF", decay(node.tau, dt, where + "tau"), _gain(np.asarray(node.r) * k),
                         _leak(node.v_leak, k), _f32(node.v_threshold), _f32(node.v_reset))
     if isinstance(node, nir.CubaLIF):
         k = dt / np.asarray(node.tau_mem, np.float64)
         ks = dt / np.asarray(node.tau_syn, np.float64)
-        return Discrete("CubaLIF", decay(node.tau_mem, dt), _gain(np.asarray(node.r) * k),
-                        _leak(node.v_leak, k), _f32(node.v_threshold), _f32(node.v_reset),
-                        alpha=decay(node.tau_syn, dt), syn_gain=_gain(np.asarray(node.w_in) * ks))
+        return Discrete("CubaLIF", decay(node.tau_mem, dt, where + "tau_mem"),
+                        _gain(np.asarray(node.r) * k), _leak(node.v_leak, k),
+                        _f32(node.v_threshold), _f32(node.v_reset),
+                        alpha=decay(node.tau_syn, dt, where + "tau_syn"), syn_gain=_gain(np.asarray(node.w_in) * ks))
     if isinstance(node, nir.IF):
         return Discrete("IF", np.float32(1.0), _gain(np.asarray(node.r, np.float64) * dt), None,
                         _f32(node.v_threshold), _f32(node.v_reset))

@@ -81,11 +81,13 @@ def _uniform(name, node, what: str, a) -> float:
 class LavaNetwork:
     """Builds the processes; ``run(x)`` returns the Output node's values ``[N, T, ...]``."""
 
-    def __init__(self, graph: nir.NIRGraph, time_steps: int):
+    def __init__(self, graph: nir.NIRGraph, time_steps: int, dt: float | None = None):
+        """``dt``: the step NIR's time constants are discretised with (None: the graph's
+        metadata ``dt``, else ``nir_topology.DT``)."""
         self.graph, self.T = graph, int(time_steps)
         if self.T < 1:
             raise UnsupportedModelError(f"time_steps={time_steps}: give a positive number of steps")
-        self.top = topology(graph)
+        self.top = topology(graph, dt)
         self.dt = self.top.dt
         self.in_shape = input_shape(self.top)
         self.torch_shapes = NIRTorch(self.top).shapes(self.in_shape)
@@ -198,7 +200,7 @@ class LavaNetwork:
             node = top.nodes[name]
             if not isinstance(node, NEURONS):
                 continue
-            d = discretise(node, self.dt)
+            d = discretise(node, self.dt, name)
             if np.any(d.v_reset != 0):
                 _refuse(name, node, f"resets to v_reset={float(np.max(np.abs(d.v_reset)))}",
                         "Lava's LIF resets to 0: re-export with v_reset = 0")

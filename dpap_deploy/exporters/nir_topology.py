@@ -66,7 +66,9 @@ def flatten(graph: nir.NIRGraph, prefix: str = "") -> tuple[dict[str, nir.NIRNod
     return nodes, edges
 
 
-def topology(graph: nir.NIRGraph) -> Topology:
+def topology(graph: nir.NIRGraph, dt: float | None = None) -> Topology:
+    """The graph's structure; ``dt``: the step its neurons are discretised with (None: the
+    metadata's, else ``DT``)."""
     nodes, edges = flatten(graph)
     succ: dict[str, list[str]] = {n: [] for n in nodes}
     has_in = set()
@@ -109,4 +111,5 @@ def topology(graph: nir.NIRGraph) -> Topology:
         done.add(n)
         pending += [m for m in succ[n] if m not in done and m not in pending
                     and (n, m) not in back_edges and all(p in done for p in inputs[m])]
-    return Topology(nodes, order, inputs, back, source, sink, graph_dt(graph))
+    return Topology(nodes, order, inputs, back, source, sink,
+                    graph_dt(graph) if dt is None else float(dt))

@@ -74,7 +74,7 @@ class _Neuron:
     """One population's state and step (equations in ``nir_neurons``)."""
 
     def __init__(self, name: str, node: nir.NIRNode, dt: float):
-        self.name, self.d = name, discretise(node, dt)
+        self.name, self.d = name, discretise(node, dt, name)
         d = self.d
         self.p = {k: None if v is None else _t(v) for k, v in
                   dict(beta=d.beta, gain=d.gain, leak=d.leak, vth=d.v_threshold,
@@ -127,8 +127,8 @@ def _sum(parts: list[torch.Tensor]) -> torch.Tensor:
 class NIRTorch:
     """Runs a NIR graph one time step per :meth:`step` call, keeping neuron state."""
 
-    def __init__(self, graph: nir.NIRGraph | Topology):
-        self.top = graph if isinstance(graph, Topology) else topology(graph)
+    def __init__(self, graph: nir.NIRGraph | Topology, dt: float | None = None):
+        self.top = graph if isinstance(graph, Topology) else topology(graph, dt)
         self.fns, self.neurons = {}, {}
         for name in self.top.order:
             node = self.top.nodes[name]
@@ -190,10 +190,11 @@ def input_shape(top: Topology) -> tuple[int, ...]:
     return tuple(int(s) for s in np.atleast_1d(np.asarray(shape)))
 
 
-def run_reference(graph: nir.NIRGraph | Topology, x: np.ndarray, time_steps: int) -> np.ndarray:
+def run_reference(graph: nir.NIRGraph | Topology, x: np.ndarray, time_steps: int,
+                  dt: float | None = None) -> np.ndarray:
     """Output ``[N, T, ...]`` of the graph for static inputs ``x [N, ...]`` (repeated every
-    step: direct encoding) or frames ``x [N, T, ...]``."""
-    net = NIRTorch(graph)
+    step: direct encoding) or frames ``x [N, T, ...]``; ``dt``: as in ``topology``."""
+    net = NIRTorch(graph, dt)
     xt = torch.as_tensor(np.asarray(x), dtype=torch.float32)
     shape = input_shape(net.top)
     frames = xt.dim() == len(shape) + 2
