@@ -2,6 +2,7 @@
 
     report = run_nir_file("net.nir", "out/", time_steps=8)   # = dpap-deploy export net.nir
                                                             #   --target loihi-sim --out out/
+    run_nir_file("norse.nir", "out/", dt=1e-3)              # the file's step (--dt)
 
 The file may come from any tool (snnTorch, sinabs, Norse, Rockpool, ours). Inputs: ``x`` of an
 ``.npz`` file (``[N, *input]`` repeated every step, or frames ``[N, T, *input]``), else
@@ -11,11 +12,20 @@ encoding) or, with ``inputs="spikes"``, 0/1 spikes with probability 0.3. Writes
 99% of the samples agree (same predicted class: most output spikes, ties to the lowest index)
 or when the output layer emitted no spike on any sample (silent). ``--out`` is checked and
 locked before the file is read; the file is read checked (``nir_checks``: self-contained,
-undamaged, finite, valid metadata).
+undamaged, finite, valid metadata; files that fail NIR's type check only for a leading batch
+dimension in ``Input`` or scalar neuron parameters are conformed, and the report says how).
+
+**The step ``dt``.** NIR's time constants are continuous; the run discretises them with
+``dt`` (``nir_checks.resolve_dt``): the caller's (``--dt``), else the file's metadata ``dt``,
+else ``1e-4`` (what snnTorch writes) with a warning line. sinabs and Norse store none, and the
+wrong step silences IF networks (gain ``r dt``) or refuses LIF ones (``dt > tau``). The step
+used and its source are in ``report.json`` (``dt``, ``dt_source``) and ``report.md``. Paths in
+the reports are relative to the report's folder.
 """
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -30,7 +40,7 @@ from ..metrics import output_activity
 from ..validate import check_out_dir
 from ._compare import silence
 from .lava_sim import MIN_AGREEMENT
-from .nir_checks import metadata_time_steps, read_checked
+from .nir_checks import metadata_time_steps, read_checked, resolve_dt
 from .nir_to_lava import LavaNetwork
 from .nir_torch import run_reference
 
@@ -39,12 +49,23 @@ DEFAULT_TIME_STEPS = 8
 MAX_STEPS = 200_000          # samples x time steps in one Lava run (~memory of the stream)
 
 
-def read_graph(path: str | Path, check_time_steps: bool = True) -> nir.NIRGraph:
-    """The NIR file at ``path``, read checked (``nir_checks.read_checked``)."""
-    return read_checked(path, check_time_steps=check_time_steps)
+def read_graph(path: str | Path, check_time_steps: bool = True,
+               notes: list[str] | None = None) -> nir.NIRGraph:
+    """The NIR file at ``path``, read checked (``nir_checks.read_checked``; ``notes`` gets
+    what was conformed)."""
+    return read_checked(path, check_time_steps=check_time_steps, notes=notes)
 
 
-def _inputs(shape, input_file, samples, inputs: str, seed: int) -> tuple[np.ndarray, str]:
+def relative(path, out: Path) -> str:
+    """``path`` as the report names it, never a machine path: relative to the report's folder
+    ``out`` when they share a folder below the root, else the file's name alone."""
+    p, o = Path(path).resolve(), out.resolve()
+    if os.path.commonpath([p, o]) == p.anchor:
+        return p.name
+    return os.path.relpath(p, o)
+
+
+def _inputs(shape, input_file, samples, inputs: str, seed: int, out: Path) -> tuple[np.ndarray, str]:
     if input_file is not None:
         try:
             with np.load(input_file) as f:
@@ -55,7 +76,7 @@ def _inputs(shape, input_file, samples, inputs: str, seed: int) -> tuple[np.ndar
         if x.ndim == 0 or len(x) == 0 or not np.isfinite(x).all():
             raise DPAPError(f"--input {input_file}: 'x' must be a non-empty finite array, "
                             f"got shape {x.shape}")
-        return (x if samples is None else x[:samples]), f"x of {input_file}"
+        return (x if samples is None else x[:samples]), f"x of {relative(input_file, out)}"
     n = DEFAULT_SAMPLES if samples is None else samples
     rng = np.random.default_rng(seed)
     if inputs == "spikes":
@@ -79,7 +100,11 @@ def compare(ref: np.ndarray, got: np.ndarray) -> dict[str, Any]:
 
 def run_nir_file(path: str | Path, out: str | Path, time_steps: int | None = None,
                  samples: int | None = None, input_file: str | Path | None = None,
-                 inputs: str = "values", seed: int = 0, target: str = "loihi-sim") -> dict[str, Any]:
+                 inputs: str = "values", seed: int = 0, target: str = "loihi-sim",
+                 dt: float | None = None) -> dict[str, Any]:
+    """Run the NIR file at ``path`` in Lava and in the torch reference and write the reports
+    into ``out`` (module docstring); ``dt``: the file's time step (None: its metadata's, else
+    1e-4 with a warning)."""
     if target != "loihi-sim":
         raise ConfigError(f"a NIR file runs with --target loihi-sim, not {target!r}")
     out = check_out_dir(out)
@@ -88,20 +113,23 @@ def run_nir_file(path: str | Path, out: str | Path, time_steps: int | None = Non
     if samples is not None and samples < 1:
         raise ConfigError(f"--max-samples {samples}: give a positive number of samples")
     with output_lock(out, f"export {path} --target loihi-sim"):
-        return _run_locked(path, out, time_steps, samples, input_file, inputs, seed)
+        return _run_locked(path, out, time_steps, samples, input_file, inputs, seed, dt)
 
 
-def _run_locked(path, out: Path, time_steps, samples, input_file, inputs, seed) -> dict[str, Any]:
+def _run_locked(path, out: Path, time_steps, samples, input_file, inputs, seed,
+                dt) -> dict[str, Any]:
     """Read, simulate, compare and report, with ``out`` locked."""
-    graph = read_graph(path, check_time_steps=time_steps is None)
+    notes: list[str] = []
+    graph = read_graph(path, check_time_steps=time_steps is None, notes=notes)
     T = time_steps if time_steps is not None else \
         (metadata_time_steps(graph, path) or DEFAULT_TIME_STEPS)
-    net = LavaNetwork(graph, T)                      # refuses what Lava cannot hold, before running
-    x, source = _inputs(net.in_shape, input_file, samples, inputs, seed)
+    dt, dt_source = resolve_dt(graph, dt, path)
+    net = LavaNetwork(graph, T, dt)                  # refuses what Lava cannot hold, before running
+    x, source = _inputs(net.in_shape, input_file, samples, inputs, seed, out)
     if len(x) * T > MAX_STEPS:
         raise ConfigError(f"{len(x)} samples x {T} steps = {len(x) * T} Lava steps is over "
                           f"{MAX_STEPS}; lower --max-samples or --time-steps")
-    ref = run_reference(graph, x, T)
+    ref = run_reference(net.top, x, T)               # the same topology: the same dt
     t0 = time.perf_counter()
     got = net.run(x)
     wall = time.perf_counter() - t0
@@ -110,8 +138,9 @@ def _run_locked(path, out: Path, time_steps, samples, input_file, inputs, seed) 
     if failure:
         par["failure"] = failure
     passed = par["agreement"] >= MIN_AGREEMENT and not failure
-    export = {"target": "loihi-sim", "source_nir": str(Path(path).resolve()), "files": [],
+    export = {"target": "loihi-sim", "source_nir": relative(path, out), "files": [],
               "parity": par, "passed": passed, "time_steps": T, "inputs": source,
+              "dt": dt, "dt_source": dt_source, "read_notes": notes,
               "reference": "dpap_deploy.exporters.nir_torch.run_reference",
               "lava_config": "Loihi2SimCfg(select_tag='floating_pt')",
               "nodes": {k: type(v).__name__ for k, v in net.top.nodes.items()},
@@ -140,7 +169,12 @@ def nir_synapses_all(graph: nir.NIRGraph) -> int:
 def _markdown(e: dict) -> str:
     p = e["parity"]
     return (f"# NIR file in the Lava simulator\n\n"
-            f"- file: `{e['source_nir']}`\n- time steps: {e['time_steps']}; inputs: {e['inputs']}\n"
+            f"- file: `{e['source_nir']}`"
+            f"{' (relative to this folder)' if '/' in e['source_nir'] else ''}\n"
+            f"- time steps: {e['time_steps']}; inputs: {e['inputs']}\n"
+            f"- dt: {e['dt']:g} s ({e['dt_source']}): NIR's time constants are discretised "
+            "with it (decay 1 - dt/tau, input gain r dt/tau)\n" +
+            "".join(f"- read: {n}\n" for n in e["read_notes"]) +
             f"- parity with the torch reference: agreement {p['agreement']:.2%}, identical spike "
             f"trains {p['identical_spike_trains']:.2%} on {p['n_samples']} samples: "
             f"**{'passed' if e['passed'] else 'FAILED'}**\n"
