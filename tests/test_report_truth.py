@@ -208,18 +208,54 @@ def test_plots_read_alone(tmp_path, monkeypatch):
     state = run.dpap.state_dict()
     assert all((d["neu_pruned_epoch"] < 0).all() for d in state["layers"])
     figs = _captured(monkeypatch)
+    layers = [("0", "conv"), ("3", "conv"), ("7", "linear"), ("9", "linear")]
+    counts = {"0": (160, 160, 160), "3": (4_640, 4_640, 4_640), "7": (16_512, 5_800, 5_760),
+              "9": (1_290, 1_290, None)}
     plots.plot_accuracy(run.history, out / "a.png")
-    plots.plot_params_per_layer(run.history, [("7", "linear")], out / "b.png")
+    plots.plot_params_per_layer(run.history, layers, out / "b.png", counts)
     plots.plot_survival(state, out / "c.png")
     plots.plot_fc_map(state, out / "d.png")
     acc, per_layer, survival, fc = figs
-    assert acc.axes[0].lines[0].get_marker() == "o" and per_layer.axes[0].lines[0].get_marker() == "o"
-    assert [[t.get_text() for t in ax.texts] for ax in survival.axes] == [["nothing pruned"]] * 2
+    assert acc.axes[0].lines[0].get_marker() == per_layer.axes[0].lines[0].get_marker() == "o"
+    assert [t.get_text() for t in acc.axes[0].get_legend().get_texts()] == \
+        ["DPAP run: test accuracy", "parameters removed (right axis)"]
+    # layers by kind and number, with their module; the three counts side by side
+    assert [t.get_text() for t in per_layer.axes[0].get_legend().get_texts()] == \
+        ["conv 1 (module 0)", "conv 2 (module 3)", "linear 1 (module 7)", "linear 2 (module 9)"]
+    bars = per_layer.axes[1]
+    assert [t.get_text() for t in bars.get_legend().get_texts()] == \
+        ["before pruning", "after pruning", "after compaction"]
+    assert [b.get_height() for b in bars.patches] == [160, 4_640, 16_512, 1_290, 160, 4_640,
+                                                      5_800, 1_290, 160, 4_640, 5_760]
+    assert bars.get_xticklabels()[2].get_text() == "linear 1\n(module 7)"
+    assert [ax.get_title() for ax in survival.axes] == [
+        "Survival score of each neuron, until it was pruned",
+        "Survival score of sampled synapses, until they were pruned"]
+    assert [[t.get_text() for t in ax.texts] for ax in survival.axes] == \
+        [["no neuron was pruned"], ["no sampled synapse was pruned"]]
+    assert survival.axes[0].get_xlabel() == "epochs before pruning (0: the epoch it was pruned)"
     legend = fc.axes[1].get_legend()
-    assert [t.get_text() for t in legend.get_texts()] == ["kept", "pruned"]
+    assert [t.get_text() for t in legend.get_texts()] == ["kept", "pruned (a white row: a "
+                                                          "pruned neuron)"]
+    assert fc.axes[0].get_title() == "neuron\nkept\n(black)"
+    assert fc.axes[1].get_title().startswith("Synapses of the first fully connected layer, "
+                                             "linear 1 (module 7): 128 of 128 neurons")
     long = [dict(h, epoch=e) for e in range(1, 40) for h in run.history]
     plots.plot_accuracy(long, out / "e.png")
     assert figs[-1].axes[0].lines[0].get_marker() in (None, "None", "")
+
+
+def test_survival_plot_names_the_layers_and_what_was_pruned(tmp_path, monkeypatch):
+    """Two neurons of layer '7' die at epoch 2 with scores 1.0 -> -0.5 and 0.5 -> -1.5."""
+    f = [torch.tensor([1.0, 0.5, 2.0]), torch.tensor([-0.5, -1.5, 1.0])]
+    layer = {"name": "7", "kind": "linear", "f_neu_hist": f, "f_syn_hist": f,
+             "neu_pruned_epoch": torch.tensor([1, 1, -1])}
+    figs = _captured(monkeypatch)
+    plots.plot_survival({"layers": [layer]}, tmp_path / "s.png", window=2)
+    neurons = figs[0].axes[0]
+    assert [t.get_text() for t in neurons.get_legend().get_texts()] == \
+        ["linear 1 (module 7): 2 neurons pruned", "0: pruned below this line"]
+    assert list(neurons.lines[0].get_ydata()) == [0.75, -1.0]
 
 
 def test_export_of_a_silent_network_warns_and_scores_its_ties_as_wrong(tmp_path):
