@@ -87,3 +87,12 @@ def test_cli_compact_into_a_pipe(snn_run, tmp_path):
     progress = [l for l in r.stderr.splitlines() if l.startswith("compact: ")]
     assert len(progress) >= 5 and progress[0].endswith(" ...")
     assert len(r.stdout.splitlines()) == 1 and r.stdout.startswith("parameters ")
+
+
+def test_compaction_reports_neurobench_accuracy(snn_run, tmp_path):
+    """NeuroBench's accuracy (a tie goes to the lowest class) stands beside ours (ties wrong),
+    on the same samples: ours equals the compacted network's accuracy."""
+    rep = pipeline.compact(snn_run, tmp_path / "c").to_dict()
+    nb = rep["neurobench"]["compact"]
+    assert nb["accuracy_ties_wrong"] == rep["compaction"]["accuracy_compact"]
+    assert 0 <= nb["accuracy_ties_wrong"] <= nb["accuracy"] <= 1
