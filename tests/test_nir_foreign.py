@@ -172,3 +172,15 @@ def test_a_bad_dt_is_refused(bad):
     graph = read_checked(DATA / "snntorch_leaky.nir")
     with pytest.raises(ConfigError, match="--dt .*give the file's time step as a positive"):
         resolve_dt(graph, bad, "f.nir")
+
+
+def test_shapes_that_do_not_fit_are_refused_naming_the_node(tmp_path):
+    g = _chain([16], nir.IF(r=np.ones(4) * 1e4, v_threshold=np.ones(4)))
+    g.nodes["fc2"] = nir.Linear(np.ones((2, 5), np.float32))       # takes 5, gets 4
+    g.edges = [("input", "fc"), ("fc", "n"), ("n", "fc2"), ("fc2", "output")]
+    nir.write(str(tmp_path / "g.nir"), g)
+    with pytest.raises(UnsupportedModelError) as exc:
+        run_reference(read_checked(tmp_path / "g.nir"), np.zeros((1, 16), np.float32), 2)
+    assert str(exc.value).startswith("NIR node 'fc2' (Linear) cannot take its input of shape "
+                                     "[4] per sample (")
+    assert str(exc.value).endswith("); fix the shapes in the file")

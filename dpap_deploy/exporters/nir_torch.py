@@ -157,10 +157,16 @@ class NIRTorch:
                 [out[s] for s in top.inputs[name]] + [back[s] for s in top.back[name] if s in back]
             if not parts:
                 raise UnsupportedModelError(f"NIR node {name!r} has no input at the first step")
-            if name in self.neurons:
-                out[name] = torch.zeros_like(parts[0]) if rest else self.fns[name](parts)
-            else:
-                out[name] = self.fns[name](_sum(parts))
+            try:
+                if name in self.neurons:
+                    out[name] = torch.zeros_like(parts[0]) if rest else self.fns[name](parts)
+                else:
+                    out[name] = self.fns[name](_sum(parts))
+            except RuntimeError as exc:          # shapes that do not fit (files read unchecked)
+                raise UnsupportedModelError(
+                    f"NIR node {name!r} ({type(top.nodes[name]).__name__}) cannot take its input "
+                    f"of shape {list(parts[0].shape[1:])} per sample "
+                    f"({str(exc).splitlines()[0][:120]}); fix the shapes in the file") from None
         return out
 
     @torch.no_grad()
