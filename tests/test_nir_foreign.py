@@ -1,4 +1,4 @@
-"""NIR files written by other libraries (sinabs IAF / LIF, Norse IAF / LIF, snnTorch Leaky),
+"""NIR files written by other libraries (sinabs IAF, LIF and a Conv2d-SumPool2d IAF network,
 read with our stack: exact reproduction of the writer's own output spikes, in the torch
 reference and in Lava, when the step ``dt`` is known (the file's metadata or ``dt=``, the
 CLI's ``--dt``); a warning, then a failed parity or a one-line refusal, when it is not.
@@ -20,11 +20,12 @@ from dpap_deploy.exporters.nir_file import run_nir_file
 from dpap_deploy.exporters.nir_torch import run_reference
 
 DATA = Path(__file__).resolve().parent / "data" / "nir_foreign"
-KINDS = ["sinabs_iaf", "sinabs_lif", "norse_iaf", "norse_lif", "snntorch_leaky"]
+KINDS = ["sinabs_iaf", "sinabs_lif", "sinabs_conv_iaf", "norse_iaf", "norse_lif",
+         "snntorch_leaky"]
 # the step each writer's equations correspond to (make_files.py's docstring)
-DT = {"sinabs_iaf": 1.0, "sinabs_lif": 5.0 * (1 - np.exp(-1 / 5.0)), "norse_iaf": 1.0,
+DT = {"sinabs_iaf": 1.0, "sinabs_conv_iaf": 1.0, "sinabs_lif": 5.0 * (1 - np.exp(-1 / 5.0)), "norse_iaf": 1.0,
       "norse_lif": 1e-6, "snntorch_leaky": 1e-4}
-SPIKES = {"sinabs_iaf": 44, "sinabs_lif": 48, "norse_iaf": 44, "norse_lif": 43,
+SPIKES = {"sinabs_iaf": 44, "sinabs_conv_iaf": 86, "sinabs_lif": 48, "norse_iaf": 44, "norse_lif": 43,
           "snntorch_leaky": 74}
 
 
@@ -49,7 +50,7 @@ def test_the_writers_spikes_come_back_with_the_files_dt(kind):
     out, _ = _reference(f"{kind}.nir", dt=DT[kind])          # dt given (--dt)
     assert np.array_equal(out, spikes)
     # sinabs and Norse write a leading batch / time dimension in Input: dropped, and said
-    if kind.startswith(("sinabs", "norse")):
+    if kind in ("sinabs_iaf", "sinabs_lif", "norse_iaf", "norse_lif"):
         lead = 10 if kind.startswith("sinabs") else 1
         assert notes == [f"Input 'input' shape [{lead}, 16] read as [16]: its leading dimension "
                          "(the writer's batch or time steps) is not part of one sample: its "

@@ -3,7 +3,7 @@
 Run by hand, not in CI (CI only reads the committed files, with our own stack)::
 
     python3.11 -m venv /tmp/peers && /tmp/peers/bin/pip install torch==2.13.0 sinabs norse
-    /tmp/peers/bin/python tests/data/nir_foreign/make_files.py sinabs norse
+    /tmp/peers/bin/python tests/data/nir_foreign/make_files.py sinabs sinabs_conv norse
     .venv/bin/python tests/data/nir_foreign/make_files.py snntorch
 
 Each network is ``Linear 16->8 -> neuron -> Linear 8->4 -> neuron`` with seeded weights. For
@@ -18,7 +18,8 @@ each writer and neuron kind ``K`` it writes, next to this script:
 
 The step each file needs (forward Euler, NIR's ``v[t] = (1 - dt/tau) v + r dt/tau I``):
 
-- sinabs ``IAF`` (``v += I``, ``IF`` with ``r = 1``): ``dt = 1``;
+- sinabs ``IAF`` (``v += I``, ``IF`` with ``r = 1``): ``dt = 1``; also a convolutional
+  network (``sinabs_conv_iaf``: Conv2d, SumPool2d, Flatten);
 - sinabs ``LIF`` (``v = a v + (1 - a) I``, ``a = exp(-1/tau_mem)`` with ``norm_input=True``,
   ``LIF`` with the same ``tau``, ``r = 1``): ``dt = tau (1 - exp(-1/tau))``;
 - Norse ``IAFCell`` (``v += I``, ``IF`` with ``r = 1``): ``dt = 1``;
@@ -86,6 +87,38 @@ def sinabs_files() -> None:
         _save(name, graph, spikes, x, dt)
 
 
+def sinabs_conv_file() -> None:
+    """``Conv2d 2->4 (3x3, pad 1) -> IAF -> SumPool2d 2 -> Flatten -> Linear 64->4 -> IAF`` on
+    ``2 x 8 x 8`` frames, with sinabs's Squeeze layers (time folded into the batch)."""
+    import sinabs
+    import sinabs.layers as sl
+    from sinabs.activation import MembraneReset, SingleSpike
+
+    x = np.random.default_rng(1).random((N, T, 2, 8, 8)).astype(np.float32)
+    iaf = lambda: sl.IAFSqueeze(num_timesteps=T, spike_fn=SingleSpike,  # noqa: E731
+                                reset_fn=MembraneReset(), min_v_mem=None)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3, padding=1), iaf(), sl.SumPool2d(2),
+                              torch.nn.Flatten(), torch.nn.Linear(64, F_OUT), iaf())
+    with torch.no_grad():
+        net[0].weight.mul_(3)
+        net[4].weight.mul_(2)
+    graph = sinabs.to_nir(net, torch.as_tensor(x[0]))          # [T, 2, 8, 8]: T is the batch
+    # sinabs 3.1.3 leaves Conv2d.input_shape and the types of the nodes it has no shape for
+    # None, which nir.write cannot store: filled in with the shapes the network computes
+    graph.nodes["0"].input_shape = (8, 8)
+    for name, (i, o) in {"0": ([2, 8, 8], [4, 8, 8]), "2": ([4, 8, 8], [4, 4, 4]),
+                         "3": ([4, 4, 4], [64])}.items():
+        graph.nodes[name].input_type = {"input": np.array(i)}
+        graph.nodes[name].output_type = {"output": np.array(o)}
+    for m in net:
+        if hasattr(m, "reset_states"):
+            m.reset_states()
+    with torch.no_grad():
+        spikes = net(torch.as_tensor(x).reshape(N * T, 2, 8, 8)).reshape(N, T, F_OUT).numpy()
+    _save("sinabs_conv_iaf", graph, spikes, x, 1.0)
+
+
 def norse_files() -> None:
     import norse.torch as norse
 
@@ -123,6 +156,7 @@ def snntorch_files() -> None:
 
 
 if __name__ == "__main__":
-    writers = {"sinabs": sinabs_files, "norse": norse_files, "snntorch": snntorch_files}
+    writers = {"sinabs": sinabs_files, "sinabs_conv": sinabs_conv_file, "norse": norse_files,
+               "snntorch": snntorch_files}
     for w in sys.argv[1:] or writers:
         writers[w]()
