@@ -87,6 +87,12 @@ def test_cli_compact_into_a_pipe(snn_run, tmp_path):
     progress = [l for l in r.stderr.splitlines() if l.startswith("compact: ")]
     assert len(progress) >= 5 and progress[0].endswith(" ...")
     assert len(r.stdout.splitlines()) == 1 and r.stdout.startswith("parameters ")
+    quiet = subprocess.run([sys.executable, "-m", "dpap_deploy", "compact", str(snn_run),
+                            "--out", str(tmp_path / "q"), "--quiet"], capture_output=True,
+                           text=True, timeout=600)
+    assert quiet.returncode == 0, quiet.stderr
+    assert not [l for l in quiet.stderr.splitlines() if l.startswith("compact: ")]
+    assert quiet.stdout.splitlines()[0].split(";")[0] == r.stdout.split(";")[0]
 
 
 def test_compaction_reports_neurobench_accuracy(snn_run, tmp_path):
