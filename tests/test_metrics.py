@@ -7,8 +7,8 @@ from torch import nn
 from dpap_deploy.data import load_dataset
 from dpap_deploy.exporters import ExportJob, export
 from dpap_deploy.exporters._compare import spike_parity
-from dpap_deploy.metrics import (SILENT_WARN_FRACTION, accuracy, agreement, output_activity,
-                                 predictions, silent_warning)
+from dpap_deploy.metrics import (SILENT_WARN_FRACTION, accuracy, agreement, argmax_accuracy,
+                                 output_activity, predictions, silent_warning)
 from dpap_deploy.training import evaluate, evaluate_outputs
 from dpap_deploy.zoo import build_model
 
@@ -23,6 +23,15 @@ def test_ties_and_silence_are_no_prediction():
     assert predictions(scores.numpy()).tolist() == [-1, -1, 1, 0]      # numpy too
     # argmax would have counted the silent sample (class 0) and the tie (class 0) as right
     assert accuracy(predictions(scores), torch.tensor([0, 0, 1, 0])) == 0.5
+
+
+def test_neurobench_accuracy_gives_a_tie_to_the_lowest_class():
+    """NeuroBench's ChooseMaxCount (argmax): the silent sample and the 3-3 tie are class 0."""
+    scores = torch.tensor([[0.0, 0.0, 0.0], [3.0, 1.0, 3.0], [1.0, 4.0, 2.0], [0.5, 0.0, 0.0]])
+    y = torch.tensor([0, 0, 1, 0])
+    assert argmax_accuracy(scores, y) == 1.0 and accuracy(predictions(scores), y) == 0.5
+    assert argmax_accuracy(scores, torch.tensor([1, 2, 1, 0])) == 0.5    # a tie's other class
+    assert argmax_accuracy(scores[:0], y[:0]) == 0.0
 
 
 def test_output_activity_by_hand():
@@ -69,5 +78,8 @@ def test_onnx_tied_logits_count_as_wrong(tmp_path):
         model[1].bias.zero_()
     x, y = d.x_test[:50], torch.zeros(50, dtype=torch.long)
     res = export("onnx", ExportJob(model.eval(), "ann", x, y), tmp_path)
-    assert res.passed and res.accuracy == 0.0
+    assert res.accuracy == 0.0                       # every sample a tie: wrong, not class 0
     assert res.parity["agreement"] == 1.0            # onnxruntime reproduces the same tie
+    # a network that answers nothing is not a passed export, however faithful the copy
+    assert not res.passed and res.parity["failure"] == ("constant output: the network gives "
+                                                        "the same logits for all 50 samples")
