@@ -109,7 +109,8 @@ def neurobench_metrics(model: nn.Module, x: torch.Tensor, time_steps: int | None
         **acc,
         "definitions": "NeuroBench 2.3 (neurobench.metrics): binarised inputs, non-zero "
                        "weights, bias excluded; per sample; footprint of a fresh model "
-                       "(parameters and persistent buffers); accuracy: argmax of the spike "
-                       "counts, a tie to the lowest class",
+                       "(parameters and persistent buffers)"
+                       + ("; accuracy: argmax of the spike counts (ANN: logits), a tie to the "
+                          "lowest class; accuracy_ties_wrong: ours, a tie wrong" if acc else ""),
         "measured_on": f"{len(x)} test samples",
     }
