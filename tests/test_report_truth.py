@@ -155,6 +155,9 @@ def test_loihi_sim_synapses_are_the_files_and_the_pool_stages():
                     "pooling stages (Lava runs each k x k pool as its own depthwise convolution "
                     "process, one k x k kernel per channel, of 1/k^2 for an average pool)"]
     assert "folded into the next" not in md and "copies" not in md
+    older = render(_report({"target": "loihi-sim", "synapses": 9_087}), [])   # no file count
+    assert "- synapses held by the Lava network: 9,087 (the file's non-zero weights and those " \
+        "of its pooling stages)" in older and "copies" not in older
     assert "silent on 25.00% of samples" in md and "- loihi-sim export: the output" in md
 
 

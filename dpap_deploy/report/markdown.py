@@ -103,6 +103,9 @@ def _synapse_lines(e: dict, params: dict) -> list[str]:
     if "synapses" not in e:
         return []
     n = e["synapses"]
+    if e.get("target") == "loihi-sim":            # an older report: the Lava count alone
+        return [f"- synapses held by the Lava network: {n:,} (the file's non-zero weights and "
+                "those of its pooling stages)"]
     lines = [f"- non-zero synapses in the exported file: {n:,}"]
     if c is None or n == c:
         return lines
