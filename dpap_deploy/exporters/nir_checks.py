@@ -147,18 +147,17 @@ def verify(graph: nir.NIRGraph, path) -> None:
                         "after it was written); restore it or export it again")
 
 
-def _read(p: Path, path) -> tuple[nir.NIRGraph, bool]:
-    """``(graph, type_checked)``: NIR's type-checked read, else (a type mismatch only) the
-    unchecked one, conformed by the caller."""
+def _read(p: Path, path) -> nir.NIRGraph:
+    """NIR's type-checked read, else (a type mismatch only) the unchecked one."""
     try:
-        return nir.read(str(p)), True
+        return nir.read(str(p))
     except ValueError as exc:
         if "type" not in str(exc).lower():
             _unreadable(path, exc)
     except Exception as exc:   # noqa: BLE001 - h5py / nir raise many kinds; one line for the user
         _unreadable(path, exc)
     try:
-        return nir.read(str(p), type_check=False), False
+        return nir.read(str(p), type_check=False)
     except Exception as exc:   # noqa: BLE001
         _unreadable(path, exc)
 
@@ -253,20 +252,19 @@ def read_checked(path: str | Path, *, check_time_steps: bool = True,
                  notes: list[str] | None = None) -> nir.NIRGraph:
     """Read a NIR file: self-contained, readable, undamaged, finite, with valid metadata
     (``check_time_steps=False``: its ``time_steps`` is overridden by the caller). A file that
-    fails NIR's type check is read without it and conformed (:func:`conform_input`); what was
-    changed is appended to ``notes``."""
+    fails NIR's type check is read without it; every file's Input is conformed
+    (:func:`conform_input`) and what was changed is appended to ``notes``."""
     p = Path(path)
     if not p.is_file():
         raise DPAPError(f"NIR file {path} does not exist")
     check_self_contained(p, "NIR file")
-    graph, checked = _read(p, path)
+    graph = _read(p, path)
     verify(graph, path)
     check_finite(graph, path)
     check_dt(graph, path)
     if check_time_steps:
         metadata_time_steps(graph, path)
-    if not checked:
-        changed = conform_input(graph, path)
-        if notes is not None:
-            notes += changed
+    changed = conform_input(graph, path)       # also where every node's type has the batch
+    if notes is not None:
+        notes += changed
     return graph
