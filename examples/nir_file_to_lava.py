@@ -71,7 +71,8 @@ def main(out: Path) -> dict:
     p = report["parity"]
     print(f"{out / 'net.nir'}: {p['n_samples']} samples x {report['time_steps']} steps in Lava; "
           f"agreement {p['agreement']:.0%}, identical spike trains {p['identical_spike_trains']:.0%}; "
-          f"synapses: {report['synapses_nir']} in the file, {report['synapses_lava']} in Lava")
+          f"synapses: {report['synapses_nir']} in the file, {report['synapses_lava']} in Lava; "
+          f"dt {report['dt']:g} s ({report['dt_source']}; a file without one: dt=...)")
     return report
 
 

@@ -19,3 +19,6 @@ def test_example_nir_file_to_lava_runs(tmp_path):
     # the pool is its own stage: 4 channels x 3 x 3 ones on top of the file's weights
     assert e["synapses_lava"] == e["synapses_nir"] + 4 * 9
     assert {"CubaLIF", "IF", "SumPool2d", "LIF"} <= set(e["nodes"].values())
+    assert (e["dt"], e["dt_source"]) == (1e-4, "the file's metadata")
+    md = (tmp_path / "lava/report.md").read_text()
+    assert "(36 more: each pool is its own stage, C x k x k weights)" in md

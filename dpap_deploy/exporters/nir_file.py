@@ -166,6 +166,12 @@ def nir_synapses_all(graph: nir.NIRGraph) -> int:
                    if isinstance(v, (nir.Conv1d, nir.Conv2d, nir.Affine, nir.Linear))))
 
 
+def _pool_words(e: dict) -> str:
+    """Why Lava holds more weights than the file: each pool runs as its own stage."""
+    extra = e["synapses_lava"] - e["synapses_nir"]
+    return f" ({extra:,} more: each pool is its own stage, C x k x k weights)" if extra else ""
+
+
 def _markdown(e: dict) -> str:
     p = e["parity"]
     return (f"# NIR file in the Lava simulator\n\n"
@@ -179,7 +185,8 @@ def _markdown(e: dict) -> str:
             f"trains {p['identical_spike_trains']:.2%} on {p['n_samples']} samples: "
             f"**{'passed' if e['passed'] else 'FAILED'}**\n"
             f"- synapses: {e['synapses_nir']:,} non-zero weights in the file, "
-            f"{e['synapses_lava']:,} held by the Lava network (pooling as its own stage)\n"
+            f"{e['synapses_lava']:,} held by the Lava network"
+            f"{_pool_words(e)}\n"
             f"- Lava: {e['lava_steps']:,} steps in {e['lava_wall_s']} s\n\n"
             "| Lava process | kind and shape |\n|---|---|\n" +
             "".join(f"| {s.split(':')[0]} | {s.split(':', 1)[1]} |\n" for s in e["lava_layers"]))
