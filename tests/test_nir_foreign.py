@@ -185,3 +185,22 @@ def test_shapes_that_do_not_fit_are_refused_naming_the_node(tmp_path):
     assert str(exc.value).startswith("NIR node 'fc2' (Linear) cannot take its input of shape "
                                      "[4] per sample (")
     assert str(exc.value).endswith("); fix the shapes in the file")
+
+
+def test_cli_says_the_default_dt_then_refuses_in_one_line(tmp_path):
+    import os
+    import subprocess
+    import sys
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+           "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "dpap_deploy", "export", str(DATA / "norse_lif.nir"),
+                        "--target", "loihi-sim", "--out", str(tmp_path / "o"), "--time-steps",
+                        "10"], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 2
+    assert r.stderr.splitlines() == [
+        f"warning: {DATA / 'norse_lif.nir'} stores no dt: its time constants are discretised "
+        "with the default dt = 1e-4 (what snnTorch writes); if its writer used another step, "
+        "pass it with --dt",
+        "dpap-deploy: error: NIR LIF node '1': tau = 1e-05 is shorter than the step dt = "
+        "0.0001: the decay 1 - dt/tau would be -9, outside [0, 1]; pass the dt the file was "
+        "written for (--dt)"]
