@@ -66,7 +66,7 @@ def test_lava_reproduces_the_writer_with_the_files_dt(kind, tmp_path):
                        input_file=DATA / f"{kind}.npz")["export"]
     assert rep["passed"] and rep["parity"]["identical_spike_trains"] == 1.0
     assert rep["parity"]["output_spikes_reference"] == spikes.sum() == SPIKES[kind]
-    assert rep["dt"] == dt and rep["dt_source"] == "the file's metadata"
+    assert rep["dt"] == dt and rep["dt_source"] == "the file's metadata" and rep["warnings"] == []
     md = (tmp_path / "o/report.md").read_text()
     assert f"- dt: {dt:g} s (the file's metadata)" in md
     for text in (md, (tmp_path / "o/report.json").read_text()):     # no machine path
@@ -101,6 +101,10 @@ def test_a_file_without_dt_warns_and_a_silenced_network_fails(tmp_path, caplog):
                         "its writer used another step, pass it with --dt"]
     rep = json.loads((tmp_path / "o/report.json").read_text())["export"]
     assert (rep["dt"], rep["dt_source"]) == (1e-4, "default 1e-4: the file has none")
+    assert rep["warnings"] == [w.removeprefix("warning: ").replace(str(DATA / "sinabs_iaf.nir"),
+                                                                 "sinabs_iaf.nir") for w in warnings]
+    assert str(DATA) not in (tmp_path / "o/report.json").read_text()
+    assert "- **warning**: sinabs_iaf.nir stores no dt" in (tmp_path / "o/report.md").read_text()
     assert rep["parity"]["output_spikes_reference"] == 0 and rep["passed"] is False
 
 

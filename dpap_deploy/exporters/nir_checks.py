@@ -230,10 +230,12 @@ def _show(want: tuple) -> str:
     return "[" + ", ".join("any" if w == -1 else str(w) for w in want) + "]"
 
 
-def resolve_dt(graph: nir.NIRGraph, dt, path) -> tuple[float, str]:
+def resolve_dt(graph: nir.NIRGraph, dt, path,
+               warnings: list[str] | None = None) -> tuple[float, str]:
     """The step that discretises the file's time constants, and where it came from: the
     caller's ``dt`` (``--dt``), else the metadata's, else ``DT`` (what snnTorch writes) with
-    a warning line: a wrong step changes every decay ``1 - dt/tau`` and gain ``r dt/tau``."""
+    a warning line (also appended to ``warnings``): a wrong step changes every decay
+    ``1 - dt/tau`` and gain ``r dt/tau``."""
     if dt is not None:
         ok = isinstance(dt, (int, float, np.integer, np.floating)) and not isinstance(dt, bool)
         if not ok or not math.isfinite(float(dt)) or float(dt) <= 0:
@@ -243,8 +245,11 @@ def resolve_dt(graph: nir.NIRGraph, dt, path) -> tuple[float, str]:
     meta = graph.metadata if isinstance(graph.metadata, dict) else {}
     if "dt" in meta:
         return float(meta["dt"]), DT_SOURCES[1]
-    warn(f"{path} stores no dt: its time constants are discretised with the default dt = "
-         f"{DT_TEXT} (what snnTorch writes); if its writer used another step, pass it with --dt")
+    said = warn(f"{path} stores no dt: its time constants are discretised with the default "
+                f"dt = {DT_TEXT} (what snnTorch writes); if its writer used another step, pass "
+                "it with --dt")
+    if warnings is not None:
+        warnings.append(said)
     return DT, DT_SOURCES[2]
 
 

@@ -123,7 +123,8 @@ def _run_locked(path, out: Path, time_steps, samples, input_file, inputs, seed,
     graph = read_graph(path, check_time_steps=time_steps is None, notes=notes)
     T = time_steps if time_steps is not None else \
         (metadata_time_steps(graph, path) or DEFAULT_TIME_STEPS)
-    dt, dt_source = resolve_dt(graph, dt, path)
+    warnings: list[str] = []
+    dt, dt_source = resolve_dt(graph, dt, path, warnings)
     net = LavaNetwork(graph, T, dt)                  # refuses what Lava cannot hold, before running
     x, source = _inputs(net.in_shape, input_file, samples, inputs, seed, out)
     if len(x) * T > MAX_STEPS:
@@ -141,6 +142,7 @@ def _run_locked(path, out: Path, time_steps, samples, input_file, inputs, seed,
     export = {"target": "loihi-sim", "source_nir": relative(path, out), "files": [],
               "parity": par, "passed": passed, "time_steps": T, "inputs": source,
               "dt": dt, "dt_source": dt_source, "read_notes": notes,
+              "warnings": [w.replace(str(path), relative(path, out)) for w in warnings],
               "reference": "dpap_deploy.exporters.nir_torch.run_reference",
               "lava_config": "Loihi2SimCfg(select_tag='floating_pt')",
               "nodes": {k: type(v).__name__ for k, v in net.top.nodes.items()},
@@ -181,6 +183,7 @@ def _markdown(e: dict) -> str:
             f"- dt: {e['dt']:g} s ({e['dt_source']}): NIR's time constants are discretised "
             "with it (decay 1 - dt/tau, input gain r dt/tau)\n" +
             "".join(f"- read: {n}\n" for n in e["read_notes"]) +
+            "".join(f"- **warning**: {w}\n" for w in e["warnings"]) +
             f"- parity with the torch reference: agreement {p['agreement']:.2%}, identical spike "
             f"trains {p['identical_spike_trains']:.2%} on {p['n_samples']} samples: "
             f"**{'passed' if e['passed'] else 'FAILED'}**\n"
