@@ -227,8 +227,10 @@ def _plan_resume(out: Path, present: list[str]) -> TrainStart:
         raise DPAPError(f"nothing to resume in {out}: it holds no {CHECKPOINT} of a training run "
                         f"(only {', '.join(present)}); restore the checkpoint, or drop --resume "
                         "and choose another --out")
+    leftovers = out.is_dir() and any(out.iterdir())    # a lock file, temporaries
     return TrainStart("new", note=f"{out} holds no record of a run (a start stopped before "
-                                  "recording it); starting the run from its first epoch")
+                                  "recording it); starting the run from its first epoch"
+                      if leftovers else None)
 
 
 def _stored_options(out: Path) -> dict:

@@ -90,7 +90,8 @@ def test_compact_into_another_run_is_refused_then_overwrite_replaces_it(base, tm
     m = read_manifest(b)
     assert m.stage == "compact" and m.source_run_id == read_manifest(base["A"]).run_id
     rep = json.loads((b / "report.json").read_text())
-    assert rep["source_run"] == str(base["A"].resolve()) and rep["seed"] == 0
+    src = Path(rep["source_run"])                    # absolute, or relative to the folder
+    assert (b / src).resolve() == base["A"].resolve() and rep["seed"] == 0
     assert (b / "history.csv").read_bytes() == (base["A"] / "history.csv").read_bytes()
 
 

@@ -173,7 +173,8 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
     A new run needs a folder that holds no run (``overwrite=True`` replaces one); ``resume``
     continues exactly the training run in ``out`` and nothing else (:mod:`..runfolder`), on
     the data it started with. A folder with no record of a run at all (a start killed before
-    it wrote anything) is started from the first epoch.
+    it wrote anything, or no folder yet: "resume if there is a run") is started from the first
+    epoch; the ``train`` stage and the CLI refuse ``--resume`` on a missing or empty folder.
 
     On resume the run's stored configuration is used; options named in ``explicit`` (default:
     ``cfg.given``, the names a config file or the command line set; all of them when None)
