@@ -84,7 +84,8 @@ def test_unit_r_gives_the_same_spikes_as_gain(which, request, tmp_path):
 def test_unit_r_file_has_r_one_and_scaled_weights(digits, tmp_path):
     model, x, T = digits
     gain, unit = (_written(model, x, T, e, tmp_path) for e in ("gain", "unit-r"))
-    assert gain.metadata["neuron_encoding"] == "gain" and unit.metadata["neuron_encoding"] == "unit-r"
+    assert gain.metadata["neuron_encoding"] == "gain"
+    assert unit.metadata["neuron_encoding"] == "unit-r"
     lifs = [k for k, n in unit.nodes.items() if isinstance(n, nir.LIF)]
     assert len(lifs) == 4
     for k in lifs:

@@ -3,8 +3,8 @@ folded: average pooling stays an ``AvgPool2d`` node), as a NIR graph (``FILE``,
 ``network-bn-folded.nir``) turned into a Lava process graph and run in the Lava simulator
 (``Loihi2SimCfg``, floating point) on test samples. Pooling is its own small stage in Lava
 (a pool process, not folded into the next layer's weights); both the Lava and the NIR synapse
-counts are reported. Reports Lava's accuracy and its agreement with torch (same predicted class; target
->= 99% of samples)."""
+counts are reported. Reports Lava's accuracy and its agreement with torch (same predicted
+class; target >= 99% of samples)."""
 from __future__ import annotations
 
 import time
