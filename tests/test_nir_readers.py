@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch import nn
 
-from corpus_models import ResidualBlock, TutorialFC
+from corpus_models import STYLES, T as CORPUS_T, ResidualBlock, TutorialFC
 from dpap_deploy.compaction import fold_for_deployment
 from dpap_deploy.data import load_dataset
 from dpap_deploy.errors import ConfigError, UnsupportedModelError
@@ -109,6 +109,21 @@ def test_unit_r_same_spikes_in_lava(digits, tmp_path):
     xs = x[:N_READ]
     got = LavaNetwork(_written(model, xs, T, "unit-r", tmp_path), T).run(xs.numpy())
     assert np.array_equal(got.reshape(len(xs), T, -1), torch_spikes(model, xs, T))
+
+
+UNIT_R_STYLES = [s for s in STYLES if s.expect.get("nir") == "ok" and s.name != "residual-block"]
+
+
+@pytest.mark.parametrize("style", UNIT_R_STYLES, ids=lambda s: s.name)
+def test_unit_r_matches_gain_on_the_corpus(style):
+    """Every exportable corpus style (IF, CubaLIF, RLeaky's recurrent weight, per-neuron beta,
+    Conv1d, a pooling between synapse and neuron, folded BatchNorm) reads back the same."""
+    torch.manual_seed(0)
+    model = style.build().eval()
+    x = torch.rand(64, *style.in_shape) * 3
+    gain, unit = (run_reference(to_nir(model, x[:2], CORPUS_T, encoding=e), x.numpy(), CORPUS_T)
+                  for e in ("gain", "unit-r"))
+    assert np.array_equal(gain, unit)
 
 
 def test_unit_r_refuses_an_input_it_cannot_scale(tmp_path):

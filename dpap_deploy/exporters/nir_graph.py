@@ -21,7 +21,8 @@ dimension (``start_dim = 0``).
 ``neuron_encoding``): ``"gain"`` (default) writes ``r = tau / dt``, so the discrete input gain
 ``g = r dt / tau`` is 1 and the synapses keep snnTorch's weights. ``"unit-r"`` writes ``r = 1``
 (``g = dt / tau = 1 - beta``) and multiplies the rows (output channels) of every weight and bias
-feeding the neuron, the recurrent one included, by ``s = 1 / g``: ``g (s W x) = W x``.
+feeding the neuron (through an average pooling, which is linear and per channel), the
+recurrent one included, by ``s = 1 / g``: ``g (s W x) = W x``.
 Readers that ignore ``r`` (Norse) then compute the same network. CubaLIF: ``r = w_in = 1`` and
 ``s = 1 / (g g_syn)``; IF: ``r = 1``, ``s = 1 / dt``. ``s`` is taken from the float32 gain the
 readers compute (``nir_neurons.discretise``), so the product is ``W x`` to float32 rounding.
@@ -115,10 +116,21 @@ def _row_scale(scale: np.ndarray, node: nir.NIRNode, shape: tuple[int, ...], whe
     return s.reshape(-1)
 
 
-def _scale_feeders(nodes: dict, feeders: list[str], scale: np.ndarray, shape, where: str,
-                   done: set[str]) -> None:
+def _through_pools(name: str, nodes: dict, edges: list[tuple[str, str]]) -> str:
+    """The synapse behind an average pooling (a pool is linear and per channel, so scaling the
+    channels before it scales them after it), else ``name`` itself."""
+    while isinstance(nodes[name], nir.AvgPool2d):
+        src = [s for s, d in edges if d == name]
+        if len(src) != 1:
+            break
+        name = src[0]
+    return name
+
+
+def _scale_feeders(nodes: dict, edges: list, feeders: list[str], scale: np.ndarray, shape,
+                   where: str, done: set[str]) -> None:
     """Multiply each feeding synapse's rows (weight and bias) by ``scale`` (``"unit-r"``)."""
-    for name in feeders:
+    for name in (_through_pools(f, nodes, edges) for f in feeders):
         old = nodes[name]
         if not isinstance(old, (nir.Affine, nir.Linear, nir.Conv1d, nir.Conv2d)) or name in done:
             raise UnsupportedModelError(
@@ -213,7 +225,8 @@ def to_nir(model: nn.Module | ModelGraph, example_input: torch.Tensor | None = N
                 edges.extend([(name, w), (w, name)])
                 feeders = feeders + [w]
             if encoding == "unit-r":
-                _scale_feeders(nodes, feeders, input_scale(node), n.out_shape, n.name, scaled)
+                _scale_feeders(nodes, edges, feeders, input_scale(node), n.out_shape, n.name,
+                               scaled)
         elif n.op == POOL:
             add(n, _pool_node(n))
         elif n.op == FLATTEN:
