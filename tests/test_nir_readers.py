@@ -21,6 +21,7 @@ from corpus_models import STYLES, T as CORPUS_T, ResidualBlock, TutorialFC
 from dpap_deploy.compaction import fold_for_deployment
 from dpap_deploy.data import load_dataset
 from dpap_deploy.errors import ConfigError, UnsupportedModelError
+from dpap_deploy.exporters import ExportJob, export
 from dpap_deploy.exporters._compare import torch_spikes
 from dpap_deploy.exporters.nir_graph import DT, to_nir
 from dpap_deploy.exporters.nir_neurons import discretise
@@ -33,17 +34,24 @@ N_READ = 40      # samples the foreign readers run (one at a time for snnTorch)
 
 
 @pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    """The zoo's digits SNN, trained 3 epochs, DPAP-pruned and compacted, BatchNorm folded:
-    ``(model graph, test inputs, T)``."""
+def compacted(tmp_path_factory):
+    """The zoo's digits SNN, trained 3 epochs, DPAP-pruned and compacted:
+    ``(compacted model, x_test, y_test, T)``."""
     out = tmp_path_factory.mktemp("digits")
     torch.manual_seed(0)
     train(TrainConfig(epochs=3), out, progress=False)
     compact(out, out)
     model, _, meta = load_model(out / "compact.pt")
-    x = load_dataset("digits").x_test
-    _, folded = fold_for_deployment(model, x[:64], time_steps=meta["time_steps"])
-    return folded, x, meta["time_steps"]
+    d = load_dataset("digits")
+    return model, d.x_test, d.y_test, meta["time_steps"]
+
+
+@pytest.fixture(scope="module")
+def digits(compacted):
+    """The compacted digits SNN with BatchNorm folded: ``(model graph, test inputs, T)``."""
+    model, x, _, T = compacted
+    _, folded = fold_for_deployment(model, x[:64], time_steps=T)
+    return folded, x, T
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +117,19 @@ def test_unit_r_same_spikes_in_lava(digits, tmp_path):
     xs = x[:N_READ]
     got = LavaNetwork(_written(model, xs, T, "unit-r", tmp_path), T).run(xs.numpy())
     assert np.array_equal(got.reshape(len(xs), T, -1), torch_spikes(model, xs, T))
+
+
+def test_the_nir_target_writes_the_jobs_encoding(compacted, tmp_path):
+    """``ExportJob.nir_encoding = "unit-r"``: the written file holds it and passes parity."""
+    model, x, y, T = compacted
+    job = ExportJob(model, "snn", x, y, T)
+    job.nir_encoding = "unit-r"
+    res = export("nir", job, tmp_path)
+    assert res.passed and res.parity["identical_spike_trains"] == 1.0
+    assert res.details["neuron_encoding"] == "unit-r"
+    graph = nir.read(str(tmp_path / "network.nir"))
+    assert graph.metadata["neuron_encoding"] == "unit-r"
+    assert all(np.all(n.r == 1.0) for n in graph.nodes.values() if isinstance(n, nir.LIF))
 
 
 UNIT_R_STYLES = [s for s in STYLES if s.expect.get("nir") == "ok" and s.name != "residual-block"]
