@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from . import __version__
 from .errors import DPAPError, one_line
 
 TRAIN_OPTIONS = ("dataset", "data_root", "model", "epochs", "batch_size", "time_steps", "lr",
@@ -52,8 +53,21 @@ def _rules():
 TARGET_CHOICES = _Names(_targets)
 
 
+class _DatasetNames:
+    """The dataset registry's names for ``--help`` (``%(names)s``), read only when help is
+    shown: the registry imports torch, which parsing a command line does not."""
+
+    def __str__(self) -> str:
+        from .data import DATASETS
+        return f"{', '.join(DATASETS)}, idx:DIR or npz:FILE"
+
+
+def _add_dataset(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument("--dataset", help=f"%(names)s (default {default})").names = _DatasetNames()
+
+
 def _add_train_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", help="dataset name (default: digits, embedded)")
+    _add_dataset(p, "digits, embedded")
     p.add_argument("--data-root", help="folder holding the dataset's files")
     p.add_argument("--model", help="zoo model (default: snn-digits); see 'dpap-deploy models'")
     p.add_argument("--epochs", type=int, help="training epochs (default 60)")
@@ -97,6 +111,10 @@ def _add_overwrite(p: argparse.ArgumentParser) -> None:
                    help="replace another run already in --out (its files are removed first)")
 
 
+def _add_quiet(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
 def train_config_from_args(args: argparse.Namespace):
     """Defaults < config file < command line (:meth:`TrainConfig.from_file`)."""
     from .train_config import TrainConfig
@@ -121,7 +139,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_compact(args: argparse.Namespace) -> int:
     from . import pipeline
-    r = pipeline.compact(args.source, args.out, overwrite=args.overwrite)
+    r = pipeline.compact(args.source, args.out, overwrite=args.overwrite, log=_log(args))
     p, o = r.params, r.ops
     print(f"parameters {p.dense:,} -> {p.compact:,} ({1 - p.compact / p.dense:.1%} "
           f"smaller); SynOps/sample {o.synops_dense:,.0f} -> {o.synops_compact:,.0f}; "
@@ -145,21 +163,32 @@ def _print_export(e) -> None:
           f"{'passed' if e.passed else 'FAILED'}; files {', '.join(e.files)}")
 
 
+NIR_FILE_OPTIONS = ("time_steps", "input", "dt")   # what a run folder's export would ignore
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     if args.source.endswith(".nir"):
         return _export_nir_file(args)
+    given = [f"--{n.replace('_', '-')}" for n in NIR_FILE_OPTIONS if getattr(args, n) is not None]
+    if given:
+        from .errors import ConfigError
+        raise ConfigError(f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to a NIR "
+                          f"file only; {args.source} is a run, which exports with its own "
+                          "time steps and test set: drop the option")
     from . import pipeline
     _print_export(pipeline.export(args.source, args.target, args.out,
-                                  max_samples=args.max_samples, overwrite=args.overwrite).export)
+                                  max_samples=args.max_samples, overwrite=args.overwrite,
+                                  log=_log(args)).export)
     return 0
 
 
 def _export_nir_file(args: argparse.Namespace) -> int:
     from .exporters.nir_file import run_nir_file
     e = run_nir_file(args.source, args.out, args.time_steps, args.max_samples, args.input,
-                     target=args.target)["export"]
+                     target=args.target, dt=args.dt, overwrite=args.overwrite)["export"]
     p = e["parity"]
-    print(f"loihi-sim: {args.source} ran {p['n_samples']} samples x {e['time_steps']} steps in Lava; "
+    print(f"loihi-sim: {args.source} ran {p['n_samples']} samples x {e['time_steps']} steps "
+          f"(dt {e['dt']:g} s, {e['dt_source']}) in Lava; "
           f"agreement with the torch reference {p['agreement']:.2%}, identical spike trains "
           f"{p['identical_spike_trains']:.2%}; {e['synapses_lava']:,} Lava synapses; "
           f"wrote {args.out}/report.json")
@@ -208,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "and export them to neuromorphic targets.")
     parser.add_argument("--debug", action="store_true",
                         help="show the Python traceback of an unexpected error")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p = sub.add_parser("train", help="train a model with DPAP (or --no-dpap)")
     _add_train_options(p)
@@ -216,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", metavar="RUN_DIR_OR_CHECKPOINT")
     p.add_argument("--out", required=True, help="output directory")
     _add_overwrite(p)
+    _add_quiet(p)
     p.set_defaults(func=cmd_compact)
     p = sub.add_parser("export", help="compact a run and export it to a target, verified; or "
                        "run a NIR file (FILE.nir --target loihi-sim) in Lava against torch")
@@ -230,6 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "the file's metadata, else 8)")
     p.add_argument("--input", help="NIR file: an .npz with an array x [N, ...] or [N, T, ...] "
                    "(default: random values in [0, 1))")
+    p.add_argument("--dt", type=float, help="NIR file: the time step (s) its time constants were "
+                   "written for (default: the file's metadata dt, else 1e-4 with a warning)")
+    _add_quiet(p)
     p.set_defaults(func=cmd_export)
     p = sub.add_parser("train-and-export", help="train with DPAP, compact, export, verify")
     _add_train_options(p)
@@ -242,7 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", help="a --no-dpap run to plot accuracy against")
     p.set_defaults(func=cmd_report)
     p = sub.add_parser("synth-events", help="N-MNIST-style saccade events from an image dataset")
-    p.add_argument("--dataset", default="fashion-mnist")
+    _add_dataset(p, "fashion-mnist")
+    p.set_defaults(dataset="fashion-mnist")
     p.add_argument("--data-root")
     p.add_argument("--limit-train", type=int, help="first N training images only")
     p.add_argument("--limit-test", type=int, help="first N test images only")

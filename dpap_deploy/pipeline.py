@@ -60,7 +60,8 @@ def _check_train_out(cfg, out: str | Path, resume: bool) -> Path:
     return out
 
 
-def compact(source: str | Path, out: str | Path, *, data=None, overwrite: bool = False):
+def compact(source: str | Path, out: str | Path, *, data=None, overwrite: bool = False,
+            log=None):
     """Compact the run at ``source`` (run folder or checkpoint), count, verify, report.
     ``out`` may hold nothing, the source run itself, or an earlier compact / export of it;
     another run there is refused unless ``overwrite``."""
@@ -71,10 +72,10 @@ def compact(source: str | Path, out: str | Path, *, data=None, overwrite: bool =
         claim = claim_folder(out, source, "compact", overwrite)
         data = data if data is not None else trained.load_data()
         take(claim)
-        return _compact(trained, source, out, data)
+        return _compact(trained, source, out, data, log=log)
 
 
-def _compact(trained, source: Path, out: Path, data, render: bool = True):
+def _compact(trained, source: Path, out: Path, data, render: bool = True, log=None):
     from .atomic import atomic_copy
     from .compaction.measure import compact_and_measure
     from .report import compaction_sections, mark_export_stale, run_folder, save_report, \
@@ -83,7 +84,7 @@ def _compact(trained, source: Path, out: Path, data, render: bool = True):
     from .training import HISTORY
     mark_export_stale(out)
     m = compact_and_measure(trained.model, trained.kind, trained.masks, data.x_test, data.y_test,
-                            trained.cfg.time_steps)
+                            trained.cfg.time_steps, log=log)
     meta = {"dataset": trained.cfg.dataset, "model": trained.cfg.model,
             "time_steps": trained.cfg.time_steps, "input_shape": list(trained.input_shape),
             "n_classes": trained.n_classes}
@@ -103,7 +104,7 @@ def _compact(trained, source: Path, out: Path, data, render: bool = True):
 
 
 def export(source: str | Path, target: str, out: str | Path, *, max_samples: int | None = None,
-           data=None, overwrite: bool = False):
+           data=None, overwrite: bool = False, log=None):
     """Compact the run at ``source``, export the compacted network to ``target``, verify it in
     the target's consumer, report. Raises ``ParityError`` (after writing the report) when the
     parity check fails. The report's ``export`` reads ``pending`` from before the export starts
@@ -122,16 +123,18 @@ def export(source: str | Path, target: str, out: str | Path, *, max_samples: int
         take(claim_folder(out, source, f"export --target {target}", overwrite))
         if (out / "report.json").exists():
             save_export(out, pending_export(target))
-        _compact(trained, source, out, data, render=False)  # keeps the pending mark
+        _compact(trained, source, out, data, render=False, log=log)  # keeps the pending mark
         save_export(out, pending_export(target))
         report(out)                                         # report.md says: pending
         job = ExportJob.from_files(out, data.x_test, data.y_test, trained.cfg.time_steps, limit)
-        rep = save_export(out, export_section(run_export(target, job, out)))
+        rep = save_export(out, export_section(run_export(target, job, out, log=log)))
         report(out)
     if not rep.export.passed:
         from .errors import ParityError
-        raise ParityError(f"{target} parity check failed: {rep.export.parity.to_dict()}; the "
-                          f"files and report are in {out}")
+        parity = rep.export.parity.to_dict()
+        reason = parity.get("failure") or f"parity {parity}"
+        raise ParityError(f"{target} parity check failed: {reason}; the files and report are "
+                          f"in {out}")
     return rep
 
 
@@ -163,7 +166,7 @@ def train_and_export(cfg, target: str, out: str | Path, *, resume: bool = False,
     with output_lock(out, f"train-and-export --target {target}"):
         train(cfg, out, resume=resume, progress=progress, log=log, data=data,
               overwrite=overwrite)
-        return export(out, target, out, max_samples=max_samples, data=data)
+        return export(out, target, out, max_samples=max_samples, data=data, log=log)
 
 
 # Names of the stages before they were four (kept for scripts that call them).

@@ -195,6 +195,7 @@ REFUSED = [
      ["checkpoint.pt", "damaged"]),
     ("nan-weight-compact", "compact {ann_nan} --out {F}", ["7.weight", "384 non-finite"]),
     ("nan-weight-export", "export {ann_nan} --target onnx --out {E}", ["7.weight", "non-finite"]),
+    ("nan-weight-resume", "train --resume --epochs 3 --out {E:nan}", ["7.weight", "non-finite"]),
     ("nan-beta-loihi", "export {snn_nan_beta} --target loihi-sim --max-samples 5 --out {F}",
      ["10.beta", "1 non-finite"]),
     ("nan-nir", "export {nan_nir} --target loihi-sim --out {F}", ["node 'w' weight",
@@ -221,13 +222,13 @@ REFUSED = [
 
 # Exports that run and fail their parity: the report is written, the error says why.
 FAILED_PARITY = [
-    ("silent-loihi", "export {snn} --target loihi-sim --max-samples 5 --out {F}",
+    ("silent-loihi", "export {snn} --target loihi-sim --max-samples 5 --quiet --out {F}",
      ["loihi-sim parity check failed", "silent output"]),
-    ("silent-nir-target", "export {snn} --target nir --max-samples 5 --out {F}",
+    ("silent-nir-target", "export {snn} --target nir --max-samples 5 --quiet --out {F}",
      ["nir parity check failed", "silent output"]),
-    ("constant-onnx", "export {ann_dead} --target onnx --out {F}",
+    ("constant-onnx", "export {ann_dead} --target onnx --quiet --out {F}",
      ["onnx parity check failed", "constant output"]),
-    ("silent-nir-file", "export {silent_nir} --target loihi-sim --max-samples 5 --out {F}",
+    ("silent-nir-file", "export {silent_nir} --target loihi-sim --max-samples 5 --quiet --out {F}",
      ["silent.nir", "silent output"]),
 ]
 
@@ -273,8 +274,8 @@ def results(world, tmp_path_factory):
 
 
 def _one_line(r, frags):
-    """Exit 2 and exactly one error line holding ``frags`` (a failed parity too: its reason is
-    said once, not also as a silent-output warning)."""
+    """Exit 2 and exactly one error line holding ``frags`` (a failed parity too, run --quiet:
+    its reason is said once, not also as a silent-output warning)."""
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
     assert "Traceback" not in r.stderr
@@ -310,12 +311,12 @@ def test_export_records_each_files_sha256(results):
     """The export section lists a sha256 per file, equal to the file's."""
     r, fresh, _, _ = results["silent-loihi"]
     e = json.loads((fresh / "report.json").read_text())["export"]
-    assert set(e["file_sha256"]) == set(e["files"]) == {"network-folded.nir"}
+    assert set(e["file_sha256"]) == set(e["files"]) == {"network-bn-folded.nir"}
     for name, digest in e["file_sha256"].items():
         assert hashlib.sha256((fresh / name).read_bytes()).hexdigest() == digest
-    meta = nir.read(str(fresh / "network-folded.nir")).metadata
+    meta = nir.read(str(fresh / "network-bn-folded.nir")).metadata
     from dpap_deploy.exporters.nir_checks import graph_digest
-    assert meta["content_sha256"] == graph_digest(nir.read(str(fresh / "network-folded.nir")))
+    assert meta["content_sha256"] == graph_digest(nir.read(str(fresh / "network-bn-folded.nir")))
 
 
 # ---- the Python API --------------------------------------------------------------------------
