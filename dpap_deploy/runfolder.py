@@ -41,7 +41,8 @@ CHECKPOINT = "checkpoint.pt"
 # The files the stages write (exporters' files too: a registered target's are read from the
 # report's export section), removed by an overwrite; any of them marks a folder as a run's.
 RUN_FILES = (CHECKPOINT, "history.csv", "report.json", "report.md", "config.json", "compact.pt",
-             "deploy.pt", "network.nir", "network-folded.nir", "network.net", "model.onnx")
+             "deploy.pt", "network.nir", "network-bn-folded.nir", "network.net", "model.onnx",
+             "network-folded.nir")     # the loihi-sim file's name before it said what it holds
 UNCHECKED_OPTIONS = ("device", "workers")     # a resumed run may change these
 
 
@@ -298,7 +299,20 @@ def source_identity(source: Path) -> tuple[str, str]:
 def claim_folder(out: Path, source: Path, stage: str, overwrite: bool) -> Claim:
     """May ``stage`` (compact / export) of ``source`` write ``out``? (module docstring)"""
     src_id, digest = source_identity(source)
-    src_dir = source if source.is_dir() else source.parent
+    return _claim(out, source, source if source.is_dir() else source.parent, src_id, digest,
+                  stage, overwrite)
+
+
+def claim_folder_for_file(out: Path, source: Path, stage: str, overwrite: bool) -> Claim:
+    """The same rule for a stage whose source is a plain file (``export FILE.nir``): the file
+    stands for itself by its sha256, so rerunning the same file into ``out`` is allowed and
+    anything else there is refused unless ``overwrite``."""
+    digest = file_digest(source)
+    return _claim(out, source, None, f"file-{digest[:32]}", digest, stage, overwrite)
+
+
+def _claim(out: Path, source: Path, src_dir: Path | None, src_id: str, digest: str, stage: str,
+           overwrite: bool) -> Claim:
     try:
         here = identify(out)
     except DPAPError:
@@ -306,7 +320,7 @@ def claim_folder(out: Path, source: Path, stage: str, overwrite: bool) -> Claim:
             raise
         here = None
     if here is not None and here.stage == "train" and here.run_id == src_id \
-            or out.resolve() == src_dir.resolve():
+            or src_dir is not None and out.resolve() == src_dir.resolve():
         return _in_place(out, stage)
     if here is not None and here.source_run_id == src_id:
         m = RunManifest(here.run_id, stage, digest, src_id, stages=[*here.stages, stage])
@@ -345,7 +359,7 @@ def _export_files(folder: Path) -> list[str]:
     """The files a report's export section names (a registered target's own files)."""
     try:
         files = json.loads((folder / "report.json").read_text())["export"]["files"]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return []
     return [f for f in files if isinstance(f, str) and "/" not in f and not f.startswith(".")] \
         if isinstance(files, list) else []

@@ -82,3 +82,45 @@ def test_npz_dataset_and_config_file(tmp_path):
     rep = json.loads((out / "report.json").read_text())
     assert rep["epochs"] == 1 and rep["kind"] == "ann" and rep["dpap_config"]["rule"] == "hebb"
     assert rep["pruning"]["layers"][-1]["neurons_total"] == 3
+
+
+def test_version_and_dataset_names_in_help():
+    from dpap_deploy import __version__
+    r = cli("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"dpap-deploy {__version__}"
+    help_text = " ".join(cli("train", "--help").stdout.split()).replace("- ", "-")  # wrapped
+    assert "digits, mnist, fashion-mnist, cifar10, nmnist, dvs-gesture, idx:DIR or npz:FILE" \
+        in help_text
+
+
+def test_nir_file_options_are_refused_for_a_run(tmp_path):
+    """--dt / --time-steps / --input steer a NIR file's run; a run folder's export would ignore
+    them, so they are refused instead of silently dropped."""
+    r = cli("export", str(tmp_path / "run"), "--target", "nir", "--dt", "0.5",
+            "--time-steps", "4", "--out", str(tmp_path / "o"))
+    _assert_one_line_error(r, "--time-steps, --dt apply to a NIR file only")
+    assert not (tmp_path / "o").exists()
+
+
+def test_nir_file_does_not_write_over_another_run(tmp_path):
+    """export FILE.nir --out D: D may hold an earlier run of the same file; another run there is
+    refused (nothing changed) unless --overwrite."""
+    from pathlib import Path
+    nir_file = Path(__file__).parent / "data" / "nir_foreign" / "snntorch_leaky.nir"
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "report.json").write_text('{"dataset": "digits"}\n')
+    (other / "history.csv").write_text("epoch\n1\n")
+    before = {p.name: p.read_bytes() for p in other.iterdir()}
+    args = ("export", str(nir_file), "--target", "loihi-sim", "--max-samples", "3", "--quiet")
+    _assert_one_line_error(cli(*args, "--out", str(other)), "holds another run", "--overwrite")
+    assert {p.name: p.read_bytes() for p in other.iterdir()} == before
+    first = cli(*args, "--out", str(tmp_path / "a"))
+    assert first.returncode == 0, first.stderr
+    again = cli(*args, "--out", str(tmp_path / "a"))          # the same file again: allowed
+    assert again.returncode == 0, again.stderr
+    r = cli(*args, "--overwrite", "--out", str(other))
+    assert r.returncode == 0, r.stderr
+    assert not (other / "history.csv").exists()
+    manifest = json.loads((other / "run.json").read_text())
+    assert manifest["stage"] == "export --target loihi-sim"

@@ -136,7 +136,7 @@ def _report(export: dict | None = None, **sections) -> dict:
                       "compact_nonzero_weights": 8_911, "deploy_nonzero_weights": 35_644},
            **sections}
     if export is not None:
-        rep["export"] = {"files": ["network-folded.nir"], "accuracy": 0.5, "passed": True,
+        rep["export"] = {"files": ["network-bn-folded.nir"], "accuracy": 0.5, "passed": True,
                          "parity": {"agreement": 1.0, "n_samples": 4,
                                     "output": {"firing_rate": 0.1, "silent_fraction": 0.25,
                                                "tie_fraction": 0.25, "n_samples": 4}},
@@ -150,7 +150,7 @@ def test_loihi_sim_synapses_are_the_files_and_the_pool_stages():
     md = render(_report({"target": "loihi-sim", "synapses": 9_087, "synapses_lava": 9_087,
                          "synapses_nir": 8_911}), [])
     line = [l for l in md.splitlines() if l.startswith("- synapses:")]
-    assert line == ["- synapses: 8,911 non-zero weights in network-folded.nir (the compacted "
+    assert line == ["- synapses: 8,911 non-zero weights in network-bn-folded.nir (the compacted "
                     "network's); the Lava network holds 9,087: those and the 176 weights of its "
                     "pooling stages (Lava runs each k x k pool as its own depthwise convolution "
                     "process, one k x k kernel per channel, of 1/k^2 for an average pool)"]

@@ -37,7 +37,8 @@ from ..atomic import atomic_write_text
 from ..errors import ConfigError, DPAPError, ParityError
 from ..lock import output_lock
 from ..metrics import output_activity
-from ..validate import check_out_dir
+from ..runfolder import claim_folder_for_file, take
+from ..validate import check_out_dir, existing_path
 from ._compare import silence
 from .lava_sim import MIN_AGREEMENT
 from .nir_checks import metadata_time_steps, read_checked, resolve_dt
@@ -101,10 +102,11 @@ def compare(ref: np.ndarray, got: np.ndarray) -> dict[str, Any]:
 def run_nir_file(path: str | Path, out: str | Path, time_steps: int | None = None,
                  samples: int | None = None, input_file: str | Path | None = None,
                  inputs: str = "values", seed: int = 0, target: str = "loihi-sim",
-                 dt: float | None = None) -> dict[str, Any]:
+                 dt: float | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Run the NIR file at ``path`` in Lava and in the torch reference and write the reports
     into ``out`` (module docstring); ``dt``: the file's time step (None: its metadata's, else
-    1e-4 with a warning)."""
+    1e-4 with a warning). ``out`` may hold nothing or an earlier run of the same file; another
+    run there is refused unless ``overwrite`` (:mod:`dpap_deploy.runfolder`)."""
     if target != "loihi-sim":
         raise ConfigError(f"a NIR file runs with --target loihi-sim, not {target!r}")
     out = check_out_dir(out)
@@ -112,7 +114,10 @@ def run_nir_file(path: str | Path, out: str | Path, time_steps: int | None = Non
         raise ConfigError(f"--time-steps {time_steps}: give a positive number of steps")
     if samples is not None and samples < 1:
         raise ConfigError(f"--max-samples {samples}: give a positive number of samples")
+    existing_path(path, "NIR file", "pass the path of a .nir file")
     with output_lock(out, f"export {path} --target loihi-sim"):
+        claim = claim_folder_for_file(out, Path(path), "export --target loihi-sim", overwrite)
+        take(claim)
         return _run_locked(path, out, time_steps, samples, input_file, inputs, seed, dt)
 
 

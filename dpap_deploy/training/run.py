@@ -22,7 +22,7 @@ from torch import nn
 
 from .. import distributed, precision as amp
 from ..atomic import atomic_write_text
-from ..checkpoint import rng_state, save_checkpoint, set_rng_state
+from ..checkpoint import check_finite, rng_state, save_checkpoint, set_rng_state
 from ..data import Dataset, load_dataset
 from ..data.loader import EpochBatchSampler, epoch_order, make_loader
 from ..dpap import DPAP, DPAPConfig, find_prunable_layers, preset
@@ -30,6 +30,7 @@ from ..dpap.masking import layer_stats, removed_fraction
 from ..errors import ConfigError, DPAPError
 from ..evaluation import model_output
 from ..train_config import TrainConfig
+from ..trained import check_record
 from ..validate import check_checkpoint_keys, check_dpap_masks, check_training_cost
 from ..zoo import build_model
 
@@ -217,6 +218,8 @@ def restore_run(ckpt: dict, device: str | None = None, data: Dataset | None = No
     """Rebuild a run from a checkpoint (model, optimizer, scheduler, DPAP, RNG, history)."""
     path = ckpt.get("path", "the checkpoint")
     check_checkpoint_keys(ckpt, path)
+    check_record(ckpt, path)                # the same checks as every later stage's load
+    check_finite(ckpt["model"], str(path))
     cfg_dict = dict(ckpt["train_config"])
     if device is not None:
         cfg_dict["device"] = device
