@@ -48,9 +48,10 @@ def compacted(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def digits(compacted):
-    """The compacted digits SNN with BatchNorm folded: ``(model graph, test inputs, T)``."""
+    """The compacted digits SNN with BatchNorm folded, pooling kept (what ``--target nir``
+    writes): ``(model graph, test inputs, T)``."""
     model, x, _, T = compacted
-    _, folded = fold_for_deployment(model, x[:64], time_steps=T)
+    _, folded = fold_for_deployment(model, x[:64], time_steps=T, fold_pools=False)
     return folded, x, T
 
 
@@ -120,31 +121,54 @@ def test_unit_r_same_spikes_in_lava(digits, tmp_path):
 
 
 def test_the_nir_target_writes_the_jobs_encoding(compacted, tmp_path):
-    """``ExportJob.nir_encoding = "unit-r"``: the written file holds it and passes parity."""
+    """``ExportJob.nir_encoding = "unit-r"``, ``nir_pooling = "sum"``: the written file holds
+    them and passes parity."""
     model, x, y, T = compacted
     job = ExportJob(model, "snn", x, y, T)
-    job.nir_encoding = "unit-r"
+    job.nir_encoding, job.nir_pooling = "unit-r", "sum"
     res = export("nir", job, tmp_path)
     assert res.passed and res.parity["identical_spike_trains"] == 1.0
-    assert res.details["neuron_encoding"] == "unit-r"
+    assert res.details["neuron_encoding"] == "unit-r" and res.details["pooling"] == "sum"
     graph = nir.read(str(tmp_path / "network.nir"))
     assert graph.metadata["neuron_encoding"] == "unit-r"
+    assert sum(isinstance(n, nir.SumPool2d) for n in graph.nodes.values()) == 2
     assert all(np.all(n.r == 1.0) for n in graph.nodes.values() if isinstance(n, nir.LIF))
 
 
 UNIT_R_STYLES = [s for s in STYLES if s.expect.get("nir") == "ok" and s.name != "residual-block"]
 
 
+@pytest.mark.parametrize("pooling", ["avg", "sum"])
 @pytest.mark.parametrize("style", UNIT_R_STYLES, ids=lambda s: s.name)
-def test_unit_r_matches_gain_on_the_corpus(style):
+def test_unit_r_and_sum_pooling_match_gain_on_the_corpus(style, pooling):
     """Every exportable corpus style (IF, CubaLIF, RLeaky's recurrent weight, per-neuron beta,
     Conv1d, a pooling between synapse and neuron, folded BatchNorm) reads back the same."""
     torch.manual_seed(0)
     model = style.build().eval()
     x = torch.rand(64, *style.in_shape) * 3
-    gain, unit = (run_reference(to_nir(model, x[:2], CORPUS_T, encoding=e), x.numpy(), CORPUS_T)
-                  for e in ("gain", "unit-r"))
-    assert np.array_equal(gain, unit)
+    run = lambda **kw: run_reference(to_nir(model, x[:2], CORPUS_T, **kw), x.numpy(),  # noqa: E731
+                                     CORPUS_T)
+    assert np.array_equal(run(), run(encoding="unit-r", pooling=pooling))
+    assert np.array_equal(run(), run(pooling=pooling))
+
+
+def test_sum_pooling_moves_the_average_into_the_next_weights(digits, tmp_path):
+    """The digits file with SumPool2d: the synapses after the two 2x2 pools hold 1/4 of the
+    weights, biases unchanged, and the spikes are the model's."""
+    model, x, T = digits
+    avg = to_nir(model, x[:2], T)
+    path = tmp_path / "sum.nir"
+    nir.write(str(path), to_nir(model, x[:2], T, pooling="sum"))
+    summed = nir.read(str(path))
+    kinds = [type(n).__name__ for n in summed.nodes.values()]
+    assert kinds.count("SumPool2d") == 2 and "AvgPool2d" not in kinds
+    after = [d for s, d in summed.edges if isinstance(summed.nodes[s], nir.SumPool2d)]
+    after = [d if not isinstance(summed.nodes[d], nir.Flatten) else
+             next(d2 for s2, d2 in summed.edges if s2 == d) for d in after]
+    for name in after:
+        assert np.array_equal(summed.nodes[name].weight, avg.nodes[name].weight / 4)
+        assert np.array_equal(summed.nodes[name].bias, avg.nodes[name].bias)
+    assert np.array_equal(_ours(summed, x, T), torch_spikes(model, x, T))
 
 
 def test_unit_r_refuses_an_input_it_cannot_scale(tmp_path):
@@ -156,6 +180,8 @@ def test_unit_r_refuses_an_input_it_cannot_scale(tmp_path):
         to_nir(model, x, 4, encoding="unit-r")
     with pytest.raises(ConfigError, match="gain, unit-r"):
         to_nir(model, x, 4, encoding="r1")
+    with pytest.raises(ConfigError, match="avg, sum"):
+        to_nir(model, x, 4, pooling="max")
 
 
 def _snntorch_spikes(graph: nir.NIRGraph, x: torch.Tensor, T: int) -> np.ndarray:

@@ -8,7 +8,8 @@ file carries the run's ``time_steps`` and a content digest in its metadata, both
 is read back (``nir_checks``), and the report records each written file's sha256.
 
 The neurons are written in the job's ``nir_encoding`` (``"gain"`` unless the job says
-``"unit-r"``: ``nir_graph``'s docstring); both read back to the same spikes."""
+``"unit-r"``) and the pools as its ``nir_pooling`` (``"avg"`` unless ``"sum"``): see
+``nir_graph``'s docstring; every choice reads back to the same spikes."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,25 +23,26 @@ from ..errors import DPAPError
 from ._compare import spike_parity, torch_spikes
 from .base import ExportJob, ExportResult
 from .nir_checks import metadata_time_steps, read_checked, sign
-from .nir_graph import ENCODINGS, to_nir
+from .nir_graph import ENCODINGS, POOLINGS, to_nir
 
 TARGET = "nir"
 KINDS = ("snn",)
 
 
-def job_encoding(job: ExportJob) -> str:
-    """The job's ``nir_encoding`` (``"gain"`` when it has none)."""
-    return getattr(job, "nir_encoding", None) or ENCODINGS[0]
+def job_encoding(job: ExportJob) -> dict[str, str]:
+    """The job's ``nir_encoding`` and ``nir_pooling`` as ``to_nir`` options (defaults:
+    ``"gain"``, ``"avg"``)."""
+    return {"encoding": getattr(job, "nir_encoding", None) or ENCODINGS[0],
+            "pooling": getattr(job, "nir_pooling", None) or POOLINGS[0]}
 
 
-def write_nir(job: ExportJob, path: Path, fold_pools: bool = False, encoding: str | None = None):
-    """Fold BatchNorm (and with ``fold_pools`` average pooling), write the NIR file with the
-    neurons in ``encoding`` (default: the job's); returns ``(path, folded model graph)``."""
+def write_nir(job: ExportJob, path: Path, fold_pools: bool = False):
+    """Fold BatchNorm (and with ``fold_pools`` average pooling), write the NIR file in the
+    job's encoding (``job_encoding``); returns ``(path, folded model graph)``."""
     x, _ = job.samples()
     _, fgraph = fold_for_deployment(job.model, x[:64], time_steps=job.time_steps,
                                     graph=job.model_graph(), fold_pools=fold_pools)
-    graph = sign(to_nir(fgraph, time_steps=job.time_steps,
-                        encoding=encoding or job_encoding(job)))
+    graph = sign(to_nir(fgraph, time_steps=job.time_steps, **job_encoding(job)))
     # Written in memory, then atomically: a killed export leaves no half-written .nir, and
     # HDF5 never meets a full disk (it can crash the process when a flush fails on close).
     with atomic_buffer(path) as buf:
@@ -72,6 +74,7 @@ def export(job: ExportJob, out: Path) -> ExportResult:
                         passed=par["identical_spike_trains"] == 1.0,
                         details={"nodes": {k: type(v).__name__ for k, v in graph.nodes.items()},
                                  "neuron_encoding": graph.metadata.get("neuron_encoding"),
+                                 "pooling": graph.metadata.get("pooling"),
                                  "synapses": nir_synapses(graph)})
 
 

@@ -26,6 +26,12 @@ recurrent one included, by ``s = 1 / g``: ``g (s W x) = W x``.
 Readers that ignore ``r`` (Norse) then compute the same network. CubaLIF: ``r = w_in = 1`` and
 ``s = 1 / (g g_syn)``; IF: ``r = 1``, ``s = 1 / dt``. ``s`` is taken from the float32 gain the
 readers compute (``nir_neurons.discretise``), so the product is ``W x`` to float32 rounding.
+
+**Pooling** (``pooling``, metadata ``pooling``): ``"avg"`` (default) writes ``AvgPool2d``;
+``"sum"`` writes ``SumPool2d`` (for readers without ``AvgPool2d``, such as Norse) and moves the
+average's ``1 / (kh kw)`` into the weights of the next synapse (or, when a neuron follows the
+pool, of the synapse before it): ``W avg(x) = (W / (kh kw)) sum(x)``, exact in float32 for a
+power-of-two window such as 2 x 2.
 """
 from __future__ import annotations
 
@@ -42,6 +48,7 @@ from ..graph.model_graph import (ADD, CAT, FLATTEN, INPUT, NEURON, NORM, OUTPUT,
 
 DT = 1e-4
 ENCODINGS = ("gain", "unit-r")
+POOLINGS = ("avg", "sum")
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -119,7 +126,7 @@ def _row_scale(scale: np.ndarray, node: nir.NIRNode, shape: tuple[int, ...], whe
 def _through_pools(name: str, nodes: dict, edges: list[tuple[str, str]]) -> str:
     """The synapse behind an average pooling (a pool is linear and per channel, so scaling the
     channels before it scales them after it), else ``name`` itself."""
-    while isinstance(nodes[name], nir.AvgPool2d):
+    while isinstance(nodes[name], (nir.AvgPool2d, nir.SumPool2d)):
         src = [s for s, d in edges if d == name]
         if len(src) != 1:
             break
@@ -145,6 +152,23 @@ def _scale_feeders(nodes: dict, edges: list, feeders: list[str], scale: np.ndarr
         done.add(name)
 
 
+def _sum_pool(node: nir.AvgPool2d) -> tuple[nir.SumPool2d, float]:
+    """``AvgPool2d = SumPool2d / (kh kw)``: the sum pool and its factor ``1 / (kh kw)``."""
+    return (nir.SumPool2d(kernel_size=node.kernel_size, stride=node.stride, padding=node.padding),
+            1.0 / float(np.prod(np.asarray(node.kernel_size))))
+
+
+def _scaled_weight(node: nir.NIRNode, factor: float) -> nir.NIRNode:
+    """The synapse with its weight (not its bias) times ``factor``."""
+    w = (np.asarray(node.weight, np.float64) * factor).astype(np.float32)
+    return _replace(node, {"weight": w})
+
+
+def _check_choice(what: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"unknown NIR {what} {value!r}; choose one of {', '.join(choices)}")
+
+
 def _replace(node: nir.NIRNode, fields: dict) -> nir.NIRNode:
     """A copy of ``node`` with ``fields`` changed (the others as they are)."""
     import dataclasses
@@ -155,12 +179,13 @@ def _replace(node: nir.NIRNode, fields: dict) -> nir.NIRNode:
 
 
 def to_nir(model: nn.Module | ModelGraph, example_input: torch.Tensor | None = None,
-           time_steps: int | None = None, encoding: str = "gain") -> nir.NIRGraph:
+           time_steps: int | None = None, encoding: str = "gain",
+           pooling: str = "avg") -> nir.NIRGraph:
     """NIR graph of an SNN (evaluation semantics). ``model`` may be its ``ModelGraph``;
-    ``encoding``: ``"gain"`` or ``"unit-r"`` (module docstring)."""
-    if encoding not in ENCODINGS:
-        raise ConfigError(f"unknown NIR neuron encoding {encoding!r}; choose one of "
-                          f"{', '.join(ENCODINGS)}")
+    ``encoding``: ``"gain"`` or ``"unit-r"``; ``pooling``: ``"avg"`` or ``"sum"`` (module
+    docstring)."""
+    _check_choice("neuron encoding", encoding, ENCODINGS)
+    _check_choice("pooling", pooling, POOLINGS)
     graph = model if isinstance(model, ModelGraph) else build_graph(model, example_input)
     if graph.kind != "snn":
         raise UnsupportedModelError("NIR export takes spiking networks; for an ANN use --target onnx")
@@ -173,6 +198,13 @@ def to_nir(model: nn.Module | ModelGraph, example_input: torch.Tensor | None = N
     alias: dict[int, list[str]] = {}          # graph node -> NIR nodes whose sum it is
     used: set[str] = set()
     scaled: set[str] = set()                  # synapses already scaled for "unit-r"
+    pending: dict[int, float] = {}            # graph node -> 1/(kh kw) of a sum pool before it
+
+    def no_pending(n) -> None:
+        if any(i in pending for i in n.inputs):
+            raise UnsupportedModelError(
+                f"the sum pooling before '{n.name}' needs a weight after it to carry its "
+                "1/(kh kw); use pooling='avg'")
 
     def name_of(n) -> str:
         base = n.name.replace(".", "_") or n.op
@@ -198,8 +230,11 @@ def to_nir(model: nn.Module | ModelGraph, example_input: torch.Tensor | None = N
             alias[n.id] = ["input"]
         elif n.op == SYNAPSE:
             syn = n.module if n.id not in bn_of else fold_bn_into(n.module, bn_of[n.id])
-            add(n, _synapse_node(syn, n.in_shape))
+            node = _synapse_node(syn, n.in_shape)
+            factor = pending.get(n.inputs[0])
+            add(n, node if factor is None else _scaled_weight(node, factor))
         elif n.op == NORM:
+            no_pending(n)
             if not any(n.id in l.path for l in graph.layers):
                 raise UnsupportedModelError(
                     f"BatchNorm '{n.name}' does not follow a synapse of its own and cannot be "
@@ -224,18 +259,29 @@ def to_nir(model: nn.Module | ModelGraph, example_input: torch.Tensor | None = N
                 nodes[w] = rec(n.module, n.out_shape)
                 edges.extend([(name, w), (w, name)])
                 feeders = feeders + [w]
-            if encoding == "unit-r":
-                _scale_feeders(nodes, edges, feeders, input_scale(node), n.out_shape, n.name,
-                               scaled)
+            scale = (input_scale(node) if encoding == "unit-r" else 1.0) * \
+                pending.get(n.inputs[0], 1.0)
+            if encoding == "unit-r" or n.inputs[0] in pending:
+                _scale_feeders(nodes, edges, feeders, scale, n.out_shape, n.name, scaled)
         elif n.op == POOL:
-            add(n, _pool_node(n))
+            node = _pool_node(n)
+            if pooling == "sum":
+                node, factor = _sum_pool(node)
+                pending[n.id] = pending.get(n.inputs[0], 1.0) * factor
+            add(n, node)
         elif n.op == FLATTEN:
+            if n.inputs[0] in pending:
+                pending[n.id] = pending[n.inputs[0]]
             add(n, nir.Flatten(input_type={"input": np.array(n.in_shape)}, start_dim=0, end_dim=-1))
         elif n.op == PASS:
+            if n.inputs[0] in pending:
+                pending[n.id] = pending[n.inputs[0]]
             alias[n.id] = alias[n.inputs[0]]
         elif n.op == ADD:
+            no_pending(n)
             alias[n.id] = alias[n.inputs[0]] + alias[n.inputs[1]]
         elif n.op == OUTPUT:
+            no_pending(n)
             nodes["output"] = nir.Output(output_type=np.array(n.out_shape))
             edges.extend((src, "output") for src in alias[n.inputs[0]])
         elif n.op == CAT:
@@ -247,5 +293,5 @@ def to_nir(model: nn.Module | ModelGraph, example_input: torch.Tensor | None = N
                 f"operation '{n.attrs.get('fn', n.op)}' at '{n.name}' has no NIR node")
     meta = {"producer": "dpap-deploy", "dt": DT, "time_steps": int(time_steps),
             "encoding": "direct (input current repeated every step)",
-            "neuron_encoding": encoding}
+            "neuron_encoding": encoding, "pooling": pooling}
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta)
