@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/bench_nir_compat.py [--venvs DIR] [--samples N]
 
 1. Writes our NIR files (``nir_graph.to_nir``) in both neuron encodings (``gain``: ``r = tau/dt``;
-   ``unit-r``: ``r = 1``, input weights scaled) for two networks: the zoo's ``snn-digits``
+   ``unit-r``: ``r = 1``, input weights scaled; and ``unit-r+sumpool``: also ``SumPool2d`` for
+   ``AvgPool2d``, the 1/4 in the next weights) for two networks: the zoo's ``snn-digits``
    trained 3 epochs, DPAP-pruned and compacted, BatchNorm folded (what ``--target nir`` writes:
    Conv2d, AvgPool2d, Flatten, Affine, LIF), and a minimal ``Linear-LIF-Linear-LIF``. Our
    output spikes (``nir_torch.run_reference``, equal to the snnTorch model's) are the reference.
@@ -34,8 +35,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results" / "nir_compat.csv"
 TORCH = "torch==2.13.0"         # the local CPU wheel; anything else pulls GBs of CUDA packages
-MODELS = ("digits", "mini")
-ENCODINGS = ("gain", "unit-r")
+# file variants: name -> to_nir options (the last only where the network has pools)
+VARIANTS = {"gain": {}, "unit-r": {"encoding": "unit-r"},
+            "unit-r+sumpool": {"encoding": "unit-r", "pooling": "sum"}}
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,7 @@ READERS = (
     Reader("norse from_nir", "norse", "norse", ("norse",),
            "Norse 1.1 ignores r (it warns): with r = tau/dt its input gain is dt/tau, not 1 "
            "(encoding unit-r avoids it); it maps SumPool2d but not AvgPool2d, and nirtorch.load "
-           "then fails on the pool's edges"),
+           "then fails on the pool's edges (pooling sum avoids it)"),
     Reader("sinabs from_nir", "sinabs", "sinabs", ("sinabs",),
            "sinabs pins nir<=1.0.4, whose nir.read has no v_reset"),
     Reader("sinabs from_nir, nir 1.0.8 over its pin", "sinabs", "sinabs-nir108",
@@ -92,13 +94,14 @@ def run_snntorch(path: str, x: np.ndarray, T: int, dt: float) -> np.ndarray:
     return np.stack(out)
 
 
-def _torch_steps(net, x: np.ndarray, T: int) -> np.ndarray:
-    """``[N, T, out]`` of a module called as ``net(x, state) -> (out, state)`` every step."""
+def _torch_steps(net, x: np.ndarray, T: int, n: int | None = None) -> np.ndarray:
+    """``[n, T, out]`` of a module called as ``net(x, state) -> (out, state)`` every step
+    (``n``: the batch, 1 for one unbatched sample)."""
     import torch
     xt, state, steps = torch.from_numpy(x), None, []
     for _ in range(T):
         y, state = net(xt) if state is None else net(xt, state)
-        steps.append(y.detach().reshape(len(x), -1).numpy())
+        steps.append(y.detach().reshape(n or len(x), -1).numpy())
     return np.stack(steps, axis=1)
 
 
@@ -140,9 +143,11 @@ def run_lava(path: str, x: np.ndarray, T: int, dt: float) -> np.ndarray:
 
 
 def run_norse(path: str, x: np.ndarray, T: int, dt: float) -> np.ndarray:
+    """One sample at a time: Norse maps ``Flatten(start_dim=0)`` as it is, over the batch."""
     import nir
     from norse.torch import from_nir
-    return _torch_steps(from_nir(nir.read(path), dt=dt, ignore_warnings=True), x, T)
+    net = from_nir(nir.read(path), dt=dt, ignore_warnings=True)
+    return np.concatenate([_torch_steps(net, sample, T, n=1) for sample in x])
 
 
 def run_sinabs(path: str, x: np.ndarray, T: int, dt: float) -> np.ndarray:
@@ -214,9 +219,11 @@ def make_files(work: Path, n: int) -> list[tuple[str, str, Path]]:
     for name, model, xs, T in (_digits(work, x), _mini(x)):
         np.save(work / f"x-{name}.npy", xs.numpy())
         ref = torch_spikes(model, xs, T)
-        for enc in ENCODINGS:
+        for enc, options in VARIANTS.items():
+            if "pooling" in options and name == "mini":
+                continue                                  # no pools: the same file as unit-r
             path = work / f"{name}-{enc}.nir"
-            nir.write(str(path), to_nir(model, xs[:2], T, encoding=enc))
+            nir.write(str(path), to_nir(model, xs[:2], T, **options))
             ours = run_reference(nir.read(str(path)), xs.numpy(), T).reshape(ref.shape)
             if not np.array_equal(ours, ref):
                 raise SystemExit(f"{path.name}: our reader differs from the model; fix that first")
