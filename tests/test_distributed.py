@@ -87,9 +87,11 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(two, digits,
     _close_after_adam(ranks[0]["model"], one.model.state_dict())
     h2, h1 = ranks[0]["history"], one.history
     assert [r["params_kept"] for r in h2] == [r["params_kept"] for r in h1]
-    # a spike flipped by rounding can change a few of the 1,400 training predictions
+    # a spike flipped by rounding can change a few of the 1,400 training predictions: measured
+    # up to 6 after 4 epochs on an Intel Xeon (BLAS summation orders differ between CPUs; the
+    # masks and parameter counts above are equal bit for bit all the same)
     assert [r["train_acc"] for r in h2] == pytest.approx([r["train_acc"] for r in h1],
-                                                         abs=5 / 1400)
+                                                         abs=10 / 1400)
     # only rank 0 wrote the run directory
     assert load_checkpoint(out)["world_size"] == 2
     assert (out / "history.csv").read_text().count("\n") == 5
