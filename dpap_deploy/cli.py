@@ -111,6 +111,15 @@ def _add_overwrite(p: argparse.ArgumentParser) -> None:
                    help="replace another run already in --out (its files are removed first)")
 
 
+def _add_nir_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--nir-encoding", choices=["gain", "unit-r"], help="the NIR file's neurons "
+                   "(nir, loihi-sim): gain (r = tau/dt, default) or unit-r (r = 1, input weights "
+                   "scaled: for readers that ignore r, e.g. Norse); see docs/nir-compat.md")
+    p.add_argument("--nir-pooling", choices=["avg", "sum"], help="the NIR file's pools: avg "
+                   "(AvgPool2d, default) or sum (SumPool2d with 1/(kh kw) in the next weights: "
+                   "for readers without AvgPool2d, e.g. Norse)")
+
+
 def _add_quiet(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress lines")
 
@@ -164,21 +173,28 @@ def _print_export(e) -> None:
 
 
 NIR_FILE_OPTIONS = ("time_steps", "input", "dt")   # what a run folder's export would ignore
+RUN_ONLY_OPTIONS = ("nir_encoding", "nir_pooling")   # and what a NIR file's run would ignore
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    if args.source.endswith(".nir"):
-        return _export_nir_file(args)
-    given = [f"--{n.replace('_', '-')}" for n in NIR_FILE_OPTIONS if getattr(args, n) is not None]
+    from .errors import ConfigError
+    nir_file = args.source.endswith(".nir")
+    given = [f"--{n.replace('_', '-')}" for n in (RUN_ONLY_OPTIONS if nir_file else
+                                                   NIR_FILE_OPTIONS) if getattr(args, n) is not None]
+    if given and nir_file:
+        raise ConfigError(f"{', '.join(given)} shape the NIR file a run exports; {args.source} "
+                          "is a NIR file already, run as it is written: drop the option")
     if given:
-        from .errors import ConfigError
         raise ConfigError(f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to a NIR "
                           f"file only; {args.source} is a run, which exports with its own "
                           "time steps and test set: drop the option")
+    if nir_file:
+        return _export_nir_file(args)
     from . import pipeline
     _print_export(pipeline.export(args.source, args.target, args.out,
                                   max_samples=args.max_samples, overwrite=args.overwrite,
-                                  log=_log(args)).export)
+                                  log=_log(args), nir_encoding=args.nir_encoding,
+                                  nir_pooling=args.nir_pooling).export)
     return 0
 
 
@@ -199,7 +215,8 @@ def cmd_train_and_export(args: argparse.Namespace) -> int:
     from . import pipeline
     r = pipeline.train_and_export(train_config_from_args(args), args.target, args.out,
                                   resume=args.resume, progress=not args.quiet, log=_log(args),
-                                  max_samples=args.max_samples, overwrite=args.overwrite)
+                                  max_samples=args.max_samples, overwrite=args.overwrite,
+                                  nir_encoding=args.nir_encoding, nir_pooling=args.nir_pooling)
     print(f"test accuracy {r.accuracy.test:.4f}, parameters "
           f"{r.params.dense:,} -> {r.params.compact:,} after compaction")
     _print_export(r.export)
@@ -263,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: random values in [0, 1))")
     p.add_argument("--dt", type=float, help="NIR file: the time step (s) its time constants were "
                    "written for (default: the file's metadata dt, else 1e-4 with a warning)")
+    _add_nir_options(p)
     _add_quiet(p)
     p.set_defaults(func=cmd_export)
     p = sub.add_parser("train-and-export", help="train with DPAP, compact, export, verify")
@@ -270,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default="loihi-sim", choices=TARGET_CHOICES, metavar="TARGET",
                    help="%(choices)s (default loihi-sim)")
     p.add_argument("--max-samples", type=int, help="test samples the target runs")
+    _add_nir_options(p)
     p.set_defaults(func=cmd_train_and_export)
     p = sub.add_parser("report", help="regenerate report.md and plots/ of a run directory")
     p.add_argument("run_dir", metavar="RUN_DIR")

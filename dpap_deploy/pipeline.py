@@ -104,19 +104,24 @@ def _compact(trained, source: Path, out: Path, data, render: bool = True, log=No
 
 
 def export(source: str | Path, target: str, out: str | Path, *, max_samples: int | None = None,
-           data=None, overwrite: bool = False, log=None):
+           data=None, overwrite: bool = False, log=None, nir_encoding: str | None = None,
+           nir_pooling: str | None = None):
     """Compact the run at ``source``, export the compacted network to ``target``, verify it in
     the target's consumer, report. Raises ``ParityError`` (after writing the report) when the
     parity check fails. The report's ``export`` reads ``pending`` from before the export starts
     until its result is written: a killed export leaves no earlier result that reads as passed.
-    ``out`` may hold what :func:`compact`'s may; ``overwrite`` replaces another run."""
+    ``out`` may hold what :func:`compact`'s may; ``overwrite`` replaces another run.
+    ``nir_encoding`` / ``nir_pooling``: how the NIR file of ``nir`` and ``loihi-sim`` is
+    written (``"gain"`` / ``"unit-r"``, ``"avg"`` / ``"sum"``; docs/nir-compat.md)."""
     from .exporters import ExportJob, check_target, export as run_export, sample_limit
+    from .exporters.nir_export import nir_options
     from .report import export_section, pending_export, save_export
     from .trained import load_trained
     source, out = check_run_source(source), check_out_dir(out)
     max_samples = check_optional_count("max_samples", max_samples)
     trained = load_trained(source)
     check_target(target, trained.kind)                     # fail before any work
+    options = nir_options(target, nir_encoding, nir_pooling)
     data = data if data is not None else trained.load_data()
     limit = sample_limit(target, max_samples, data, trained.cfg.time_steps)
     with output_lock(out, f"export --target {target}"):
@@ -126,7 +131,8 @@ def export(source: str | Path, target: str, out: str | Path, *, max_samples: int
         _compact(trained, source, out, data, render=False, log=log)  # keeps the pending mark
         save_export(out, pending_export(target))
         report(out)                                         # report.md says: pending
-        job = ExportJob.from_files(out, data.x_test, data.y_test, trained.cfg.time_steps, limit)
+        job = ExportJob.from_files(out, data.x_test, data.y_test, trained.cfg.time_steps, limit,
+                                   **options)
         rep = save_export(out, export_section(run_export(target, job, out, log=log)))
         report(out)
     if not rep.export.passed:
@@ -146,19 +152,22 @@ def report(run_dir: str | Path, *, baseline: str | Path | None = None) -> Path:
 
 def train_and_export(cfg, target: str, out: str | Path, *, resume: bool = False,
                      progress: bool = True, log=None, max_samples: int | None = None,
-                     overwrite: bool = False):
+                     overwrite: bool = False, nir_encoding: str | None = None,
+                     nir_pooling: str | None = None):
     """Train with DPAP, compact, export, verify, report: the whole path in one call. The
     export goes into the training folder itself (the same run); ``overwrite`` replaces a run
     already in ``out``."""
     from .distributed import env_world
     from .errors import ConfigError
     from .exporters import check_target
+    from .exporters.nir_export import nir_options
     from .zoo import ZOO
     if env_world() > 1:
         raise ConfigError(f"train-and-export runs in one process (WORLD_SIZE is {env_world()}); "
                           "under torchrun use 'train', then 'export' the run directory")
     if cfg.model in ZOO:
         check_target(target, ZOO[cfg.model].kind)     # refuse before training, not after
+    nir_options(target, nir_encoding, nir_pooling)
     max_samples = check_optional_count("max_samples", max_samples)
     out = _check_train_out(cfg, out, resume)
     from .data import load_dataset
@@ -166,7 +175,8 @@ def train_and_export(cfg, target: str, out: str | Path, *, resume: bool = False,
     with output_lock(out, f"train-and-export --target {target}"):
         train(cfg, out, resume=resume, progress=progress, log=log, data=data,
               overwrite=overwrite)
-        return export(out, target, out, max_samples=max_samples, data=data, log=log)
+        return export(out, target, out, max_samples=max_samples, data=data, log=log,
+                      nir_encoding=nir_encoding, nir_pooling=nir_pooling)
 
 
 # Names of the stages before they were four (kept for scripts that call them).

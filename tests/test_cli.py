@@ -124,3 +124,23 @@ def test_nir_file_does_not_write_over_another_run(tmp_path):
     assert not (other / "history.csv").exists()
     manifest = json.loads((other / "run.json").read_text())
     assert manifest["stage"] == "export --target loihi-sim"
+
+
+def test_export_writes_the_nir_encoding_asked_for(tmp_path):
+    """--nir-encoding / --nir-pooling reach the NIR file (its metadata says which) and the
+    export still passes its parity check; for a target that writes no NIR file they are
+    refused, not ignored."""
+    import nir
+    run = tmp_path / "run"
+    r = cli("train", "--epochs", "1", "--quiet", "--out", str(run))
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "nir"
+    r = cli("export", str(run), "--target", "nir", "--nir-encoding", "unit-r", "--nir-pooling",
+            "sum", "--max-samples", "20", "--quiet", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    meta = nir.read(str(out / "network.nir")).metadata
+    assert (meta["neuron_encoding"], meta["pooling"]) == ("unit-r", "sum")
+    r = cli("export", str(run), "--target", "netx", "--nir-encoding", "unit-r",
+            "--out", str(tmp_path / "netx"))
+    _assert_one_line_error(r, "--nir-encoding", "--target netx writes none")
+    assert not (tmp_path / "netx").exists()

@@ -28,6 +28,10 @@ class ExportJob:
     max_samples: int | None = None   # how many test samples the consumer runs
     graph: Any = None                # the model's ModelGraph; built once on first use
     deploy: nn.Module | None = None  # the folded network compaction saved (deploy.pt)
+    nir_encoding: str = "gain"       # NIR neurons: "gain" (r = tau/dt) or "unit-r" (r = 1,
+                                     # input weights scaled: for readers that ignore r)
+    nir_pooling: str = "avg"         # NIR pools: "avg" (AvgPool2d) or "sum" (SumPool2d, the
+                                     # 1/(kh kw) in the next weights: readers without AvgPool2d)
 
     def __post_init__(self) -> None:
         if self.kind == "snn" and (not isinstance(self.time_steps, int) or self.time_steps < 1):
@@ -36,7 +40,7 @@ class ExportJob:
 
     @classmethod
     def from_files(cls, folder: str | Path, x: torch.Tensor, y: torch.Tensor, time_steps: int,
-                   max_samples: int | None = None) -> "ExportJob":
+                   max_samples: int | None = None, **options) -> "ExportJob":
         """The job of a compaction's folder: ``compact.pt``, and ``deploy.pt`` (the folded
         network) when it is there. The files carry the run's ``time_steps``; another value
         is refused (a network run with the wrong T gives wrong spikes, silently)."""
@@ -47,7 +51,7 @@ class ExportJob:
             raise DPAPError(f"{folder / 'compact.pt'} was compacted for time_steps="
                             f"{meta['time_steps']}, the run has {time_steps}; compact it again")
         deploy = load_model(folder / "deploy.pt")[0] if (folder / "deploy.pt").is_file() else None
-        return cls(model, kind, x, y, time_steps, max_samples, deploy=deploy)
+        return cls(model, kind, x, y, time_steps, max_samples, deploy=deploy, **options)
 
     def model_graph(self):
         if self.graph is None:

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..compaction import fold_for_deployment
 from ..atomic import atomic_buffer
-from ..errors import DPAPError
+from ..errors import ConfigError, DPAPError
 from ._compare import spike_parity, torch_spikes
 from .base import ExportJob, ExportResult
 from .nir_checks import metadata_time_steps, read_checked, sign
@@ -30,10 +30,27 @@ KINDS = ("snn",)
 
 
 def job_encoding(job: ExportJob) -> dict[str, str]:
-    """The job's ``nir_encoding`` and ``nir_pooling`` as ``to_nir`` options (defaults:
-    ``"gain"``, ``"avg"``)."""
-    return {"encoding": getattr(job, "nir_encoding", None) or ENCODINGS[0],
-            "pooling": getattr(job, "nir_pooling", None) or POOLINGS[0]}
+    """The job's ``nir_encoding`` and ``nir_pooling`` as ``to_nir`` options."""
+    return {"encoding": job.nir_encoding, "pooling": job.nir_pooling}
+
+
+NIR_TARGETS = ("nir", "loihi-sim")       # the targets that write a NIR file
+
+
+def nir_options(target: str, encoding: str | None = None, pooling: str | None = None) -> dict:
+    """``ExportJob`` options for the NIR file a target writes, checked before any work: a
+    choice for a target that writes no NIR file would be ignored, so it is refused."""
+    given = {k: v for k, v in (("nir_encoding", encoding), ("nir_pooling", pooling))
+             if v is not None}
+    if given and target not in NIR_TARGETS:
+        names = ", ".join(f"--{k.replace('_', '-')}" for k in given)
+        raise ConfigError(f"{names} shape the NIR file of --target {' or '.join(NIR_TARGETS)}; "
+                          f"--target {target} writes none: drop the option")
+    for key, choices in (("nir_encoding", ENCODINGS), ("nir_pooling", POOLINGS)):
+        if key in given and given[key] not in choices:
+            raise ConfigError(f"invalid {key.replace('_', '-')} {given[key]!r}: choose "
+                              f"{' or '.join(choices)}")
+    return given
 
 
 def write_nir(job: ExportJob, path: Path, fold_pools: bool = False):
