@@ -102,3 +102,22 @@ def test_compaction_reports_neurobench_accuracy(snn_run, tmp_path):
     nb = rep["neurobench"]["compact"]
     assert nb["accuracy_ties_wrong"] == rep["compaction"]["accuracy_compact"]
     assert 0 <= nb["accuracy_ties_wrong"] <= nb["accuracy"] <= 1
+
+
+def test_a_logged_lava_run_goes_in_pieces_with_the_same_spikes(monkeypatch):
+    """With a log the Lava run goes in pieces of PROGRESS_SAMPLES samples, a line after each,
+    and Lava continues where each piece stopped: the spikes equal the reference's (and so
+    the unlogged run's, which test_nir_lava checks) on a graph with a recurrent edge and relays."""
+    import numpy as np
+    from dpap_deploy.exporters import nir_to_lava
+    from dpap_deploy.exporters.nir_torch import run_reference
+    import nir_graphs as G
+    monkeypatch.setattr(nir_to_lava, "PROGRESS_SAMPLES", 5)
+    g = G.conv1d_recurrent(np.random.default_rng(0))
+    net = nir_to_lava.LavaNetwork(g, 8)
+    x = np.random.default_rng(1).uniform(0, 1.5, (12,) + net.in_shape).astype(np.float32)
+    lines = []
+    got = net.run(x, log=lines.append)
+    assert np.array_equal(got, run_reference(g, x, 8))
+    total = int(lines[-1].split("/")[1].split()[0].replace(",", ""))
+    assert len(lines) == -(-total // 40) >= 3 and lines[0].startswith("lava: 40/")

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import importlib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +78,7 @@ def export(target: str, job: ExportJob, out: str | Path, log=None) -> ExportResu
     stage = Stage(log, f"export {target}",
                   f"writing the files, running them in the consumer on {n:,} samples")
     with stage:
-        result = mod.export(job, out)
+        result = mod.export(replace(job, log=log) if log is not None else job, out)
     stage.say(f"checking the result against torch ({_agreement(result.parity)})")
     reason = result.parity.get("failure") or silence(result.parity)
     if reason:

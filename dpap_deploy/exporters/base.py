@@ -32,6 +32,7 @@ class ExportJob:
                                      # input weights scaled: for readers that ignore r)
     nir_pooling: str = "avg"         # NIR pools: "avg" (AvgPool2d) or "sum" (SumPool2d, the
                                      # 1/(kh kw) in the next weights: readers without AvgPool2d)
+    log: Any = None                  # told how a long consumer run goes (a line); None: silent
 
     def __post_init__(self) -> None:
         if self.kind == "snn" and (not isinstance(self.time_steps, int) or self.time_steps < 1):

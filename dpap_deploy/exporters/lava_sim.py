@@ -29,7 +29,7 @@ def export(job: ExportJob, out: Path) -> ExportResult:
     graph = read_nir(path, job.time_steps)
     net = LavaNetwork(graph, job.time_steps)
     t0 = time.perf_counter()
-    got = net.run(x.numpy())
+    got = net.run(x.numpy(), log=job.log)
     wall = time.perf_counter() - t0
     ref = torch_spikes(fgraph, x, job.time_steps)
     par = spike_parity(ref, got.reshape(got.shape[0], got.shape[1], -1), y.numpy())

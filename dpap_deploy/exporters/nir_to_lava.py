@@ -378,10 +378,11 @@ class LavaNetwork:
         out_port[top.sink].connect(sink.a_in)
         return src, sink
 
-    def run(self, x: np.ndarray, select_tag: str = "floating_pt") -> np.ndarray:
+    def run(self, x: np.ndarray, select_tag: str = "floating_pt", log=None) -> np.ndarray:
         """``x``: torch-layout inputs ``[N, ...]`` (repeated every step) or frames
-        ``[N, T, ...]``; returns the Output node's values ``[N, T, ...]``."""
-        from lava.magma.core.run_conditions import RunSteps
+        ``[N, T, ...]``; returns the Output node's values ``[N, T, ...]``. ``log``: a callable
+        told how far the run is, every ``PROGRESS_SAMPLES`` samples (the run then goes in
+        pieces, which Lava continues where the last one stopped); ``None``: one run, silent."""
         from lava.magma.core.run_configs import Loihi2SimCfg
 
         import_lava_runtime()
@@ -389,11 +390,28 @@ class LavaNetwork:
         data = stream(self.layout[self.top.source], x, self.T, lag)
         total = data.shape[-1]
         src, sink = self._build(data, total)
-        out = lava_run(src, lambda: src.run(condition=RunSteps(num_steps=total),
-                                            run_cfg=Loihi2SimCfg(select_tag=select_tag)),
+        cfg = Loihi2SimCfg(select_tag=select_tag)
+        out = lava_run(src, lambda: _run_steps(src, cfg, total, self.T, log),
                        lambda: sink.data.get())
         steps = self.layout[self.top.sink].from_lava(out[..., lag:lag + n * self.T])
         return steps.reshape((n, self.T) + steps.shape[1:])
+
+
+PROGRESS_SAMPLES = 100      # a progress line per this many samples of a logged Lava run
+
+
+def _run_steps(process, cfg, total: int, T: int, log) -> None:
+    """Run ``total`` steps: at once, or in pieces of ``PROGRESS_SAMPLES * T`` steps with a
+    line after each (the same steps, so the same outputs: tested)."""
+    from lava.magma.core.run_conditions import RunSteps
+    piece = total if log is None else PROGRESS_SAMPLES * T
+    done = 0
+    while done < total:
+        k = min(piece, total - done)
+        process.run(condition=RunSteps(num_steps=k), run_cfg=cfg)
+        done += k
+        if log is not None:
+            log(f"lava: {done:,}/{total:,} steps ({done // T:,} samples)")
 
 
 def _pair(v, row: int | None = None) -> tuple:
