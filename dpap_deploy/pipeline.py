@@ -122,10 +122,11 @@ def export(source: str | Path, target: str, out: str | Path, *, max_samples: int
     trained = load_trained(source)
     check_target(target, trained.kind)                     # fail before any work
     options = nir_options(target, nir_encoding, nir_pooling)
-    data = data if data is not None else trained.load_data()
-    limit = sample_limit(target, max_samples, data, trained.cfg.time_steps)
     with output_lock(out, f"export --target {target}"):
-        take(claim_folder(out, source, f"export --target {target}", overwrite))
+        claim = claim_folder(out, source, f"export --target {target}", overwrite)
+        data = data if data is not None else trained.load_data()
+        limit = sample_limit(target, max_samples, data, trained.cfg.time_steps)
+        take(claim)                                         # the refusals are behind us
         if (out / "report.json").exists():
             save_export(out, pending_export(target))
         _compact(trained, source, out, data, render=False, log=log)  # keeps the pending mark

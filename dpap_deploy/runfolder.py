@@ -77,15 +77,24 @@ def read_manifest(folder: str | Path) -> RunManifest | None:
         return None
     try:
         d = json.loads(path.read_text())
-        names = {f.name for f in fields(RunManifest)}
-        ok = isinstance(d, dict) and d.get("format") == FORMAT and \
-            isinstance(d.get("run_id"), str) and isinstance(d.get("stage"), str)
-        if ok:
+        if isinstance(d, dict) and d.get("format") == FORMAT and _typed(d):
+            names = {f.name for f in fields(RunManifest)}
             return RunManifest(**{k: v for k, v in d.items() if k in names})
-    except (OSError, ValueError, TypeError):
+    except (OSError, ValueError, TypeError, RecursionError):
         pass
     raise DPAPError(f"{path} is not a readable run manifest; restore it, or delete it (the "
                     f"checkpoint, if any, still identifies the run)")
+
+
+def _typed(d: dict) -> bool:
+    """Each field of a manifest read from disk has its type (a damaged file must not reach
+    the code that reads them as strings, lists and tables)."""
+    text = lambda v: isinstance(v, str)                     # noqa: E731
+    maybe = lambda v: v is None or isinstance(v, str)       # noqa: E731
+    return (text(d.get("run_id")) and text(d.get("stage")) and maybe(d.get("inputs"))
+            and maybe(d.get("source_run_id")) and maybe(d.get("data"))
+            and (d.get("config") is None or isinstance(d.get("config"), dict))
+            and isinstance(d.get("stages", []), list) and all(map(text, d.get("stages", []))))
 
 
 def write_manifest(folder: str | Path, manifest: RunManifest) -> None:
@@ -94,14 +103,14 @@ def write_manifest(folder: str | Path, manifest: RunManifest) -> None:
 
 # ---- fingerprints ------------------------------------------------------------------------
 
-def _array_bytes(x: Any) -> bytes:
+def _array_bytes(x: Any):
     """The bytes of a tensor or array; frames binned on demand give their event files'
     hashes (``LazyFrames.sample_hashes``) instead of binning every sample."""
     if hasattr(x, "sample_hashes"):
         return b"".join(x.sample_hashes())
     import numpy as np
     a = x.detach().cpu().numpy() if hasattr(x, "detach") else x
-    return np.ascontiguousarray(a).tobytes()
+    return np.ascontiguousarray(a).reshape(-1).view(np.uint8)   # its bytes, not a copy of them
 
 
 def data_fingerprint(data: Any) -> str:
@@ -240,7 +249,7 @@ def _stored_options(out: Path) -> dict:
         d = json.loads((out / "config.json").read_text())
         if isinstance(d, dict):
             return {k: v for k, v in d.items() if k != "dpap_config_resolved"}
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         pass
     raise DPAPError(f"{out / 'config.json'} is not a readable table of training options and the "
                     f"folder holds no {CHECKPOINT}; nothing to resume: drop --resume and choose "
@@ -326,6 +335,9 @@ def _claim(out: Path, source: Path, src_dir: Path | None, src_id: str, digest: s
         m = RunManifest(here.run_id, stage, digest, src_id, stages=[*here.stages, stage])
         return Claim(out, m, clear=False)
     present = run_files(out)
+    if present and overwrite and source.resolve().is_relative_to(out.resolve()):
+        raise DPAPError(f"{source} is inside --out {out}: --overwrite would remove the run that "
+                        "holds it before it is read; choose another --out")
     if present and not overwrite:
         what = _describe(here) if here is not None else \
             f"files of a run that records no identity ({', '.join(present)})"

@@ -420,3 +420,19 @@ def test_nir_file_takes_the_output_lock(world, tmp_path):
                            capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=300)
         assert sorted(p.name for p in out.iterdir()) == [".dpap-lock"]
     _one_line(r, ["is in use by", "a test holding the folder"])
+
+
+def test_hdf5_walk_takes_thousands_of_nested_groups(tmp_path):
+    """The self-containment walk uses a stack: an external link under 3,000 nested groups is
+    found and refused in one line (recursion would end in RecursionError, exit 1)."""
+    import h5py
+    from dpap_deploy.errors import DPAPError
+    from dpap_deploy.exporters.hdf5_safety import check_self_contained
+    p = tmp_path / "deep.nir"
+    with h5py.File(p, "w") as f:
+        g = f
+        for _ in range(3000):
+            g = g.create_group("g")
+        g["w"] = h5py.ExternalLink("other.h5", "x")
+    with pytest.raises(DPAPError, match="external link to other.h5"):
+        check_self_contained(p, "NIR file")

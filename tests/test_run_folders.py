@@ -220,3 +220,43 @@ def test_train_overwrite_replaces_the_old_run_whole(base, tmp_path):
     assert m.stage == "train" and m.config["seed"] == 2
     rep = json.loads((small / "report.json").read_text())
     assert rep["seed"] == 2 and "compaction" not in rep and "params" not in rep
+
+
+@pytest.mark.parametrize("field,value", [("stages", 7), ("source_run_id", 12), ("config", [1]),
+                                         ("stages", [1, 2]), ("inputs", {"a": 1})])
+def test_a_manifest_with_a_field_of_the_wrong_type_is_refused(base, tmp_path, field, value):
+    """A damaged run.json is one DPAPError line, never a TypeError in the code reading it."""
+    a = _copy(base, "A", tmp_path)
+    raw = json.loads((a / MANIFEST).read_text())
+    raw[field] = value
+    (a / MANIFEST).write_text(json.dumps(raw))
+    with pytest.raises(DPAPError, match="not a readable run manifest"):
+        read_manifest(a)
+    (a / MANIFEST).write_text('{"a":' * 100_000 + "1" + "}" * 100_000)     # beyond recursion
+    with pytest.raises(DPAPError, match="not a readable run manifest"):
+        read_manifest(a)
+
+
+def test_overwrite_never_removes_the_file_it_reads(base, tmp_path):
+    """A NIR file inside the run folder it would replace: --overwrite is refused (it would
+    delete the run, the file included, before reading it); nothing in the folder changes."""
+    from dpap_deploy.exporters.nir_file import run_nir_file
+    a = _copy(base, "A", tmp_path)
+    nir_file = Path(__file__).parent / "data" / "nir_foreign" / "snntorch_leaky.nir"
+    shutil.copy(nir_file, a / "network.nir")
+    before = _files(a)
+    with pytest.raises(DPAPError, match="holds another run"):
+        run_nir_file(a / "network.nir", a, samples=3)
+    with pytest.raises(DPAPError, match="inside --out"):
+        run_nir_file(a / "network.nir", a, samples=3, overwrite=True)
+    assert _files(a) == before
+
+
+def test_a_refused_nir_file_leaves_no_manifest(tmp_path):
+    """Every refusal of a NIR file (here: too many Lava steps) comes before the folder is
+    claimed: a fresh --out is not created."""
+    from dpap_deploy.exporters.nir_file import run_nir_file
+    nir_file = Path(__file__).parent / "data" / "nir_foreign" / "snntorch_leaky.nir"
+    with pytest.raises(DPAPError, match="Lava steps"):
+        run_nir_file(nir_file, tmp_path / "fresh", time_steps=100_000, samples=100)
+    assert not (tmp_path / "fresh").exists()

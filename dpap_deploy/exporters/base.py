@@ -7,7 +7,6 @@ accuracy measured in the target, and the parity with the torch model.
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,11 +91,5 @@ class ExportResult:
 
 def file_sha256(folder: str | Path, names: list[str]) -> dict[str, str]:
     """``{name: sha256 of the file}`` for the files an export wrote in ``folder``."""
-    out = {}
-    for name in names:
-        h = hashlib.sha256()
-        with open(Path(folder) / name, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-        out[name] = h.hexdigest()
-    return out
+    from ..runfolder import file_digest
+    return {name: file_digest(Path(folder) / name) for name in names}

@@ -33,31 +33,33 @@ def check_self_contained(path: str | Path, what: str) -> None:
                         "hold its own data: write it again without external links or storage")
 
 
-def _outside(group, seen: set) -> str | None:
-    """The first object under ``group`` that reaches outside the file, described; else None.
+def _outside(root, seen: set) -> str | None:
+    """The first object under ``root`` that reaches outside the file, described; else None.
     Hard links are followed once each (``seen``: object addresses); soft links stay inside the
-    file and are not followed."""
+    file and are not followed. An explicit stack, not recursion: a file of thousands of
+    nested groups is walked like any other."""
     import h5py
-    for name in group:
-        link = group.get(name, getlink=True)
-        where = f"{group.name.rstrip('/')}/{name}"
-        if isinstance(link, h5py.ExternalLink):
-            return f"'{where}' is an external link to {link.filename}:{link.path}"
-        if isinstance(link, h5py.SoftLink):
-            continue
-        obj = group[name]
-        addr = h5py.h5o.get_info(obj.id).addr
-        if addr in seen:
-            continue
-        seen.add(addr)
-        if isinstance(obj, h5py.Dataset):
-            if obj.external:
-                files = ", ".join(str(e[0]) for e in obj.external)
-                return f"dataset '{where}' keeps its data in external file(s) {files}"
-            if obj.is_virtual:
-                return f"dataset '{where}' is a virtual dataset mapping other files"
-        elif isinstance(obj, h5py.Group):
-            found = _outside(obj, seen)
-            if found:
-                return found
+    stack = [root]
+    while stack:
+        group = stack.pop()
+        for name in group:
+            link = group.get(name, getlink=True)
+            where = f"{group.name.rstrip('/')}/{name}"
+            if isinstance(link, h5py.ExternalLink):
+                return f"'{where}' is an external link to {link.filename}:{link.path}"
+            if isinstance(link, h5py.SoftLink):
+                continue
+            obj = group[name]
+            addr = h5py.h5o.get_info(obj.id).addr
+            if addr in seen:
+                continue
+            seen.add(addr)
+            if isinstance(obj, h5py.Dataset):
+                if obj.external:
+                    files = ", ".join(str(e[0]) for e in obj.external)
+                    return f"dataset '{where}' keeps its data in external file(s) {files}"
+                if obj.is_virtual:
+                    return f"dataset '{where}' is a virtual dataset mapping other files"
+            elif isinstance(obj, h5py.Group):
+                stack.append(obj)
     return None

@@ -117,13 +117,14 @@ def run_nir_file(path: str | Path, out: str | Path, time_steps: int | None = Non
     existing_path(path, "NIR file", "pass the path of a .nir file")
     with output_lock(out, f"export {path} --target loihi-sim"):
         claim = claim_folder_for_file(out, Path(path), "export --target loihi-sim", overwrite)
-        take(claim)
-        return _run_locked(path, out, time_steps, samples, input_file, inputs, seed, dt)
+        run = _prepare(path, out, time_steps, samples, input_file, inputs, seed, dt)
+        take(claim)                      # every refusal is behind us: now the folder is ours
+        return _simulate_and_report(path, out, *run)
 
 
-def _run_locked(path, out: Path, time_steps, samples, input_file, inputs, seed,
-                dt) -> dict[str, Any]:
-    """Read, simulate, compare and report, with ``out`` locked."""
+def _prepare(path, out: Path, time_steps, samples, input_file, inputs, seed, dt) -> tuple:
+    """Read and check the file, build the Lava network, choose the inputs: everything that
+    may refuse, before anything is written."""
     notes: list[str] = []
     graph = read_graph(path, check_time_steps=time_steps is None, notes=notes)
     T = time_steps if time_steps is not None else \
@@ -135,6 +136,12 @@ def _run_locked(path, out: Path, time_steps, samples, input_file, inputs, seed,
     if len(x) * T > MAX_STEPS:
         raise ConfigError(f"{len(x)} samples x {T} steps = {len(x) * T} Lava steps is over "
                           f"{MAX_STEPS}; lower --max-samples or --time-steps")
+    return graph, T, dt, dt_source, notes, warnings, net, x, source
+
+
+def _simulate_and_report(path, out: Path, graph, T, dt, dt_source, notes, warnings, net, x,
+                         source) -> dict[str, Any]:
+    """Run the reference and Lava, compare, write the reports (``out`` is locked)."""
     ref = run_reference(net.top, x, T)               # the same topology: the same dt
     t0 = time.perf_counter()
     got = net.run(x)
