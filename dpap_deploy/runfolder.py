@@ -334,6 +334,10 @@ def _claim(out: Path, source: Path, src_dir: Path | None, src_id: str, digest: s
     if here is not None and here.source_run_id == src_id:
         m = RunManifest(here.run_id, stage, digest, src_id, stages=[*here.stages, stage])
         return Claim(out, m, clear=False)
+    if here is None and src_dir is not None and _reported_source(out) == src_dir.resolve():
+        # a compact / export of this source written before manifests: its report names it
+        return Claim(out, RunManifest(new_run_id(), stage, digest, src_id, stages=[stage]),
+                     clear=False)
     present = run_files(out)
     if present and overwrite and source.resolve().is_relative_to(out.resolve()):
         raise DPAPError(f"{source} is inside --out {out}: --overwrite would remove the run that "
@@ -345,6 +349,16 @@ def _claim(out: Path, source: Path, src_dir: Path | None, src_id: str, digest: s
                         f"{src_id[:8]}); pass --overwrite to replace it, or choose another --out")
     return Claim(out, RunManifest(new_run_id(), stage, digest, src_id, stages=[stage]),
                  clear=bool(present))
+
+
+def _reported_source(folder: Path) -> Path | None:
+    """The run a folder's ``report.json`` says it was made from (``source_run``: absolute in
+    reports from before manifests, relative to the folder since), resolved; None if none."""
+    try:
+        src = json.loads((folder / "report.json").read_text()).get("source_run")
+    except (OSError, ValueError, AttributeError, RecursionError):
+        return None
+    return (folder / src).resolve() if isinstance(src, str) and src else None
 
 
 def _in_place(out: Path, stage: str) -> Claim:

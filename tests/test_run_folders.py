@@ -260,3 +260,18 @@ def test_a_refused_nir_file_leaves_no_manifest(tmp_path):
     with pytest.raises(DPAPError, match="Lava steps"):
         run_nir_file(nir_file, tmp_path / "fresh", time_steps=100_000, samples=100)
     assert not (tmp_path / "fresh").exists()
+
+
+def test_a_compact_folder_from_before_manifests_takes_its_own_source_again(base, tmp_path):
+    """A compact folder written before run.json existed (no manifest; its report names the
+    source run by absolute path) may be compacted into again from the same run; from another
+    run it is refused."""
+    old = _copy(base, "A-small", tmp_path)
+    (old / MANIFEST).unlink()
+    rep = json.loads((old / "report.json").read_text())
+    rep["source_run"] = str(base["A"].resolve())
+    (old / "report.json").write_text(json.dumps(rep))
+    with pytest.raises(DPAPError, match="holds another run"):
+        compact(base["B"], old)
+    compact(base["A"], old)
+    assert read_manifest(old).source_run_id == read_manifest(base["A"]).run_id
