@@ -80,6 +80,28 @@ def test_lazy_dvs_gesture_samples_equal_the_eager_rows(tmp_path, monkeypatch):
     assert torch.equal(lazy.y_train, eager.y_train) and float(eager.x_train.sum()) > 100
 
 
+def test_source_key_is_the_same_on_both_paths_and_follows_the_files(
+        nmnist_root, tmp_path, monkeypatch):
+    """A run's data fingerprint hashes ``Dataset.source_key`` for event frames: a run trained
+    in memory and resumed streamed (or under torchrun) sees the same key; a changed event file
+    or another T gives another."""
+    import shutil
+    from dpap_deploy.data.events import dataset_key, source_key
+    shutil.copytree(nmnist_root / "NMNIST", tmp_path / "NMNIST")
+    eager, lazy = _both(monkeypatch, "nmnist", tmp_path, 4)
+    key = eager.source_key
+    assert isinstance(key, str) and len(key) == 64 and lazy.source_key == key
+    files = {split: sorted(str(p) for p in (tmp_path / "NMNIST" / folder).glob("*/*.bin"))
+             for split, folder in (("train", "Train"), ("test", "Test"))}
+    assert key == dataset_key({s: source_key(f, "nmnist", s, 4) for s, f in files.items()})
+    assert _both(monkeypatch, "nmnist", tmp_path, 5)[0].source_key != key        # another T
+    src = Path(files["test"][3])
+    src.write_bytes(src.read_bytes()[: 5 * 100])         # the first 100 events only
+    eager2, lazy2 = _both(monkeypatch, "nmnist", tmp_path, 4)
+    assert eager2.source_key == lazy2.source_key != key
+    assert load_dataset("digits").source_key is None     # images: their arrays are hashed
+
+
 class CountingBinning(Binning):
     """Binning that counts the samples it bins (in this process)."""
     calls = 0

@@ -238,6 +238,74 @@ def test_a_load_failing_after_binning_removes_the_cache_it_created(tmp_path, mon
     assert len(list((root / ".dpap-cache").glob("nmnist-*.npz"))) == 2
 
 
+@pytest.mark.parametrize("other_writes", ["before the first cache file", "after it"])
+def test_a_failing_load_removes_only_its_own_cache_files(tmp_path, monkeypatch, other_writes):
+    """Another process (here: another dataset's load) writing into the same new .dpap-cache
+    while this load runs keeps its files, whether it made the folder or this load did; this
+    load's own files go, and the folder stays because it is not empty."""
+    import dpap_deploy.data.events as events
+    monkeypatch.setenv("DPAP_EVENT_FRAMES", "memory")
+    root = nmnist_tree(tmp_path / "n")
+    other = root / ".dpap-cache" / "dvs-gesture-train-T4-0123456789abcdef.npz"
+
+    def other_writer():
+        other.parent.mkdir(exist_ok=True)
+        other.write_bytes(b"another process's cache file")
+
+    frames_path, real_dataset = events.frames_path, events.Dataset
+
+    def path_then_writer(*args):
+        other_writer()
+        return frames_path(*args)
+
+    def writer_then_failure(*args, **kw):
+        assert len(list((root / ".dpap-cache").glob("nmnist-*.npz"))) == 2
+        if other_writes == "after it":
+            other_writer()
+        raise DataError("refused after binning")
+    if other_writes == "before the first cache file":
+        monkeypatch.setattr(events, "frames_path", path_then_writer)
+    monkeypatch.setattr(events, "Dataset", writer_then_failure)
+    with pytest.raises(DataError, match="after binning"):
+        load_dataset("nmnist", str(root), T)
+    assert sorted(p.name for p in (root / ".dpap-cache").iterdir()) == [other.name]
+    assert other.read_bytes() == b"another process's cache file"
+    monkeypatch.setattr(events, "Dataset", real_dataset)    # and a later load works there
+    assert len(load_dataset("nmnist", str(root), T).y_train) == 2
+
+
+def test_ctrl_c_keeps_the_split_already_cached(tmp_path, monkeypatch):
+    """Ctrl-C while the test split is binned: the train split's cache file, written whole
+    (atomically), stays and is used by the next load; nothing half-written is left."""
+    import dpap_deploy.data.events as events
+    monkeypatch.setenv("DPAP_EVENT_FRAMES", "memory")
+    root = nmnist_tree(tmp_path / "n")
+    real = events._frames
+    binned = []
+
+    def interrupted(ds, transform, name, split, *args, **kw):
+        if split == "test":
+            raise KeyboardInterrupt
+        binned.append(split)
+        return real(ds, transform, name, split, *args, **kw)
+    monkeypatch.setattr(events, "_frames", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        load_dataset("nmnist", str(root), T)
+    kept = list((root / ".dpap-cache").iterdir())
+    assert binned == ["train"] and len(kept) == 1 and kept[0].name.startswith("nmnist-train-")
+    files = sorted(str(p) for p in (root / NM / "Train").glob("*/*.bin"))
+    key = events.source_key(files, "nmnist", "train", T)
+    assert events.read_cache(kept[0], key) is not None          # whole and valid
+    monkeypatch.setattr(events, "_frames", real)
+    calls = []
+    monkeypatch.setattr(events, "tqdm", lambda it, **kw: calls.append(kw["desc"]) or it)
+    d = load_dataset("nmnist", str(root), T)
+    assert calls == ["nmnist: checking event files", "nmnist test: binning events"]  # train hit
+    assert float(d.x_train.sum()) > 0
+    assert sorted(p.name.split("-")[1] for p in (root / ".dpap-cache").iterdir()) == [
+        "test", "train"]
+
+
 def _npz(path: Path, **override) -> Path:
     rng = np.random.default_rng(0)
     arrays = {"x_train": rng.integers(0, 256, (32, 8, 8), dtype=np.uint8),

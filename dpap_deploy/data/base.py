@@ -1,5 +1,11 @@
 """What every dataset loader returns: float images ``[N, C, H, W]`` in [0, 1] and int64
-labels, split into train and test."""
+labels, split into train and test.
+
+``source_key``: for data binned from source files (event datasets), a sha256 hex of those
+files' names and contents and the binning, the same whichever way the frames are held (one
+tensor in memory, or :class:`.event_frames.LazyFrames` binning on demand); a run's data
+fingerprint uses it for ``x_train`` / ``x_test`` instead of the frames. None for data held
+as arrays from the start (images), whose fingerprint is their bytes."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,6 +22,7 @@ class Dataset:
     x_test: torch.Tensor
     y_test: torch.Tensor
     n_classes: int
+    source_key: str | None = None
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

@@ -28,14 +28,21 @@ same as tonic's ``__getitem__`` (tested equal), so that workers need no tonic da
 Nothing damaged is binned (:mod:`.event_formats`): each split folder's layout is checked before
 tonic walks it, and every event file of both splits is read and checked before the first frame
 is binned or cached; the first problem is refused with the file's path relative to the data
-root. A cache folder created by a load that then fails is removed again.
+root. Those same reads give each split's :func:`source_key`, and the returned dataset's
+``source_key`` (:func:`dataset_key`, equal on both paths) is what a run's data fingerprint
+hashes for the frames.
+
+A load that fails (raises an exception) after writing cache files, in a data root that had no
+``.dpap-cache`` when it started, removes the files it wrote, and the folder if it made it and
+it is then empty: a refused load leaves the data root as it was, while files that other
+processes write there at the same time stay. Ctrl-C (KeyboardInterrupt) removes nothing: every
+cache file is written atomically, so a finished one is valid and the next load uses it.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
 import hashlib
-import shutil
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,16 +131,32 @@ class Binning:
         return self.bin(self.read(raw))
 
 
+def _key_start(name: str, split: str, time_steps: int, n_files: int):
+    return hashlib.sha256(f"{name}|{split}|T{time_steps}|{n_files}".encode())
+
+
+def _key_name(h, f: str) -> None:
+    h.update(b"\0" + Path(f).name.encode() + b"\0")
+
+
 def source_key(files: list[str], name: str, split: str, time_steps: int) -> str:
     """sha256 over the sources' names and contents and the binning: a changed, added or removed
-    event file gives another cache entry."""
-    h = hashlib.sha256(f"{name}|{split}|T{time_steps}|{len(files)}".encode())
+    event file gives another cache entry. (:func:`check_files` computes the same while it
+    reads the files.)"""
+    h = _key_start(name, split, time_steps, len(files))
     for f in files:
-        h.update(b"\0" + Path(f).name.encode() + b"\0")
+        _key_name(h, f)
         with open(f, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 h.update(block)
     return h.hexdigest()
+
+
+def dataset_key(split_keys: dict[str, str]) -> str:
+    """The dataset's ``source_key``: one sha256 over its splits' :func:`source_key` (each
+    covers the split's event files' names and contents, the dataset and T)."""
+    text = "|".join(f"{split}={key}" for split, key in split_keys.items())
+    return hashlib.sha256(f"dpap-event-source-v1|{text}".encode()).hexdigest()
 
 
 def _array_digest(x: np.ndarray, y: np.ndarray) -> str:
@@ -151,9 +174,12 @@ def read_cache(path: Path, key: str) -> tuple[np.ndarray, np.ndarray] | None:
     return (x, y) if ok else None
 
 
-def _frames(ds, transform, name: str, split: str, cache: Path, time_steps: int):
-    """The memory path: every sample of ``ds`` binned, as one tensor (one cache file)."""
-    key = source_key(list(ds.data), name, split, time_steps)
+def _frames(ds, transform, name: str, split: str, cache: Path, time_steps: int,
+            key: str | None = None, new: NewFiles | None = None):
+    """The memory path: every sample of ``ds`` binned, as one tensor (one cache file).
+    ``key``: the split's :func:`source_key` when already computed; ``new`` records the cache
+    file if this call writes it."""
+    key = key or source_key(list(ds.data), name, split, time_steps)
     path = cache / f"{name}-{split}-T{time_steps}-{key[:16]}.npz"
     hit = read_cache(path, key) if path.exists() else None
     if hit is not None:
@@ -165,33 +191,75 @@ def _frames(ds, transform, name: str, split: str, cache: Path, time_steps: int):
         xs.append((transform(events) > 0).astype(np.uint8))
         ys.append(int(target))
     x, y = np.stack(xs), np.asarray(ys, dtype=np.int64)
+    if new is not None:
+        new.will_write(path)
     atomic_write_bytes(path, lambda fh: np.savez_compressed(
         fh, x=x, y=y, source_key=np.array(key), digest=np.array(_array_digest(x, y))))
     return torch.from_numpy(x).float(), torch.from_numpy(y)
 
 
-def check_files(binning: Binning, files: list[str], root: str | Path) -> None:
-    """Read and check every event file (:meth:`Binning.check`); the first damaged one is refused
-    with its path relative to ``root``."""
-    for f in tqdm(files, desc=f"{binning.name}: checking event files", unit="file",
-                  disable=len(files) < 2000):
+def check_files(binning: Binning, splits: dict[str, list[str]],
+                root: str | Path) -> dict[str, str]:
+    """Read and check every event file of each split (:meth:`Binning.check`); the first damaged
+    one is refused with its path relative to ``root``. Returns each split's
+    :func:`source_key`, computed from the same reads (each file is read once)."""
+    keys = {split: _key_start(binning.name, split, binning.time_steps, len(files))
+            for split, files in splits.items()}
+    todo = [(split, f) for split, files in splits.items() for f in files]
+    for split, f in tqdm(todo, desc=f"{binning.name}: checking event files", unit="file",
+                         disable=len(todo) < 2000):
+        raw = Path(f).read_bytes()
         try:
-            binning.check(Path(f).read_bytes())
+            binning.check(raw)
         except EventDataError as exc:
             rel = Path(f).relative_to(root) if Path(f).is_relative_to(root) else Path(f)
             raise EventDataError(f"{binning.name}: {rel} {exc}") from None
+        _key_name(keys[split], f)
+        keys[split].update(raw)
+    return {split: h.hexdigest() for split, h in keys.items()}
+
+
+class NewFiles:
+    """The cache files one load writes into ``folder``, and whether it made the folder."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.files, self.made_folder = Path(folder), [], False
+
+    def will_write(self, path: Path) -> None:
+        """Call before writing ``path`` (in ``folder``): makes the folder if it is missing,
+        and records the file as this load's unless it already exists."""
+        try:
+            self.folder.mkdir()
+            self.made_folder = True
+        except OSError:         # there already, or the write that follows says why not
+            pass
+        if not path.exists():
+            self.files.append(path)
+
+    def remove(self) -> None:
+        """Remove the recorded files, then the folder if this load made it and it is empty."""
+        for path in self.files:
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
+        if self.made_folder:
+            with contextlib.suppress(OSError):    # not empty: another process wrote there
+                self.folder.rmdir()
 
 
 @contextlib.contextmanager
 def removed_on_failure(cache: Path):
-    """Remove ``cache`` again if it did not exist before and the block fails: a refused load
-    leaves nothing in the user's data folder."""
-    existed = cache.exists()
+    """Yield a :class:`NewFiles` for ``cache``. If the block raises an exception and ``cache``
+    did not exist when it began, remove the files recorded there (and the folder if the block
+    made it and it is then empty): a refused load leaves nothing in the user's data folder.
+    Files other processes write there meanwhile are not touched. A KeyboardInterrupt (or
+    SystemExit) removes nothing: the cache files are written atomically, so those finished
+    are whole and valid."""
+    existed, new = cache.exists(), NewFiles(cache)
     try:
-        yield
-    except BaseException:
+        yield new
+    except Exception:
         if not existed:
-            shutil.rmtree(cache, ignore_errors=True)
+            new.remove()
         raise
 
 
@@ -217,16 +285,20 @@ def _load(name: str, cls, data_root: str | None, time_steps: int | None) -> Data
         raise DPAPError(f"{name} needs --data-root ROOT; get the data from {SOURCES[name]}")
     sources = _sources(name, cls, data_root)
     binning, cache = Binning(name, time_steps), Path(data_root) / ".dpap-cache"
-    check_files(binning, [f for ds in sources.values() for f in ds.data], data_root)
-    with removed_on_failure(cache):
+    keys = check_files(binning, {split: list(ds.data) for split, ds in sources.items()},
+                       data_root)
+    with removed_on_failure(cache) as new:
         n = sum(len(ds) for ds in sources.values())
         if frames_path(n, binning.frame_shape) == "stream":
             parts = [(LazyFrames(ds.data, binning, cache / f"{name}-T{time_steps}"),
                       torch.as_tensor(ds.targets, dtype=torch.int64)) for ds in sources.values()]
-            return StreamedDataset(name, *parts[0], *parts[1], n_classes=N_CLASSES[name])
-        splits = [_frames(ds, binning.transform(), name, split, cache, time_steps)
+            return StreamedDataset(name, *parts[0], *parts[1], n_classes=N_CLASSES[name],
+                                   source_key=dataset_key(keys))
+        splits = [_frames(ds, binning.transform(), name, split, cache, time_steps,
+                          key=keys[split], new=new)
                   for split, ds in sources.items()]
-        return Dataset(name, *splits[0], *splits[1], n_classes=N_CLASSES[name])
+        return Dataset(name, *splits[0], *splits[1], n_classes=N_CLASSES[name],
+                       source_key=dataset_key(keys))
 
 
 def load_nmnist(data_root: str | None, time_steps: int | None) -> Dataset:
