@@ -115,12 +115,18 @@ def _array_bytes(x: Any):
 
 def data_fingerprint(data: Any) -> str:
     """sha256 over the arrays a run trains and tests on: for each of x_train, y_train,
-    x_test, y_test its name, dtype, shape and bytes."""
+    x_test, y_test its name, dtype, shape and bytes. Event frames (``data.source_key`` set)
+    give that key (their files' names and contents, the binning) instead of their bytes: the
+    same whether the frames are held in memory or binned on demand (data/base.py)."""
     h = hashlib.sha256()
+    key = getattr(data, "source_key", None)
     for name in ("x_train", "y_train", "x_test", "y_test"):
         x = getattr(data, name)
         h.update(f"{name}|{x.dtype}|{tuple(x.shape)}|".encode())
-        h.update(_array_bytes(x))
+        if key is not None and name in ("x_train", "x_test"):
+            h.update(f"source_key|{key}".encode())
+        else:
+            h.update(_array_bytes(x))
     return h.hexdigest()
 
 

@@ -100,6 +100,9 @@ def test_source_key_is_the_same_on_both_paths_and_follows_the_files(
     eager2, lazy2 = _both(monkeypatch, "nmnist", tmp_path, 4)
     assert eager2.source_key == lazy2.source_key != key
     assert load_dataset("digits").source_key is None     # images: their arrays are hashed
+    from dpap_deploy.runfolder import data_fingerprint
+    assert data_fingerprint(eager) == data_fingerprint(lazy)         # resume may switch paths
+    assert data_fingerprint(eager2) == data_fingerprint(lazy2) != data_fingerprint(eager)
 
 
 class CountingBinning(Binning):
