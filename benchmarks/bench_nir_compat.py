@@ -5,7 +5,7 @@
 1. Writes our NIR files (``nir_graph.to_nir``) in both neuron encodings (``gain``: ``r = tau/dt``;
    ``unit-r``: ``r = 1``, input weights scaled; and ``unit-r+sumpool``: also ``SumPool2d`` for
    ``AvgPool2d``, the 1/4 in the next weights) for two networks: the zoo's ``snn-digits``
-   trained 3 epochs, DPAP-pruned and compacted, BatchNorm folded (what ``--target nir`` writes:
+   trained 3 epochs with DPAP (nothing pruned yet) and compacted (what ``--target nir`` writes:
    Conv2d, AvgPool2d, Flatten, Affine, LIF), and a minimal ``Linear-LIF-Linear-LIF``. Our
    output spikes (``nir_torch.run_reference``, equal to the snnTorch model's) are the reference.
 2. Creates one venv per foreign reader under ``--venvs`` (outside the repository; torch pinned

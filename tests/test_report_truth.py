@@ -227,7 +227,8 @@ def test_plots_read_alone(tmp_path, monkeypatch):
         ["conv 1 (module 0)", "conv 2 (module 3)", "linear 1 (module 7)", "linear 2 (module 9)"]
     bars = per_layer.axes[1]
     assert [t.get_text() for t in bars.get_legend().get_texts()] == \
-        ["before pruning", "after pruning", "after compaction"]
+        ["before pruning", "after pruning (non-zero)",
+         "after compaction (all, zeros in kept units too)"]
     assert [b.get_height() for b in bars.patches] == [160, 4_640, 16_512, 1_290, 160, 4_640,
                                                       5_800, 1_290, 160, 4_640, 5_760]
     assert bars.get_xticklabels()[2].get_text() == "linear 1\n(module 7)"

@@ -121,6 +121,14 @@ def _synapse_lines(e: dict, params: dict) -> list[str]:
     return lines
 
 
+# What each target's parity check requires (the exporters' own rules).
+PASS_RULES = {"loihi-sim": "at least 99% of the samples predict the class torch predicts",
+              "nir": "identical output spike trains on every sample",
+              "netx": "fixed-point accuracy at most 2 points below float torch's; agreement "
+                      "is reported, not required",
+              "onnx": "logits equal to torch's within float32 rounding"}
+
+
 def render(report: dict[str, Any], plots: list[str]) -> str:
     r = report
     lines = [f"# {r['model']} on {r['dataset']}", "",
@@ -165,8 +173,10 @@ def render(report: dict[str, Any], plots: list[str]) -> str:
                   "counts of report.json); 'derived' ones were removed by compaction because no "
                   "live input reaches them or nothing reads them (derived deaths). "
                   "SynOps count input spikes times their fan-out; MACs count non-spike inputs "
-                  "(direct encoding, ANN). 'dense' counts every weight of the masked network, "
-                  "'compact' only the non-zero weights of the compacted one."]
+                  "(direct encoding, ANN). 'params compact' counts every parameter of the "
+                  "compacted layer, the zeros left inside kept units included; in SynOps and MACs "
+                  "'dense' counts every weight of the masked network, 'compact' only the non-zero "
+                  "weights of the compacted one."]
     else:
         lines += ["| layer | kind | neurons kept | synapses kept | params kept |", "|---|---|---|---|---|"]
         for l in r["pruning"]["layers"]:
@@ -189,7 +199,11 @@ def render(report: dict[str, Any], plots: list[str]) -> str:
                   + (f"; identical spike trains: {_pct(par['identical_spike_trains'])}"
                      if "identical_spike_trains" in par else "")
                   + (f"; max |logit difference| {par['max_abs_diff']:.2e}" if "max_abs_diff" in par else ""),
-                  f"- parity check: {'passed' if e.get('passed') else 'FAILED'}"]
+                  f"- parity check: {'passed' if e.get('passed') else 'FAILED'}"
+                  + (f" (the rule: {PASS_RULES[e['target']]})" if e["target"] in PASS_RULES
+                     else "")]
+        if "accuracy_float" in par:
+            lines.append(f"- float torch accuracy on the same samples: {_pct(par['accuracy_float'])}")
         lines += _output_lines(par.get("output"), "in the target")
         lines += _synapse_lines(e, r.get("params") or {})
     warnings = (r.get("data_warnings") or []) + [w for w in [(r.get("output") or {}).get("warning")]

@@ -134,7 +134,8 @@ def plot_params_per_layer(history: list[dict], layers: list[tuple[str, str]], pa
     return save_figure(fig, path)
 
 
-COUNT_NAMES = ("before pruning", "after pruning", "after compaction")
+COUNT_NAMES = ("before pruning", "after pruning (non-zero)",
+               "after compaction (all, zeros in kept units too)")
 
 
 def _count_bars(ax, rows: list[tuple[str, tuple]]) -> None:
@@ -152,7 +153,7 @@ def _count_bars(ax, rows: list[tuple[str, tuple]]) -> None:
     ax.set_ylabel("parameters (weights and biases, log scale)")
     ax.set_title("Parameters per layer: before, after pruning, after compaction", fontsize=10)
     if rows:
-        ax.legend(fontsize=8, loc="upper right", ncol=3)
+        ax.legend(fontsize=7, loc="upper right")
     else:
         _empty(ax, "report.json has no per-layer parameter counts")
 
@@ -206,8 +207,10 @@ def plot_survival(dpap_state: dict, path: Path, window: int = 8,
                                 (axes[1], _before_death(syn, _first_negative(syn), window),
                                  "synapses")):
             if trajs:
+                shown = (f"{len(trajs)} {unit}" if unit == "neurons" else
+                         f"{len(trajs)} of {syn.shape[1]} sampled synapses")
                 ax.plot(x, _mean_trajectory(trajs), marker="o",
-                        label=f"{labels[d['name']]}: {len(trajs)} {unit} pruned")
+                        label=f"{labels[d['name']]}: {shown} pruned")
     for ax, title, none in zip(axes, SURVIVAL_TITLES, ("no neuron was pruned",
                                                         "no sampled synapse was pruned")):
         ax.axhline(0, color="k", lw=0.8, ls="--", label="0: pruned below this line")
@@ -215,10 +218,10 @@ def plot_survival(dpap_state: dict, path: Path, window: int = 8,
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(title, fontsize=10)
         if len(ax.get_legend_handles_labels()[0]) > 1:
-            ax.legend(fontsize=8, title="layer: units pruned in the run", title_fontsize=8)
+            ax.legend(fontsize=8, title="layer: how many were pruned", title_fontsize=8)
         else:
             _empty(ax, none)
-    axes[0].set_ylabel("survival score, mean over the pruned units (no unit)")
+    axes[0].set_ylabel("survival score (mean of those pruned)")
     return save_figure(fig, path)
 
 
