@@ -170,7 +170,8 @@ def check_baseline_options(baseline: Any, target: Any, kind: Any, kind_given: bo
 
 
 def nesting_depth(data: Any) -> int:
-    """How deep tables and lists nest in ``data`` (a scalar is 0), without recursion."""
+    """How deep tables and lists nest in ``data`` (a scalar is 0), without recursion; the one
+    walker for config files and ``report.json`` (``report.files``)."""
     deepest, stack = 0, [(data, 1)]
     while stack:
         node, depth = stack.pop()

@@ -255,3 +255,131 @@ def test_nirtorch_reads_our_file_exactly(digits, encoding, tmp_path):
     got = np.stack(steps, axis=1)
     assert np.array_equal(got, _ours(graph, xs, T))
     assert np.array_equal(got, torch_spikes(model, xs, T))
+
+
+# ------------------------------------------- factors moved through a pool: fan-out, recurrence
+def _hid():
+    import snntorch as snn
+    from dpap_deploy.neurons import rectangle
+    return snn.Leaky(beta=0.8, spike_grad=rectangle(1.0), init_hidden=True,
+                     reset_mechanism="zero")
+
+
+class _PoolFeedsTwo(nn.Module):
+    """A neuron follows the pool, and the pool also feeds a synapse (``fc2``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.pool, self.lif1 = nn.Conv2d(1, 4, 3, padding=1), nn.AvgPool2d(2), _hid()
+        self.fc1, self.fc2, self.lif2 = nn.Linear(64, 10), nn.Linear(64, 10), _hid()
+
+    def forward(self, x):
+        p = self.pool(self.conv(x))
+        return self.lif2(self.fc1(self.lif1(p).flatten(1)) + self.fc2(p.flatten(1)))
+
+
+class _ConvFeedsTwo(nn.Module):
+    """A neuron follows the pool, and the synapse before the pool also feeds another neuron."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.pool = nn.Conv2d(1, 4, 3, padding=1), nn.AvgPool2d(2)
+        self.lif1, self.lif_b = _hid(), _hid()
+        self.fc1, self.fc2, self.lif2 = nn.Linear(64, 10), nn.Linear(256, 10), _hid()
+
+    def forward(self, x):
+        c = self.conv(x)
+        a, b = self.lif1(self.pool(c)), self.lif_b(c)
+        return self.lif2(self.fc1(a.flatten(1)) + self.fc2(b.flatten(1)))
+
+
+class _LinearFeedsTwo(nn.Module):
+    """No pool: ``fc`` feeds a neuron and another synapse (``fc3``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.lif1 = nn.Linear(64, 32), _hid()
+        self.fc2, self.fc3, self.lif2 = nn.Linear(32, 10), nn.Linear(32, 10), _hid()
+
+    def forward(self, x):
+        h = self.fc(x.flatten(1))
+        return self.lif2(self.fc2(self.lif1(h)) + self.fc3(h))
+
+
+def _unchecked_graph(model, x, monkeypatch):
+    """The traced graph of ``model`` without the prunable-layer pairing, which refuses a synapse
+    whose way to its neuron branches: to_nir takes such a hand-made ``ModelGraph`` as it is."""
+    from dpap_deploy.graph import build_graph
+    monkeypatch.setattr("dpap_deploy.graph.trace.find_layers", lambda graph: [])
+    return build_graph(model, x[:2])
+
+
+@pytest.mark.parametrize("cls, node", [(_PoolFeedsTwo, "pool"), (_ConvFeedsTwo, "conv")])
+def test_sum_pooling_refuses_a_moved_factor_that_would_reach_another_consumer(cls, node,
+                                                                               monkeypatch):
+    """Moving a sum pool's 1/(kh kw) into the synapse before it is exact only when that synapse
+    and the pool feed nothing but the neuron; otherwise the other consumer would get it too."""
+    torch.manual_seed(0)
+    model = cls().eval()
+    x = torch.rand(16, 1, 8, 8) * 3
+    graph = _unchecked_graph(model, x, monkeypatch)
+    avg = _ours(to_nir(graph, x[:2], 4), x, 4)                 # the average still exports
+    assert avg.sum() > 0 and np.array_equal(avg, torch_spikes(graph, x, 4))
+    with pytest.raises(UnsupportedModelError, match=rf"^'{node}' feeds .*pooling='avg'$"):
+        to_nir(graph, x[:2], 4, pooling="sum")
+
+
+def test_unit_r_refuses_a_scaled_synapse_that_feeds_another_node(monkeypatch):
+    torch.manual_seed(0)
+    model = _LinearFeedsTwo().eval()
+    x = torch.rand(16, 1, 8, 8) * 3
+    graph = _unchecked_graph(model, x, monkeypatch)
+    gain = _ours(to_nir(graph, x[:2], 4), x, 4)
+    assert gain.sum() > 0 and np.array_equal(gain, torch_spikes(graph, x, 4))
+    with pytest.raises(UnsupportedModelError, match=r"^'fc' feeds 'fc3'.*encoding='gain'$"):
+        to_nir(graph, x[:2], 4, encoding="unit-r")
+
+
+class _PoolThenRecurrent(nn.Module):
+    """Conv, 2x2 average pool, a one-to-one RLeaky (recurrent weight V = 0.5 per neuron)."""
+
+    def __init__(self):
+        super().__init__()
+        import snntorch as snn
+        from dpap_deploy.neurons import rectangle
+        self.conv, self.pool = nn.Conv2d(1, 4, 3, padding=1), nn.AvgPool2d(2)
+        self.rlif = snn.RLeaky(beta=0.8, V=0.5, all_to_all=False, init_hidden=True,
+                               reset_mechanism="zero", reset_delay=False,
+                               spike_grad=rectangle(1.0))
+        self.fc, self.lif = nn.Linear(64, 10), _hid()
+
+    def forward(self, x):
+        return self.lif(self.fc(self.rlif(self.pool(self.conv(x))).flatten(1)))
+
+
+def test_sum_pooling_leaves_the_recurrent_weight_of_a_neuron_after_the_pool(monkeypatch):
+    """A recurrent neuron right after a pool: the pool's 1/4 goes into the conv before the pool,
+    not into the recurrent weight, whose input (the neuron's own spikes) passes no pool. NIR's
+    type check refuses this graph first (our one-to-one recurrent weight is a Linear over the
+    flattened neurons, the pooled neurons are [C, H, W]), so the check is turned off here to
+    reach the writer's scaling."""
+    torch.manual_seed(0)
+    model = _PoolThenRecurrent().eval()
+    x = torch.rand(2, 1, 8, 8)
+    with pytest.raises(ValueError, match="type mismatch"):
+        to_nir(model, x, 4)
+    real = nir.NIRGraph
+    monkeypatch.setattr(nir, "NIRGraph", lambda **kw: real(**kw, type_check=False))
+    avg = to_nir(model, x, 4)
+    eye = np.diag(np.full(64, 0.5, np.float32))
+    assert np.array_equal(avg.nodes["rlif_rec"].weight, eye)
+    summed = to_nir(model, x, 4, pooling="sum")
+    assert isinstance(summed.nodes["pool"], nir.SumPool2d)
+    assert np.array_equal(summed.nodes["conv"].weight, avg.nodes["conv"].weight / 4)
+    assert np.array_equal(summed.nodes["conv"].bias, avg.nodes["conv"].bias / 4)
+    assert np.array_equal(summed.nodes["rlif_rec"].weight, eye)
+    # unit-r with the sum: the conv gets s / 4, the recurrent weight s alone
+    unit = to_nir(model, x, 4, encoding="unit-r", pooling="sum")
+    s = np.float32(1 / (1 - 0.8))
+    assert np.allclose(unit.nodes["rlif_rec"].weight, eye * s, rtol=1e-6)
+    assert np.allclose(unit.nodes["conv"].weight, avg.nodes["conv"].weight * s / 4, rtol=1e-6)

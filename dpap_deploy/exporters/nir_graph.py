@@ -30,8 +30,12 @@ readers compute (``nir_neurons.discretise``), so the product is ``W x`` to float
 **Pooling** (``pooling``, metadata ``pooling``): ``"avg"`` (default) writes ``AvgPool2d``;
 ``"sum"`` writes ``SumPool2d`` (for readers without ``AvgPool2d``, such as Norse) and moves the
 average's ``1 / (kh kw)`` into the weights of the next synapse (or, when a neuron follows the
-pool, of the synapse before it): ``W avg(x) = (W / (kh kw)) sum(x)``, exact in float32 for a
-power-of-two window such as 2 x 2.
+pool, of the synapse before it, never its recurrent weight, whose input passes no pool):
+``W avg(x) = (W / (kh kw)) sum(x)``, exact in float32 for a power-of-two window such as 2 x 2.
+
+A factor moved into a synapse before a pool (or ``"unit-r"``'s ``s`` moved into any synapse)
+is refused (``UnsupportedModelError`` naming the node) when that synapse or a pool on the way
+also feeds another node, which would receive the factor as well.
 """
 from __future__ import annotations
 
@@ -123,26 +127,37 @@ def _row_scale(scale: np.ndarray, node: nir.NIRNode, shape: tuple[int, ...], whe
     return s.reshape(-1)
 
 
-def _through_pools(name: str, nodes: dict, edges: list[tuple[str, str]]) -> str:
-    """The synapse behind an average pooling (a pool is linear and per channel, so scaling the
-    channels before it scales them after it), else ``name`` itself."""
-    while isinstance(nodes[name], (nir.AvgPool2d, nir.SumPool2d)):
-        src = [s for s, d in edges if d == name]
+def _through_pools(name: str, nodes: dict, edges: list[tuple[str, str]]) -> list[str]:
+    """The chain from ``name`` back through average / sum poolings to the synapse behind them
+    (a pool is linear and per channel, so scaling the channels before it scales them after it):
+    ``[name, ..., synapse]``, just ``[name]`` when ``name`` is no pool."""
+    chain = [name]
+    while isinstance(nodes[chain[-1]], (nir.AvgPool2d, nir.SumPool2d)):
+        src = [s for s, d in edges if d == chain[-1]]
         if len(src) != 1:
             break
-        name = src[0]
-    return name
+        chain.append(src[0])
+    return chain
 
 
 def _scale_feeders(nodes: dict, edges: list, feeders: list[str], scale: np.ndarray, shape,
-                   where: str, done: set[str]) -> None:
-    """Multiply each feeding synapse's rows (weight and bias) by ``scale`` (``"unit-r"``)."""
-    for name in (_through_pools(f, nodes, edges) for f in feeders):
+                   where: str, done: set[str], moved: list, neuron: str,
+                   fixes: tuple[str, ...]) -> None:
+    """Multiply each feeding synapse's rows (weight and bias) by ``scale``, through the pools
+    between it and the neuron. ``fixes``: the options whose factor ``scale`` holds
+    (``"encoding='gain'"`` for the ``"unit-r"`` ``1 / g``, ``"pooling='avg'"`` for a sum
+    pool's ``1 / (kh kw)``), named in a refusal. Each chain goes to ``moved`` with the NIR
+    ``neuron`` it is meant for: ``_check_moved`` refuses it once the graph is complete if any
+    node of it feeds something else."""
+    what = " and ".join({"encoding='gain'": "encoding='unit-r'",
+                         "pooling='avg'": "pooling='sum'"}[f] for f in fixes)
+    for chain in (_through_pools(f, nodes, edges) for f in feeders):
+        name = chain[-1]
         old = nodes[name]
         if not isinstance(old, (nir.Affine, nir.Linear, nir.Conv1d, nir.Conv2d)) or name in done:
             raise UnsupportedModelError(
                 f"neuron '{where}' takes input from '{name}' ({type(old).__name__}), not from a "
-                "weight of its own that encoding='unit-r' could scale; use encoding='gain'")
+                f"weight of its own that {what} could scale; use {' and '.join(fixes)}")
         s = _row_scale(scale, old, shape, where)
         w = old.weight.astype(np.float64) * s.reshape((-1,) + (1,) * (old.weight.ndim - 1))
         fields = {"weight": w.astype(np.float32)}
@@ -150,6 +165,42 @@ def _scale_feeders(nodes: dict, edges: list, feeders: list[str], scale: np.ndarr
             fields["bias"] = (np.asarray(old.bias, np.float64) * s).astype(np.float32)
         nodes[name] = _replace(old, fields)
         done.add(name)
+        moved.append((chain, neuron, where, fixes))
+
+
+def _scale_inputs(nodes: dict, edges: list, feeders: list[str], recurrent: str | None,
+                  unit: np.ndarray | None, pool_factor: float | None, shape, where: str,
+                  done: set[str], moved: list, neuron: str) -> None:
+    """Scale what feeds the NIR neuron ``neuron`` (graph node ``where``): the ``feeders``
+    (its input, through the pools) by ``unit`` (``"unit-r"``'s ``1 / g``, else ``None``) times
+    ``pool_factor`` (the ``1 / (kh kw)`` of the sum pools between, else ``None``); its
+    ``recurrent`` weight by ``unit`` alone: the recurrent input does not pass through a pool."""
+    fixes = tuple(f for f, v in (("encoding='gain'", unit), ("pooling='avg'", pool_factor))
+                  if v is not None)
+    if fixes:
+        scale = (1.0 if unit is None else unit) * (1.0 if pool_factor is None else pool_factor)
+        _scale_feeders(nodes, edges, feeders, scale, shape, where, done, moved, neuron, fixes)
+    if recurrent is not None and unit is not None:
+        _scale_feeders(nodes, edges, [recurrent], unit, shape, where, done, moved, neuron,
+                       ("encoding='gain'",))
+
+
+def _check_moved(moved: list, edges: list[tuple[str, str]]) -> None:
+    """Refuse a scaled chain (``_scale_feeders``) whose synapse or pool also feeds another node:
+    the factor moved into the synapse would reach that consumer too."""
+    out: dict[str, set[str]] = {}
+    for s, d in edges:
+        out.setdefault(s, set()).add(d)
+    for chain, neuron, where, fixes in moved:
+        nxt = neuron
+        for name in chain:
+            other = sorted(out.get(name, set()) - {nxt})
+            if other:
+                raise UnsupportedModelError(
+                    f"'{name}' feeds {', '.join(repr(o) for o in other)} besides '{nxt}': the "
+                    f"factor moved into '{chain[-1]}' for neuron '{where}' would reach them too; "
+                    f"use {' and '.join(fixes)}")
+            nxt = name
 
 
 def _sum_pool(node: nir.AvgPool2d) -> tuple[nir.SumPool2d, float]:
@@ -199,6 +250,7 @@ def to_nir(model: nn.Module | ModelGraph, example_input: torch.Tensor | None = N
     used: set[str] = set()
     scaled: set[str] = set()                  # synapses already scaled for "unit-r"
     pending: dict[int, float] = {}            # graph node -> 1/(kh kw) of a sum pool before it
+    moved: list = []                          # chains scaled for a neuron (_check_moved)
 
     def no_pending(n) -> None:
         if any(i in pending for i in n.inputs):
@@ -254,15 +306,14 @@ def to_nir(model: nn.Module | ModelGraph, example_input: torch.Tensor | None = N
             bias = n.adapter.recurrent_bias(n.module) if rec is not None else None
             if bias is not None:
                 _add_bias(nodes, feeders, bias, n.name)
+            w = None
             if rec is not None:
                 w = f"{name}_rec"
                 nodes[w] = rec(n.module, n.out_shape)
                 edges.extend([(name, w), (w, name)])
-                feeders = feeders + [w]
-            scale = (input_scale(node) if encoding == "unit-r" else 1.0) * \
-                pending.get(n.inputs[0], 1.0)
-            if encoding == "unit-r" or n.inputs[0] in pending:
-                _scale_feeders(nodes, edges, feeders, scale, n.out_shape, n.name, scaled)
+            _scale_inputs(nodes, edges, feeders, w,
+                          input_scale(node) if encoding == "unit-r" else None,
+                          pending.get(n.inputs[0]), n.out_shape, n.name, scaled, moved, name)
         elif n.op == POOL:
             node = _pool_node(n)
             if pooling == "sum":
@@ -291,6 +342,7 @@ def to_nir(model: nn.Module | ModelGraph, example_input: torch.Tensor | None = N
         else:
             raise UnsupportedModelError(
                 f"operation '{n.attrs.get('fn', n.op)}' at '{n.name}' has no NIR node")
+    _check_moved(moved, edges)
     meta = {"producer": "dpap-deploy", "dt": DT, "time_steps": int(time_steps),
             "encoding": "direct (input current repeated every step)",
             "neuron_encoding": encoding, "pooling": pooling}

@@ -12,8 +12,9 @@ from pathlib import Path
 
 from ..atomic import atomic_write_text
 from ..errors import DPAPError
+from ..validate import nesting_depth
 from .paths import with_relative_paths
-from .schema import Export, Report, check_schema_version
+from .schema import Export, Report, SchemaVersionError
 
 REPORT = "report.json"
 HISTORY = "history.csv"
@@ -34,7 +35,7 @@ def read_report(run_dir: str | Path) -> Report:
                         "'dpap-deploy train' or 'dpap-deploy compact'")
     try:
         data = json.loads(path.read_text())
-        too_deep = depth(data) > MAX_DEPTH
+        too_deep = nesting_depth(data) > MAX_DEPTH
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DPAPError(f"{path} is not valid JSON ({str(exc)[:80]}): {_redo(path)}") from None
     except RecursionError:            # the JSON decoder's own limit (about 1,000 levels)
@@ -42,24 +43,12 @@ def read_report(run_dir: str | Path) -> Report:
     if too_deep:
         raise DPAPError(f"{path} nests objects or lists more than {MAX_DEPTH} levels deep: "
                         f"{_redo(path)}")
-    if isinstance(data, dict):
-        check_schema_version(data, str(path))
     try:
-        return Report.from_dict(data, "report")
+        return Report.from_dict(data, "report")      # checks the schema version first
+    except SchemaVersionError as exc:                # another version's file, not a damaged one
+        raise DPAPError(f"{path}: {exc}") from None
     except DPAPError as exc:
         raise DPAPError(f"{path}: {exc}: {_redo(path)}") from None
-
-
-def depth(value) -> int:
-    """How deeply ``value`` nests lists and objects (a scalar: 0), without recursion."""
-    deepest, todo = 0, [(value, 0)]
-    while todo:
-        v, d = todo.pop()
-        if isinstance(v, (dict, list)):
-            d += 1
-            deepest = max(deepest, d)
-            todo += [(c, d) for c in (v.values() if isinstance(v, dict) else v)]
-    return deepest
 
 
 def _existing(out: Path) -> Report | None:

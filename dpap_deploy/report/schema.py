@@ -37,15 +37,22 @@ def fraction(default: Any = MISSING, omit_none: bool = False) -> Any:
     return field(default=default, metadata={"fraction": True, "omit_none": omit_none})
 
 
+class SchemaVersionError(DPAPError):
+    """A report of a ``schema_version`` this dpap-deploy does not read: written by another
+    version, not damaged."""
+
+
 def check_schema_version(d: dict, where: str) -> None:
     """Refuse a report whose ``schema_version`` this dpap-deploy does not read (a report
-    without one predates the field: version 1)."""
+    without one predates the field: version 1). :meth:`Report.from_dict` calls it, so every
+    reader of a report, the file reader included, checks the version once."""
     v = d.get("schema_version", 1)
     if isinstance(v, bool) or v not in READABLE_VERSIONS:
         readable = ", ".join(map(str, READABLE_VERSIONS))
-        raise DPAPError(f"{where} has schema_version {v!r:.40}; this dpap-deploy reads "
-                        f"schema_version {readable}: read it with the dpap-deploy that wrote it, "
-                        "or rerun the command that wrote it with this one")
+        raise SchemaVersionError(
+            f"{where} has schema_version {v!r:.40}; this dpap-deploy reads schema_version "
+            f"{readable}: read it with the dpap-deploy that wrote it, or rerun the command that "
+            "wrote it with this one")
 
 
 def _check_fraction(value, where: str) -> None:
