@@ -35,7 +35,7 @@ N_READ = 40      # samples the foreign readers run (one at a time for snnTorch)
 
 @pytest.fixture(scope="module")
 def compacted(tmp_path_factory):
-    """The zoo's digits SNN, trained 3 epochs, DPAP-pruned and compacted:
+    """The zoo's digits SNN, trained 3 epochs with DPAP (nothing pruned yet) and compacted:
     ``(compacted model, x_test, y_test, T)``."""
     out = tmp_path_factory.mktemp("digits")
     torch.manual_seed(0)

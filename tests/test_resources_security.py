@@ -102,17 +102,17 @@ def _fail_fsync(error: str) -> str:
 
 
 ENOSPC = "OSError(errno.ENOSPC, 'No space left on device')"
-WRITERS = [  # (id, injected fault, run copied to D (None: D is new), command, file that must
-    #          stay as it was (or not be written at all))
+WRITERS = [  # (id, injected fault, run copied to D (None: D is new), command (--quiet: no
+    #          progress lines beside the error), file that must stay as it was (or not be written))
     ("checkpoint-torch", _fail_after_writing("torch:save", f"RuntimeError({TORCH_FULL!r})", 1),
      None, ["train", "--model", "ann-digits", "--dataset", "npz:{npz}", "--epochs", "1",
             "--quiet", "--out", "{D}"], "checkpoint.pt"),
     ("compact-enospc", _fail_after_writing("torch:save", ENOSPC, 1), "compacted",
-     ["compact", "{run}", "--out", "{D}"], "compact.pt"),
+     ["compact", "{run}", "--quiet", "--out", "{D}"], "compact.pt"),
     ("plot-enospc", _fail_after_writing("matplotlib.figure:Figure.savefig", ENOSPC, 1), "run",
      ["report", "{D}"], "plots/accuracy.png"),
     ("onnx-enospc", _fail_after_writing("torch.onnx:export", ENOSPC, 2), "exported",
-     ["export", "{run}", "--target", "onnx", "--out", "{D}"], "model.onnx"),
+     ["export", "{run}", "--target", "onnx", "--quiet", "--out", "{D}"], "model.onnx"),
     ("fsync-h5py-text", _fail_fsync(f"OSError({H5PY_FULL!r})"), "compacted", ["report", "{D}"],
      "report.md"),
 ]
