@@ -52,6 +52,12 @@ def train(cfg, out: str | Path, *, resume: bool = False, progress: bool = True, 
 def _check_train_out(cfg, out: str | Path, resume: bool) -> Path:
     """``out`` of a training command: ``resume`` needs something there; a new run's options
     must not hold ones it would ignore."""
+    from .train_config import TrainConfig
+    if not isinstance(cfg, TrainConfig):
+        from .errors import ConfigError
+        raise ConfigError(f"the training options must be a TrainConfig, got "
+                          f"{type(cfg).__name__}; build one with TrainConfig(...) or "
+                          "TrainConfig.from_dict(table)")
     out = check_out_dir(out)
     if resume:
         check_nothing_to_resume(out)

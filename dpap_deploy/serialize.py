@@ -14,7 +14,7 @@ from torch import nn
 
 from .atomic import atomic_write_bytes
 from .checkpoint import check_finite, safe_torch_load, verify_digest, with_digest
-from .errors import CheckpointError, UnsupportedModelError
+from .errors import CheckpointError, ConfigError, UnsupportedModelError
 from .neurons import lif
 
 FORMAT = "dpap-deploy-model"
@@ -83,6 +83,8 @@ def save_model(path: str | Path, model: nn.Module, kind: str, meta: dict | None 
     if not isinstance(model, nn.Sequential):
         raise UnsupportedModelError(f"save_model handles nn.Sequential models, got "
                                     f"{type(model).__name__}; use torch.save for others")
+    if kind not in ("snn", "ann"):
+        raise ConfigError(f"kind {kind!r}: a saved model is 'snn' or 'ann'")
     spec = [module_spec(m) for m in model]
     data = with_digest({"format": FORMAT, "version": 1, "kind": kind, "spec": spec,
                         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},

@@ -220,9 +220,17 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def as_path(value: Any, what: str) -> Path:
+    """A path given as a string or a path object; anything else is refused in one line."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise ConfigError(f"{what} must be a path (a string or pathlib.Path), got "
+                          f"{type(value).__name__} {value!r:.60}")
+    return Path(value)
+
+
 def existing_path(path: str | Path, what: str, hint: str) -> Path:
     """An input file or folder that must exist."""
-    p = Path(path)
+    p = as_path(path, what)
     if not p.exists():
         raise ConfigError(f"{what} {path} does not exist; {hint}")
     return p
@@ -231,6 +239,7 @@ def existing_path(path: str | Path, what: str, hint: str) -> Path:
 def check_out_dir(out: str | Path) -> Path:
     """``--out``: a folder that exists or can be created, and can be written. An empty path
     is refused: it would write into the current folder."""
+    as_path(out, "--out")
     if not str(out).strip():
         raise ConfigError(f"--out {str(out)!r} is empty: it would write into the current folder; "
                           "pass a folder path")
@@ -250,7 +259,7 @@ def check_out_dir(out: str | Path) -> Path:
 
 def check_run_source(source: str | Path) -> Path:
     """A run directory (holding ``checkpoint.pt``) or a checkpoint file."""
-    p = Path(source)
+    p = as_path(source, "the run")
     if not p.exists():
         raise DPAPError(f"no checkpoint at {source}: it does not exist; pass a run directory "
                         "written by 'dpap-deploy train' or its checkpoint.pt")

@@ -11,7 +11,10 @@ from torch import nn
 from dpap_deploy import DPAP, DPAPConfig
 from dpap_deploy.compaction import compact, deployment_graph, masks_from_dpap_state
 from dpap_deploy.counting import count_ops
+from dpap_deploy import pipeline
 from dpap_deploy.data import load_dataset
+from dpap_deploy.exporters import ExportJob, export
+from dpap_deploy.serialize import save_model
 from dpap_deploy.errors import DPAPError
 from dpap_deploy.graph import build_graph
 
@@ -39,6 +42,14 @@ CASES = [
     ("count_ops input None", lambda: count_ops(_net(), None, time_steps=4), "batched tensor"),
     ("load_dataset None", lambda: load_dataset(None), "got None"),
     ("load_dataset int", lambda: load_dataset(5), "got 5"),
+    ("ExportJob labels short", lambda: ExportJob(_net(), "snn", X, torch.zeros(2), 4),
+     "4 Tensor and 2 Tensor"),
+    ("export into a file", lambda: export("nir", ExportJob(_net(), "snn", X, torch.zeros(4), 4),
+                                          __file__), "is a file"),
+    ("save_model unknown kind", lambda: save_model("m.pt", _net(), "xnn"), "'xnn'"),
+    ("pipeline.train dict", lambda: pipeline.train({"epochs": 1}, "out"), "got dict"),
+    ("pipeline.compact int", lambda: pipeline.compact(5, "out"), "got int 5"),
+    ("pipeline.report None", lambda: pipeline.report(None), "got NoneType"),
 ]
 
 

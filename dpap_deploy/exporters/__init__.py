@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, UnsupportedModelError
+from ..validate import check_out_dir
 from ._compare import silence, with_failure
 from .base import ExportJob, ExportResult, file_sha256
 
@@ -72,7 +73,7 @@ def export(target: str, job: ExportJob, out: str | Path, log=None) -> ExportResu
     from ..progress import Stage
     mod = check_target(target, job.kind)
     check_job_finite(job)
-    out = Path(out)
+    out = check_out_dir(out)
     out.mkdir(parents=True, exist_ok=True)
     n = len(job.samples()[1])
     stage = Stage(log, f"export {target}",

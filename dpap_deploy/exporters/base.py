@@ -17,6 +17,10 @@ from torch import nn
 from ..errors import ConfigError, DPAPError
 
 
+def _describe(t: Any) -> str:
+    return f"{len(t)} {type(t).__name__}" if hasattr(t, "__len__") else type(t).__name__
+
+
 @dataclass
 class ExportJob:
     model: nn.Module            # the compacted network (evaluation mode)
@@ -34,6 +38,10 @@ class ExportJob:
     log: Any = None                  # told how a long consumer run goes (a line); None: silent
 
     def __post_init__(self) -> None:
+        if not hasattr(self.x, "__len__") or not isinstance(self.y, torch.Tensor) \
+                or len(self.x) != len(self.y):     # x: a tensor, or frames binned on demand
+            raise ConfigError(f"an export needs test inputs and labels as tensors of the same "
+                              f"length, got {_describe(self.x)} and {_describe(self.y)}")
         if self.kind == "snn" and (not isinstance(self.time_steps, int) or self.time_steps < 1):
             raise ConfigError(f"an SNN export needs the run's time steps, got time_steps="
                               f"{self.time_steps!r}; pass the T the network was trained with")
