@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .atomic import atomic_write_bytes, atomic_write_text  # noqa: F401  (re-exported)
-from .errors import CheckpointError
+from .errors import CheckpointError, non_finite
 
 FORMAT = "dpap-deploy-checkpoint"
 VERSION = 1
@@ -82,10 +82,8 @@ def check_finite(tensors: dict[str, Any], where: str) -> None:
         if isinstance(t, torch.Tensor) and t.is_floating_point():
             bad = int((~torch.isfinite(t)).sum())
             if bad:
-                raise CheckpointError(f"{where}: tensor {name} holds {bad} non-finite value"
-                                      f"{'' if bad == 1 else 's'} (NaN or inf) of {t.numel()}; "
-                                      "a network with them computes nothing meaningful: "
-                                      "train it again")
+                raise CheckpointError(non_finite(f"{where}: tensor {name}", bad, t.numel(),
+                                                 "train it again"))
         elif isinstance(t, float) and not math.isfinite(t):
             raise CheckpointError(f"{where}: {name} is {t!r}, not a finite number; train it again")
 

@@ -34,6 +34,13 @@ class UnsafePathError(DPAPError):
     """A path inside an output folder is a symbolic link, which a write would follow."""
 
 
+def non_finite(what: str, bad: int, total: int, fix: str) -> str:
+    """The one line for ``bad`` NaN / inf values among ``total`` in ``what`` (a tensor of a
+    checkpoint, a parameter of a NIR node): the same words wherever they are found."""
+    return (f"{what} holds {bad} non-finite value{'' if bad == 1 else 's'} (NaN or inf) of "
+            f"{total}; a network with them computes nothing meaningful: {fix}")
+
+
 def one_line(exc: BaseException) -> str:
     """The message of ``exc`` as one line for the CLI. A :class:`DPAPError` is the user's
     message; a file-system error names the file and the reason; anything else is a bug or an

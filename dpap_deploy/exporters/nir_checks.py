@@ -27,7 +27,7 @@ from pathlib import Path
 import nir
 import numpy as np
 
-from ..errors import ConfigError, DPAPError
+from ..errors import ConfigError, DPAPError, non_finite
 from ..notices import warn
 from ..validate import TIME_STEPS_MAX
 from .hdf5_safety import check_self_contained
@@ -108,10 +108,8 @@ def check_finite(graph: nir.NIRGraph, path, prefix: str = "") -> None:
                 continue
             bad = int((~np.isfinite(a)).sum())
             if bad:
-                raise DPAPError(f"{path}: node '{prefix}{name}' {key} holds {bad} non-finite "
-                                f"value{'' if bad == 1 else 's'} (NaN or inf) of {a.size}; "
-                                "a network with them computes nothing meaningful: export a "
-                                "finite network")
+                raise DPAPError(non_finite(f"{path}: node '{prefix}{name}' {key}", bad, a.size,
+                                           "export a finite network"))
 
 
 def check_dt(graph: nir.NIRGraph, path) -> None:
