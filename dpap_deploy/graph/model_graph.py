@@ -8,7 +8,8 @@ excluded). DPAP, compaction, folding, counting and the exporters all read this o
 A *prunable layer* is a synapse (``Conv1d``, ``Conv2d``, ``Linear``) with, on the way to its
 neuron population, optionally a BatchNorm, pooling, dropout and residual additions; the neuron
 is any registered adapter type (``graph/neurons``). The layer whose neuron (ANN: synapse) is the
-graph's output is the output layer.
+graph's output is the output layer; in an SNN the output layer may be a synapse with no neuron
+(a ``Linear`` readout of spikes, ``readout == "current"``).
 """
 from __future__ import annotations
 
@@ -90,6 +91,38 @@ class ModelGraph:
     output: int                       # node id of the output
     input_shape: tuple[int, ...]      # one step's input, without batch
     layers: list[PrunableLayer] = field(default_factory=list)
+    output_membrane: bool = False     # the model returns its output neuron's membrane
+
+    # --------------------------------------------------------------- readout
+    @property
+    def readout(self) -> str:
+        """What the model returns at each step, ``y[t]``:
+
+        - ``"spikes"``: the output neuron's spikes ``s[t]`` (binary);
+        - ``"membrane"``: the output neuron's membrane ``U[t]`` (e.g. ``snn.Leaky`` with
+          ``reset_mechanism="none"``, the leaky-integrator readout);
+        - ``"current"``: a graded value that is no neuron's state, e.g. a ``Linear`` fed by
+          spikes, ``I[t] = W s[t] + b`` (the user typically sums it over time); ANN logits too.
+        """
+        node = self.nodes[self.output]
+        if node.op == NEURON and node.adapter is not None and node.adapter.kind == "snn":
+            return "membrane" if self.output_membrane else "spikes"
+        return "current"
+
+    def fed_by_spikes(self, node_id: int) -> bool:
+        """Whether node ``node_id``'s (single) data input is the binary spike output of a
+        spiking neuron, reached backwards through flatten / view / reshape, dropout and
+        pass-through nodes only (a pooling, an addition or an activation in between makes the
+        input graded: ``False``)."""
+        node = self.nodes[node_id]
+        while len(node.inputs) == 1:
+            node = self.nodes[node.inputs[0]]
+            if node.op == NEURON:
+                return node.adapter is not None and node.adapter.kind == "snn"
+            if not (node.op in (FLATTEN, PASS) or
+                    (node.op == ELEMENTWISE and node.attrs.get("reshape"))):
+                return False
+        return False
 
     # --------------------------------------------------------------- queries
     def consumers(self) -> dict[int, list[int]]:
@@ -142,7 +175,7 @@ def find_layers(graph: ModelGraph) -> list[PrunableLayer]:
         raise UnsupportedModelError("the model has no Conv1d, Conv2d or Linear layer to prune")
     if graph.kind == "snn":
         for layer in layers:
-            if layer.neuron is None:
+            if layer.neuron is None and layer.node != graph.output:
                 raise UnsupportedModelError(
                     f"'{layer.name}' ({type(layer.synapse).__name__}) reaches no spiking neuron "
                     "of its own (only BatchNorm, pooling, dropout or a residual '+' may stand "

@@ -76,6 +76,8 @@ class _Tracer(TorchFunctionMode):
         self.names = {m: n for n, m in model.named_modules()}
         self.nodes: list[Node] = []
         self.tag: dict[int, int] = {}          # id(tensor) -> node id
+        self.mem_tag: dict[int, int] = {}      # id(membrane tensor) -> its neuron's node id
+        self.late: dict[int, tuple[int, bool]] = {}   # after step 0: id -> (node, membrane?)
         self.keep: list[torch.Tensor] = []     # keeps tagged tensors alive (ids stay unique)
         self.depth = 0
         self.calls: dict[nn.Module, int] = {}
@@ -156,6 +158,10 @@ class _Tracer(TorchFunctionMode):
             nid = self.add_node(NEURON, name, inputs, adapter.spikes(out), in_t,
                                 module=mod, adapter=adapter)
             self._tag(adapter.spikes(out), nid)
+            mem = _membrane(adapter, mod, out)
+            if isinstance(mem, torch.Tensor) and id(mem) not in self.tag:
+                self.mem_tag[id(mem)] = nid
+                self.keep.append(mem)
             return
         if isinstance(mod, SYNAPSES):
             op = SYNAPSE
@@ -184,7 +190,29 @@ class _Tracer(TorchFunctionMode):
         out = func(*args, **kwargs)
         if self.depth == 0 and self.step0:
             self.record(func, args, kwargs, out)
+        elif self.depth == 0:
+            self.follow(args, out)
         return out
+
+    def origin(self, t) -> tuple[int, bool] | None:
+        """(node, is membrane) of a tensor step 0 made, or of what later code made from it."""
+        if id(t) in self.tag:
+            return self.tag[id(t)], False
+        if id(t) in self.mem_tag:
+            return self.mem_tag[id(t)], True
+        return self.late.get(id(t))
+
+    def follow(self, args, out) -> None:
+        """After step 0, the records the model returns (``torch.stack(mem_rec)``,
+        ``.sum(0)``...) keep the origin of their first element: that is the readout."""
+        src = _first_tensor(args)
+        o = _first_tensor(out)
+        if src is None or o is None or o is src:
+            return
+        origin = self.origin(src)
+        if origin is not None and origin[0] != 0:
+            self.late[id(o)] = origin
+            self.keep.append(o)
 
     def record(self, func, args, kwargs, out) -> None:
         name = _fname(func)
@@ -351,25 +379,41 @@ def _trace(model, x, tracer: _Tracer, event: bool) -> ModelGraph:
         raise UnsupportedModelError("the model called no module on the example input")
     steps = max(calls)
     kind = "snn" if any(n.op == NEURON and n.adapter.kind == "snn" for n in tracer.nodes) else "ann"
-    out_id = _output_node(tracer, result)
+    out_id, membrane = _output_node(tracer, result)
     tracer.nodes.append(Node(len(tracer.nodes), OUTPUT, "output", [out_id],
                              tracer.nodes[out_id].out_shape, [tracer.nodes[out_id].out_shape]))
     return ModelGraph(model=model, nodes=tracer.nodes, kind=kind, steps_per_call=steps,
-                      output=out_id, input_shape=tracer.nodes[inp].out_shape)
+                      output=out_id, input_shape=tracer.nodes[inp].out_shape,
+                      output_membrane=membrane)
 
 
-def _output_node(tracer: _Tracer, result) -> int:
+def _membrane(adapter, module: nn.Module, out):
+    """The membrane a neuron call produced: the adapter's ``membrane(out)`` where it has one,
+    else the last element of a tuple output (snnTorch returns ``(spk, ..., mem)``), else the
+    state a hidden-state neuron keeps (``module.mem``)."""
+    fn = getattr(adapter, "membrane", None)
+    if fn is not None:
+        return fn(out)
+    if isinstance(out, tuple) and len(out) > 1:
+        return out[-1]
+    return getattr(module, "mem", None)
+
+
+def _output_node(tracer: _Tracer, result) -> tuple[int, bool]:
+    """The node the model returns (the first tensor of what it returns) and whether that is
+    the node's membrane rather than its output (spikes)."""
     cons = {n.id: 0 for n in tracer.nodes}
     for n in tracer.nodes:
         for i in n.inputs:
             cons[i] += 1
     t = _first_tensor(result)
-    if t is not None and id(t) in tracer.tag and tracer.tag[id(t)] != 0:
-        return tracer.tag[id(t)]
+    origin = tracer.origin(t) if t is not None else None
+    if origin is not None and origin[0] != 0:
+        return origin
     sinks = [n.id for n in tracer.nodes if cons[n.id] == 0 and n.op != INPUT]
     if not sinks:
         raise UnsupportedModelError("could not find the model's output in its traced graph")
-    return sinks[-1]
+    return sinks[-1], False
 
 
 def _fit_error(x: torch.Tensor, exc: Exception) -> DPAPError:

@@ -1,0 +1,114 @@
+"""What a model returns (spikes, a neuron's membrane, a synapse's current) and which synapses
+are fed by spikes, read off the model graph."""
+from __future__ import annotations
+
+import snntorch as snn
+import torch
+from torch import nn
+
+from dpap_deploy.graph import build_graph
+from dpap_deploy.graph.model_graph import NEURON, SYNAPSE
+
+T = 4
+
+
+class OwnLoop(nn.Module):
+    """Tutorial-5 style own loop; ``readout`` picks what it returns."""
+
+    def __init__(self, readout: str):
+        super().__init__()
+        self.readout = readout
+        self.fc1 = nn.Linear(16, 12)
+        self.lif1 = snn.Leaky(beta=0.9, reset_mechanism="zero")
+        self.drop = nn.Dropout(0.2)
+        self.fc2 = nn.Linear(12, 5)
+        reset = "none" if readout == "membrane" else "zero"
+        self.lif2 = snn.Leaky(beta=0.9, reset_mechanism=reset)
+
+    def forward(self, x):
+        mem1, mem2 = self.lif1.init_leaky(), self.lif2.init_leaky()
+        spk_rec, mem_rec, cur_rec = [], [], []
+        for _ in range(T):
+            spk1, mem1 = self.lif1(self.fc1(x.flatten(1)), mem1)
+            cur2 = self.fc2(self.drop(spk1))
+            if self.readout == "current":
+                cur_rec.append(cur2)
+                continue
+            spk2, mem2 = self.lif2(cur2, mem2)
+            spk_rec.append(spk2)
+            mem_rec.append(mem2)
+        if self.readout == "current":
+            return torch.stack(cur_rec).sum(0)
+        if self.readout == "membrane":
+            return torch.stack(mem_rec)
+        return torch.stack(spk_rec), torch.stack(mem_rec)
+
+
+def _node(graph, name):
+    return next(n for n in graph.nodes if n.name == name)
+
+
+def test_readout_spikes_membrane_current():
+    x = torch.rand(2, 4, 4)
+    assert build_graph(OwnLoop("spikes"), x).readout == "spikes"
+    assert build_graph(OwnLoop("membrane"), x).readout == "membrane"
+    g = build_graph(OwnLoop("current"), x)
+    assert g.readout == "current"
+    assert g.nodes[g.output].op == SYNAPSE and g.nodes[g.output].name == "fc2"
+
+
+def test_readout_of_a_one_call_per_step_model():
+    spikes = nn.Sequential(nn.Linear(8, 6), snn.Leaky(beta=0.5, init_hidden=True),
+                           nn.Linear(6, 3), snn.Leaky(beta=0.5, init_hidden=True, output=True))
+    assert build_graph(spikes, torch.rand(2, 8)).readout == "spikes"
+
+
+class ReturnsMembraneOneStep(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(8, 6)
+        self.lif1 = snn.Leaky(beta=0.5, init_hidden=True)
+        self.fc2 = nn.Linear(6, 3)
+        self.lif2 = snn.Leaky(beta=0.5, init_hidden=True, reset_mechanism="none", output=True)
+
+    def forward(self, x):
+        _spk, mem = self.lif2(self.fc2(self.lif1(self.fc1(x))))
+        return mem
+
+
+def test_readout_membrane_one_call_per_step():
+    g = build_graph(ReturnsMembraneOneStep(), torch.rand(2, 8))
+    assert g.readout == "membrane" and g.nodes[g.output].name == "lif2"
+
+
+def test_fed_by_spikes():
+    g = build_graph(OwnLoop("current"), torch.rand(2, 4, 4))
+    assert not g.fed_by_spikes(_node(g, "fc1").id)          # fed by the input (via flatten)
+    assert g.fed_by_spikes(_node(g, "fc2").id)              # lif1 -> dropout -> fc2
+    assert g.fed_by_spikes(g.nodes[-1].id) is False         # the output node reads fc2
+
+
+class GradedInput(nn.Module):
+    """A synapse reading a pooled spike map (graded) and one reading spikes through view."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.lif1 = snn.Leaky(beta=0.5, init_hidden=True)
+        self.pool = nn.AvgPool2d(2)
+        self.fc1 = nn.Linear(4 * 2 * 2, 6)
+        self.lif2 = snn.Leaky(beta=0.5, init_hidden=True)
+        self.fc2 = nn.Linear(6, 3)
+        self.lif3 = snn.Leaky(beta=0.5, init_hidden=True)
+
+    def forward(self, x):
+        s = self.pool(self.lif1(self.conv(x)))
+        s = self.lif2(self.fc1(s.view(s.size(0), -1)))
+        return self.lif3(self.fc2(s.view(s.size(0), -1)))
+
+
+def test_fed_by_spikes_stops_at_graded_ops():
+    g = build_graph(GradedInput(), torch.rand(2, 1, 4, 4))
+    assert not g.fed_by_spikes(_node(g, "fc1").id)          # avg pool in between: graded
+    assert g.fed_by_spikes(_node(g, "fc2").id)
+    assert g.readout == "spikes" and g.nodes[g.output].op == NEURON
