@@ -18,6 +18,24 @@ class UnsupportedModelError(DPAPError):
     """A model contains a layer type or structure that DPAP (or a target) cannot handle."""
 
 
+class NotDeployableError(UnsupportedModelError):
+    """A model the chosen target(s) would refuse, found before any work: ``blockers`` holds one
+    line per reason (``[(target, line), ...]``); ``str()`` is the summary and every line, joined
+    into one line, and ``lines()`` the summary and each blocker on its own line (the CLI)."""
+
+    def __init__(self, summary: str, blockers: list[tuple[str, str]]) -> None:
+        self.summary, self.blockers = summary, list(blockers)
+        super().__init__(summary + ": " + "; ".join(f"[{t}] {b}" for t, b in self.blockers))
+
+    def lines(self) -> list[str]:
+        return [self.summary + ":"] + [f"  [{t}] {b}" for t, b in self.blockers]
+
+
+class DeployabilityWarning(UserWarning):
+    """Issued when DPAP is attached to a model that a deployment target would refuse: every
+    blocker of every target, each with its fix, before any training is spent on it."""
+
+
 class CheckpointError(DPAPError):
     """A checkpoint is missing, corrupt, or not written by dpap-deploy."""
 

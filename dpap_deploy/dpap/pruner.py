@@ -16,20 +16,40 @@ Gradients of pruned parameters are masked by tensor hooks; weights are re-masked
 Accumulators are float64 (values reach 1e12). Traces are read in float32 (also under autocast).
 In a data-parallel run ``reduce`` sums the batch's per-process sums over the processes before
 they are folded (``_step_reduced``), so every process takes the one-process decision.
+
+**Deployability.** Attaching checks the model against every deployment target of its kind
+(``deployability.check_graph``: nir, loihi-sim, netx for an SNN; onnx for an ANN) and issues one
+``DeployabilityWarning`` listing every blocker of every target with its fix, before any
+training is spent; nothing when they all take it. ``check_deploy=False`` silences it; a target
+name or a list of names checks only those.
+
+**Readouts.** The output layer may be a readout instead of spiking neurons (``graph.readout``):
+``"current"``, a ``Linear`` fed by spikes whose graded output ``I[t] = W s[t] + b`` the user
+sums over time, or ``"membrane"``, a neuron whose membrane ``U[t]`` is returned (the
+leaky-integrator readout, ``snn.Leaky(reset_mechanism="none")``). The readout is the output
+layer, so as for every output layer its neurons (the classes) are never removed, and its input
+synapses are pruned only with ``prune_output_synapses`` (method.md section 4). Its post trace
+is then the graded value it returns, rectified as an ANN's (Eq 18-19):
+``S_post[t+1] = tau S_post[t] + a(ReLU(y[t+1]))`` with ``y = I`` or ``U`` and ``a`` the
+population activity (summed over positions for a conv population): a readout emits no spikes
+(a leaky integrator's threshold crossings are not its output), and ReLU keeps the trace and
+the BCM term on the non-negative scale of the spike traces they stand in for.
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, DeployabilityWarning
 from . import plasticity, rules, survival
 from .config import DPAPConfig
 from .importance import normalize, spine_importance
 from ..graph import ModelGraph, PrunableLayer, build_graph
+from ..graph.trace import _membrane           # the one reading of a neuron call's membrane
 from .masking import apply_masks, layer_param_masks, layer_stats
 from .traces import population_activity, update_trace
 
@@ -101,11 +121,18 @@ class DPAP:
     """Developmental-plasticity-inspired adaptive pruning of one model."""
 
     def __init__(self, model: nn.Module, example_input: torch.Tensor | None = None,
-                 config: DPAPConfig | None = None, seed: int = 0, graph: ModelGraph | None = None) -> None:
+                 config: DPAPConfig | None = None, seed: int = 0, graph: ModelGraph | None = None,
+                 check_deploy: bool | str | list[str] = True) -> None:
+        """``check_deploy``: ``True`` (default) warns (``DeployabilityWarning``) about every
+        blocker of every target of the model's kind; a target name or a list of names checks
+        those only; ``False`` checks nothing."""
         self.model = model
         self.config = _as_config(config)
         self.graph = graph if graph is not None else build_graph(model, example_input)
         self.kind, self.layers = self.graph.kind, self.graph.layers
+        self.deployability = None
+        if check_deploy is not False and check_deploy is not None:
+            self._check_deploy(None if check_deploy is True else check_deploy)
         self.rule = rules.rule(self.config.rule)
         if self.rule.needs_time and self.kind == "ann":
             others = [n for n, r in rules.RULES.items() if not r.needs_time]
@@ -128,6 +155,23 @@ class DPAP:
         self._attach()
 
     # ----------------------------------------------------------------- set-up
+    def _check_deploy(self, targets) -> None:
+        """Warn once, before any hook is attached, with every blocker of every target."""
+        from ..deployability import check_graph
+        with torch.random.fork_rng(devices=[]):       # the check draws nothing; be sure
+            result = check_graph(self.graph, targets)
+        self.deployability = result
+        if result.ok:
+            return
+        bad = [t for t in result.targets if not result.ok_for(t)]
+        n = result.count()
+        lines = "\n".join(f"  [{t}] {b}" for t, b in result.pairs())
+        warnings.warn(
+            f"DPAP: this model cannot be deployed to {', '.join(bad)} as written ({n} blocker"
+            f"{'' if n == 1 else 's'}, each with its fix; fix them before training, or pass "
+            f"check_deploy=False, or check_deploy=[targets] for the targets you use):\n{lines}",
+            DeployabilityWarning, stacklevel=3)
+
     def _new_state(self, layer: PrunableLayer, gen: torch.Generator) -> LayerState:
         dev = layer.synapse.weight.device
         n_out, n_in = layer.n_out, layer.n_in
@@ -198,12 +242,17 @@ class DPAP:
     def _post_hook(self, i: int, relu: bool):
         node = self.graph.nodes[self.layers[i].neuron_node] if not relu else None
         adapter = node.adapter if node is not None else None
+        membrane = self.layers[i].is_output and self.graph.readout == "membrane"
+        relu = relu or membrane          # a readout's trace: its graded value, rectified
 
-        def hook(_mod, _inputs, output):
+        def hook(mod, _inputs, output):
             if not self._recording():
                 return
-            out = adapter.spikes(output) if adapter is not None else \
-                (output[0] if isinstance(output, tuple) else output)
+            if membrane:
+                out = _membrane(adapter, mod, output)
+            else:
+                out = adapter.spikes(output) if adapter is not None else \
+                    (output[0] if isinstance(output, tuple) else output)
             out = out.detach().float()
             self._record_post(i, population_activity(torch.relu(out) if relu else out))
         return hook

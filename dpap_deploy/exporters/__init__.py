@@ -27,7 +27,8 @@ TARGETS: dict[str, Any] = {"loihi-sim": "lava_sim", "netx": "netx_export", "nir"
 
 def register_target(name: str, module) -> None:
     """Add a target: ``module`` has ``KINDS`` (``("snn",)`` and/or ``("ann",)``) and
-    ``export(job, out) -> ExportResult``, and optionally ``DEFAULT_MAX_SAMPLES``."""
+    ``export(job, out) -> ExportResult``, and optionally ``DEFAULT_MAX_SAMPLES`` and
+    ``blockers(graph, time_steps=None) -> list[str]`` (what the deployability check asks)."""
     for attr in ("KINDS", "export"):
         if not hasattr(module, attr):
             raise ConfigError(f"target {name!r}: its module has no {attr}; an exporter module "
@@ -63,6 +64,79 @@ def check_target(target: str, kind: str):
             f"target '{target}' takes {' or '.join(k.upper() for k in mod.KINDS)} models and this "
             f"is an {kind.upper()}; use {other}")
     return mod
+
+
+DEFAULT_CHECK_STEPS = 8      # the T a check assumes when none is given (the zoo's default)
+
+
+def blockers(target: str, graph, time_steps: int | None = None) -> list[str]:
+    """Every reason ``target`` would refuse the model ``graph`` (a ``ModelGraph``), one line
+    each (what, where, why, the fix), computed without training and without running anything.
+
+    The target's module answers with its own ``blockers(graph, time_steps=None)`` when it has
+    one (all its reasons at once). Otherwise the target's artifact is built dry and its first
+    refusal (``UnsupportedModelError``) is the one blocker it can tell: ``nir``, the NIR graph
+    (``nir_graph.to_nir``); ``loihi-sim``, that graph planned as a Lava network
+    (``nir_to_lava.LavaNetwork``: layouts, delays, neuron constants; no Lava process is made or
+    run); ``netx``, the layer chain of the netx file (``netx_export._layers``) with BatchNorm
+    and average pooling taken as folded, as the export folds them. A target taking the other
+    kind of model (SNN / ANN) has that one blocker."""
+    mod = exporter(target)
+    if graph.kind not in mod.KINDS:
+        other = "onnx" if graph.kind == "ann" else "nir, loihi-sim or netx"
+        return [f"the model is an {graph.kind.upper()} and '{target}' takes "
+                f"{' or '.join(k.upper() for k in mod.KINDS)} models: use target {other}"]
+    steps = time_steps or (graph.steps_per_call if graph.steps_per_call > 1 else
+                           DEFAULT_CHECK_STEPS)
+    own = getattr(mod, "blockers", None)
+    try:
+        if own is not None:
+            return [" ".join(str(line).split()) for line in own(graph, time_steps=time_steps)]
+        dry = _DRY_BUILDS.get(target)
+        if dry is not None:
+            dry(graph, steps)
+    except UnsupportedModelError as exc:
+        return [" ".join(str(exc).split())]
+    return []
+
+
+def _dry_nir(graph, steps: int):
+    from .nir_graph import to_nir
+    return to_nir(graph, time_steps=steps)
+
+
+def _dry_lava(graph, steps: int) -> None:
+    from .nir_to_lava import LavaNetwork
+    LavaNetwork(_dry_nir(graph, steps), steps)       # plans only: no process is built or run
+
+
+def _dry_netx(graph, steps: int) -> None:
+    from .netx_export import _layers
+    _layers(_folded_view(graph))
+
+
+def _folded_view(graph):
+    """``graph`` with its BatchNorm nodes and exact 2-d average pools skipped (their consumers
+    read what fed them): the structure of the network the netx export folds them into."""
+    from dataclasses import replace as copy
+    from ..graph.model_graph import NORM, POOL
+
+    def folded(n) -> bool:
+        a = n.attrs
+        return n.op == NORM or (n.op == POOL and a.get("pool") == "avg" and a.get("dims") == 2
+                                and a.get("exact", True) and not a.get("ceil_mode"))
+    source = {n.id: n.inputs[0] for n in graph.nodes if folded(n) and len(n.inputs) == 1}
+
+    def root(i: int) -> int:
+        while i in source:
+            i = source[i]
+        return i
+    nodes = [copy(n, inputs=[root(i) for i in n.inputs]) for n in graph.nodes]
+    nodes = [n for n in nodes if n.id not in source]
+    return copy(graph, nodes=nodes, output=root(graph.output), layers=list(graph.layers))
+
+
+_DRY_BUILDS = {"nir": _dry_nir, "loihi-sim": _dry_lava, "netx": _dry_netx}
 
 
 def export(target: str, job: ExportJob, out: str | Path, log=None) -> ExportResult:
@@ -102,5 +176,5 @@ def check_job_finite(job: ExportJob) -> None:
             check_finite(model.state_dict(), what)
 
 
-__all__ = ["TARGETS", "ExportJob", "ExportResult", "check_target", "export", "exporter",
+__all__ = ["TARGETS", "ExportJob", "ExportResult", "blockers", "check_target", "export", "exporter",
            "file_sha256", "register_target", "sample_limit"]

@@ -40,6 +40,17 @@ def check_single_file(model: torch.nn.Module) -> None:
             "..., external_data=True) and keep the .data file next to the .onnx")
 
 
+def blockers(graph, time_steps: int | None = None) -> list[str]:
+    """Every reason this target would refuse the model graph, without exporting: the ANN's
+    weights must fit one ONNX file (``check_single_file``); the operators torch.onnx takes are
+    known only by exporting, which the export itself checks."""
+    try:
+        check_single_file(graph.model)
+    except UnsupportedModelError as exc:
+        return [str(exc)]
+    return []
+
+
 def export(job: ExportJob, out: Path) -> ExportResult:
     import onnx
     import onnxruntime as ort
