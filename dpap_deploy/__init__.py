@@ -3,19 +3,22 @@
 Python API (the CLI is a thin layer over it)::
 
     from dpap_deploy import DPAP, DPAPConfig, TrainConfig, train
+    from dpap_deploy import check_deployable      # will it deploy? (before training)
 
 The names are imported on first use, so that ``dpap-deploy`` can refuse a bad option before
 it loads torch.
 """
 from importlib import import_module
 
-from .errors import DPAPError
+from .errors import DeployabilityWarning, DPAPError, NotDeployableError
 
 __version__ = "0.1.0"
 _LAZY = {"DPAP": ".dpap", "DPAPConfig": ".dpap", "SurvivalParams": ".dpap", "preset": ".dpap",
-         "find_prunable_layers": ".dpap", "TrainConfig": ".train_config", "train": ".training"}
+         "find_prunable_layers": ".dpap", "TrainConfig": ".train_config", "train": ".training",
+         "check_deployable": ".deployability", "Deployability": ".deployability"}
 __all__ = ["DPAP", "DPAPConfig", "SurvivalParams", "preset", "find_prunable_layers",
-           "DPAPError", "TrainConfig", "train", "__version__"]
+           "DPAPError", "TrainConfig", "train", "check_deployable", "Deployability",
+           "DeployabilityWarning", "NotDeployableError", "__version__"]
 
 
 def __getattr__(name: str):

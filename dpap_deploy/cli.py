@@ -3,7 +3,10 @@
 Every command parses its options, calls the API and prints. Errors in the user's input
 (checked by the API before any work) are printed as one line on stderr (``dpap-deploy: error:
 ...``) with exit status 2; any other failure also ends in one line, with exit status 1 and a
-hint to rerun with ``--debug`` for the traceback.
+hint to rerun with ``--debug`` for the traceback. A model a target would refuse
+(``NotDeployableError``, e.g. ``train-and-export`` before training) is that line followed by
+one line per blocker, exit status 2. ``check`` exits 0 when every asked target takes the
+model and 1 when one does not.
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import __version__
-from .errors import DPAPError, one_line
+from .errors import DPAPError, NotDeployableError, one_line
 
 TRAIN_OPTIONS = ("dataset", "data_root", "model", "epochs", "batch_size", "time_steps", "lr",
                  "device", "seed", "baseline", "prune_target", "prune_target_kind", "executor",
@@ -224,6 +227,21 @@ def cmd_train_and_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    """Per target ``TARGET: ok`` or its blockers, one line each; exit 0 when every asked
+    target takes the model, 1 when one does not (the check ran: not an input error)."""
+    from . import pipeline
+    result = pipeline.check(args.source, args.target)
+    print(result)
+    if result.ok:
+        print(f"deployable to {', '.join(result.targets)}")
+        return 0
+    print(f"not deployable as written: {result.count()} blocker"
+          f"{'' if result.count() == 1 else 's'}; fix each (or convert the model) and check "
+          "again", file=sys.stderr)
+    return 1
+
+
 def cmd_synth_events(args: argparse.Namespace) -> int:
     from .data.saccade import synth_events
     counts = synth_events(args.dataset, args.data_root, args.out, args.limit_train,
@@ -290,6 +308,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-samples", type=int, help="test samples the target runs")
     _add_nir_options(p)
     p.set_defaults(func=cmd_train_and_export)
+    p = sub.add_parser("check", help="will it deploy? every blocker of a run's or model "
+                       "file's model for each target, before (or without) exporting")
+    p.add_argument("source", metavar="RUN_DIR_OR_CHECKPOINT_OR_MODEL_FILE")
+    p.add_argument("--target", action="append", choices=TARGET_CHOICES, metavar="TARGET",
+                   help="%(choices)s; repeat for several (default: every target of the "
+                        "model's kind)")
+    p.set_defaults(func=cmd_check)
+    # (room here for the conversion command: 'make-deployable')
     p = sub.add_parser("report", help="regenerate report.md and plots/ of a run directory")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--baseline", help="a --no-dpap run to plot accuracy against")
@@ -325,7 +351,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - every failure ends in one line (see errors.py)
         if debug:
             raise
-        print(f"dpap-deploy: error: {one_line(exc)}", file=sys.stderr)
+        lines = exc.lines() if isinstance(exc, NotDeployableError) else [one_line(exc)]
+        print(f"dpap-deploy: error: {lines[0]}", *lines[1:], sep="\n", file=sys.stderr)
         return 2 if isinstance(exc, (DPAPError, OSError)) else 1
 
 

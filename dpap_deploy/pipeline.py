@@ -5,6 +5,7 @@
     export("runs/a", "loihi-sim", "runs/a-x")   # = dpap-deploy export runs/a --target ...
     report("runs/a")                            # = dpap-deploy report runs/a
     train_and_export(cfg, "loihi-sim", "runs/b")
+    check("runs/a", ["nir", "netx"])            # = dpap-deploy check runs/a --target nir ...
 
 Each stage reads what the stage before it wrote (the checkpoint, ``compact.pt``, the report)
 and writes ``report.json`` (a typed :class:`~dpap_deploy.report.Report`), ``report.md`` and
@@ -163,7 +164,8 @@ def train_and_export(cfg, target: str, out: str | Path, *, resume: bool = False,
                      nir_pooling: str | None = None):
     """Train with DPAP, compact, export, verify, report: the whole path in one call. The
     export goes into the training folder itself (the same run); ``overwrite`` replaces a run
-    already in ``out``."""
+    already in ``out``. A model ``target`` would refuse is refused before training, with every
+    blocker (``NotDeployableError``; nothing is trained or written)."""
     from .distributed import env_world
     from .errors import ConfigError
     from .exporters import check_target
@@ -179,11 +181,66 @@ def train_and_export(cfg, target: str, out: str | Path, *, resume: bool = False,
     out = _check_train_out(cfg, out, resume)
     from .data import load_dataset
     data = load_dataset(cfg.dataset, cfg.data_root, cfg.time_steps)
+    check_before_training(cfg, target, data)
     with output_lock(out, f"train-and-export --target {target}"):
         train(cfg, out, resume=resume, progress=progress, log=log, data=data,
               overwrite=overwrite)
         return export(out, target, out, max_samples=max_samples, data=data, log=log,
                       nir_encoding=nir_encoding, nir_pooling=nir_pooling)
+
+
+def check(source: str | Path, targets=None):
+    """Will it deploy? The blockers (``deployability.Deployability``) of the model at
+    ``source`` for ``targets`` (a name, a list, or None: every target of its kind): a run
+    folder or its checkpoint (the run's model with its time steps), or a model file written
+    by ``save_model`` (``compact.pt``, ``deploy.pt``; its stored input shape and time steps).
+    Nothing is written."""
+    import torch
+    from .deployability import check_graph, targets_for
+    from .graph import build_graph
+    from .validate import as_path
+    path = as_path(source, "the run or model file")
+    if path.is_file() and _is_model_file(path):
+        from .serialize import load_model
+        model, kind, meta = load_model(path)
+        shape, steps = meta.get("input_shape"), meta.get("time_steps")
+        if not (isinstance(shape, list) and shape and all(isinstance(v, int) for v in shape)):
+            from .errors import CheckpointError
+            raise CheckpointError(f"{path} stores no input shape (meta input_shape is "
+                                  f"{shape!r}); check the run it came from instead")
+    else:
+        from .trained import load_trained
+        trained = load_trained(check_run_source(source))
+        model, kind, shape = trained.model, trained.kind, list(trained.input_shape)
+        steps = trained.cfg.time_steps
+    names = targets_for(kind, targets)
+    return check_graph(build_graph(model, torch.zeros(2, *shape)), names,
+                       steps if isinstance(steps, int) else None)
+
+
+def _is_model_file(path: Path) -> bool:
+    """Whether ``path`` is a ``save_model`` file (else a checkpoint, or not ours)."""
+    from .checkpoint import safe_torch_load
+    from .serialize import FORMAT
+    data = safe_torch_load(path, "cpu", "model or checkpoint file")
+    return isinstance(data, dict) and data.get("format") == FORMAT
+
+
+def check_before_training(cfg, target: str, data) -> None:
+    """Refuse, before any training, a model ``target`` would refuse after it: the run's model
+    is built as training builds it (the caller's random state untouched) and checked
+    (``deployability.check_graph``) on two training samples with the run's time steps."""
+    import torch
+    from .deployability import check_graph
+    from .graph import build_graph
+    from .zoo import build_model
+    with torch.random.fork_rng(devices=[]):
+        model, _ = build_model(cfg.model, data.input_shape, data.n_classes)
+    result = check_graph(build_graph(model, data.x_train[:2]), [target], cfg.time_steps)
+    if not result.ok:
+        raise result.refusal(f"model {cfg.model!r} was not trained and nothing was written; "
+                             "fix each, or check it first with 'dpap-deploy check' / "
+                             "check_deployable()")
 
 
 # Names of the stages before they were four (kept for scripts that call them).

@@ -80,7 +80,8 @@ def blockers(target: str, graph, time_steps: int | None = None) -> list[str]:
     (``nir_to_lava.LavaNetwork``: layouts, delays, neuron constants; no Lava process is made or
     run); ``netx``, the layer chain of the netx file (``netx_export._layers``) with BatchNorm
     and average pooling taken as folded, as the export folds them. A target taking the other
-    kind of model (SNN / ANN) has that one blocker."""
+    kind of model (SNN / ANN) has that one blocker. A check that fails otherwise (a bug) is a
+    blocker saying so: a model is never called deployable because its check crashed."""
     mod = exporter(target)
     if graph.kind not in mod.KINDS:
         other = "onnx" if graph.kind == "ann" else "nir, loihi-sim or netx"
@@ -97,6 +98,10 @@ def blockers(target: str, graph, time_steps: int | None = None) -> list[str]:
             dry(graph, steps)
     except UnsupportedModelError as exc:
         return [" ".join(str(exc).split())]
+    except Exception as exc:  # noqa: BLE001 - a failing check is never read as "it deploys"
+        from ..errors import one_line
+        return [f"the check of target '{target}' itself failed ({one_line(exc)}); the model is "
+                "not known to deploy: export it to see, and report the failure"]
     return []
 
 
@@ -116,24 +121,17 @@ def _dry_netx(graph, steps: int) -> None:
 
 
 def _folded_view(graph):
-    """``graph`` with its BatchNorm nodes and exact 2-d average pools skipped (their consumers
-    read what fed them): the structure of the network the netx export folds them into."""
+    """``graph`` with its BatchNorm nodes and exact 2-d average pools as pass-through nodes
+    (ids kept): the structure of the network the netx export folds them into."""
     from dataclasses import replace as copy
-    from ..graph.model_graph import NORM, POOL
+    from ..graph.model_graph import NORM, PASS, POOL
 
     def folded(n) -> bool:
         a = n.attrs
         return n.op == NORM or (n.op == POOL and a.get("pool") == "avg" and a.get("dims") == 2
                                 and a.get("exact", True) and not a.get("ceil_mode"))
-    source = {n.id: n.inputs[0] for n in graph.nodes if folded(n) and len(n.inputs) == 1}
-
-    def root(i: int) -> int:
-        while i in source:
-            i = source[i]
-        return i
-    nodes = [copy(n, inputs=[root(i) for i in n.inputs]) for n in graph.nodes]
-    nodes = [n for n in nodes if n.id not in source]
-    return copy(graph, nodes=nodes, output=root(graph.output), layers=list(graph.layers))
+    nodes = [copy(n, op=PASS, module=None, attrs={}) if folded(n) else n for n in graph.nodes]
+    return copy(graph, nodes=nodes, layers=list(graph.layers))
 
 
 _DRY_BUILDS = {"nir": _dry_nir, "loihi-sim": _dry_lava, "netx": _dry_netx}
