@@ -1,0 +1,306 @@
+"""One user's model style taken through the whole path, as a user would, each stage's outcome
+as one table cell. Used by ``tests/test_model_corpus.py`` and ``benchmarks/bench_corpus.py``.
+
+Stages: ``check`` (the deployability check and the attach of ``DPAP``) -> ``train`` (the user's
+own loop and loss, DPAP attached) -> ``compact`` (outputs of the compacted model equal bit for bit
+those of the trained model over two windows of the user's loop, ``snntorch.utils.reset`` between
+them) -> ``nir`` / ``loihi-sim`` / ``netx`` (the exporters' parity on the test samples) ->
+``convert`` (``make_deployable`` where loihi-sim refused or was listed as blocked, accuracy
+before and after, then its compaction and loihi-sim). ``blocked``: the targets the check listed.
+
+Cells: ``ok`` / ``blocked: <target: blocker; ...>`` (listed before training, training goes on)
+/ ``refused before training: <reason>`` / ``refused: <reason>`` (a target's one-line refusal)
+/ ``ran: <parity>`` (netx: loaded and ran, 8-bit parity not met) / ``converted (acc a -> b)``
+/ ``FAIL: <one line>`` / ``-`` (not reached or not applicable).
+"""
+from __future__ import annotations
+
+import inspect
+import tempfile
+import time
+import warnings
+from dataclasses import fields
+from pathlib import Path
+
+import torch
+from snntorch import spikegen, utils
+
+import dpap_deploy
+from dpap_deploy import DPAP, DPAPConfig, SurvivalParams
+from dpap_deploy.compaction import compact, masks_from_dpap_state
+from dpap_deploy.errors import DPAPError
+from dpap_deploy.exporters import ExportJob, export
+
+STAGES = ["check", "train", "compact", "nir", "loihi-sim", "netx", "convert"]
+AGGRESSIVE = SurvivalParams(epsilon=1.5, eta=1.0, beta=0.5, gamma=1.0, C=0.5, warmup=0)
+CONFIG = DPAPConfig(conv=AGGRESSIVE, linear=AGGRESSIVE)
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    text = " | ".join(s.strip() for s in str(text).splitlines() if s.strip())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+# ------------------------------------------------------------------ data in the user's layout
+def user_data(style, x, seed: int):
+    """Digits images ``[N, 1, 8, 8]`` as the style's user feeds them: 64 features, rate-coded
+    spikes time-first ``[T, N, ...]`` (``spikegen.rate``) or batch-first ``[N, T, ...]``, two
+    polarity channels for the event style."""
+    from corpus_tutorials import num_steps
+    if style.encode == "polarity":
+        x = torch.cat([x, 1 - x], dim=1)
+    if style.features:
+        x = x.flatten(1)
+    if style.layout == "static":
+        return x
+    torch.manual_seed(seed)
+    spikes = spikegen.rate(x, num_steps=num_steps)              # [T, N, ...]
+    return spikes if style.layout == "time-first" else spikes.transpose(0, 1).contiguous()
+
+
+def take(style, x, sl):
+    return x[:, sl] if style.layout == "time-first" else x[sl]
+
+
+def n_samples(style, x) -> int:
+    return x.shape[1] if style.layout == "time-first" else x.shape[0]
+
+
+def time_axis(style):
+    return {"time-first": 0, "batch-first": 1}.get(style.layout)
+
+
+def _with_time_axis(fn, style, **kw):
+    """``time_axis=`` for an input with a time axis, when ``fn`` takes it (else left out: the
+    toolkit must then infer the axis)."""
+    axis = time_axis(style)
+    if axis is not None and "time_axis" in inspect.signature(fn).parameters:
+        kw["time_axis"] = axis
+    return kw
+
+
+def predictions(out) -> torch.Tensor:
+    """Class per sample from what the user's loop returns: spikes or membranes ``[T, B, C]``
+    summed over time, or logits ``[B, C]``."""
+    out = out[0] if isinstance(out, tuple) else out
+    return (out.sum(0) if out.dim() == 3 else out).argmax(-1)
+
+
+def accuracy(style, model, x, y) -> float:
+    model.eval()
+    with torch.no_grad():
+        utils.reset(model)
+        return float((predictions(style.run(model, x)) == y).float().mean())
+
+
+# ------------------------------------------------------------------ the stages
+def n_params(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def check_stage(style, model, example):
+    """The deployability check before training (``check_deployable``, when this version has
+    it), then ``DPAP(...)``: its refusal ends the path before training; a check that refused
+    or crashed while the attach took the model is a failure of the check."""
+    fn = getattr(dpap_deploy, "check_deployable", None)
+    if fn is None:
+        try:
+            from dpap_deploy.deployability import check_deployable as fn
+        except ImportError:
+            fn = None
+    cell, blockers = None, []
+    if fn is not None:
+        try:
+            res = fn(model, example, **_with_time_axis(fn, style))
+            blockers = [f"{t}: {b}" for t, b in res.pairs()]
+        except DPAPError as e:
+            cell = f"refused before training: {one_line(e)}"
+        except Exception as e:                                          # noqa: BLE001
+            cell = f"FAIL: check_deployable: {type(e).__name__}: {one_line(e)}"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            dp = DPAP(model, example, CONFIG, **_with_time_axis(DPAP.__init__, style))
+        except DPAPError as e:
+            return f"refused before training: {one_line(e)}", None, []
+        except Exception as e:                                          # noqa: BLE001
+            return f"FAIL: DPAP(...): {type(e).__name__}: {one_line(e)}", None, []
+    if cell is not None:
+        return (cell if cell.startswith("FAIL") else
+                f"FAIL: the check refused, DPAP(...) took the model: "
+                f"{cell.split(': ', 1)[1]}"), dp, []
+    if fn is None:       # no check function: what the attach warned about is the check
+        blockers = [one_line(w.message) for w in caught
+                    if "deploy" in type(w.message).__name__.lower()]
+    cell = "ok" if not blockers else "blocked: " + "; ".join(one_line(b, 200) for b in blockers)
+    return cell, dp, sorted({b.split(":", 1)[0] for b in blockers})
+
+
+def train_stage(style, model, dp, x, y, epochs: int, batch: int):
+    """The user's own loop and loss; DPAP's two calls are all it adds."""
+    opt = torch.optim.Adam(model.parameters(), lr=5e-3)
+    n = n_samples(style, x)
+    try:
+        for _ in range(epochs):
+            model.train()
+            for i in range(0, n, batch):
+                out = style.run(model, take(style, x, slice(i, i + batch)))
+                loss = style.loss(out, y[i:i + batch])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                dp.step()
+            dp.end_epoch()
+    except Exception as e:                                              # noqa: BLE001
+        return f"FAIL: training: {type(e).__name__}: {one_line(e)}"
+    return "ok"
+
+
+def _equal(a, b) -> tuple[int, int]:
+    """(differing elements, all elements) of two outputs of the user's loop."""
+    a = a if isinstance(a, tuple) else (a,)
+    b = b if isinstance(b, tuple) else (b,)
+    if len(a) != len(b) or any(p.shape != q.shape for p, q in zip(a, b)):
+        return -1, -1
+    return (sum(int((p != q).sum()) for p, q in zip(a, b)), sum(p.numel() for p in a))
+
+
+def compact_stage(style, model, dp, example, windows, time_steps: int):
+    """``compact`` right after training; then the user's loop on both models, window after
+    window, ``snntorch.utils.reset`` before each: the outputs must be equal bit for bit."""
+    try:
+        masks = masks_from_dpap_state(dp.state_dict())
+        res = compact(model, example, masks, time_steps=time_steps, graph=dp.graph)
+    except Exception as e:                                              # noqa: BLE001
+        kind = "refused" if isinstance(e, DPAPError) else f"FAIL: compact: {type(e).__name__}"
+        return f"{kind}: {one_line(e)}", None
+    model.eval()
+    res.model.eval()
+    with torch.no_grad():
+        for k, w in enumerate(windows, 1):
+            utils.reset(model)
+            utils.reset(res.model)
+            try:
+                a, b = style.run(model, w), style.run(res.model, w)
+            except Exception as e:                                      # noqa: BLE001
+                return f"FAIL: compacted model in the user's loop: {type(e).__name__}: " \
+                       f"{one_line(e)}", None
+            bad, total = _equal(a, b)
+            if bad:
+                what = "output shapes differ" if bad < 0 else f"{bad} of {total} outputs differ"
+                return f"FAIL: window {k}: {what}", None
+    return "ok", res
+
+
+def _job(style, model, kind, x, y, time_steps, graph, n):
+    kw = {}
+    if "time_axis" in {f.name for f in fields(ExportJob)} and time_axis(style) is not None:
+        kw["time_axis"] = time_axis(style)
+    return ExportJob(model, kind, x, y, time_steps, max_samples=n, graph=graph, **kw)
+
+
+def export_stage(style, target, model, kind, graph, x, y, time_steps, out: Path, n: int):
+    """One target: ok (its parity held), ``refused: ...`` (a one-line refusal), ``ran: ...``
+    (netx: ran, its 8-bit parity not met) or ``FAIL: ...`` (exact target off, or a crash)."""
+    try:
+        job = _job(style, model, kind, x, y, time_steps, graph, n)
+        r = export(target, job, out / target)
+    except DPAPError as e:
+        msg = str(e)
+        return ("refused: " if "\n" not in msg else "FAIL: refusal of several lines: ") \
+            + one_line(msg)
+    except Exception as e:                                              # noqa: BLE001
+        return f"FAIL: {target}: {type(e).__name__}: {one_line(e)}"
+    p = r.parity
+    summary = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                        for k, v in p.items() if k in ("agreement", "identical_spike_trains",
+                                                        "n_samples", "failure"))
+    if r.passed and (target != "loihi-sim" or p.get("agreement", 1.0) >= 0.99):
+        return "ok"
+    return f"ran: {summary}" if target == "netx" else f"FAIL: parity: {summary}"
+
+
+def _make_deployable():
+    fn = getattr(dpap_deploy, "make_deployable", None)
+    if fn is None:
+        try:
+            from dpap_deploy.convert import make_deployable as fn
+        except ImportError:
+            return None
+    return fn
+
+
+def convert_stage(style, model, dp, data, time_steps, n: int):
+    """Where loihi-sim refused: ``make_deployable`` (the nearest deployable form, masks kept, a
+    short fine-tune, its export and parity), the accuracy in the user's own loop before and
+    after, and the converted model's loihi-sim parity."""
+    fn = _make_deployable()
+    x, y, xt, yt = data
+    if fn is None:
+        return "FAIL: no dpap_deploy.make_deployable in this version (refused at export)"
+    before = accuracy(style, model, xt, yt)
+    try:
+        conv = fn(model, take(style, x, slice(0, 16)), (x, y), targets=("loihi-sim",), dpap=dp,
+                  epochs=1, time_steps=time_steps, test_data=(xt, yt), max_samples=n)
+    except DPAPError as e:
+        return f"refused: {one_line(e)}"
+    except Exception as e:                                              # noqa: BLE001
+        return f"FAIL: make_deployable: {type(e).__name__}: {one_line(e)}"
+    try:
+        after = accuracy(style, conv.model, xt, yt)
+    except Exception as e:                                              # noqa: BLE001
+        return f"FAIL: the converted model in the user's loop: {type(e).__name__}: " \
+               f"{one_line(e)}"
+    cell = f"converted (acc {before:.2f} -> {after:.2f}; {len(conv.changes)} change(s))"
+    p = conv.parity.get("loihi-sim", {})
+    if "refused" in p:
+        return f"{cell}; FAIL: loihi-sim still refuses: {one_line(p['refused'])}"
+    if not p.get("passed"):
+        return f"{cell}; FAIL: loihi-sim parity: identical " \
+               f"{p.get('identical_spike_trains')}, agreement {p.get('agreement')}, " \
+               f"{one_line(p.get('failure', ''))}"
+    return f"{cell}, loihi-sim ok"
+
+
+def run_style(style, data, stages=STAGES, epochs: int = 2, batch: int = 32, n_test: int = 64,
+              seed: int = 0, out: Path | None = None) -> dict[str, str]:
+    """Every stage of ``stages`` for ``style`` on ``data = (x, y, x_test, y_test)`` (digits
+    images); the cells by stage, ``seconds`` the wall time."""
+    from corpus_tutorials import num_steps
+    t0 = time.perf_counter()
+    torch.manual_seed(seed)
+    xi, y, xti, yt = data
+    x, xt = user_data(style, xi, seed), user_data(style, xti, seed + 1)
+    cells = {s: "-" for s in STAGES}
+    cells["blocked"] = cells["params"] = ""
+    model = style.build()
+    example = take(style, x, slice(0, batch))
+    cells["check"], dp, blocked = check_stage(style, model, example)
+    if dp is None:
+        return {**cells, "seconds": f"{time.perf_counter() - t0:.1f}"}
+    cells["blocked"] = " ".join(blocked)
+    cells["train"] = train_stage(style, model, dp, x, y, epochs, batch)
+    if cells["train"] == "ok" and "compact" in stages:
+        half = n_test // 2
+        windows = [take(style, xt, slice(0, half)), take(style, xt, slice(half, n_test))]
+        cells["compact"], res = compact_stage(style, model, dp, example, windows, num_steps)
+        if res is not None:
+            cells["params"] = f"{n_params(model)} -> {n_params(res.model)}"
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(out or tmp)
+            if res is not None:
+                for target in ("nir", "loihi-sim", "netx"):
+                    if target in stages:
+                        cells[target] = export_stage(style, target, res.model, dp.kind,
+                                                     res.graph, xt, yt, num_steps, tmp, n_test)
+            if "convert" in stages and (cells["loihi-sim"].startswith("refused")
+                                        or "loihi-sim" in blocked):
+                cells["convert"] = convert_stage(style, model, dp, (x, y, xt, yt), num_steps,
+                                                 n_test)
+    return {**cells, "seconds": f"{time.perf_counter() - t0:.1f}"}
+
+
+def digits(n_train: int, n_test: int):
+    from dpap_deploy.data import load_dataset
+    d = load_dataset("digits")
+    return d.x_train[:n_train], d.y_train[:n_train], d.x_test[:n_test], d.y_test[:n_test]
