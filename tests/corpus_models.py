@@ -1,8 +1,10 @@
 """Model styles users write, as snnTorch's tutorials and common code write them.
 
 Each entry: a builder, an input shape, the user's own way to get output spikes ``[T, B, C]``
-(or logits), and what each export target is expected to do (``ok`` or the words of the
-one-line refusal).
+(or logits), and what each export target is expected to do (``ok``, ``ok-or-refused`` or the
+words of the one-line refusal): issue 23's demand, exact wherever the arithmetic allows (subtract
+reset, ``reset_delay``, per-neuron parameters in Lava); max pooling over currents has no exact
+form. ``corpus_tutorials.py`` has the styles written exactly as snnTorch's tutorials write them.
 """
 from __future__ import annotations
 
@@ -274,29 +276,33 @@ class Style:
     in_shape: tuple
     run: Callable = _stepwise
     kind: str = "snn"
-    expect: dict = field(default_factory=dict)    # target -> "ok" or words of the refusal
+    expect: dict = field(default_factory=dict)    # target -> "ok", "ok-or-refused" (exact or
+    #                                               a one-line refusal) or words of the refusal
 
 
 IMG = (1, 8, 8)
 STYLES = [
     Style("zoo-sequential", _zoo, IMG, expect={"nir": "ok", "loihi-sim": "ok", "netx": "ok"}),
     Style("tutorial5-class-subtract", TutorialFC, IMG, _looped,
-          expect={"nir": "reset_mechanism='subtract'"}),
+          expect={"nir": "ok", "loihi-sim": "ok"}),
     Style("tutorial5-class-zero", lambda: TutorialFC("zero"), IMG, _looped,
           expect={"nir": "ok", "loihi-sim": "ok", "netx": "ok"}),
-    Style("tutorial6-csnn-maxpool", TutorialCSNN, IMG, _looped, expect={"nir": "max pooling"}),
+    Style("tutorial6-csnn-maxpool", TutorialCSNN, IMG, _looped, expect={"nir": "max pool"}),
     Style("tutorial6-csnn-avgpool-zero", lambda: TutorialCSNN("avg", "zero"), IMG, _looped,
           expect={"nir": "ok", "loihi-sim": "ok"}),
-    Style("tutorial7-sequential-output", _seq_tutorial, IMG, expect={"nir": "max pooling"}),
+    Style("tutorial7-sequential-output", _seq_tutorial, IMG, expect={"nir": "max pool"}),
     Style("sequential-avgpool-zero", lambda: _seq_tutorial(nn.AvgPool2d, "zero"), IMG,
           expect={"nir": "ok", "loihi-sim": "ok"}),
-    Style("learnable-per-neuron-beta", _seq_learnable, IMG, expect={"nir": "ok"}),
-    Style("fixed-per-neuron-beta", _seq_fixed_per_neuron, IMG, expect={"nir": "ok"}),
+    Style("learnable-per-neuron-beta", _seq_learnable, IMG,
+          expect={"nir": "ok", "loihi-sim": "ok"}),
+    Style("fixed-per-neuron-beta", _seq_fixed_per_neuron, IMG,
+          expect={"nir": "ok", "loihi-sim": "ok"}),
     Style("integrate-and-fire", _seq_if, IMG, expect={"nir": "ok", "loihi-sim": "ok"}),
     Style("synaptic-cuba", SynapticNet, IMG, _looped, expect={"nir": "ok", "loihi-sim": "ok"}),
     Style("synaptic-delayed-reset", SynapticDelayed, IMG, _looped,
-          expect={"nir": "reset_delay=True"}),
-    Style("rleaky-recurrent", RecurrentNet, IMG, _looped, expect={"nir": "ok"}),
+          expect={"nir": "ok-or-refused", "loihi-sim": "ok"}),
+    Style("rleaky-recurrent", RecurrentNet, IMG, _looped,
+          expect={"nir": "ok", "loihi-sim": "ok"}),
     Style("conv1d", _seq_conv1d, (2, 16), expect={"nir": "ok", "loihi-sim": "ok"}),
     Style("residual-block", ResidualBlock, IMG, expect={"nir": "ok", "loihi-sim": "ok",
                                                          "netx": "branches or joins"}),

@@ -65,7 +65,14 @@ def test_style_end_to_end(style, tmp_path):
         job = ExportJob(res.model, style.kind, x, y, T, max_samples=32, graph=res.graph)
         out = tmp_path / target
         out.mkdir()
-        if expect == "ok":
+        if expect == "ok-or-refused":
+            try:
+                r = export(target, job, out)
+            except UnsupportedModelError as e:
+                assert "\n" not in str(e), str(e)
+                continue
+            assert r.passed or (style.kind == "snn" and not a[:, :32].any()), r.parity
+        elif expect == "ok":
             r = export(target, job, out)
             # netx is 8-bit fixed point: its check is accuracy on trained, real data
             # (test_export.py); here, on random labels, it must load and run. A style whose
