@@ -10,10 +10,15 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from ..errors import DPAPError
+
 from ._compare import spike_parity, torch_spikes
 from .base import ExportJob, ExportResult
 from .nir_export import nir_synapses, read_nir, write_nir
+from . import nir_export
+from .nir_graph import to_nir
 from .nir_to_lava import LavaNetwork
+from .nir_to_lava import blockers as nir_blockers
 
 TARGET = "loihi-sim"
 KINDS = ("snn",)
@@ -40,3 +45,20 @@ def export(job: ExportJob, out: Path) -> ExportResult:
                                  "lava_steps": len(x) * job.time_steps, "lava_wall_s": wall,
                                  "synapses": net.synapses, "synapses_lava": net.synapses,
                                  "synapses_nir": nir_synapses(graph)})
+
+
+def blockers(graph, time_steps: int | None = None) -> list[str]:
+    """Every reason this target would refuse the model graph ``graph``, one line each, without
+    training or running Lava: the NIR writer's (``nir_export.blockers``) and, when the NIR
+    graph can be written, the Lava mapping's on it (``nir_to_lava.blockers``). ``time_steps``:
+    the run's ``T`` (None: one step; no refusal depends on it)."""
+    t = 1 if time_steps is None else int(time_steps)
+    writer = getattr(nir_export, "blockers", None)
+    found = list(writer(graph, time_steps)) if writer is not None else []
+    if found:
+        return found
+    try:
+        nir_graph = to_nir(graph, time_steps=t)
+    except DPAPError as exc:
+        return [str(exc)]
+    return nir_blockers(nir_graph, t)

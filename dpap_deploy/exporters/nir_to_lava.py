@@ -34,6 +34,7 @@ resets at Lava's step ``(d + 1) mod T`` (``reset_interval = T``), and the output
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import nir
@@ -41,6 +42,7 @@ import numpy as np
 
 from ..errors import UnsupportedModelError
 from ..lava_compat import import_lava_runtime
+from .lava_groups import Group, collapse, stand_in
 from .lava_layout import Layout, stream
 from .lava_process import lava_run
 from .nir_neurons import NEURONS, discretise
@@ -50,6 +52,13 @@ from .nir_torch import NIRTorch, input_shape
 MESSAGE_BITS = 24   # graded (non-binary) messages into a synapse
 SYNAPSES = (nir.Conv1d, nir.Conv2d, nir.Affine, nir.Linear, nir.AvgPool2d, nir.SumPool2d)
 PASS = (nir.Input, nir.Output, nir.Flatten)
+HINTS = {"Scale": "fold the scale into the preceding weights (a Scale is taken only as the "
+                  "-threshold of a reset loop)",
+         "Threshold": "use an IF or LIF node, or an LI in a reset loop (LI -> Threshold -> "
+                      "Scale(-threshold) back to the LI)",
+         "Delay": "remove the delay"}
+NEURON_NODES = NEURONS + (Group,)
+KNOWN = SYNAPSES + PASS + NEURONS + (nir.Threshold, nir.Scale)   # taken by the shape pass
 
 
 @dataclass
@@ -70,27 +79,30 @@ def _refuse(name: str, node, why: str, fix: str):
     raise UnsupportedModelError(f"NIR node {name!r} ({type(node).__name__}) {why}; {fix}")
 
 
-def _uniform(name, node, what: str, a) -> float:
-    a = np.asarray(a)
-    if a.size > 1 and np.ptp(a) != 0:
-        _refuse(name, node, f"has {len(np.unique(a))} different {what} values",
-                "Lava's LIF holds one value per process: give one value for the population")
-    return float(a.flat[0])
+def _population(name, node, what: str, a, shape) -> np.ndarray:
+    """A neuron constant as a float64 array of the population's (torch) shape."""
+    try:
+        return np.broadcast_to(np.asarray(a, np.float64), shape).copy()
+    except ValueError:
+        _refuse(name, node, f"has {what} of shape {np.shape(a)} for a population of shape "
+                f"{tuple(shape)}", "give one value or one per neuron")
 
 
 class LavaNetwork:
     """Builds the processes; ``run(x)`` returns the Output node's values ``[N, T, ...]``."""
 
-    def __init__(self, graph: nir.NIRGraph, time_steps: int, dt: float | None = None):
+    def __init__(self, graph: nir.NIRGraph, time_steps: int, dt: float | None = None,
+                 problems: list[str] | None = None):
         """``dt``: the step NIR's time constants are discretised with (None: the graph's
-        metadata ``dt``, else ``nir_topology.DT``)."""
-        self.graph, self.T = graph, int(time_steps)
+        metadata ``dt``, else ``nir_topology.DT``). ``problems``: a list that collects every
+        planning refusal instead of raising the first (:func:`blockers`)."""
+        self.graph, self.T, self.problems = graph, int(time_steps), problems
         if self.T < 1:
             raise UnsupportedModelError(f"time_steps={time_steps}: give a positive number of steps")
-        self.top = topology(graph, dt)
+        self.top = collapse(topology(graph, dt), problems)
         self.dt = self.top.dt
         self.in_shape = input_shape(self.top)
-        self.torch_shapes = NIRTorch(self.top).shapes(self.in_shape)
+        self.torch_shapes = NIRTorch(stand_in(self.top, KNOWN)).shapes(self.in_shape)
         self.layers: list[LavaLayer] = []
         self._plan()
         self.synapses = self._count_synapses()
@@ -105,39 +117,53 @@ class LavaNetwork:
             if name == top.source:
                 self.layout[name], self.depth[name], self.graded[name] = Layout(shape), 0, True
                 continue
-            if not isinstance(node, SYNAPSES + PASS + NEURONS):
-                hint = {"Scale": "fold the scale into the preceding weights",
-                        "Threshold": "use an IF or LIF node",
-                        "Delay": "remove the delay"}.get(type(node).__name__, "")
-                _refuse(name, node, "has no Lava mapping here (Conv1d, Conv2d, Affine, Linear, "
-                        "AvgPool2d, SumPool2d, Flatten, LIF, CubaLIF, IF)", hint or "replace it")
             d_in = max((self.depth[u] for u in ins), default=0)
             self.depth[name] = d_in + (1 if isinstance(node, SYNAPSES) else 0)
-            lay = self.layout[ins[0]]
-            if isinstance(node, SYNAPSES):                  # a synapse sets its own layout
-                lay = Layout(shape)
-            elif isinstance(node, nir.Flatten):
-                if len(shape) != 1:
-                    _refuse(name, node, f"flattens to {shape}", "flatten every dimension "
-                            "(start_dim 0, end_dim -1 without the batch)")
-                lay = lay.flattened()
-            self.layout[name] = lay                         # neurons, pass-through: the input's
-            self.graded[name] = not isinstance(node, NEURONS) and (
+            lay = Layout(shape) if isinstance(node, SYNAPSES) else self.layout[ins[0]]
+            self.layout[name] = lay                 # a synapse's own; others: the input's
+            self.graded[name] = getattr(node, "graded", False) or not isinstance(node, NEURON_NODES) and (
                 isinstance(node, SYNAPSES) or len(ins) + len(top.back[name]) > 1
                 or any(self.graded[u] for u in ins))
+            with self._check():
+                if not isinstance(node, SYNAPSES + PASS + NEURON_NODES):
+                    _refuse(name, node, "has no Lava mapping here (Conv1d, Conv2d, Affine, "
+                            "Linear, AvgPool2d, SumPool2d, Flatten, LIF, CubaLIF, IF, LI, and LI "
+                            "-> Threshold -> Scale(-threshold) -> LI as a reset by subtraction)",
+                            HINTS.get(type(node).__name__, "replace it"))
+                if isinstance(node, nir.Flatten):
+                    if len(shape) != 1:
+                        _refuse(name, node, f"flattens to {shape}", "flatten every dimension "
+                                "(start_dim 0, end_dim -1 without the batch)")
+                    self.layout[name] = lay.flattened()
         for v in top.order:
-            perms = {None if self.layout[u].perm is None else self.layout[u].perm.tobytes()
-                     for u in top.inputs[v] + top.back[v]}
-            if len(perms) > 1:
-                _refuse(v, top.nodes[v], "sums a flattened map with a vector in another element "
-                        "order", "put a Linear after the Flatten, before the sum")
-            for u in top.back[v]:
-                if self._d_in(v) - self.depth[u] + 1 < 0:
-                    _refuse(v, top.nodes[v], f"closes a loop from {u!r} through "
-                            f"{self.depth[u] - self._d_in(v)} Lava synapse stages, which NIR "
-                            "delays by one step", "keep one weight (Linear / Affine) per "
-                            "recurrent loop")
+            with self._check():
+                self._check_sum_and_loops(v)
         self._plan_neurons()
+
+    def _check_sum_and_loops(self, v):
+        top = self.top
+        perms = {None if self.layout[u].perm is None else self.layout[u].perm.tobytes()
+                 for u in top.inputs[v] + top.back[v]}
+        if len(perms) > 1:
+            _refuse(v, top.nodes[v], "sums a flattened map with a vector in another element "
+                    "order", "put a Linear after the Flatten, before the sum")
+        for u in top.back[v]:
+            if self._d_in(v) - self.depth[u] + 1 < 0:
+                _refuse(v, top.nodes[v], f"closes a loop from {u!r} through "
+                        f"{self.depth[u] - self._d_in(v)} Lava synapse stages, which NIR "
+                        "delays by one step", "keep one weight (Linear / Affine) per "
+                        "recurrent loop")
+
+    @contextmanager
+    def _check(self):
+        """Planning refusals: raised, or (``problems`` given) listed and the planning goes on."""
+        try:
+            yield
+        except UnsupportedModelError as exc:
+            if self.problems is None:
+                raise
+            if str(exc) not in self.problems:
+                self.problems.append(str(exc))
 
     def _count_synapses(self) -> int:
         """Weights the Lava network holds: non-zero weights plus ``C k^2`` per pool."""
@@ -193,72 +219,91 @@ class LavaNetwork:
         return feeders[0], np.asarray(b, np.float64) * factor
 
     def _plan_neurons(self):
-        """Per neuron: Lava constants; per synapse: row scale and where its bias goes."""
+        """Per neuron: Lava constants; per synapse: row scale and where its bias goes. A
+        :class:`Group` keeps its per-neuron constants and takes synapse biases into its
+        current (``bias_u``); Lava's ``LIFReset`` gets one decay per process, a per-neuron
+        threshold as a row scale ``1/vth`` (threshold 1) and the biases in ``v``."""
         top = self.top
         self.neuron, self.row_scale, self.bias_to = {}, {}, {}
         for name in top.order:
-            node = top.nodes[name]
-            if not isinstance(node, NEURONS):
-                continue
-            d = discretise(node, self.dt, name)
-            if np.any(d.v_reset != 0):
-                _refuse(name, node, f"resets to v_reset={float(np.max(np.abs(d.v_reset)))}",
-                        "Lava's LIF resets to 0: re-export with v_reset = 0")
-            beta = _uniform(name, node, "membrane decay (tau)", d.beta)
-            alpha = _uniform(name, node, "synaptic decay (tau_syn)", d.alpha) if d.alpha is not None else None
-            vth = np.broadcast_to(d.v_threshold, self.torch_shapes[name])
-            uniform_vth = np.ptp(vth) == 0
-            scale = np.ones(self.torch_shapes[name])
-            for g in (d.gain, d.syn_gain):
-                scale = scale * (1.0 if g is None else np.asarray(g, np.float64))
-            if not uniform_vth:
-                scale = scale / vth
-            leak = np.zeros(self.torch_shapes[name]) if d.leak is None else \
-                np.broadcast_to(np.asarray(d.leak, np.float64), self.torch_shapes[name]).copy()
-            if not uniform_vth:
-                leak = leak / vth
-            unit = bool(np.all(scale == 1.0))
-            bias = leak.copy()
-            for u in self._feeders(name):
-                src = top.nodes[u]
-                if not unit and not isinstance(src, (nir.Conv1d, nir.Conv2d, nir.Affine, nir.Linear)):
-                    _refuse(name, node, f"has an input gain or per-neuron threshold and an input "
-                            f"{u!r} without weights", "put a weight layer before it")
-                b = getattr(src, "bias", None)
-                pooled = self._pooled_bias(u)
-                if pooled is not None:          # conv -> average / sum pool -> neuron
-                    syn_name, per_channel = pooled
-                    if d.kind == "CubaLIF":
-                        _refuse(name, node, f"receives the bias of {syn_name!r}", "Lava adds a "
-                                "bias to v, CubaLIF to the current: use a bias-free Linear / Conv")
-                    self.bias_to.setdefault(syn_name, []).append(u)
-                    shape = self.torch_shapes[name]
-                    b_full = np.broadcast_to(per_channel.reshape((-1,) + (1,) * (len(shape) - 1)),
-                                             shape)
-                    bias = bias + b_full * scale
-                elif b is not None and np.any(b):
-                    if d.kind == "CubaLIF":
-                        _refuse(name, node, f"receives the bias of {u!r}", "Lava adds a bias to "
-                                "v, CubaLIF to the current: use a bias-free Linear / Conv")
-                    self.bias_to.setdefault(u, []).append(name)
-                    b = _bias_torch(src, self.torch_shapes[u]).reshape(self.torch_shapes[name])
-                    bias = bias + b * scale                     # b is part of I, like W x
-                if not unit:
-                    self.row_scale.setdefault(u, []).append(scale.reshape(self.torch_shapes[u]))
-            self.neuron[name] = dict(
-                kind=d.kind, du=1.0 - alpha if alpha is not None else 1.0,
-                dv=0.0 if d.kind == "IF" else 1.0 - beta,
-                vth=float(vth.flat[0]) if uniform_vth else 1.0,
-                bias=self.layout[name].to_lava(bias))
+            if isinstance(top.nodes[name], NEURON_NODES):
+                with self._check():
+                    self._plan_neuron(name)
         for u in self.row_scale:
-            if len(self._fed(u)) != 1:
-                _refuse(u, top.nodes[u], "feeds several neurons one of which scales its input "
-                        "(gain or per-neuron threshold)", "give each neuron its own weights")
+            with self._check():
+                if len(self._fed(u)) != 1:
+                    _refuse(u, top.nodes[u], "feeds several neurons one of which scales its "
+                            "input (gain or per-neuron threshold)", "give each neuron its own weights")
         for name in top.order:
             b = getattr(top.nodes[name], "bias", None)
-            if b is not None and np.any(b) and set(self._fed(name)) - set(self.bias_to.get(name, [])):
-                _refuse(name, top.nodes[name], "has a bias and feeds a node that is not a neuron",
-                        "Lava synapses have no bias: fold it into the next layer")
+            with self._check():
+                if b is not None and np.any(b) and set(self._fed(name)) - set(self.bias_to.get(name, [])):
+                    _refuse(name, top.nodes[name], "has a bias and feeds a node that is not a "
+                            "neuron", "Lava synapses have no bias: fold it into the next layer")
+
+    def _plan_neuron(self, name):
+        top, node = self.top, self.top.nodes[name]
+        own = isinstance(node, Group)
+        d = node.d if own else discretise(node, self.dt, name)
+        if np.any(d.v_reset != 0):
+            _refuse(name, node, f"resets to v_reset={float(np.max(np.abs(d.v_reset)))}",
+                    "Lava's LIF resets to 0: re-export with v_reset = 0")
+        shape = self.torch_shapes[name]
+        full = {k: _population(name, node, k, getattr(d, k), shape)
+                for k in ("beta", "alpha", "v_threshold") if getattr(d, k) is not None}
+        vth = full["v_threshold"]
+        rescale = not own and np.ptp(vth) != 0         # LIFReset: threshold 1, rows 1/vth
+        scale = np.ones(shape)
+        for g in (d.gain, d.syn_gain):
+            scale = scale * (1.0 if g is None else _population(name, node, "gain", g, shape))
+        if rescale:
+            scale = scale / vth
+        leak = np.zeros(shape) if d.leak is None else _population(name, node, "v_leak", d.leak, shape)
+        if rescale:
+            leak = leak / vth
+        unit = bool(np.all(scale == 1.0))
+        bias = np.zeros(shape) if own else leak.copy()
+        for u in self._feeders(name):
+            src = top.nodes[u]
+            if not unit and not isinstance(src, (nir.Conv1d, nir.Conv2d, nir.Affine, nir.Linear)):
+                _refuse(name, node, f"has an input gain or per-neuron threshold and an input "
+                        f"{u!r} without weights", "put a weight layer before it")
+            b = getattr(src, "bias", None)
+            pooled = self._pooled_bias(u)
+            if pooled is not None:          # conv -> average / sum pool -> neuron
+                syn_name, per_channel = pooled
+                if d.kind == "CubaLIF" and not own:
+                    _refuse(name, node, f"receives the bias of {syn_name!r}", "Lava adds a "
+                            "bias to v, CubaLIF to the current: use a bias-free Linear / Conv")
+                self.bias_to.setdefault(syn_name, []).append(u)
+                b_full = np.broadcast_to(per_channel.reshape((-1,) + (1,) * (len(shape) - 1)),
+                                         shape)
+                bias = bias + b_full * scale
+            elif b is not None and np.any(b):
+                if d.kind == "CubaLIF" and not own:
+                    _refuse(name, node, f"receives the bias of {u!r}", "Lava adds a bias to "
+                            "v, CubaLIF to the current: use a bias-free Linear / Conv")
+                self.bias_to.setdefault(u, []).append(name)
+                b = _bias_torch(src, self.torch_shapes[u]).reshape(shape)
+                bias = bias + b * scale                     # b is part of I, like W x
+            if not unit:
+                self.row_scale.setdefault(u, []).append(scale.reshape(self.torch_shapes[u]))
+        lay = self.layout[name]
+        beta = full["beta"]
+        alpha = full.get("alpha")
+        self.neuron[name] = dict(
+            kind=d.kind, own=own, reset=node.reset if own else "zero",
+            du=1.0 - (alpha if own else alpha.flat[0]) if alpha is not None else 1.0,
+            dv=0.0 if d.kind == "IF" else 1.0 - (beta if own else beta.flat[0]),
+            vth=vth if own else (1.0 if rescale else float(vth.flat[0])),
+            bias=bias if own else lay.to_lava(bias))
+        if own:
+            c = self.neuron[name]
+            drive = 0.0 if node.bias_u is None else node.bias_u * (1.0 if d.gain is None else d.gain)
+            c.update({k: lay.to_lava(np.broadcast_to(np.asarray(c[k], np.float64), shape))
+                      for k in ("du", "dv", "vth")},
+                     bias_u=lay.to_lava(bias + _population(name, node, "v_leak", drive, shape)),
+                     bias=lay.to_lava(leak))
 
     # ---- building the Lava processes -------------------------------------------------------
     def _synapse(self, name, node, lava):
@@ -326,6 +371,7 @@ class LavaNetwork:
         from lava.proc.lif.process import LIFReset
         from lava.proc.sparse.process import Sparse
 
+        from .lava_neurons.process import Population
         from .lava_relay.process import Relay
         lava = SimpleNamespace(Conv=Conv, Dense=Dense, Sparse=Sparse)
         top, T = self.top, self.T
@@ -341,6 +387,14 @@ class LavaNetwork:
             if isinstance(node, SYNAPSES):
                 p = self._synapse(name, node, lava)
                 in_port[name], out_port[name] = p.s_in, p.a_out
+            elif isinstance(node, Group):
+                c = self.neuron[name]
+                shape = self.layout[name].shape
+                p = Population(shape, du=c["du"], dv=c["dv"], vth=c["vth"], bias_u=c["bias_u"],
+                               bias_mant=c["bias"], reset_mode=c["reset"], reset_interval=T,
+                               reset_offset=(self.depth[name] + 1) % T)
+                self.layers.append(LavaLayer(name, f"population-{c['reset']}", shape))
+                in_port[name], out_port[name] = p.a_in, p.s_out
             elif isinstance(node, NEURONS):
                 c = self.neuron[name]
                 shape = self.layout[name].shape
@@ -431,3 +485,16 @@ def _bias_torch(node, out_shape) -> np.ndarray:
     if isinstance(node, (nir.Conv1d, nir.Conv2d)):
         b = b.reshape((-1,) + (1,) * (len(out_shape) - 1))
     return np.broadcast_to(b, out_shape)
+
+
+def blockers(nir_graph: nir.NIRGraph, time_steps: int, dt: float | None = None) -> list[str]:
+    """Every reason the Lava mapping refuses ``nir_graph``, one line each, found by planning
+    the network (no Lava process is built or run). A graph whose structure cannot be read
+    (no single Input / Output, an unreachable node, a node the shape pass cannot take) gives
+    that one reason; otherwise each node's refusals are listed. Empty: Lava takes it."""
+    problems: list[str] = []
+    try:
+        LavaNetwork(nir_graph, time_steps, dt, problems=problems)
+    except UnsupportedModelError as exc:
+        problems.append(str(exc))
+    return problems

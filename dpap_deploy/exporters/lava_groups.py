@@ -1,0 +1,183 @@
+"""Which NIR neurons run as our own Lava ``Population`` (``lava_neurons/process.py``) rather
+than Lava's ``LIFReset``, found from the graph's structure (metadata ``dpap_group`` /
+``dpap_role`` is never needed: a file from another tool has none).
+
+:func:`collapse` replaces, in a :class:`Topology`, each of these by one :class:`Group` node:
+
+- **subtract reset** (``nirspec.md`` form 1, snnTorch's default ``reset_mechanism="subtract"``
+  with ``reset_delay=True``): ``[Y: LI ->] P: LI -> S: Threshold(thr) -> R: Scale(-thr) -> P``
+  where ``R -> P`` closes a cycle (delivers the previous step). In steps: ``u[t] = alpha u[t-1]
+  + x[t]`` (``Y``; without it ``u = x``), ``v[t] = beta v[t-1] + u[t] - thr S[t-1]``,
+  ``S[t] = v[t] > thr``. Named ``S`` (its consumers read the spikes); ``P`` and ``Y`` must feed
+  nothing else, ``R`` only ``P``. An RLeaky's recurrent weight ``S -> rec -> P`` (or ``-> Y``)
+  stays a weight on a cycle into the group;
+- **leaky integrator** (``LI`` not in such a loop): ``v[t] = beta v[t-1] + g x[t] + c``, its
+  graded ``v`` is the output (a readout feeding ``Output``, or any consumer);
+- **per-neuron LIF / CubaLIF / IF**: a ``tau``, ``tau_syn`` or ``v_threshold`` that differs
+  between neurons (Lava's ``LIFReset`` holds one value per process); uniform ones stay Lava's;
+- **a biased Affine feeding Output** (a Linear readout): a ``beta = 0`` integrator after it
+  adds the bias (Lava's synapses have none): ``v[t] = W x[t] + b``.
+
+The discrete constants are ``nir_neurons``' (an ``LI`` is discretised as a ``LIF`` with the same
+``tau``, ``r``, ``v_leak``), so Lava and the torch reference use the same float32 values.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import nir
+import numpy as np
+
+from ..errors import UnsupportedModelError
+from .nir_neurons import NEURONS, Discrete, discretise
+from .nir_topology import Topology
+
+RESETS = ("zero", "subtract", "none")
+
+
+@dataclass(eq=False)
+class Group:
+    """One ``Population`` process: the NIR nodes it stands for and its discrete constants
+    (``d.alpha`` set when it has a current stage; ``bias_u``: that stage's constant drive)."""
+    reset: str
+    members: tuple[str, ...]
+    d: Discrete
+    bias_u: np.ndarray | None = None
+
+    @property
+    def graded(self) -> bool:
+        return self.reset == "none"
+
+
+def _refuser(problems: list[str] | None):
+    """``refuse(name, why, fix)``: raises, or (``problems`` given) lists the line and returns."""
+    def refuse(name: str, why: str, fix: str) -> None:
+        line = f"NIR node {name!r} {why}; {fix}"
+        if problems is None:
+            raise UnsupportedModelError(line)
+        problems.append(line)
+    return refuse
+
+
+def _li(node: nir.LI, dt: float, name: str) -> Discrete:
+    """An ``LI`` (``tau dv/dt = (v_leak - v) + r I``) as the ``LIF`` with the same constants."""
+    tau = np.asarray(node.tau)
+    lif = nir.LIF(tau=tau, r=np.asarray(node.r), v_leak=np.asarray(node.v_leak),
+                  v_threshold=np.full(tau.shape, np.inf, np.float32),
+                  v_reset=np.zeros(tau.shape, np.float32))
+    return replace(discretise(lif, dt, name), kind="LI")
+
+
+def _varies(a) -> bool:
+    a = np.asarray(a)
+    return a.size > 1 and bool(np.ptp(a) != 0)
+
+
+def per_neuron(d: Discrete) -> bool:
+    """Whether Lava's one-value-per-process ``LIFReset`` cannot hold these constants."""
+    return _varies(d.beta) or (d.alpha is not None and _varies(d.alpha)) or _varies(d.v_threshold)
+
+
+def _equal(a, b) -> bool:
+    try:
+        x, y = np.broadcast_arrays(np.asarray(a, np.float32), np.asarray(b, np.float32))
+    except ValueError:
+        return False
+    return bool(np.array_equal(x, y))
+
+
+def _subtract_group(top: Topology, s: str, cons: dict, _refuse) -> Group | None:
+    """The subtract-reset loop whose spike node is the Threshold ``s``, if there is one."""
+    nodes = top.nodes
+    ins = top.inputs[s]
+    if len(ins) != 1 or top.back[s] or not isinstance(nodes[ins[0]], nir.LI):
+        return None
+    p = ins[0]
+    resets = [r for r in cons[s] if isinstance(nodes[r], nir.Scale) and cons[r] == [p]
+              and top.inputs[r] == [s] and not top.back[r] and r in top.back[p]]
+    if len(resets) != 1:
+        return None
+    r = resets[0]
+    thr = np.asarray(nodes[s].threshold)
+    if not _equal(nodes[r].scale, -thr):
+        _refuse(r, f"(Scale) subtracts {np.ravel(-np.asarray(nodes[r].scale))[:3]} where its "
+                f"Threshold {s!r} has {np.ravel(thr)[:3]}", "a reset by subtraction subtracts "
+                "the threshold: write Scale(-threshold)")
+    if cons[p] != [s]:
+        _refuse(p, f"(LI) is the membrane of the spiking loop {s!r} and also feeds "
+                f"{[c for c in cons[p] if c != s]}", "read the neuron's spikes (the Threshold "
+                "node), not its membrane")
+    y = top.inputs[p][0] if len(top.inputs[p]) == 1 else None
+    y = y if y is not None and isinstance(nodes[y], nir.LI) and cons[y] == [p] else None
+    other_back = [b for b in top.back[p] if b != r]
+    if y is not None and other_back:
+        _refuse(p, f"has a current stage {y!r} and a recurrent input {other_back} into its "
+                "membrane", "feed the recurrent weight into the current stage, as snnTorch's "
+                "RSynaptic does")
+    d = replace(_li(nodes[p], top.dt, p), kind="LIF", v_threshold=thr.astype(np.float32))
+    bias_u = None
+    if y is not None:
+        dy = _li(nodes[y], top.dt, y)
+        d = replace(d, kind="CubaLIF", alpha=dy.beta, syn_gain=dy.gain)
+        bias_u = dy.leak
+    return Group("subtract", tuple(m for m in (y, p, s, r) if m is not None), d, bias_u)
+
+
+def _readout_bias(u: str) -> str:
+    return f"{u}.bias"
+
+
+def collapse(top: Topology, problems: list[str] | None = None) -> Topology:
+    """``top`` with every :class:`Group` (module docstring) as one node; the rest unchanged.
+    A loop that is almost the form is refused; ``problems``: list those lines instead."""
+    refuse = _refuser(problems)
+    nodes, inputs = dict(top.nodes), {k: list(v) for k, v in top.inputs.items()}
+    back, order = {k: list(v) for k, v in top.back.items()}, list(top.order)
+    cons = {n: top.consumers(n) for n in top.order}
+    taken: set[str] = set()
+    for s in top.order:
+        if not isinstance(top.nodes[s], nir.Threshold):
+            continue
+        g = _subtract_group(top, s, cons, refuse)
+        if g is None:
+            continue
+        head = g.members[0]                       # Y, or P: where the inputs arrive
+        p = g.members[-3]
+        nodes[s] = g
+        inputs[s] = list(top.inputs[head])
+        back[s] = [b for b in top.back[head] + (top.back[p] if head != p else [])
+                   if b not in g.members]
+        taken.update(m for m in g.members if m != s)
+    for name in top.order:
+        node = top.nodes[name]
+        if name in taken:
+            continue
+        if isinstance(node, nir.LI):
+            nodes[name] = Group("none", (name,), _li(node, top.dt, name))
+        elif isinstance(node, NEURONS):
+            d = discretise(node, top.dt, name)
+            if per_neuron(d):
+                nodes[name] = Group("zero", (name,), d)
+    for u in list(inputs[top.sink]):                # a biased Linear readout
+        node = top.nodes[u]
+        if isinstance(node, nir.Affine) and np.any(node.bias) and cons[u] == [top.sink]:
+            b = _readout_bias(u)
+            nodes[b] = Group("none", (b,), Discrete("LI", np.float32(0), None, None,
+                                                    np.float32(np.inf), np.float32(0)))
+            inputs[b], back[b] = [u], []
+            inputs[top.sink] = [b if v == u else v for v in inputs[top.sink]]
+            order.insert(order.index(u) + 1, b)
+    for m in taken:
+        del nodes[m], inputs[m], back[m]
+    order = [n for n in order if n not in taken]
+    return Topology(nodes, order, inputs, back, top.source, top.sink, top.dt)
+
+
+def stand_in(top: Topology, known: tuple) -> Topology:
+    """``top`` with each Group, and each node not of a ``known`` type (refused later, by name),
+    as an element-wise identity (a unit ``Scale``): a shape pass that knows only NIR's nodes
+    then runs over the whole graph."""
+    unit = nir.Scale(scale=np.float32(1))
+    nodes = {k: v if isinstance(v, known) and not isinstance(v, Group) else unit
+             for k, v in top.nodes.items()}
+    return replace(top, nodes=nodes)

@@ -1,0 +1,323 @@
+"""snnTorch's default neurons in the Lava simulator through our own ``Population`` process:
+each model is written as snnTorch users write it (defaults untouched), its NIR graph is built
+here by hand in the forms of the NIR contract (reset by subtraction as LI -> Threshold ->
+Scale(-threshold) on a cycle, LI readout, Linear readout, max pooling over spikes as SumPool2d
++ IF(0.5)), run in Lava, and compared with snnTorch's own step loop: identical spike trains,
+graded outputs within float32 rounding."""
+import nir
+import numpy as np
+import pytest
+import snntorch as snn
+import torch
+from torch import nn
+
+from dpap_deploy.errors import UnsupportedModelError
+from dpap_deploy.exporters import lava_sim
+from dpap_deploy.exporters.nir_to_lava import LavaNetwork, blockers
+
+DT = 1e-4
+N, T = 24, 8
+
+
+def _np(t):
+    return t.detach().numpy().astype(np.float32)
+
+
+def _tau(beta, shape):
+    """float32 ``tau = dt / (1 - beta)`` for snnTorch's float32 ``beta`` (the writers' formula)."""
+    b = np.broadcast_to(np.asarray(beta, np.float32), shape).astype(np.float64)
+    return (DT / (1 - b)).astype(np.float32)
+
+
+def li(beta, shape):
+    tau = _tau(beta, shape)
+    return nir.LI(tau=tau, r=(tau.astype(np.float64) / DT).astype(np.float32),
+                  v_leak=np.zeros(shape, np.float32))
+
+
+def lif(beta, thr, shape):
+    tau = _tau(beta, shape)
+    return nir.LIF(tau=tau, r=(tau.astype(np.float64) / DT).astype(np.float32),
+                   v_leak=np.zeros(shape, np.float32),
+                   v_threshold=np.broadcast_to(np.float32(thr), shape).astype(np.float32),
+                   v_reset=np.zeros(shape, np.float32))
+
+
+def affine(fc):
+    return nir.Affine(weight=_np(fc.weight), bias=_np(fc.bias))
+
+
+class Net:
+    """A NIR graph under construction, nodes and edges in the order the contract lists them."""
+
+    def __init__(self, in_shape):
+        self.nodes = {"input": nir.Input(np.array(in_shape))}
+        self.edges, self.last = [], "input"
+
+    def add(self, name, node, src=None):
+        self.nodes[name] = node
+        self.edges.append((src or self.last, name))
+        self.last = name
+        return name
+
+    def subtract(self, name, shape, beta, thr=1.0, alpha=None, rec=None):
+        """nirspec form 1: ``[P.syn ->] P -> P.spike -> P.reset -> P`` (+ ``P.spike -> P.rec
+        -> P``); continues from ``P.spike``."""
+        feed = self.last
+        if alpha is not None:
+            feed = self.add(f"{name}.syn", li(alpha, shape), feed)
+        self.add(name, li(beta, shape), feed)
+        thr_a = np.broadcast_to(np.float32(thr), shape).astype(np.float32)
+        spike = self.add(f"{name}.spike", nir.Threshold(threshold=thr_a))
+        self.add(f"{name}.reset", nir.Scale(scale=-thr_a), spike)
+        self.edges.append((f"{name}.reset", name))
+        if rec is not None:
+            self.add(f"{name}.rec", affine(rec), spike)
+            self.edges.append((f"{name}.rec", name))
+        self.last = spike
+        return spike
+
+    def graph(self, out_shape):
+        self.add("output", nir.Output(np.array(out_shape)))
+        return nir.NIRGraph(nodes=self.nodes, edges=self.edges, metadata={"dt": DT})
+
+
+def _loop(step, x):
+    """snnTorch's own loop: ``T`` calls on the same input, outputs stacked ``[N, T, ...]``."""
+    with torch.no_grad():
+        return torch.stack([step(x) for _ in range(T)], 1).numpy()
+
+
+def _lava(graph, x):
+    return LavaNetwork(graph, T).run(x.numpy())
+
+
+def _same_spikes(ref, got):
+    assert got.shape == ref.shape
+    assert 0.02 < ref.mean() < 0.9, f"test too weak: output activity {ref.mean():.3f}"
+    assert np.array_equal(got, ref), f"{int((got != ref).sum())} of {ref.size} spikes differ"
+
+
+def _seed_input(n_in):
+    torch.manual_seed(0)
+    return torch.rand(N, n_in) * 2
+
+
+def _betas(n):
+    """Per-neuron float32 decays in [0.5, 0.95) (below 0.5 NIR's float32 tau does not always
+    say which float32 beta was meant: nir_neurons)."""
+    return torch.rand(n) * 0.45 + 0.5
+
+
+# ---- reset by subtraction --------------------------------------------------------------------
+
+def _leaky_model():
+    torch.manual_seed(1)
+    fc1, fc2 = nn.Linear(10, 12), nn.Linear(12, 5)
+    with torch.no_grad():
+        fc2.weight.mul_(2.5)
+    lif1 = snn.Leaky(beta=_betas(12), learn_beta=True)        # per-neuron, subtract (default)
+    lif2 = snn.Leaky(beta=0.9)
+    return fc1, lif1, fc2, lif2
+
+
+def _leaky_graph(fc1, lif1, fc2, lif2):
+    net = Net([10])
+    net.add("fc1", affine(fc1))
+    net.subtract("lif1", (12,), _np(lif1.beta))
+    net.add("fc2", affine(fc2))
+    net.subtract("lif2", (5,), _np(lif2.beta))
+    return net.graph([5])
+
+
+def _leaky_ref(fc1, lif1, fc2, lif2, x):
+    for m in (lif1, lif2):
+        m.reset_mem()
+    return _loop(lambda x: lif2(fc2(lif1(fc1(x))[0]))[0], x)
+
+
+def test_leaky_subtract_per_neuron_beta_is_snntorch():
+    m = _leaky_model()
+    x = _seed_input(10)
+    got = _lava(_leaky_graph(*m), x)
+    _same_spikes(_leaky_ref(*m, x), got)
+    planned = LavaNetwork(_leaky_graph(*m), T).neuron      # one process per loop, named by
+    assert {k: v["reset"] for k, v in planned.items()} == {     # its spike node
+        "lif1.spike": "subtract", "lif2.spike": "subtract"}
+
+
+def test_zero_reset_form_differs_so_the_comparison_can_fail():
+    """The same weights with NIR's zero-reset LIF: Lava runs it, and its spikes are not
+    snnTorch's subtract-reset spikes (the check above can fail)."""
+    fc1, lif1, fc2, lif2 = _leaky_model()
+    net = Net([10])
+    net.add("fc1", affine(fc1))
+    net.add("lif1", lif(_np(lif1.beta), 1.0, (12,)))
+    net.add("fc2", affine(fc2))
+    net.add("lif2", lif(_np(lif2.beta), 1.0, (5,)))
+    x = _seed_input(10)
+    got = _lava(net.graph([5]), x)
+    assert not np.array_equal(got, _leaky_ref(fc1, lif1, fc2, lif2, x))
+
+
+def test_synaptic_default_is_snntorch():
+    torch.manual_seed(2)
+    fc1, fc2 = nn.Linear(10, 12), nn.Linear(12, 5)
+    syn = snn.Synaptic(alpha=0.8, beta=0.9)                  # subtract, reset_delay=True
+    lif2 = snn.Leaky(beta=0.85)
+    net = Net([10])
+    net.add("fc1", affine(fc1))
+    net.subtract("syn", (12,), _np(syn.beta), alpha=_np(syn.alpha))
+    net.add("fc2", affine(fc2))
+    net.subtract("lif2", (5,), _np(lif2.beta))
+    x = _seed_input(10)
+    syn.reset_mem()
+    lif2.reset_mem()
+    ref = _loop(lambda x: lif2(fc2(syn(fc1(x))[0]))[0], x)
+    _same_spikes(ref, _lava(net.graph([5]), x))
+
+
+def test_rleaky_default_is_snntorch():
+    torch.manual_seed(3)
+    fc1, fc2 = nn.Linear(10, 12), nn.Linear(12, 5)
+    rlif = snn.RLeaky(beta=0.9, linear_features=12)          # subtract, all-to-all, biased
+    lif2 = snn.Leaky(beta=0.85)
+    net = Net([10])
+    net.add("fc1", affine(fc1))
+    net.subtract("rlif", (12,), _np(rlif.beta), rec=rlif.recurrent)
+    net.add("fc2", affine(fc2))
+    net.subtract("lif2", (5,), _np(lif2.beta))
+    x = _seed_input(10)
+    rlif.reset_mem()
+    lif2.reset_mem()
+    ref = _loop(lambda x: lif2(fc2(rlif(fc1(x))[0]))[0], x)
+    _same_spikes(ref, _lava(net.graph([5]), x))
+
+
+# ---- per-neuron LIF (zero reset), readouts ---------------------------------------------------
+
+def test_per_neuron_beta_and_threshold_zero_reset_is_snntorch():
+    torch.manual_seed(4)
+    fc1 = nn.Linear(10, 12)
+    thr = torch.rand(12) * 0.5 + 0.75
+    lif1 = snn.Leaky(beta=_betas(12), threshold=thr, learn_beta=True, learn_threshold=True,
+                     reset_mechanism="zero")
+    net = Net([10])
+    net.add("fc1", affine(fc1))
+    net.add("lif1", lif(_np(lif1.beta), _np(lif1.threshold), (12,)))
+    x = _seed_input(10)
+    lif1.reset_mem()
+    ref = _loop(lambda x: lif1(fc1(x))[0], x)
+    lava = LavaNetwork(net.graph([12]), T)
+    assert lava.neuron["lif1"]["own"]
+    _same_spikes(ref, lava.run(x.numpy()))
+
+
+def _close(ref, got):
+    """Graded values: float32 sums in another order, a few units in the last place."""
+    assert got.shape == ref.shape and np.abs(ref).max() > 0.1
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+
+
+def test_leaky_integrator_readout_returns_snntorch_mem():
+    torch.manual_seed(5)
+    fc1, fc2 = nn.Linear(10, 12), nn.Linear(12, 4)
+    lif1 = snn.Leaky(beta=0.9)
+    li_out = snn.Leaky(beta=0.8, reset_mechanism="none")
+    net = Net([10])
+    net.add("fc1", affine(fc1))
+    net.subtract("lif1", (12,), _np(lif1.beta))
+    net.add("fc2", affine(fc2))
+    net.add("readout", li(_np(li_out.beta), (4,)))
+    x = _seed_input(10)
+    lif1.reset_mem()
+    li_out.reset_mem()
+    ref = _loop(lambda x: li_out(fc2(lif1(fc1(x))[0]))[1], x)
+    _close(ref, _lava(net.graph([4]), x))
+
+
+def test_linear_readout_returns_snntorch_current():
+    torch.manual_seed(6)
+    fc1, fc2 = nn.Linear(10, 12), nn.Linear(12, 4)
+    lif1 = snn.Leaky(beta=0.9)
+    net = Net([10])
+    net.add("fc1", affine(fc1))
+    net.subtract("lif1", (12,), _np(lif1.beta))
+    net.add("fc2", affine(fc2))
+    x = _seed_input(10)
+    lif1.reset_mem()
+    ref = _loop(lambda x: fc2(lif1(fc1(x))[0]), x)
+    got = _lava(net.graph([4]), x)
+    _close(ref, got)
+    _close(ref.sum(1), got.sum(1))                    # what the user sums over time
+
+
+# ---- max pooling over spikes -----------------------------------------------------------------
+
+def test_max_pool_over_spikes_is_snntorch():
+    torch.manual_seed(7)
+    conv = nn.Conv2d(1, 3, 3)
+    lif1 = snn.Leaky(beta=0.9)
+    pool = nn.MaxPool2d(2)
+    fc = nn.Linear(3 * 3 * 3, 5)
+    with torch.no_grad():
+        fc.weight.mul_(3)
+    lif2 = snn.Leaky(beta=0.85)
+    net = Net([1, 8, 8])
+    net.add("conv", nir.Conv2d(input_shape=(8, 8), weight=_np(conv.weight), stride=1, padding=0,
+                               dilation=1, groups=1, bias=_np(conv.bias)))
+    net.subtract("lif1", (3, 6, 6), _np(lif1.beta))
+    net.add("pool", nir.SumPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]),
+                                  padding=np.array([0, 0])))
+    shape = (3, 3, 3)
+    net.add("pool.any", nir.IF(r=np.full(shape, 1 / DT, np.float32),
+                               v_threshold=np.full(shape, 0.5, np.float32),
+                               v_reset=np.zeros(shape, np.float32)))
+    net.add("flat", nir.Flatten(input_type={"input": np.array(shape)}, start_dim=0, end_dim=-1))
+    net.add("fc", affine(fc))
+    net.subtract("lif2", (5,), _np(lif2.beta))
+    torch.manual_seed(8)
+    x = torch.rand(N, 1, 8, 8) * 2
+    lif1.reset_mem()
+    lif2.reset_mem()
+
+    def step(x):
+        s = pool(lif1(conv(x))[0])
+        return lif2(fc(s.flatten(1)))[0]
+    _same_spikes(_loop(step, x), _lava(net.graph([5]), x))
+
+
+# ---- refusals without running Lava -----------------------------------------------------------
+
+def test_blockers_list_every_refusal_and_accept_the_forms():
+    m = _leaky_model()
+    assert blockers(_leaky_graph(*m), T) == []
+    net = Net([10])
+    net.add("fc1", affine(m[0]))
+    net.subtract("lif1", (12,), 0.9, thr=1.0)
+    net.nodes["lif1.reset"] = nir.Scale(scale=np.full(12, -0.5, np.float32))   # not -thr
+    net.add("delay", nir.Delay(delay=np.ones(12, np.float32)))
+    g = net.graph([12])
+    found = blockers(g, T)
+    assert len(found) == 2, found
+    assert "lif1.reset" in found[0] and "Scale(-threshold)" in found[0]
+    assert "'delay'" in found[1] and "remove the delay" in found[1]
+    with pytest.raises(UnsupportedModelError, match="lif1.reset"):
+        LavaNetwork(g, T)
+
+
+def test_model_graph_blockers_of_an_exportable_model_are_none():
+    from dpap_deploy.graph import build_graph
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.lif1 = nn.Linear(10, 12), snn.Leaky(beta=0.9, reset_mechanism="zero",
+                                                               init_hidden=True)
+            self.fc2, self.lif2 = nn.Linear(12, 5), snn.Leaky(beta=0.8, reset_mechanism="zero",
+                                                              init_hidden=True)
+
+        def forward(self, x):
+            return self.lif2(self.fc2(self.lif1(self.fc1(x))))
+    graph = build_graph(Model(), torch.rand(2, 10))
+    assert lava_sim.blockers(graph, T) == []
