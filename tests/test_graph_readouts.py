@@ -2,12 +2,15 @@
 are fed by spikes, read off the model graph."""
 from __future__ import annotations
 
+import pytest
 import snntorch as snn
 import torch
 from torch import nn
 
 from dpap_deploy.graph import build_graph
+from dpap_deploy.errors import UnsupportedModelError
 from dpap_deploy.graph.model_graph import NEURON, SYNAPSE
+from dpap_deploy.graph.neurons import supported_names
 
 T = 4
 
@@ -112,3 +115,45 @@ def test_fed_by_spikes_stops_at_graded_ops():
     assert not g.fed_by_spikes(_node(g, "fc1").id)          # avg pool in between: graded
     assert g.fed_by_spikes(_node(g, "fc2").id)
     assert g.readout == "spikes" and g.nodes[g.output].op == NEURON
+
+
+class NextNeuron(snn.SpikingNeuron):
+    """A spiking neuron type no adapter describes (the next one snnTorch or a user adds)."""
+
+    def forward(self, x):
+        return (x > self.threshold).float()
+
+
+class StatefulUnit(nn.Module):
+    """A home-made neuron keeping its membrane."""
+
+    def __init__(self):
+        super().__init__()
+        self.mem = torch.zeros(0)
+
+    def forward(self, x):
+        self.mem = 0.5 * self.mem + x if self.mem.shape == x.shape else x
+        return (self.mem > 1).float()
+
+
+@pytest.mark.parametrize("neuron", [NextNeuron, StatefulUnit])
+def test_unknown_neuron_types_are_refused_in_one_line(neuron):
+    model = nn.Sequential(nn.Linear(4, 3), neuron())
+    with pytest.raises(UnsupportedModelError) as err:
+        build_graph(model, torch.rand(2, 4))
+    text = str(err.value)
+    assert "\n" not in text and f"{neuron.__name__} at '1'" in text
+    assert supported_names() in text and "graph/neurons/__init__.py" in text and "@register" in text
+
+
+def test_supported_snntorch_neurons_are_not_taken_as_activations():
+    for neuron in (snn.Alpha(alpha=0.9, beta=0.8, init_hidden=True),
+                   snn.Lapicque(beta=0.9, init_hidden=True)):
+        model = nn.Sequential(nn.Linear(4, 3), neuron)
+        try:
+            g = build_graph(model, torch.rand(2, 4))
+        except UnsupportedModelError as exc:               # no adapter: refused by name
+            assert type(neuron).__name__ in str(exc)
+            continue
+        node = g.nodes[g.output]
+        assert node.op == NEURON and node.adapter.kind == "snn" and g.kind == "snn"

@@ -19,7 +19,7 @@ from torch import nn
 from ..dpap.masking import apply_masks, layer_param_masks
 from ..errors import DPAPError
 from ..graph import ModelGraph, build_graph, outputs as graph_outputs
-from ..graph.state import reset_states
+from ..graph.state import register_copies, reset_states
 from .plan import CompactionPlan, Masks, plan_compaction
 from .surgery import cut, strip_hooks
 
@@ -100,14 +100,17 @@ def apply_layer_masks(model: nn.Module, example_input: torch.Tensor | None, mask
 
 def compact(model: nn.Module, example_input: torch.Tensor, masks: Masks | None = None,
             verify: bool = True, time_steps: int | None = None,
-            graph: ModelGraph | None = None) -> Compacted:
+            graph: ModelGraph | None = None, time_axis: int | None = None) -> Compacted:
     """Return the compacted copy of ``model`` (the input model is not modified).
 
     ``masks``: ``{layer_name: (synapses [C_out, C_in] bool, neurons [C_out] bool)}``; layers
     not named keep everything; ``None`` keeps everything (only derived deaths are removed).
     ``graph``: the model's graph if already built (``dpap.graph``), else it is built here.
+    ``time_axis``: the input's time axis (``0``: ``[T, B, ...]``, ``1``: ``[B, T, ...]``) when
+    it has one; ``None``: none, or inferred from the model's forward (``build_graph``).
+    ``time_steps``: the T a static input runs over (inputs with a time axis have their own).
     """
-    graph = graph or build_graph(model, example_input)   # checks the model and the input
+    graph = graph or build_graph(model, example_input, time_axis=time_axis)   # checks both
     reset_states(model)
     masked, mgraph = copy_with_graph(model, graph)
     masked.eval()
@@ -117,7 +120,8 @@ def compact(model: nn.Module, example_input: torch.Tensor, masks: Masks | None =
     small, sgraph = copy_with_graph(masked, mgraph)
     cut(small, sgraph, plan)
     small.eval()
-    small_graph = build_graph(small, example_input)
+    register_copies(small)               # snntorch.utils.reset(small) resets it
+    small_graph = build_graph(small, example_input, time_axis=graph.time_axis)
     result = Compacted(small, plan, graph.kind, small_graph)
     if verify:
         check_same_function(mgraph, small_graph, example_input, time_steps)

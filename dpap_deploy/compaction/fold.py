@@ -22,6 +22,7 @@ from torch import nn
 from ..errors import UnsupportedModelError
 from ..graph import ModelGraph, build_graph
 from ..graph.model_graph import FLATTEN, PASS, POOL, SYNAPSE
+from ..graph.state import register_copies
 from .surgery import replace_module
 
 
@@ -136,26 +137,31 @@ def fold_avgpool(model: nn.Module, graph: ModelGraph, example_input: torch.Tenso
         if not pools:
             return graph
         _fold_one(model, graph, pools[-1])
-        graph = build_graph(model, example_input)
+        graph = build_graph(model, example_input, time_axis=graph.time_axis)
 
 
 def deployment_graph(model: nn.Module, example_input: torch.Tensor, verify: bool = True,
                      time_steps: int | None = None, graph: ModelGraph | None = None,
-                     fold_pools: bool = True) -> nn.Module:
+                     fold_pools: bool = True, time_axis: int | None = None) -> nn.Module:
     """A copy of ``model`` with BatchNorm (and, with ``fold_pools``, AvgPool) folded away,
     in evaluation mode; see :func:`fold_for_deployment` for the graph as well."""
-    return fold_for_deployment(model, example_input, verify, time_steps, graph, fold_pools)[0]
+    return fold_for_deployment(model, example_input, verify, time_steps, graph, fold_pools,
+                               time_axis)[0]
 
 
 def fold_for_deployment(model: nn.Module, example_input: torch.Tensor, verify: bool = True,
                         time_steps: int | None = None, graph: ModelGraph | None = None,
-                        fold_pools: bool = True) -> tuple[nn.Module, ModelGraph]:
+                        fold_pools: bool = True,
+                        time_axis: int | None = None) -> tuple[nn.Module, ModelGraph]:
+    """``time_axis``: the input's time axis, as for ``build_graph`` (unused when ``graph`` is
+    given: the graph knows it)."""
     from .compact import check_same_function, copy_with_graph
-    graph = graph or build_graph(model, example_input)
+    graph = graph or build_graph(model, example_input, time_axis=time_axis)
     folded, fgraph = copy_with_graph(model, graph)
     folded.eval()
+    register_copies(folded)              # snntorch.utils.reset(folded) resets it
     fold_batchnorm(folded, fgraph)
-    fgraph = build_graph(folded, example_input)
+    fgraph = build_graph(folded, example_input, time_axis=graph.time_axis)
     if fold_pools:
         fgraph = fold_avgpool(folded, fgraph, example_input)
     if verify:

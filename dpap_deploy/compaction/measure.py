@@ -3,7 +3,9 @@
 The compacted network, the folded deployment network (BatchNorm and average pooling folded,
 what netx takes), their operations counted on the test inputs, NeuroBench's metrics, and the
 accuracy of the masked and the compacted network on every test sample, which must be equal
-(compaction removes only what cannot change an output).
+(compaction removes only what cannot change an output). Every network runs through the graph's
+one time loop (``graph.outputs``), whatever its forward returns; inputs with a time axis are
+cut along their batch axis.
 """
 from __future__ import annotations
 
@@ -14,7 +16,9 @@ from torch import nn
 
 from ..counting import OpsReport, count_ops, param_counts
 from ..errors import DPAPError
-from ..graph import ModelGraph, build_graph
+from ..graph import ModelGraph, build_graph, outputs
+from ..graph.time_axis import batch_slice
+from ..metrics import correct, predictions
 from ..progress import Stage
 from .compact import Compacted, compact
 from .fold import fold_for_deployment
@@ -38,26 +42,34 @@ class Measured:
     neurobench: dict
 
 
+def accuracy(graph: ModelGraph, x: torch.Tensor, y: torch.Tensor, time_steps: int | None) -> float:
+    """Accuracy through the graph's time loop: the prediction is the class with the largest
+    time-averaged readout, ``argmax_c (1/T) sum_t y[t, c]`` (the firing rate for spikes;
+    ties, a silent output included, count as wrong, ``metrics.predictions``); ANN: logits."""
+    out = outputs(graph, x, time_steps)
+    score = out.mean(0) if graph.kind == "snn" else out
+    return correct(predictions(score.cpu()), y) / max(len(y), 1)
+
+
 def compact_and_measure(model: nn.Module, kind: str, masks, x: torch.Tensor, y: torch.Tensor,
-                        time_steps: int, log=None) -> Measured:
+                        time_steps: int, log=None, time_axis: int | None = None) -> Measured:
     """``log``: a callable taking one line; each stage (compact and check, fold and check,
     accuracy, counting, NeuroBench) then says when it starts and ends (``progress.Stage``).
-    ``None`` (the default): silent."""
-    from ..evaluation import evaluate
+    ``None`` (the default): silent. ``time_axis``: the input's time axis, as for
+    ``build_graph`` (``None``: none, or inferred)."""
     from ..neurobench_defs import neurobench_metrics
     model = model.eval()
-    xv = x[:VERIFY_SAMPLES]
-    n, nv = f"{len(x):,} samples", f"{len(xv):,} samples"
+    graph = build_graph(model, x, time_axis=time_axis)       # traces two samples
+    xv = batch_slice(x, graph.time_axis, 0, VERIFY_SAMPLES)
+    n, nv = f"{len(y):,} samples", f"{min(len(y), VERIFY_SAMPLES):,} samples"
     with Stage(log, "compact", f"removing pruned units, checking the result on {nv}"):
-        graph = build_graph(model, xv[:2])
         result = compact(model, xv, masks, time_steps=time_steps, graph=graph)
     with Stage(log, "compact", f"folding BatchNorm and pooling, checking on {nv}"):
         deploy, deploy_graph = fold_for_deployment(result.model, xv, time_steps=time_steps,
                                                    graph=result.graph)
     with Stage(log, "compact", f"accuracy of the masked and compacted networks on {n}"):
-        cpu = torch.device("cpu")
-        acc_masked = evaluate(model, x, y, kind, time_steps, cpu)
-        acc_compact = evaluate(result.model, x, y, kind, time_steps, cpu)
+        acc_masked = accuracy(graph, x, y, time_steps)
+        acc_compact = accuracy(result.graph, x, y, time_steps)
     if acc_masked != acc_compact:
         raise DPAPError(f"compacted accuracy {acc_compact:.4f} differs from the masked model's "
                         f"{acc_masked:.4f}")
@@ -73,4 +85,4 @@ def compact_and_measure(model: nn.Module, kind: str, masks, x: torch.Tensor, y: 
         masked_ops=masked_ops, compact_ops=compact_ops,
         accuracy_masked=acc_masked, accuracy_compact=acc_compact,
         params_dense=param_counts(model), params_compact=param_counts(result.model),
-        verified_on=len(xv), neurobench=bench)
+        verified_on=min(len(y), VERIFY_SAMPLES), neurobench=bench)

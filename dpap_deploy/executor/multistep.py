@@ -147,6 +147,12 @@ class MultiStep:
             return "it is not a spiking network"
         if graph.steps_per_call != 1:
             return "its forward runs its own time loop (it keeps running as written)"
+        if graph.readout != "spikes":
+            # a graded readout (membrane, a synapse's current) computed over the folded window
+            # may round differently from the step loop's per-step products
+            return f"its readout is graded ({graph.readout}), not spikes"
+        if graph.time_axis == 0:
+            return "its input is time first ([T, B, ...])"
         for n in graph.nodes:
             if n.op == ELEMENTWISE and n.attrs.get("fn") not in _ACTS:
                 return f"operation '{n.attrs.get('fn')}' at '{n.name}'"

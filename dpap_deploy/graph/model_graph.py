@@ -92,6 +92,7 @@ class ModelGraph:
     input_shape: tuple[int, ...]      # one step's input, without batch
     layers: list[PrunableLayer] = field(default_factory=list)
     output_membrane: bool = False     # the model returns its output neuron's membrane
+    time_axis: int | None = None      # the input's time axis (graph/time_axis.py), if any
 
     # --------------------------------------------------------------- readout
     @property

@@ -1,10 +1,13 @@
-"""Running a traced model over an input window, whatever its style.
+"""Running a traced model over an input window, whatever its style: the package's one time loop.
 
 - One call = one time step (``steps_per_call == 1``): the model is called ``T`` times (static
-  input repeated, or event frame ``t`` at step ``t``).
+  input repeated, or frame ``t`` of an input with a time axis at step ``t``).
 - The model runs its own time loop: it is called once.
 Either way the result is read from the graph's output node with a forward hook, so the model's
-return value (spikes, ``(spk, mem)``, stacked records...) does not matter.
+return value (spikes, ``(spk, mem)``, stacked records...) does not matter. What is read is the
+graph's readout (``ModelGraph.readout``) at every step ``t``: the output neuron's spikes
+``s[t]``, its membrane ``U[t]``, or the output synapse's current ``I[t] = W s[t] + b``.
+Batches are cut along the batch axis (``graph/time_axis.py``), never along time.
 """
 from __future__ import annotations
 
@@ -12,30 +15,45 @@ import torch
 from torch import nn
 
 from .model_graph import ModelGraph
-from .state import reset_states
+from .state import neuron_membrane, reset_states
+from .time_axis import batch_len, batch_slice, frame
 
 
-def _frame(x: torch.Tensor, t: int, graph: ModelGraph) -> torch.Tensor:
-    return x[:, t] if x.dim() == len(graph.input_shape) + 2 and graph.steps_per_call == 1 else x
+def _has_frames(graph: ModelGraph, x: torch.Tensor) -> bool:
+    """``x`` holds one frame per step for a model taking one step per call."""
+    return graph.steps_per_call == 1 and (
+        graph.time_axis is not None or x.dim() == len(graph.input_shape) + 2)
 
 
 def window_steps(graph: ModelGraph, x: torch.Tensor, time_steps: int | None) -> int:
-    """Steps in one window: the model's own loop, the event frames, or ``time_steps`` (the
+    """Steps in one window: the model's own loop, the input's frames, or ``time_steps`` (the
     run's T: required for a static input, which has no length of its own)."""
     if graph.steps_per_call > 1:
         return graph.steps_per_call
-    if x.dim() == len(graph.input_shape) + 2:
-        return int(x.shape[1])
+    if _has_frames(graph, x):
+        return int(x.shape[0 if graph.time_axis == 0 else 1])
     if not isinstance(time_steps, int) or isinstance(time_steps, bool) or time_steps < 1:
         from ..errors import ConfigError
         raise ConfigError(f"a static input runs over time_steps steps, got {time_steps!r}; "
-                          "pass the T the network runs with (the run's --time-steps)")
+                          "pass time_steps=<the T the network runs with>")
     return time_steps
 
 
-def run_window(graph: ModelGraph, x: torch.Tensor, time_steps: int) -> torch.Tensor:
-    """Output of one input window: SNN ``[T, B, ...]`` output spikes; ANN the output (logits).
-    Runs with the model's current mode and autograd setting (training uses it too)."""
+def _reader(graph: ModelGraph):
+    """A function of (module, output) giving the readout of one call of the output node."""
+    node = graph.nodes[graph.output]
+    adapter = node.adapter
+    if adapter is None:
+        return lambda _m, out: out[0] if isinstance(out, tuple) else out
+    if graph.readout == "membrane":
+        return lambda m, out: neuron_membrane(adapter, m, out)
+    return lambda _m, out: adapter.spikes(out)
+
+
+def run_window(graph: ModelGraph, x: torch.Tensor, time_steps: int | None) -> torch.Tensor:
+    """Output of one input window: SNN ``[T, B, ...]`` readout (spikes, or graded membrane or
+    current, ``graph.readout``); ANN the output (logits). Runs with the model's current mode
+    and autograd setting (training uses it too)."""
     model = graph.model
     if graph.kind == "ann":
         out = model(x)
@@ -44,11 +62,10 @@ def run_window(graph: ModelGraph, x: torch.Tensor, time_steps: int) -> torch.Ten
     rec: list[torch.Tensor] = []
     if node.module is None:
         raise RuntimeError(f"the output '{node.name}' of the model is not a module")
-    adapter = node.adapter
+    read = _reader(graph)
 
-    def hook(_m, _inp, out):
-        rec.append(adapter.spikes(out) if adapter is not None else
-                   (out[0] if isinstance(out, tuple) else out))
+    def hook(m, _inp, out):
+        rec.append(read(m, out))
 
     h = node.module.register_forward_hook(hook)
     try:
@@ -56,21 +73,25 @@ def run_window(graph: ModelGraph, x: torch.Tensor, time_steps: int) -> torch.Ten
         steps = window_steps(graph, x, time_steps)
         if graph.steps_per_call > 1:
             model(x)
-        else:
+        elif _has_frames(graph, x):
             for t in range(steps):
-                model(_frame(x, t, graph))
+                model(frame(x, graph.time_axis, t))
+        else:
+            for _ in range(steps):
+                model(x)
     finally:
         h.remove()
     return torch.stack(rec)
 
 
 @torch.no_grad()
-def outputs(graph: ModelGraph, x: torch.Tensor, time_steps: int, batch_size: int = 512,
+def outputs(graph: ModelGraph, x: torch.Tensor, time_steps: int | None, batch_size: int = 512,
             dtype: torch.dtype | None = None, multistep: bool = True) -> torch.Tensor:
-    """Evaluation-mode output over ``x`` in batches: SNN ``[T, N, ...]`` spikes, ANN logits.
-    ``dtype=torch.float64`` runs a float64 copy of the input (the model must be float64 too).
-    SNNs run on the multi-step executor when it can take the graph (identical spikes, faster);
-    ``multistep=False`` keeps the step loop (counting hooks need one call per step)."""
+    """Evaluation-mode output over ``x`` in batches (cut along the batch axis): SNN
+    ``[T, N, ...]`` readout, ANN logits. ``dtype=torch.float64`` runs a float64 copy of the
+    input (the model must be float64 too). SNNs run on the multi-step executor when it can take
+    the graph (identical outputs, faster); ``multistep=False`` keeps the step loop (counting
+    hooks need one call per step)."""
     model: nn.Module = graph.model
     was = model.training
     model.eval()
@@ -81,8 +102,8 @@ def outputs(graph: ModelGraph, x: torch.Tensor, time_steps: int, batch_size: int
             runner = MultiStep(graph, checked=True).run
     try:
         parts = []
-        for s in range(0, len(x), batch_size):
-            xb = x[s:s + batch_size]
+        for s in range(0, batch_len(x, graph.time_axis), batch_size):
+            xb = batch_slice(x, graph.time_axis, s, s + batch_size)
             xb = xb.to(dtype) if dtype else xb
             parts.append(runner(xb, time_steps) if runner else run_window(graph, xb, time_steps))
         return torch.cat(parts, dim=1 if graph.kind == "snn" else 0)

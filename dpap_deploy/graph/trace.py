@@ -18,26 +18,16 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from ..errors import DPAPError, UnsupportedModelError
+from ..errors import ConfigError, DPAPError, UnsupportedModelError
 from .model_graph import (ADD, CAT, ELEMENTWISE, FLATTEN, INPUT, NEURON, NORM, NORMS, OUTPUT,
                           PASS, PASSIVE, POOL, POOLS, SYNAPSE, SYNAPSES, ModelGraph, Node,
                           find_layers)
 from .neurons import adapter_for, supported_names
-from .state import reset_states
-
-_SAME = {"detach", "clone", "contiguous", "to", "float", "double", "half", "type_as", "cpu",
-         "cuda", "requires_grad_", "detach_"}
-_ADD = {"add", "__add__", "__radd__", "__iadd__", "add_"}
-_SHAPE = {"flatten", "view", "reshape", "squeeze", "unsqueeze"}
-_POOL_FN = {"max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d", "max_pool2d_with_indices",
-            "max_pool1d_with_indices", "_max_pool2d", "_max_pool1d", "boolean_dispatch"}
-_DROPOUT_FN = {"dropout", "dropout1d", "dropout2d", "feature_dropout", "alpha_dropout"}
-_ACT_FN = {"relu", "relu_", "gelu", "silu", "sigmoid", "tanh", "leaky_relu", "elu", "hardtanh",
-           "relu6", "softplus"}
-_IGNORE = {"size", "dim", "numel", "__len__", "__getattribute__", "__get__", "shape", "stack",
-           "__format__", "__repr__", "item", "tolist", "__bool__", "__index__", "__int__",
-           "__float__", "requires_grad", "grad_fn", "is_floating_point", "__setitem__",
-           "append", "zeros_like", "ones_like", "new_zeros", "dtype", "device"}
+from .trace_ops import (_ACT_FN, _ADD, _DROPOUT_FN, _IGNORE, _POOL_FN, _SAME, _SHAPE, _pool_attrs,
+                        _pool_fn_attrs, _restore_hooks, _stash_hooks)
+from .state import neuron_membrane, reset_states
+from .unknown import refuse_unknown_neurons
+from .time_axis import batch_slice, check_axis, conflict, frame, index_axis, note_inferred
 
 SUPPORTED_TEXT = ("Conv1d, Conv2d, Linear, BatchNorm1d/2d, pooling (module or functional), "
                   "flatten/view/reshape, Dropout, residual '+', torch.cat, and neurons: ")
@@ -84,6 +74,8 @@ class _Tracer(TorchFunctionMode):
         self.first: nn.Module | None = None
         self.step0 = True
         self.counter = 0
+        self.time_index: int | None = None     # the input's time axis, as the forward reads it
+        self.framed = False                    # traced on one event frame of the input
 
     # -------------------------------------------------------------- tagging
     def _tag(self, t, node: int) -> None:
@@ -158,7 +150,7 @@ class _Tracer(TorchFunctionMode):
             nid = self.add_node(NEURON, name, inputs, adapter.spikes(out), in_t,
                                 module=mod, adapter=adapter)
             self._tag(adapter.spikes(out), nid)
-            mem = _membrane(adapter, mod, out)
+            mem = neuron_membrane(adapter, mod, out)
             if isinstance(mem, torch.Tensor) and id(mem) not in self.tag:
                 self.mem_tag[id(mem)] = nid
                 self.keep.append(mem)
@@ -227,7 +219,11 @@ class _Tracer(TorchFunctionMode):
             self._tag(out, ins[0])
             return
         if name == "__getitem__" and self.nodes[ins[0]].op == INPUT:
-            self._tag(out, ins[0])             # x[:, t]: one frame of the input
+            axis = index_axis(args[1] if len(args) > 1 else None)
+            if axis is not None and self.time_index is None:
+                self.time_index = axis         # x[t] / x[:, t]: one step of the input
+                self.nodes[ins[0]].out_shape = tuple(_first_tensor(out).shape[1:])
+            self._tag(out, ins[0])
             return
         self.counter += 1
         label = f"{name.strip('_')}_{self.counter}"
@@ -259,50 +255,84 @@ class _Tracer(TorchFunctionMode):
         self._tag(out, nid)
 
 
-def _pair(v, n: int = 2) -> tuple[int, ...]:
-    if isinstance(v, (tuple, list)):
-        return tuple(int(x) for x in v)
-    return (int(v),) * n
-
-
-def _pool_attrs(m: nn.Module) -> dict:
-    n = 1 if isinstance(m, (nn.AvgPool1d, nn.MaxPool1d)) else 2
-    k = _pair(m.kernel_size, n)
-    return {"pool": "max" if isinstance(m, (nn.MaxPool1d, nn.MaxPool2d)) else "avg",
-            "kernel": k, "stride": _pair(m.stride or m.kernel_size, n),
-            "padding": _pair(m.padding, n), "dims": n,
-            "ceil_mode": bool(m.ceil_mode),
-            "exact": not getattr(m, "count_include_pad", True) is False
-            and getattr(m, "divisor_override", None) is None}
-
-
-def _pool_fn_attrs(name: str, args, kwargs) -> dict:
-    n = 1 if "1d" in name else 2
-    names = ["input", "kernel_size", "stride", "padding"]
-    vals = dict(zip(names, args))
-    vals.update({k: v for k, v in kwargs.items() if k in names})
-    k = _pair(vals.get("kernel_size", 2), n)
-    s = vals.get("stride")
-    return {"pool": "max" if "max" in name else "avg", "kernel": k,
-            "stride": _pair(s, n) if s not in (None, [], ()) else k,
-            "padding": _pair(vals.get("padding", 0), n), "dims": n,
-            "ceil_mode": bool(kwargs.get("ceil_mode", False)),
-            "exact": kwargs.get("divisor_override") is None}
-
-
-def build_graph(model: nn.Module, example_input: torch.Tensor) -> ModelGraph:
+def build_graph(model: nn.Module, example_input: torch.Tensor,
+                time_axis: int | None = None) -> ModelGraph:
     """Trace ``model`` on ``example_input`` (a batch; two samples are enough) into a graph.
 
-    Event frames ``[B, T, C, H, W]`` given to a model that takes one frame per call are fed one
-    frame; a model with its own time loop gets the input as it is. The model's training mode
-    and neuron states are restored afterwards."""
+    ``time_axis``: where the input holds its time steps (``graph/time_axis.py``): ``1`` for
+    ``[B, T, ...]``, ``0`` for ``[T, B, ...]``; ``None``: no time axis, or inferred from how the
+    forward indexes its input (``x[t]``, ``x[:, t]``; a notice names what was inferred). A model
+    that takes one step per call is traced on one frame; a model with its own time loop gets
+    the input as it is. Event frames ``[B, T, C, H, W]`` are batch first. The model's
+    training mode and neuron states are restored afterwards."""
     if not isinstance(model, nn.Module):
         raise UnsupportedModelError(f"the model must be a torch nn.Module, got "
                                     f"{type(model).__name__}; pass the network itself")
     if not isinstance(example_input, torch.Tensor) or example_input.dim() < 2:
         raise DPAPError("the example input must be a batched tensor [B, ...] (one or two samples "
                         "are enough)")
-    x = example_input[:2]
+    refuse_unknown_neurons(model)
+    axis = check_axis(time_axis)
+    if axis is not None:
+        if example_input.dim() < 3:
+            raise ConfigError(f"time_axis={axis} needs an input with a time and a batch axis, "
+                              f"got shape {tuple(example_input.shape)}")
+        graph = _trace_with_axis(model, example_input, axis)
+    else:
+        graph = _trace_inferred(model, example_input)
+    graph.layers = find_layers(graph)
+    return graph
+
+
+def _trace_inferred(model: nn.Module, example_input: torch.Tensor) -> ModelGraph:
+    """No axis stated: trace on two samples of axis 0; a forward that reads ``x[t]`` (or fails
+    indexing a time axis cut to two) takes ``[T, B, ...]``: traced again on the whole time axis."""
+    try:
+        graph, tracer = _trace_model(model, example_input[:2], example_input.dim() == 5)
+    except DPAPError as first_error:
+        if example_input.dim() < 3:
+            raise
+        try:
+            graph, tracer = _trace_model(model, batch_slice(example_input, 0, 0, 2), False)
+        except DPAPError:
+            raise first_error from None
+        if tracer.time_index != 0:
+            raise first_error from None
+        graph.time_axis = 0
+        note_inferred(type(model).__name__, 0)
+        return graph
+    if tracer.time_index == 0:
+        graph = _trace_with_axis(model, example_input, 0)
+    elif tracer.time_index == 1 or tracer.framed:
+        graph.time_axis = 1
+    if tracer.time_index is not None and graph.steps_per_call > 1:
+        note_inferred(type(model).__name__, tracer.time_index)
+    return graph
+
+
+def _trace_with_axis(model: nn.Module, example_input: torch.Tensor, axis: int) -> ModelGraph:
+    """An own loop reading ``x[t]`` / ``x[:, t]`` takes the whole input; a model taking one
+    step per call takes one frame."""
+    x = batch_slice(example_input, axis, 0, 2)
+    try:
+        graph, tracer = _trace_model(model, x, False)
+    except DPAPError:
+        graph, tracer = None, None
+    if tracer is not None and tracer.time_index is not None:
+        if tracer.time_index != axis:
+            raise conflict(axis, tracer.time_index)
+        graph.time_axis = axis
+        return graph
+    if tracer is not None and graph.steps_per_call > 1:
+        raise ConfigError(f"time_axis={axis} was given, but {type(model).__name__} runs its own "
+                          "time loop without reading its input per step (the input has no time "
+                          "axis); leave time_axis out")
+    graph, _ = _trace_model(model, frame(x, axis, 0), False)
+    graph.time_axis = axis
+    return graph
+
+
+def _trace_model(model: nn.Module, x: torch.Tensor, event: bool) -> tuple[ModelGraph, _Tracer]:
     tracer = _Tracer(model)
     hooks = []
     stashed = _stash_hooks(model)        # the user's (and DPAP's) hooks do not see the trace
@@ -315,7 +345,6 @@ def build_graph(model: nn.Module, example_input: torch.Tensor) -> ModelGraph:
     was = model.training
     model.eval()
     reset_states(model)
-    event = x.dim() == 5
     try:
         graph = _trace(model, x, tracer, event)
     finally:
@@ -324,25 +353,7 @@ def build_graph(model: nn.Module, example_input: torch.Tensor) -> ModelGraph:
         _restore_hooks(stashed)
         model.train(was)
         reset_states(model)
-    graph.layers = find_layers(graph)
-    return graph
-
-
-def _stash_hooks(model: nn.Module) -> list:
-    saved = []
-    for m in model.modules():
-        saved.append((m, dict(m._forward_hooks), dict(m._forward_pre_hooks)))
-        m._forward_hooks.clear()
-        m._forward_pre_hooks.clear()
-    return saved
-
-
-def _restore_hooks(saved: list) -> None:
-    for m, fwd, pre in saved:
-        m._forward_hooks.clear()
-        m._forward_pre_hooks.clear()
-        m._forward_hooks.update(fwd)
-        m._forward_pre_hooks.update(pre)
+    return graph, tracer
 
 
 def _inside_neuron(m: nn.Module, model: nn.Module) -> bool:
@@ -362,16 +373,17 @@ def _trace(model, x, tracer: _Tracer, event: bool) -> ModelGraph:
         tracer._tag(x, inp)
         try:
             result = model(x)
-        except (RuntimeError, ValueError, TypeError) as exc:
+        except (RuntimeError, ValueError, TypeError, IndexError) as exc:
             if event:                      # a model that takes one frame per call
                 tracer.__init__(model)
-                frame = x[:, 0]
-                inp = tracer.add_node(INPUT, "input", [], frame, [])
-                tracer._tag(frame, inp)
+                tracer.framed = True
+                first = x[:, 0]
+                inp = tracer.add_node(INPUT, "input", [], first, [])
+                tracer._tag(first, inp)
                 try:
-                    result = model(frame)
-                except (RuntimeError, ValueError, TypeError) as exc2:
-                    raise _fit_error(frame, exc2) from None
+                    result = model(first)
+                except (RuntimeError, ValueError, TypeError, IndexError) as exc2:
+                    raise _fit_error(first, exc2) from None
             else:
                 raise _fit_error(x, exc) from None
     calls = [c for c in tracer.calls.values()]
@@ -387,16 +399,7 @@ def _trace(model, x, tracer: _Tracer, event: bool) -> ModelGraph:
                       output_membrane=membrane)
 
 
-def _membrane(adapter, module: nn.Module, out):
-    """The membrane a neuron call produced: the adapter's ``membrane(out)`` where it has one,
-    else the last element of a tuple output (snnTorch returns ``(spk, ..., mem)``), else the
-    state a hidden-state neuron keeps (``module.mem``)."""
-    fn = getattr(adapter, "membrane", None)
-    if fn is not None:
-        return fn(out)
-    if isinstance(out, tuple) and len(out) > 1:
-        return out[-1]
-    return getattr(module, "mem", None)
+_membrane = neuron_membrane          # the one reading of a neuron call's membrane (state.py)
 
 
 def _output_node(tracer: _Tracer, result) -> tuple[int, bool]:

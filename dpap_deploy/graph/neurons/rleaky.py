@@ -1,9 +1,14 @@
 """``snn.RLeaky`` / ``snn.RSynaptic``: a Leaky / Synaptic neuron with its own recurrent weight
 ``V`` applied to its spikes of the previous step:
-``U[t] = beta U[t-1] + I[t] + V S[t-1]``. With ``all_to_all=True`` the recurrent weight is an
+``X[t] = (beta U[t-1] + I[t]) + V S[t-1]`` (RSynaptic: ``syn[t] = (alpha syn[t-1] + I[t]) +
+V S[t-1]``, ``X[t] = beta U[t-1] + syn[t]``), then the reset of ``lif_common`` (RLeaky's zero
+reset is NIR's only with ``reset_delay=False``; RSynaptic ignores ``reset_delay=False`` and its
+zero reset is never NIR's). With ``all_to_all=True`` the recurrent weight is an
 ``nn.Linear`` (or ``nn.Conv2d``) the neuron owns: a synapse whose pre- and post-synaptic
 populations are both this population, so compaction slices both of its dimensions. NIR: the
-neuron node plus a ``Linear`` node on a cycle (``lif -> w_rec -> lif``), as snnTorch writes it."""
+neuron node plus a ``Linear`` node on a cycle (``lif -> w_rec -> lif``), as snnTorch writes it;
+in the LI group (subtract / none) the cycle is ``spike -> rec -> mem`` (RSynaptic: ``-> syn``),
+listed before the reset edge so that readers add it first, as snnTorch does."""
 from __future__ import annotations
 
 import snntorch as snn
@@ -18,7 +23,7 @@ from .synaptic import Synaptic
 
 
 class _Recurrent(LIFFamily):
-    delayed_reset_is_nir = False
+    zero_reset = "delay-false"
 
     def recurrent(self, module: nn.Module) -> nn.Module | None:
         if getattr(module, "all_to_all", False):
@@ -77,6 +82,8 @@ class RSynaptic(_Recurrent):
     types = (snn.RSynaptic,)
     label = "snntorch.RSynaptic (recurrent CUBA LIF)"
     per_neuron_attrs = ("alpha", "beta", "threshold")
+    zero_reset = "never"
+    synaptic = True
 
     def to_nir(self, module, shape, dt, encoding="gain"):
         return Synaptic.to_nir(self, module, shape, dt, encoding)
