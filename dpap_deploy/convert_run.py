@@ -1,0 +1,170 @@
+"""``dpap-deploy make-deployable RUN --target T --out DIR [--epochs N]``: ``make_deployable``
+on a trained run folder, written as a new run folder.
+
+The run is loaded as ``dpap_deploy.trained.load_trained`` loads it (model, masks, options),
+converted for the target, fine-tuned on the run's own dataset with its masks kept, and written
+to ``DIR``: ``checkpoint.pt`` (the source run's record with the converted weights, one more
+history row, a new run id and the ``conversion`` record), ``run.json`` (stage
+``make-deployable``, the source run's id) and ``report.json``. The changes and the accuracy
+before and after are printed, then each target's parity (the exports are written to
+``DIR/parity/<target>``).
+
+A run folder names its model by the zoo name it was trained with; the ``conversion`` record
+(``[{"module", "op", ...}]``) says which modules the conversion replaced, and
+:func:`apply_conversion` applies it to the zoo model rebuilt from that name (the loader of run
+folders calls it).
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from torch import nn
+
+from .errors import ConfigError, UnsupportedModelError
+
+STAGE = "make-deployable"
+CONVERSION = "conversion"        # the checkpoint key of the record
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        STAGE, help="replace what a target cannot hold exactly (max pooling over currents, "
+                    "neurons without an exact form) by its nearest form, fine-tune with the "
+                    "masks kept, and write a new run folder",
+        description="Convert a trained run for --target, fine-tune it briefly on the run's "
+                    "dataset with its DPAP masks kept, report the changes, the accuracy "
+                    "before and after and the target's parity, and write a new run folder "
+                    "that compact and export take.")
+    p.add_argument("run", help="a run folder written by 'dpap-deploy train' (or its checkpoint)")
+    p.add_argument("--target", required=True, action="append",
+                   help="a spiking target (nir, loihi-sim, netx); repeat for several")
+    p.add_argument("--out", required=True, help="the new run folder")
+    p.add_argument("--epochs", type=int, default=1, help="fine-tuning epochs (default 1)")
+    p.add_argument("--lr", type=float, default=1e-3, help="fine-tuning learning rate")
+    p.add_argument("--max-samples", type=int, default=32,
+                   help="test samples of each target's parity check (default 32)")
+    p.set_defaults(func=run_command)
+    return p
+
+
+def conversion_record(original: nn.Module, converted: nn.Module) -> list[dict]:
+    """The modules ``converted`` replaced in ``original`` (the same module names)."""
+    from .convert_pools import PoolSwapped
+    if isinstance(converted, PoolSwapped):
+        raise UnsupportedModelError("the run's model calls F.max_pool in its forward, which a "
+                                    "run folder cannot record; convert it with "
+                                    "make_deployable in Python")
+    new = dict(converted.named_modules())
+    record = []
+    for name, old in original.named_modules():
+        m = new.get(name)
+        if m is None or m is old or not name:
+            continue
+        if isinstance(old, (nn.MaxPool1d, nn.MaxPool2d)) and \
+                isinstance(m, (nn.AvgPool1d, nn.AvgPool2d)):
+            record.append({"module": name, "op": "avg_pool"})
+        elif type(m) is type(old) and hasattr(m, "reset_mechanism"):
+            if (m.reset_mechanism, getattr(m, "reset_delay", None)) != \
+                    (old.reset_mechanism, getattr(old, "reset_delay", None)):
+                record.append({"module": name, "op": "neuron",
+                               "reset_mechanism": str(m.reset_mechanism),
+                               "reset_delay": bool(getattr(m, "reset_delay", False))})
+        elif type(m) is not type(old):
+            raise UnsupportedModelError(
+                f"'{name}' became {type(m).__name__} (was {type(old).__name__}), which a run "
+                "folder cannot record; convert it with make_deployable in Python")
+    return record
+
+
+def apply_conversion(model: nn.Module, record: list[dict] | None) -> nn.Module:
+    """Replace, in ``model`` (rebuilt from a run's zoo name), what ``record`` says."""
+    from .convert_neurons import rebuild
+    from .convert_pools import avg_module, set_module
+    from .errors import CheckpointError
+    modules = dict(model.named_modules())
+    for entry in record or []:
+        name, op = entry.get("module"), entry.get("op")
+        m = modules.get(name) if isinstance(name, str) else None
+        if op == "avg_pool" and isinstance(m, (nn.MaxPool1d, nn.MaxPool2d)):
+            set_module(model, name, avg_module(m))
+        elif op == "neuron" and hasattr(m, "reset_mechanism"):
+            set_module(model, name, rebuild(m, type(m),
+                                            reset_mechanism=entry["reset_mechanism"],
+                                            reset_delay=entry["reset_delay"]))
+        else:
+            raise CheckpointError(f"the conversion record entry {entry!r} does not fit the "
+                                  "run's model; the checkpoint is damaged")
+    return model
+
+
+def _check_args(args) -> None:
+    for name in ("epochs", "max_samples"):
+        v = getattr(args, name)
+        if not isinstance(v, int) or v < (0 if name == "epochs" else 1):
+            raise ConfigError(f"--{name.replace('_', '-')} {v!r}: give an integer "
+                              f"{'>= 0' if name == 'epochs' else '>= 1'}")
+
+
+def convert_run(source, targets: list[str], out, *, epochs: int = 1, lr: float = 1e-3,
+                max_samples: int = 32, log=None):
+    """``make_deployable`` on the run at ``source``, written to the run folder ``out``;
+    returns the :class:`~dpap_deploy.convert.Conversion`."""
+    import copy
+    from .convert import make_deployable
+    from .trained import load_trained
+    from .validate import check_out_dir, check_run_source
+    from .runfolder import run_files
+    source, out = check_run_source(source), check_out_dir(out)
+    present = run_files(out)
+    if present:
+        raise ConfigError(f"{out} already holds a run ({', '.join(present)}); choose another "
+                          "--out")
+    trained = load_trained(source)
+    if trained.kind != "snn":
+        raise UnsupportedModelError(f"the run at {source} is an ANN; make-deployable converts "
+                                    "spiking networks (an ANN exports to onnx as it is)")
+    data = trained.load_data()
+    original = copy.deepcopy(trained.model)
+    res = make_deployable(trained.model, data.x_train[:2], (data.x_train, data.y_train),
+                          targets=targets, dpap=trained.masks, epochs=epochs, lr=lr,
+                          time_steps=trained.cfg.time_steps, test_data=(data.x_test, data.y_test),
+                          max_samples=max_samples, out=out / "parity", log=log)
+    _write_run(source, out, trained, original, res, len(data.y_test))
+    return res
+
+
+def _write_run(source: Path, out: Path, trained, original, res, n_test: int) -> None:
+    from .checkpoint import load_checkpoint, save_checkpoint
+    from .report import save_report, training_report
+    from .runfolder import CHECKPOINT, RunManifest, new_run_id, source_identity, write_manifest
+    from .trained import load_trained
+    record = conversion_record(original, res.model)
+    ckpt = load_checkpoint(source)
+    src_id, digest = source_identity(source)
+    run_id = new_run_id()
+    for key in ("path", "digest", "format", "version"):
+        ckpt.pop(key, None)
+    history = list(ckpt["history"])
+    row = dict(history[-1]) if history else {}
+    row.update({"epoch": len(history) + 1, "test_acc": res.accuracy_after,
+                "loss": res.losses[-1] if res.losses else row.get("loss", 0.0)})
+    ckpt.update({"model": {k: v.detach().cpu() for k, v in res.model.state_dict().items()},
+                 "history": history + [row], "run_id": run_id, CONVERSION: record,
+                 "converted_from": src_id})
+    out.mkdir(parents=True, exist_ok=True)
+    write_manifest(out, RunManifest(run_id, STAGE, digest, src_id, stages=[STAGE]))
+    save_checkpoint(out / CHECKPOINT, ckpt)
+    save_report(out, training_report(load_trained(out), n_test))
+
+
+def run_command(args) -> int:
+    """The command: print the changes, the accuracies and the parity; 0 when every target's
+    parity passed, 1 otherwise."""
+    _check_args(args)
+    res = convert_run(args.run, list(dict.fromkeys(args.target)), args.out, epochs=args.epochs,
+                      lr=args.lr, max_samples=args.max_samples)
+    for line in res.summary():
+        print(line)
+    print(f"new run: {args.out}")
+    return 0 if res.passed else 1
