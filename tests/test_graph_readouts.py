@@ -15,6 +15,7 @@ from dpap_deploy.graph.neurons import supported_names
 T = 4
 
 
+
 class OwnLoop(nn.Module):
     """Tutorial-5 style own loop; ``readout`` picks what it returns."""
 
@@ -157,3 +158,81 @@ def test_supported_snntorch_neurons_are_not_taken_as_activations():
             continue
         node = g.nodes[g.output]
         assert node.op == NEURON and node.adapter.kind == "snn" and g.kind == "snn"
+
+
+def _scaled_loop(readout):
+    torch.manual_seed(0)
+    model = OwnLoop(readout).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(3.0)                                       # every layer spikes
+    return model, torch.rand(6, 4, 4)
+
+
+@pytest.mark.parametrize("readout", ["spikes", "membrane", "current"])
+def test_outputs_record_the_readout(readout):
+    from dpap_deploy.graph import outputs
+    model, x = _scaled_loop(readout)
+    g = build_graph(model, x)
+    out = outputs(g, x, None, batch_size=4)                   # [T, B, C]
+    with torch.no_grad():
+        own = model(x)
+    own = own[0] if isinstance(own, tuple) else own
+    assert out.shape == (T, 6, 5)
+    assert torch.equal(out.sum(0) if readout == "current" else out, own)
+    if readout != "spikes":
+        assert not torch.equal(out, (out > 0).float())      # graded, not spikes
+
+
+class LinearReadoutOneStep(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(8, 6)
+        self.lif1 = snn.Leaky(beta=0.5, init_hidden=True)
+        self.fc2 = nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.fc2(self.lif1(self.fc1(x)))
+
+
+@pytest.mark.parametrize("make", [ReturnsMembraneOneStep, LinearReadoutOneStep])
+def test_graded_one_step_models_run_the_step_loop(make):
+    from snntorch import utils
+    from dpap_deploy.executor import MultiStep
+    from dpap_deploy.graph import outputs
+    torch.manual_seed(0)
+    model = make().eval()
+    with torch.no_grad():
+        model.fc1.weight.mul_(4.0)
+    x = torch.rand(5, 8)
+    g = build_graph(model, x)
+    assert g.readout in ("membrane", "current") and "graded" in MultiStep.unsupported(g)
+    utils.reset(model)
+    with torch.no_grad():
+        want = torch.stack([model(x) for _ in range(T)])     # the user's own loop
+    assert torch.equal(outputs(g, x, T), want)
+
+
+@pytest.mark.parametrize("readout", ["membrane", "current"])
+def test_compaction_keeps_a_graded_readout(readout):
+    from dpap_deploy.compaction import compact
+    from dpap_deploy.compaction.compact import check_same_function, copy_with_graph
+    from dpap_deploy.errors import DPAPError
+    model, x = _scaled_loop(readout)
+    g = build_graph(model, x)
+    gen = torch.Generator().manual_seed(1)
+    masks = {l.name: (torch.rand(l.n_out, l.n_in, generator=gen) < 0.8,
+                      torch.rand(l.n_out, generator=gen) < (1.0 if l.is_output else 0.5))
+             for l in g.layers}
+    result = compact(model, x, masks)                       # checks the readout itself
+    assert result.graph.readout == readout
+    assert result.model.fc1.out_features < 12
+    # a real error in the compacted network is caught
+    broken, bg = copy_with_graph(result.model, result.graph)
+    with torch.no_grad():
+        broken.fc2.bias[0] += 0.25                         # one output shifted
+    masked, mg = copy_with_graph(model, g)
+    from dpap_deploy.compaction import apply_layer_masks
+    apply_layer_masks(masked, None, masks, graph=mg)
+    with pytest.raises(DPAPError, match=f"{readout} difference"):
+        check_same_function(mg, bg, x, None)
