@@ -1,20 +1,24 @@
 """``netx``: the compacted SNN as a Lava-DL netx HDF5 file for Loihi 2 (``network.net``),
 loaded with ``lava.lib.dl.netx.hdf5.Network`` and run in Lava fixed point.
 
-The file holds the deployment graph (BatchNorm and AvgPool folded: the netx loader has no
-pooling layer): ``layer/0`` is ``input`` (shape ``C, H, W``), then ``conv`` / ``flatten`` /
-``dense`` layers, each synaptic layer with a ``neuron`` group of type ``CUBA``.
+The file holds the layers ``netx_plan`` makes of the deployment graph (BatchNorm and average
+pooling folded into the weights, max pooling over spikes as a conv layer: the netx loader has
+no pooling layer): ``layer/0`` is ``input`` (shape ``C, H, W``), then ``conv`` / ``flatten`` /
+``dense`` layers, each synaptic layer with a ``neuron`` group of type ``CUBA``. ``blockers``
+lists every reason netx refuses a model, before any training.
 
 **Quantisation**, per synaptic layer ``l`` with float weights ``W``, bias ``b``:
 - weights become even integers in ``[-256, 254]`` (Loihi's 8-bit mixed-sign synapse keeps
   even values, as slayer's export does): ``W_q = 2 round(W s / 2)``;
 - the scale is ``s = min(254 / max|W|, 0.9 * 32767 / I_max)``: full weight resolution unless the
-  largest synaptic input ``I_max`` (measured on calibration samples, in float) would overflow
-  the neuron's 16-bit input;
+  largest synaptic input ``I_max`` (measured at the neuron's input on calibration samples, in
+  float, bias excluded; a max-pool layer's is its window size) would overflow the neuron's
+  16-bit input;
 - the first layer gets the image as graded spikes ``x_q = round(x 2^q)`` (``q = INPUT_BITS``),
   so its effective scale is ``s 2^q``;
 - the threshold and the bias carry the same scale: ``vThMant = round(V_th s)``,
-  ``bias = round(b s)`` (13-bit);
+  ``bias = round(b s)`` (13-bit), where ``V_th`` is 1 (each row of ``W`` and ``b`` already
+  divided by its neuron's threshold, ``netx_neurons``) or 1/2 (a max-pool layer);
 - CUBA decays on 12 bits (4096 = full decay): ``iDecay = 4096`` (no current memory,
   ``du = 1``), ``vDecay = round((1 - lambda) 4096)``.
 In fixed point a neuron then computes ``v = v (4096 - vDecay) / 4096 + sum W_q s_in + bias``
@@ -32,13 +36,13 @@ from torch import nn
 
 from ..atomic import atomic_buffer
 from ..graph import ModelGraph, build_graph, outputs
-from ..graph.model_graph import FLATTEN, INPUT, NEURON, OUTPUT, PASS, SYNAPSE
 from ..errors import UnsupportedModelError
 from ..lava_compat import import_lava_runtime
 from ._compare import spike_parity, torch_spikes
 from .base import ExportJob, ExportResult
 from .hdf5_safety import check_self_contained
 from .netx_loading import loading_parameters, write_loading_files
+from .netx_plan import NetxLayer, plan
 from .nir_to_lava import input_schedule
 
 TARGET = "netx"
@@ -51,54 +55,45 @@ A_IN_LIMIT = 32767 * 0.9
 BIAS_LIMIT = 4095
 
 
-def _layers(graph: ModelGraph):
-    """``[(kind, synapse, neuron, in_shape, out_shape)]`` and flatten markers, in order: netx
-    holds a chain of conv / dense layers, each with a CUBA neuron, and flatten steps."""
-    from ..graph.neurons.leaky import Leaky
-    seq, pending = [], None
-    consumers = graph.consumers()
-    for n in graph.nodes:
-        if n.op in (INPUT, OUTPUT, PASS):
-            continue
-        if len(n.inputs) != 1 or len(consumers[n.id]) > 1 and n.id != graph.output:
-            raise UnsupportedModelError(
-                f"'{n.name}' branches or joins: a netx file holds a chain of layers; export "
-                "branching networks with --target nir or loihi-sim")
-        if n.op == SYNAPSE and isinstance(n.module, (nn.Conv2d, nn.Linear)):
-            pending = (n.module, n.in_shape)
-        elif n.op == NEURON and isinstance(n.adapter, Leaky):
-            if pending is None:
-                raise UnsupportedModelError(f"neuron '{n.name}' does not follow a Conv2d / Linear")
-            n.adapter.check_exportable(n.module, n.name)
-            if n.adapter.per_neuron(n.module):
-                raise UnsupportedModelError(
-                    f"neuron '{n.name}' has per-neuron beta or threshold; a netx layer holds one "
-                    "decay and one threshold: use scalar values to export to netx")
-            syn, in_shape = pending
-            seq.append(("conv" if isinstance(syn, nn.Conv2d) else "dense", syn, n.module,
-                        in_shape, n.out_shape))
-            pending = None
-        elif n.op == FLATTEN:
-            seq.append(("flatten", None, None, n.in_shape, n.out_shape))
-        else:
-            what = type(n.module).__name__ if n.module is not None else n.attrs.get("fn", n.op)
-            raise UnsupportedModelError(
-                f"layer '{n.name}' ({what}) cannot go to netx: the netx loader has Conv, Dense "
-                "and Flatten layers with Leaky (CUBA) neurons only (AvgPool2d and BatchNorm are "
-                "folded for you; replace MaxPool2d by AvgPool2d and retrain to export)")
-    return seq
+def blockers(graph: ModelGraph, time_steps: int | None = None) -> list[str]:
+    """Every reason netx would refuse the model of ``graph`` (the user's graph: a BatchNorm
+    between a synapse and its neuron counts as folded), one line each with its fix, found
+    without running the model; ``[]`` if netx takes it. ``time_steps`` is accepted for the
+    common interface of the targets: netx takes any ``T`` (it resets every ``T`` steps)."""
+    return plan(graph, folded=False)[1]
+
+
+def _layers(graph: ModelGraph) -> list[NetxLayer]:
+    """The netx layers of the deployment ``graph`` (``netx_plan``), or one
+    ``UnsupportedModelError`` line with every reason netx refuses it."""
+    layers, reasons = plan(graph, folded=True)
+    if len(reasons) == 1:
+        raise UnsupportedModelError(f"netx cannot take this model: {reasons[0]}")
+    if reasons:
+        raise UnsupportedModelError(f"netx cannot take this model, {len(reasons)} reasons: "
+                                    + " | ".join(f"({i}) {r}" for i, r in
+                                                 enumerate(reasons, start=1)))
+    return layers
 
 
 @torch.no_grad()
-def _max_input_currents(graph: ModelGraph, x: torch.Tensor, time_steps: int) -> dict[int, float]:
-    """Largest |W s_in| (bias excluded) per synaptic layer over ``x`` and all steps."""
+def _max_input_currents(graph: ModelGraph, layers: list[NetxLayer], x: torch.Tensor,
+                        time_steps: int) -> dict[int, float]:  # id(layer) -> peak
+    """Largest ``|I - b| / V_th`` (the bias excluded, rows divided by their threshold as the
+    file holds them) per layer over ``x`` and all steps, measured at each neuron's input;
+    layers that know their peak (pooling) are not measured."""
     peaks: dict[int, float] = {}
     hooks = []
-    for layer in graph.layers:
-        def hook(mod, inp, out):
-            cur = out if mod.bias is None else out - mod.bias.view(1, -1, *([1] * (out.dim() - 2)))
-            peaks[id(mod)] = max(peaks.get(id(mod), 0.0), float(cur.abs().max()))
-        hooks.append(layer.synapse.register_forward_hook(hook))
+    for layer in layers:
+        if layer.neuron is None:
+            continue
+        shape = (-1,) + (1,) * (len(layer.out_shape) - 1)
+        b, r = layer.raw_bias.float().view(shape), torch.as_tensor(layer.row_scale).float().view(shape)
+
+        def hook(mod, args, i=id(layer), b=b, r=r):
+            cur = ((args[0].detach().float().cpu() - b) * r).abs().max()
+            peaks[i] = max(peaks.get(i, 0.0), float(cur))
+        hooks.append(layer.neuron.register_forward_pre_hook(hook))
     try:
         outputs(graph, x, time_steps)
     finally:
@@ -112,56 +107,56 @@ def write_netx(model: nn.Module | ModelGraph, x: torch.Tensor, path: Path, time_
     import h5py
     graph = model if isinstance(model, ModelGraph) else build_graph(model, x[:2])
     seq = _layers(graph)
-    peaks = _max_input_currents(graph, x, time_steps)
+    peaks = _max_input_currents(graph, seq, x, time_steps)
     summary, first = [], True
     # A network that flattens its input first takes it flat (torch's (c, h, w) order), so the
     # dense weights' columns need no permutation from Lava's (w, h, c) order.
-    input_flat = bool(seq) and seq[0][0] == "flatten"
+    input_flat = bool(seq) and seq[0].kind == "flatten"
     if input_flat:
         seq = seq[1:]
     with atomic_buffer(path) as buf, h5py.File(buf, "w") as f:   # see nir_export.write_nir
-        layer = f.create_group("layer")
-        g0 = layer.create_group("0")
+        group = f.create_group("layer")
+        g0 = group.create_group("0")
         g0.create_dataset("type", data=np.bytes_("input"))
         g0.create_dataset("shape", data=np.array([int(np.prod(x.shape[1:]))] if input_flat
                                                  else x.shape[1:]))
-        for i, (kind, syn, leaky, in_shape, out_shape) in enumerate(seq, start=1):
-            g = layer.create_group(str(i))
-            g.create_dataset("type", data=np.bytes_(kind))
-            if kind == "flatten":
-                g.create_dataset("shape", data=np.array(out_shape))
+        for i, layer in enumerate(seq, start=1):
+            g = group.create_group(str(i))
+            g.create_dataset("type", data=np.bytes_(layer.kind))
+            g.create_dataset("shape", data=np.array(layer.out_shape))
+            if layer.kind == "flatten":
                 continue
-            w = syn.weight.detach().double().numpy()
-            b = syn.bias.detach().double().numpy() if syn.bias is not None else np.zeros(w.shape[0])
+            w, b = layer.weight.numpy(), layer.bias.numpy()
             in_scale = 2.0 ** INPUT_BITS if first else 1.0
             w_max = float(np.abs(w).max()) or 1.0
-            s = min(254.0 / w_max, A_IN_LIMIT / max(peaks.get(id(syn), 0.0) * in_scale, 1e-12))
+            peak = layer.peak if layer.peak is not None else peaks.get(id(layer), 0.0)
+            s = min(254.0 / w_max, A_IN_LIMIT / max(peak * in_scale, 1e-12))
             w_q = np.clip(2 * np.round(w * s / 2), -256, 254).astype(np.int32)
             eff = s * in_scale
-            vth = int(round(float(leaky.threshold) * eff))
+            vth = int(round(layer.threshold * eff))
             bias_q = np.round(b * eff)
             clipped = int((np.abs(bias_q) > BIAS_LIMIT).sum())
             bias_q = np.clip(bias_q, -BIAS_LIMIT, BIAS_LIMIT).astype(np.int32)
             if not 0 < vth <= 131071:
-                raise UnsupportedModelError(f"netx threshold {vth} of layer {i} is outside Loihi's "
-                                            "17-bit range")
-            g.create_dataset("shape", data=np.array(out_shape))
+                raise UnsupportedModelError(f"netx threshold {vth} of layer {i} ('{layer.name}') "
+                                            "is outside Loihi's 17-bit range")
             g.create_dataset("weight", data=w_q)
             g.create_dataset("bias", data=bias_q)
-            if kind == "conv":
+            if layer.kind == "conv":
                 for k in ("stride", "padding", "dilation"):
-                    g.create_dataset(k, data=np.array(getattr(syn, k)))
-                g.create_dataset("groups", data=np.array(syn.groups))
+                    g.create_dataset(k, data=np.array(getattr(layer, k)))
+                g.create_dataset("groups", data=np.array(layer.groups))
             n = g.create_group("neuron")
             n.create_dataset("type", data=np.bytes_("CUBA"))
             n.create_dataset("iDecay", data=np.array(4096))
-            n.create_dataset("vDecay", data=np.array(int(round((1 - float(leaky.beta)) * 4096))))
+            n.create_dataset("vDecay", data=np.array(int(round((1 - layer.beta) * 4096))))
             n.create_dataset("vThMant", data=np.array(vth))
             n.create_dataset("refDelay", data=np.array(1))
             n.create_dataset("gradedSpike", data=np.array(False))
-            summary.append({"layer": i, "type": kind, "scale": s * in_scale, "vThMant": vth,
+            summary.append({"layer": i, "type": layer.kind, "name": layer.name,
+                            "scale": s * in_scale, "vThMant": vth,
                             "weight_range": [int(w_q.min()), int(w_q.max())],
-                            "bias_clipped": clipped,
+                            "bias_clipped": clipped, "pools_folded": layer.pooled,
                             "synapses": int(np.count_nonzero(w_q))})
             first = False
     return {"input_bits": INPUT_BITS, "input_flat": input_flat, "layers": summary}
@@ -196,9 +191,21 @@ def run_netx(path: Path, x: np.ndarray, time_steps: int) -> np.ndarray:
     return spikes.reshape(spikes.shape[0], n, time_steps).transpose(1, 2, 0)
 
 
+def deployment_graph(job: ExportJob) -> ModelGraph:
+    """The graph netx writes: the folded network compaction saved (BatchNorm and module
+    average pools folded), else the compacted one with BatchNorm folded; ``netx_plan`` folds
+    the average pools still there (functional ones included) into the weights itself."""
+    if job.deploy is not None:
+        return job.deployment_graph()
+    from ..compaction import fold_for_deployment
+    x, _ = job.samples()
+    return fold_for_deployment(job.model, x[:64], time_steps=job.time_steps,
+                               graph=job.model_graph(), fold_pools=False)[1]
+
+
 def export(job: ExportJob, out: Path) -> ExportResult:
     x, y = job.samples()
-    folded = job.deployment_graph()
+    folded = deployment_graph(job)
     path = Path(out) / "network.net"
     quant = write_netx(folded, x, path, job.time_steps)
     x_in = x.flatten(1) if quant["input_flat"] else x

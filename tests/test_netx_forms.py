@@ -1,0 +1,348 @@
+"""netx takes what snnTorch users write where its format can hold it exactly, checked spike for
+spike in the real netx loader run in Lava, and refuses the rest with every reason at once.
+
+Exactness in fixed point needs weights the quantiser keeps exactly: every synapse's (folded)
+weights are integer multiples ``n u`` of a power-of-two unit ``u`` with ``max |n| = 127``, so the
+scale ``s = 254 / (127 u)`` is a power of two and ``2 round(W s / 2) = 2 n`` is exact; biases are
+multiples of ``u``, inputs multiples of 1/16 (the graded input keeps 4 bits), beta = 1/2 and
+T = 4, so every decayed membrane stays an integer in Lava's 2^6-scaled fixed point. The float
+network and Lava then compute the same numbers, and the spike trains must be identical.
+"""
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+import snntorch as snn
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dpap_deploy.errors import UnsupportedModelError
+from dpap_deploy.exporters import ExportJob, export
+from dpap_deploy.exporters._compare import torch_spikes
+from dpap_deploy.exporters.netx_export import blockers, run_netx, write_netx
+from dpap_deploy.exporters.netx_plan import plan
+from dpap_deploy.graph import build_graph
+
+T, N, U = 4, 24, 1.0 / 64
+
+
+def _leaky(**kw):
+    kw.setdefault("reset_mechanism", "zero")
+    return snn.Leaky(beta=0.5, **kw)
+
+
+def _input(n=N, shape=(1, 10, 10), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.round(torch.rand(n, *shape, generator=g) * 16) / 16
+
+
+@torch.no_grad()
+def _grid(layer: nn.Module, unit: float, seed: int, spread: int = 8, single: bool = False,
+          even_rows=None):
+    """Weights ``n unit`` (``|n| <= spread``, one entry 127) and biases ``k unit / 8``.
+    ``single``: output 0 holds only the 127 (so a folded 2x2 mean of it stays 127 u)."""
+    g = torch.Generator().manual_seed(seed)
+    n = torch.randint(-spread, spread + 1, layer.weight.shape, generator=g)
+    if single:
+        n[0] = 0
+    if even_rows is not None:
+        n[even_rows] = 2 * (n[even_rows] // 2)
+    n.view(-1)[0] = 127
+    layer.weight.copy_(n.double() * unit)
+    layer.bias.copy_(torch.randint(-8, 9, layer.bias.shape, generator=g).double() * unit / 8)
+
+
+def _pool(model: nn.Module, kind: str):
+    """``(s, k) -> pooled``: ``F.avg_pool2d`` / ``F.max_pool2d`` (``kind`` "avg-fn", "max-fn")
+    or a registered ``nn.AvgPool2d(2)`` / ``nn.MaxPool2d(2)`` module ("avg-mod", "max-mod")."""
+    if kind.endswith("fn"):
+        return F.avg_pool2d if kind.startswith("avg") else F.max_pool2d
+    model.pool_mod = nn.AvgPool2d(2) if kind.startswith("avg") else nn.MaxPool2d(2)
+    return lambda s, k: model.pool_mod(s)
+
+
+class CurrentPool(nn.Module):
+    """Tutorial 6's shape with average pooling over currents: ``pool(conv(x))`` -> neuron."""
+
+    def __init__(self, pool="avg-fn"):
+        super().__init__()
+        self.conv1, self.pool = nn.Conv2d(1, 4, 3), _pool(self, pool)
+        self.lif1, self.fc, self.lif2 = _leaky(), nn.Linear(64, 10), _leaky()
+        _grid(self.conv1, 4 * U, 1, single=True)     # the 2x2 mean makes it n u, max 127 u
+        _grid(self.fc, U, 2, spread=48)
+
+    def forward(self, x):
+        m1, m2, out = self.lif1.init_leaky(), self.lif2.init_leaky(), []
+        for _ in range(T):
+            s1, m1 = self.lif1(self.pool(self.conv1(x), 2), m1)
+            s2, m2 = self.lif2(self.fc(s1.flatten(1)), m2)
+            out.append(s2)
+        return torch.stack(out)
+
+
+class SpikePool(nn.Module):
+    """Pooling over spikes, then a padded conv (``to_fc=False``) or a Linear; the output
+    neurons have thresholds 1 and 2 (per neuron, folded into the weights' rows)."""
+
+    def __init__(self, pool="avg-fn", to_fc: bool = False):
+        super().__init__()
+        self.pool, self.to_fc, avg = _pool(self, pool), to_fc, pool.startswith("avg")
+        self.conv1, self.lif1 = nn.Conv2d(1, 4, 3), _leaky(reset_delay=False)
+        self.conv2, self.lif2 = nn.Conv2d(4, 4, 3, padding=1), _leaky()
+        self.fc = nn.Linear(64, 10)
+        self.lif3 = _leaky(threshold=torch.tensor([1.0, 2.0] * 5))
+        fold = 4 * U if avg else U            # a folded 2x2 mean divides by 4
+        _grid(self.conv1, U, 3)
+        _grid(self.conv2, fold if not to_fc else U, 4, spread=16)
+        _grid(self.fc, fold if to_fc else U, 5, spread=48, even_rows=slice(1, None, 2))
+
+    def forward(self, x):
+        m1, m2, m3, out = (self.lif1.init_leaky(), self.lif2.init_leaky(),
+                           self.lif3.init_leaky(), [])
+        for _ in range(T):
+            s1, m1 = self.lif1(self.conv1(x), m1)
+            p = self.pool(s1, 2)
+            if not self.to_fc:
+                p, m2 = self.lif2(self.conv2(p), m2)
+            s3, m3 = self.lif3(self.fc(p.flatten(1)), m3)
+            out.append(s3)
+        return torch.stack(out)
+
+
+def _lava_vs_torch(model, path, x=None):
+    """The netx file of ``model`` run by the netx loader in Lava, and the torch spikes."""
+    x = _input() if x is None else x
+    graph = build_graph(model.eval(), x[:2])
+    quant = write_netx(graph, x, path, T)
+    got = run_netx(path, x.numpy(), T)
+    ref = torch_spikes(graph, x, T)
+    return ref, got, quant
+
+
+def _file(path) -> dict[str, np.ndarray]:
+    out = {}
+    with h5py.File(path) as f:
+        f.visititems(lambda k, v: out.__setitem__(k, v[()]) if isinstance(v, h5py.Dataset)
+                     else None)
+    return out
+
+
+def _same_file(a, b) -> bool:
+    fa, fb = _file(a), _file(b)
+    return fa.keys() == fb.keys() and all(np.array_equal(fa[k], fb[k]) for k in fa)
+
+
+def _hidden_active(model, x) -> float:
+    """Fraction of the first layer's neurons that spike at least once (a silent network would
+    make every comparison pass)."""
+    rec = []
+    h = model.lif1.register_forward_hook(lambda m, i, o: rec.append(o[0]))
+    with torch.no_grad():
+        model(x)
+    h.remove()
+    return float((torch.stack(rec).sum(0) > 0).float().mean())
+
+
+# ------------------------------------------------------------------ exact forms, in Lava
+def test_functional_avg_pool_over_currents_is_exact_and_the_same_file_as_the_module(tmp_path):
+    fn, mod = CurrentPool("avg-fn"), CurrentPool("avg-mod")
+    ref, got, quant = _lava_vs_torch(fn, tmp_path / "fn.net")
+    assert quant["layers"][0]["pools_folded"] == ["avg_pool2d_1"]
+    assert 0.1 < _hidden_active(fn, _input()) and ref.sum() > 0 and 0 < ref.mean() < 0.9
+    assert np.array_equal(ref, got), f"{(ref != got).sum()} of {ref.size} spikes differ"
+    # the module form, traced as a pool node with a module, gives the same file
+    mod.load_state_dict(fn.state_dict())
+    write_netx(build_graph(mod.eval(), _input()[:2]), _input(), tmp_path / "mod.net", T)
+    assert _same_file(tmp_path / "fn.net", tmp_path / "mod.net")
+
+
+@pytest.mark.parametrize("to_fc", [False, True], ids=["into-conv", "into-linear"])
+def test_functional_avg_pool_over_spikes_is_exact_and_the_same_file_as_the_module(tmp_path,
+                                                                                  to_fc):
+    fn, mod = SpikePool("avg-fn", to_fc), SpikePool("avg-mod", to_fc)
+    ref, got, quant = _lava_vs_torch(fn, tmp_path / "fn.net")
+    assert quant["layers"][1]["pools_folded"] == ["avg_pool2d_1"]
+    assert 0.1 < _hidden_active(fn, _input()) and ref.sum() > 0 and 0 < ref.mean() < 0.9
+    assert np.array_equal(ref, got), f"{(ref != got).sum()} of {ref.size} spikes differ"
+    mod.load_state_dict(fn.state_dict())
+    write_netx(build_graph(mod.eval(), _input()[:2]), _input(), tmp_path / "mod.net", T)
+    assert _same_file(tmp_path / "fn.net", tmp_path / "mod.net")
+
+
+@pytest.mark.parametrize("kind", ["functional", "module"])
+def test_max_pool_over_spikes_is_a_netx_layer_exact_in_lava(tmp_path, kind):
+    model = SpikePool("max-fn" if kind == "functional" else "max-mod")
+    ref, got, _ = _lava_vs_torch(model, tmp_path / "n.net")
+    f = _file(tmp_path / "n.net")
+    types = [f[f"layer/{i}/type"].decode() for i in range(6)]
+    assert types == ["input", "conv", "conv", "conv", "flatten", "dense"]
+    assert f["layer/2/groups"] == 4 and (f["layer/2/weight"] == 254).all()   # depthwise, unit
+    assert f["layer/2/neuron/vThMant"] == 127 and f["layer/2/neuron/vDecay"] == 4096
+    assert 0.1 < _hidden_active(model, _input()) and ref.sum() > 0 and 0 < ref.mean() < 0.9
+    assert np.array_equal(ref, got), f"{(ref != got).sum()} of {ref.size} spikes differ"
+
+
+def test_export_api_takes_a_functional_pool_model_spike_for_spike(tmp_path):
+    """Through ``export`` (the job folds BatchNorm only; netx folds the pool itself)."""
+    x = _input(16)
+    job = ExportJob(SpikePool("avg-fn").eval(), "snn", x,
+                    torch.zeros(len(x), dtype=torch.long), T)
+    res = export("netx", job, tmp_path)
+    assert res.parity["identical_spike_trains"] == 1.0 and res.parity["n_samples"] == 16
+
+
+@torch.no_grad()
+def _float_netx(layers, x):
+    """The netx layers in float64, as the loader's CUBA neuron computes them (iDecay = 4096):
+    ``v[t] = beta (1 - s[t-1]) v[t-1] + I[t]``, ``s[t] = v[t] > threshold``; returns each
+    layer's input currents ``[T, B, ...]`` and the output spikes."""
+    state, cur_rec, out = {}, {}, []
+    for _ in range(T):
+        h = x.double()
+        for i, la in enumerate(layers):
+            if la.kind == "flatten":
+                h = h.flatten(1)
+                continue
+            cur = (F.conv2d(h, la.weight, la.bias, la.stride, la.padding, la.dilation, la.groups)
+                   if la.kind == "conv" else F.linear(h, la.weight, la.bias))
+            v, s = state.get(i, (0.0, 0.0))
+            v = la.beta * (1 - s) * v + cur
+            s = (v > la.threshold).double()
+            state[i] = (v, s)
+            cur_rec.setdefault(i, []).append(cur)
+            h = s
+        out.append(h)
+    return {i: torch.stack(c) for i, c in cur_rec.items()}, torch.stack(out)
+
+
+@pytest.mark.parametrize("build", [lambda: CurrentPool("avg-fn"), lambda: SpikePool("avg-fn"),
+                                   lambda: SpikePool("avg-mod", to_fc=True),
+                                   lambda: SpikePool("max-fn")],
+                         ids=["avg-currents", "avg-spikes-conv", "avg-spikes-linear", "max-spikes"])
+def test_the_netx_layers_compute_the_torch_currents_and_spikes(build):
+    """Before quantisation: every layer's current, times its neurons' thresholds, is the
+    current snnTorch's neuron receives, step by step, and the output spikes are the same."""
+    model, x = build().eval(), _input(8)
+    layers, reasons = plan(build_graph(model, x[:2]))
+    assert reasons == []
+    seen: dict[nn.Module, list[torch.Tensor]] = {}
+    hooks = [la.neuron.register_forward_pre_hook(
+        lambda m, a: seen.setdefault(m, []).append(a[0].double())) for la in layers if la.neuron]
+    with torch.no_grad():
+        ref = model(x)
+    for h in hooks:
+        h.remove()
+    currents, out = _float_netx(layers, x)
+    assert torch.equal(out, ref.double()) and ref.sum() > 0
+    for i, la in enumerate(layers):
+        if la.neuron is None:
+            continue
+        shape = (1, 1, -1) + (1,) * (currents[i].dim() - 3)
+        thr = torch.as_tensor(1.0 / la.row_scale).view(shape)
+        torch.testing.assert_close(currents[i] * thr, torch.stack(seen[la.neuron]),
+                                   rtol=0, atol=1e-6)
+
+
+# ------------------------------------------------------------------ refusals, each its reason
+class Any(nn.Module):
+    """``conv -> [pool] -> neuron -> flatten -> fc -> [readout]``, own time loop."""
+
+    def __init__(self, neuron=None, readout="leaky", conv1d=False, pool=None, return_mem=False):
+        super().__init__()
+        self.conv = nn.Conv1d(1, 4, 3) if conv1d else nn.Conv2d(1, 4, 3)
+        self.n1 = neuron if neuron is not None else _leaky()
+        feats = 4 * 8 if conv1d else (4 * 4 * 4 if pool else 4 * 8 * 8)
+        self.fc = nn.Linear(feats, 10)
+        self.n2 = {"leaky": _leaky(), "none": None,
+                   "li": snn.Leaky(beta=0.5, reset_mechanism="none")}.get(readout, readout)
+        self.pool, self.return_mem = pool, return_mem
+
+    def forward(self, x):
+        out = []
+        x = x[:, :, 0] if isinstance(self.conv, nn.Conv1d) else x
+        for _ in range(T):
+            cur = self.conv(x)
+            cur = self.pool(cur, 2) if self.pool == F.max_pool2d else cur
+            s = self.n1(cur)
+            s = s[0] if isinstance(s, tuple) else s
+            y = self.fc(s.flatten(1))
+            if self.n2 is not None:
+                y = self.n2(y)
+                y = y[1] if self.return_mem else (y[0] if isinstance(y, tuple) else y)
+            out.append(y)
+        return torch.stack(out)
+
+
+def _blockers(model):
+    return blockers(build_graph(model, _input(2)), T)
+
+
+REFUSALS = {
+    "conv1d": (lambda: Any(conv1d=True), ["Conv1d 'conv'", "2-D", "kernel (1, k)"]),
+    "synaptic": (lambda: Any(snn.Synaptic(alpha=0.9, beta=0.8)),
+                 ["Synaptic 'n1'", "synaptic current", "reset_mechanism='subtract'"]),
+    "synaptic-reset-delay": (lambda: Any(snn.Synaptic(alpha=0.9, beta=0.8,
+                                                      reset_mechanism="zero")),
+                             ["reset_delay=True", "drops that step's input",
+                              "reset_delay=False"]),
+    "rleaky": (lambda: Any(readout=snn.RLeaky(beta=0.5, linear_features=10)),
+               ["RLeaky 'n2'", "recurrent weight V", "'dense_rec'", "reset_mechanism='subtract'"]),
+    "alpha": (lambda: Any(snn.Alpha(alpha=0.9, beta=0.8)), ["snn.Alpha 'n1'", "no netx equivalent"]),
+    "lapicque": (lambda: Any(snn.Lapicque(beta=0.9)),
+                 ["snn.Lapicque 'n1'", "reset_mechanism='subtract'", "1 - dt/(R C)"]),
+    "lapicque-zero": (lambda: Any(snn.Lapicque(beta=0.9, reset_mechanism="zero")),
+                      ["snn.Lapicque 'n1'", "dropping that step's input", "dt/C"]),
+    "subtract": (lambda: Any(snn.Leaky(beta=0.5)),
+                 ["Leaky 'n1'", "reset_mechanism='subtract'", "resets its membrane to zero",
+                  "make_deployable"]),
+    "per-neuron-beta": (lambda: Any(snn.Leaky(beta=torch.rand(4, 8, 8), learn_beta=True,
+                                              reset_mechanism="zero")),
+                        ["Leaky 'n1'", "per-neuron beta", "one membrane decay"]),
+    "threshold-within-channel": (lambda: Any(snn.Leaky(beta=0.5, reset_mechanism="zero",
+                                                       threshold=torch.rand(4, 8, 8) + 0.5)),
+                                 ["threshold that varies within a channel"]),
+    "max-pool-over-currents": (lambda: Any(pool=F.max_pool2d),
+                               ["max pooling 'max_pool2d", "graded current", "after the neuron",
+                                "make_deployable"]),
+    "linear-readout": (lambda: Any(readout="none"),
+                       ["'fc' is a Linear readout", "outputs spikes only"]),
+    "leaky-integrator-readout": (lambda: Any(readout="li", return_mem=True),
+                                 ["reset_mechanism='none'", "membrane of 'n2'",
+                                  "leaky-integrator readout"]),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSALS))
+def test_each_refusal_names_its_reason_and_fix(case):
+    build, words = REFUSALS[case]
+    lines = _blockers(build())
+    assert lines, f"{case}: netx took it"
+    text = " | ".join(lines)
+    for w in words:
+        assert w in text, f"{case}: {w!r} not in {text!r}"
+    if case in ("conv1d", "synaptic", "rleaky"):    # no unrelated pooling advice
+        assert "MaxPool" not in text and "AvgPool" not in text and "pooling" not in text
+    assert all("\n" not in line for line in lines)
+
+
+def test_blockers_lists_every_reason_at_once_and_export_refuses_with_all(tmp_path):
+    """Tutorial 6 as written (max pooling over currents, subtract reset) and a Linear readout:
+    every blocker in one call, and the writer's one-line refusal names them all."""
+    model = Any(snn.Leaky(beta=0.5), readout="none", pool=F.max_pool2d)
+    lines = _blockers(model)
+    assert len(lines) == 3, lines
+    assert "max pooling" in lines[0] and "reset_mechanism='subtract'" in lines[1] \
+        and "Linear readout" in lines[2]
+    with pytest.raises(UnsupportedModelError) as e:
+        write_netx(build_graph(model, _input(2)), _input(4), tmp_path / "n.net", T)
+    msg = str(e.value)
+    assert "3 reasons" in msg and "\n" not in msg and all(line in msg for line in lines)
+    assert not (tmp_path / "n.net").exists()
+
+
+def test_what_netx_takes_has_no_blocker():
+    for model in (CurrentPool("avg-fn"), CurrentPool("avg-mod"), SpikePool("max-fn"),
+                  SpikePool("max-mod"), SpikePool("avg-mod", to_fc=True)):
+        assert _blockers(model) == []
