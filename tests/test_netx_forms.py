@@ -54,21 +54,28 @@ def _grid(layer: nn.Module, unit: float, seed: int, spread: int = 8, single: boo
     layer.bias.copy_(torch.randint(-8, 9, layer.bias.shape, generator=g).double() * unit / 8)
 
 
-def _pool(model: nn.Module, kind: str):
-    """``(s, k) -> pooled``: ``F.avg_pool2d`` / ``F.max_pool2d`` (``kind`` "avg-fn", "max-fn")
-    or a registered ``nn.AvgPool2d(2)`` / ``nn.MaxPool2d(2)`` module ("avg-mod", "max-mod")."""
-    if kind.endswith("fn"):
-        return F.avg_pool2d if kind.startswith("avg") else F.max_pool2d
-    model.pool_mod = nn.AvgPool2d(2) if kind.startswith("avg") else nn.MaxPool2d(2)
-    return lambda s, k: model.pool_mod(s)
+class _Pooled(nn.Module):
+    """``self.pool(s, 2)``: ``F.avg_pool2d`` / ``F.max_pool2d`` (kind "avg-fn", "max-fn") or a
+    registered ``nn.AvgPool2d(2)`` / ``nn.MaxPool2d(2)`` module ("avg-mod", "max-mod")."""
+
+    def __init__(self, kind: str):
+        super().__init__()
+        self.kind = kind
+        if kind.endswith("mod"):
+            self.pool_mod = nn.AvgPool2d(2) if kind.startswith("avg") else nn.MaxPool2d(2)
+
+    def pool(self, s, k):
+        if self.kind.endswith("mod"):
+            return self.pool_mod(s)
+        return (F.avg_pool2d if self.kind.startswith("avg") else F.max_pool2d)(s, k)
 
 
-class CurrentPool(nn.Module):
+class CurrentPool(_Pooled):
     """Tutorial 6's shape with average pooling over currents: ``pool(conv(x))`` -> neuron."""
 
     def __init__(self, pool="avg-fn"):
-        super().__init__()
-        self.conv1, self.pool = nn.Conv2d(1, 4, 3), _pool(self, pool)
+        super().__init__(pool)
+        self.conv1 = nn.Conv2d(1, 4, 3)
         self.lif1, self.fc, self.lif2 = _leaky(), nn.Linear(64, 10), _leaky()
         _grid(self.conv1, 4 * U, 1, single=True)     # the 2x2 mean makes it n u, max 127 u
         _grid(self.fc, U, 2, spread=48)
@@ -82,13 +89,13 @@ class CurrentPool(nn.Module):
         return torch.stack(out)
 
 
-class SpikePool(nn.Module):
+class SpikePool(_Pooled):
     """Pooling over spikes, then a padded conv (``to_fc=False``) or a Linear; the output
     neurons have thresholds 1 and 2 (per neuron, folded into the weights' rows)."""
 
     def __init__(self, pool="avg-fn", to_fc: bool = False):
-        super().__init__()
-        self.pool, self.to_fc, avg = _pool(self, pool), to_fc, pool.startswith("avg")
+        super().__init__(pool)
+        self.to_fc, avg = to_fc, pool.startswith("avg")
         self.conv1, self.lif1 = nn.Conv2d(1, 4, 3), _leaky(reset_delay=False)
         self.conv2, self.lif2 = nn.Conv2d(4, 4, 3, padding=1), _leaky()
         self.fc = nn.Linear(64, 10)
@@ -184,10 +191,12 @@ def test_max_pool_over_spikes_is_a_netx_layer_exact_in_lava(tmp_path, kind):
     assert np.array_equal(ref, got), f"{(ref != got).sum()} of {ref.size} spikes differ"
 
 
-def test_export_api_takes_a_functional_pool_model_spike_for_spike(tmp_path):
+@pytest.mark.parametrize("build", [lambda: SpikePool("avg-fn"), lambda: CurrentPool("avg-mod")],
+                         ids=["functional-over-spikes", "module-over-currents"])
+def test_export_api_takes_pool_models_spike_for_spike(tmp_path, build):
     """Through ``export`` (the job folds BatchNorm only; netx folds the pool itself)."""
     x = _input(16)
-    job = ExportJob(SpikePool("avg-fn").eval(), "snn", x,
+    job = ExportJob(build().eval(), "snn", x,
                     torch.zeros(len(x), dtype=torch.long), T)
     res = export("netx", job, tmp_path)
     assert res.parity["identical_spike_trains"] == 1.0 and res.parity["n_samples"] == 16
