@@ -236,3 +236,26 @@ def test_compaction_keeps_a_graded_readout(readout):
     apply_layer_masks(masked, None, masks, graph=mg)
     with pytest.raises(DPAPError, match=f"{readout} difference"):
         check_same_function(mg, bg, x, None)
+
+
+def test_measure_runs_a_class_returning_spk_and_mem():
+    """The house bug: compact_and_measure ran the model one call per step (neurons.run_snn),
+    which fails for a tutorial class returning ``(spk, mem)`` from its own loop."""
+    from dpap_deploy.compaction import apply_layer_masks
+    from dpap_deploy.compaction.measure import compact_and_measure
+    from dpap_deploy.metrics import correct, predictions
+    model, x = _scaled_loop("spikes")
+    x = torch.rand(24, 4, 4)
+    y = torch.randint(0, 5, (24,))
+    g = build_graph(model, x)
+    gen = torch.Generator().manual_seed(2)
+    masks = {l.name: (torch.ones(l.n_out, l.n_in, dtype=torch.bool),
+                      torch.rand(l.n_out, generator=gen) < (1.0 if l.is_output else 0.6))
+             for l in g.layers}
+    apply_layer_masks(model, None, masks, graph=g)           # the masked model, as after DPAP
+    r = compact_and_measure(model, "snn", masks, x, y, None)
+    with torch.no_grad():
+        spk, _mem = model(x)
+    want = correct(predictions(spk.mean(0)), y) / len(y)     # the user's own reading
+    assert r.accuracy_masked == r.accuracy_compact == want
+    assert r.result.model.fc1.out_features < 12 and r.verified_on == 24

@@ -20,9 +20,9 @@ from .time_axis import batch_len, batch_slice, frame
 
 
 def _has_frames(graph: ModelGraph, x: torch.Tensor) -> bool:
-    """``x`` holds one frame per step for a model taking one step per call."""
-    return graph.steps_per_call == 1 and (
-        graph.time_axis is not None or x.dim() == len(graph.input_shape) + 2)
+    """``x`` holds one frame per step (along ``graph.time_axis``; batch first when the graph
+    has none) for a model taking one step per call; a static input has one axis less."""
+    return graph.steps_per_call == 1 and x.dim() == len(graph.input_shape) + 2
 
 
 def window_steps(graph: ModelGraph, x: torch.Tensor, time_steps: int | None) -> int:
