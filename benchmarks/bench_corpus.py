@@ -26,9 +26,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from corpus_stages import STAGES, digits, run_style  # noqa: E402
+from corpus_stages import STAGES, digits, run_style, shortfalls  # noqa: E402
 
-COLUMNS = ["style", "source", *STAGES, "blocked", "params", "seconds"]
+COLUMNS = ["style", "source", *STAGES, "blocked", "params", "meets_issue", "seconds"]
 
 
 def load_styles(path: str | None):
@@ -64,17 +64,28 @@ def write_rows(path: Path, rows: list[dict]) -> None:
     os.replace(tmp, path)
 
 
-def short(cell: str, limit: int = 140) -> str:
+def short(cell: str, limit: int = 90) -> str:
     cell = str(cell).replace("|", "/")
     return cell if len(cell) <= limit else cell[:limit - 3] + "..."
 
 
+def check_words(cell: str, blocked: str) -> str:
+    """The check's cell in the table: ``ok``, the blocked targets, or the refusal."""
+    if not cell.startswith("blocked: "):
+        return short(cell)
+    return "blocked: " + ", ".join(f"{t} ({n})" for t, n in
+                                   (w.split(":") for w in blocked.split()))
+
+
 def markdown(rows: list[dict]) -> str:
-    """The table (cells cut to 140 characters; the CSV has them whole)."""
-    head = ["style", "source", *STAGES, "params"]
+    """The table: each target the check listed, with its count of blockers; other cells cut
+    to 90 characters (the CSV has them whole)."""
+    head = ["style", "source", *STAGES, "params", "meets_issue"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        lines.append("| " + " | ".join(short(r.get(c, "")) for c in head) + " |")
+        cells = [check_words(r["check"], r.get("blocked", "")) if c == "check"
+                 else short(r.get(c, "")) for c in head]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -83,7 +94,7 @@ def main(argv=None) -> None:
     ap.add_argument("--csv", default=str(ROOT / "benchmarks/results/corpus.csv"))
     ap.add_argument("--styles-module", default=None, help="a .py file defining STYLES")
     ap.add_argument("--only", nargs="*", default=None, help="style names to run")
-    ap.add_argument("--n-train", type=int, default=256)
+    ap.add_argument("--n-train", type=int, default=1024)
     ap.add_argument("--n-test", type=int, default=64)
     ap.add_argument("--epochs", type=int, default=2)
     args = ap.parse_args(argv)
@@ -95,6 +106,8 @@ def main(argv=None) -> None:
         if style.name in done or (args.only and style.name not in args.only):
             continue
         cells = run_style(style, data, epochs=args.epochs, n_test=args.n_test)
+        wrong = shortfalls(style.expect, cells) if style.expect else {}
+        cells["meets_issue"] = "yes" if not wrong else "no: " + ", ".join(wrong)
         rows.append({"style": style.name, "source": style.source, **cells})
         write_rows(path, rows)
         print(f"{style.name}: " + "; ".join(f"{s}={cells[s]}" for s in STAGES), flush=True)

@@ -6,7 +6,8 @@ own loop and loss, DPAP attached) -> ``compact`` (outputs of the compacted model
 those of the trained model over two windows of the user's loop, ``snntorch.utils.reset`` between
 them) -> ``nir`` / ``loihi-sim`` / ``netx`` (the exporters' parity on the test samples) ->
 ``convert`` (``make_deployable`` where loihi-sim refused or was listed as blocked, accuracy
-before and after, then its compaction and loihi-sim). ``blocked``: the targets the check listed.
+before and after, and loihi-sim's parity on its result). ``blocked``: ``target:count`` per
+target the check listed; ``params``: parameters before -> after compaction.
 
 Cells: ``ok`` / ``blocked: <target: blocker; ...>`` (listed before training, training goes on)
 / ``refused before training: <reason>`` / ``refused: <reason>`` (a target's one-line refusal)
@@ -51,6 +52,8 @@ def user_data(style, x, seed: int):
         x = torch.cat([x, 1 - x], dim=1)
     if style.features:
         x = x.flatten(1)
+    if style.prepare is not None:
+        x = style.prepare(x)
     if style.layout == "static":
         return x
     torch.manual_seed(seed)
@@ -133,12 +136,13 @@ def check_stage(style, model, example):
         blockers = [one_line(w.message) for w in caught
                     if "deploy" in type(w.message).__name__.lower()]
     cell = "ok" if not blockers else "blocked: " + "; ".join(one_line(b, 200) for b in blockers)
-    return cell, dp, sorted({b.split(":", 1)[0] for b in blockers})
+    targets = [b.split(":", 1)[0] for b in blockers]
+    return cell, dp, [f"{t}:{targets.count(t)}" for t in dict.fromkeys(targets)]
 
 
 def train_stage(style, model, dp, x, y, epochs: int, batch: int):
     """The user's own loop and loss; DPAP's two calls are all it adds."""
-    opt = torch.optim.Adam(model.parameters(), lr=5e-3)
+    opt = torch.optim.Adam(model.parameters(), lr=style.lr)
     n = n_samples(style, x)
     try:
         for _ in range(epochs):
@@ -170,7 +174,8 @@ def compact_stage(style, model, dp, example, windows, time_steps: int):
     window, ``snntorch.utils.reset`` before each: the outputs must be equal bit for bit."""
     try:
         masks = masks_from_dpap_state(dp.state_dict())
-        res = compact(model, example, masks, time_steps=time_steps, graph=dp.graph)
+        res = compact(model, example, masks, time_steps=time_steps, graph=dp.graph,
+                      **_with_time_axis(compact, style))
     except Exception as e:                                              # noqa: BLE001
         kind = "refused" if isinstance(e, DPAPError) else f"FAIL: compact: {type(e).__name__}"
         return f"{kind}: {one_line(e)}", None
@@ -241,7 +246,8 @@ def convert_stage(style, model, dp, data, time_steps, n: int):
     before = accuracy(style, model, xt, yt)
     try:
         conv = fn(model, take(style, x, slice(0, 16)), (x, y), targets=("loihi-sim",), dpap=dp,
-                  epochs=1, time_steps=time_steps, test_data=(xt, yt), max_samples=n)
+                  epochs=1, time_steps=time_steps, test_data=(xt, yt), max_samples=n,
+                  **_with_time_axis(fn, style))
     except DPAPError as e:
         return f"refused: {one_line(e)}"
     except Exception as e:                                              # noqa: BLE001
@@ -294,7 +300,7 @@ def run_style(style, data, stages=STAGES, epochs: int = 2, batch: int = 32, n_te
                         cells[target] = export_stage(style, target, res.model, dp.kind,
                                                      res.graph, xt, yt, num_steps, tmp, n_test)
             if "convert" in stages and (cells["loihi-sim"].startswith("refused")
-                                        or "loihi-sim" in blocked):
+                                        or "loihi-sim" in blocked_targets(cells)):
                 cells["convert"] = convert_stage(style, model, dp, (x, y, xt, yt), num_steps,
                                                  n_test)
     return {**cells, "seconds": f"{time.perf_counter() - t0:.1f}"}
@@ -304,3 +310,55 @@ def digits(n_train: int, n_test: int):
     from dpap_deploy.data import load_dataset
     d = load_dataset("digits")
     return d.x_train[:n_train], d.y_train[:n_train], d.x_test[:n_test], d.y_test[:n_test]
+
+
+# ------------------------------------------------------------------ issue 23's demand
+DETERMINED = ("nir", "loihi-sim")      # the targets whose check must agree with the export
+
+
+def stage_matches(expect: str, cell: str, cells: dict) -> bool:
+    """``expect`` (issue 23's demand for the stage) against the cell ``run_style`` wrote."""
+    if expect in ("ok", "-"):
+        return cell == expect
+    if expect == "ok-or-refused":
+        return cell == "ok" or cell.startswith(("refused: ", "ran: "))
+    if expect == "ok-or-refused-at-attach":
+        return cell == "ok" or cell.startswith(("refused before training: ", "blocked: "))
+    if expect == "converted":
+        return cell.startswith("converted (acc ") and "FAIL" not in cell
+    if expect == "converted-if-refused":
+        return stage_matches("converted" if cells["loihi-sim"].startswith("refused") else "-",
+                             cell, cells)
+    kind, _, words = expect.partition(":")
+    return cell.startswith(kind) and words in cell.lower()
+
+
+def blocked_targets(cells: dict) -> list[str]:
+    """The targets the check listed (``cells["blocked"]``: ``target:count`` words)."""
+    return [w.split(":")[0] for w in cells["blocked"].split()]
+
+
+def check_cell_matches(expect: str, cells: dict) -> bool:
+    """``ok``: no target of ``DETERMINED`` blocked (netx's format may refuse, it is listed);
+    ``blocked:words``: each of them blocked, for the reason named."""
+    blocked = blocked_targets(cells)
+    if expect == "ok":
+        return not cells["check"].startswith(("FAIL", "refused")) and \
+            not set(blocked) & set(DETERMINED)
+    if expect.startswith("blocked:"):
+        return set(DETERMINED) <= set(blocked) and expect[8:] in cells["check"].lower()
+    return stage_matches(expect, cells["check"], cells)
+
+
+def shortfalls(expect: dict, cells: dict, stages=STAGES) -> dict:
+    """Each stage whose cell is not what ``expect`` demands: ``{stage: (expected, cell)}``;
+    and ``"<target> vs check"`` where a target refused without the check listing it before
+    training, or the check listed a target that then took the model."""
+    wrong = {s: (expect[s], cells[s]) for s in stages if s != "check"
+             and not stage_matches(expect[s], cells[s], cells)}
+    if not check_cell_matches(expect["check"], cells):
+        wrong["check"] = (expect["check"], cells["check"])
+    for t in ("nir", "loihi-sim", "netx"):
+        if cells[t] != "-" and cells[t].startswith("refused") != (t in blocked_targets(cells)):
+            wrong[f"{t} vs check"] = (cells["blocked"], cells[t])
+    return wrong
