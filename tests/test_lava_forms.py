@@ -60,20 +60,24 @@ class Net:
         self.last = name
         return name
 
-    def subtract(self, name, shape, beta, thr=1.0, alpha=None, rec=None):
-        """nirspec form 1: ``[P.syn ->] P -> P.spike -> P.reset -> P`` (+ ``P.spike -> P.rec
-        -> P``); continues from ``P.spike``."""
+    def subtract(self, name, shape, beta, thr=1.0, alpha=None, rec=None, reset=True, gain=None):
+        """nirspec form 1 as the writer wires it: ``[P.gain ->] [P.syn ->] P -> P.spike``,
+        ``[P.spike -> P.rec -> P (P.syn with a current stage)]``, ``P.spike -> P.reset -> P``
+        (``reset=False``: no reset loop); continues from ``P.spike``."""
         feed = self.last
+        if gain is not None:
+            feed = self.add(f"{name}.gain", nir.Scale(scale=np.full(shape, gain, np.float32)), feed)
         if alpha is not None:
             feed = self.add(f"{name}.syn", li(alpha, shape), feed)
         self.add(name, li(beta, shape), feed)
         thr_a = np.broadcast_to(np.float32(thr), shape).astype(np.float32)
         spike = self.add(f"{name}.spike", nir.Threshold(threshold=thr_a))
-        self.add(f"{name}.reset", nir.Scale(scale=-thr_a), spike)
-        self.edges.append((f"{name}.reset", name))
         if rec is not None:
             self.add(f"{name}.rec", affine(rec), spike)
-            self.edges.append((f"{name}.rec", name))
+            self.edges.append((f"{name}.rec", f"{name}.syn" if alpha is not None else name))
+        if reset:
+            self.add(f"{name}.reset", nir.Scale(scale=-thr_a), spike)
+            self.edges.append((f"{name}.reset", name))
         self.last = spike
         return spike
 
@@ -194,6 +198,99 @@ def test_rleaky_default_is_snntorch():
     _same_spikes(ref, _lava(net.graph([5]), x))
 
 
+def test_rsynaptic_default_is_snntorch():
+    torch.manual_seed(9)
+    fc1, fc2 = nn.Linear(10, 12), nn.Linear(12, 5)
+    rsyn = snn.RSynaptic(alpha=0.7, beta=0.9, linear_features=12)   # recurrent into the current
+    lif2 = snn.Leaky(beta=0.85)
+    net = Net([10])
+    net.add("fc1", affine(fc1))
+    net.subtract("rsyn", (12,), _np(rsyn.beta), alpha=_np(rsyn.alpha), rec=rsyn.recurrent)
+    net.add("fc2", affine(fc2))
+    net.subtract("lif2", (5,), _np(lif2.beta))
+    x = _seed_input(10)
+    rsyn.reset_mem()
+    lif2.reset_mem()
+    ref = _loop(lambda x: lif2(fc2(rsyn(fc1(x))[0]))[0], x)
+    _same_spikes(ref, _lava(net.graph([5]), x))
+
+
+def test_lapicque_default_is_snntorch():
+    """``mem = I R (1/(R C)) ts + (1 - ts/(R C)) mem - reset thr`` with R = 1, ts = 1 (the beta=
+    form): decay and gain as snnTorch computes them in float32, the gain a Scale before P."""
+    torch.manual_seed(10)
+    fc1, fc2 = nn.Linear(10, 12), nn.Linear(12, 5)
+    with torch.no_grad():                             # the gain is 1/C = 0.105
+        fc1.weight.mul_(8)
+        fc2.weight.mul_(4)
+    lap = snn.Lapicque(beta=0.9)
+    lif2 = snn.Leaky(beta=0.85)
+    r, c, ts = lap.R, lap.C, lap.time_step
+    decay = _np(1 - (ts / (r * c)))
+    gain = _np(r * (1 / (r * c)) * ts)
+    assert float(gain) != 1.0
+    net = Net([10])
+    net.add("fc1", affine(fc1))
+    net.subtract("lap", (12,), decay, gain=gain)
+    net.add("fc2", affine(fc2))
+    net.subtract("lif2", (5,), _np(lif2.beta))
+    x = _seed_input(10)
+    lap.reset_mem()
+    lif2.reset_mem()
+    ref = _loop(lambda x: lif2(fc2(lap(fc1(x))[0]))[0], x)
+    _same_spikes(ref, _lava(net.graph([5]), x))
+
+
+def test_no_reset_hidden_leaky_is_snntorch():
+    torch.manual_seed(11)
+    fc1, fc2 = nn.Linear(10, 12), nn.Linear(12, 5)
+    with torch.no_grad():
+        fc1.weight.mul_(0.7)
+        fc2.weight.mul_(2)
+    lif1 = snn.Leaky(beta=0.7, reset_mechanism="none")
+    lif2 = snn.Leaky(beta=0.85)
+    net = Net([10])
+    net.add("fc1", affine(fc1))
+    net.subtract("lif1", (12,), _np(lif1.beta), reset=False)
+    net.add("fc2", affine(fc2))
+    net.subtract("lif2", (5,), _np(lif2.beta))
+    x = _seed_input(10)
+    lif1.reset_mem()
+    lif2.reset_mem()
+    ref = _loop(lambda x: lif2(fc2(lif1(fc1(x))[0]))[0], x)
+    lava = LavaNetwork(net.graph([5]), T)
+    assert lava.neuron["lif1.spike"]["reset"] == "none"
+    _same_spikes(ref, lava.run(x.numpy()))
+
+
+def test_membrane_readout_of_a_subtract_leaky_is_snntorch_mem():
+    """The output layer keeps snnTorch's default subtract reset and the model returns its
+    membrane: Output reads P (the LI) while the reset loop stays."""
+    torch.manual_seed(12)
+    fc1, fc2 = nn.Linear(10, 12), nn.Linear(12, 4)
+    with torch.no_grad():
+        fc2.weight.mul_(3)
+    lif1, lif2 = snn.Leaky(beta=0.9), snn.Leaky(beta=0.8)
+    net = Net([10])
+    net.add("fc1", affine(fc1))
+    net.subtract("lif1", (12,), _np(lif1.beta))
+    net.add("fc2", affine(fc2))
+    net.subtract("lif2", (4,), _np(lif2.beta))
+    net.last = "lif2"                                  # Output <- the membrane LI
+    x = _seed_input(10)
+    lif1.reset_mem()
+    lif2.reset_mem()
+    spikes = []
+
+    def step(x):
+        spk, mem = lif2(fc2(lif1(fc1(x))[0]))
+        spikes.append(spk)
+        return mem
+    ref = _loop(step, x)
+    assert torch.stack(spikes).mean() > 0.05           # the reset acts
+    _close(ref, _lava(net.graph([4]), x))
+
+
 # ---- per-neuron LIF (zero reset), readouts ---------------------------------------------------
 
 def test_per_neuron_beta_and_threshold_zero_reset_is_snntorch():
@@ -254,7 +351,9 @@ def test_linear_readout_returns_snntorch_current():
 
 # ---- max pooling over spikes -----------------------------------------------------------------
 
-def test_max_pool_over_spikes_is_snntorch():
+@pytest.mark.parametrize("encoding", ["gain", "unit-r"])
+def test_max_pool_over_spikes_is_snntorch(encoding):
+    """``SumPool2d`` + ``IF(v_threshold 0.5)`` (``"unit-r"``: ``r = 1``, threshold ``dt/2``)."""
     torch.manual_seed(7)
     conv = nn.Conv2d(1, 3, 3)
     lif1 = snn.Leaky(beta=0.9)
@@ -270,8 +369,9 @@ def test_max_pool_over_spikes_is_snntorch():
     net.add("pool", nir.SumPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]),
                                   padding=np.array([0, 0])))
     shape = (3, 3, 3)
-    net.add("pool.any", nir.IF(r=np.full(shape, 1 / DT, np.float32),
-                               v_threshold=np.full(shape, 0.5, np.float32),
+    r, vth = (1 / DT, 0.5) if encoding == "gain" else (1.0, DT / 2)
+    net.add("pool.any", nir.IF(r=np.full(shape, r, np.float32),
+                               v_threshold=np.full(shape, vth, np.float32),
                                v_reset=np.zeros(shape, np.float32)))
     net.add("flat", nir.Flatten(input_type={"input": np.array(shape)}, start_dim=0, end_dim=-1))
     net.add("fc", affine(fc))

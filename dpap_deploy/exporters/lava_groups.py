@@ -38,15 +38,27 @@ RESETS = ("zero", "subtract", "none")
 @dataclass(eq=False)
 class Group:
     """One ``Population`` process: the NIR nodes it stands for and its discrete constants
-    (``d.alpha`` set when it has a current stage; ``bias_u``: that stage's constant drive)."""
+    (``d.alpha`` set when it has a current stage). ``out``: what the node named after it
+    delivers, ``"s"`` (spikes) or ``"v"`` (graded voltage); ``scale``: a ``Scale`` before it
+    (an input gain); ``drive``: the current stage's constant input (its ``v_leak``)."""
     reset: str
     members: tuple[str, ...]
     d: Discrete
-    bias_u: np.ndarray | None = None
+    out: str = "s"
+    scale: np.ndarray | None = None
+    drive: np.ndarray | None = None
 
     @property
     def graded(self) -> bool:
-        return self.reset == "none"
+        return self.out == "v"
+
+
+@dataclass(eq=False)
+class Membrane:
+    """The voltage of the spiking :class:`Group` ``group`` (its only input), read where the
+    graph reads the membrane ``LI`` of a spiking loop (a membrane readout)."""
+    group: str
+    graded = True
 
 
 def _refuser(problems: list[str] | None):
@@ -86,8 +98,15 @@ def _equal(a, b) -> bool:
     return bool(np.array_equal(x, y))
 
 
-def _subtract_group(top: Topology, s: str, cons: dict, _refuse) -> Group | None:
-    """The subtract-reset loop whose spike node is the Threshold ``s``, if there is one."""
+def _only_feeds(top: Topology, cons: dict, a: str, b: str, kind) -> bool:
+    """``a`` is a ``kind`` node with no recurrent input whose one consumer is ``b``."""
+    return isinstance(top.nodes[a], kind) and cons[a] == [b] and not top.back[a]
+
+
+def _spiking_group(top: Topology, s: str, cons: dict, _refuse) -> Group | None:
+    """The spiking loop whose spike node is the Threshold ``s`` (``[G: Scale ->] [Y: LI ->]
+    P: LI -> s``, with ``s -> R: Scale(-thr) -> P`` closing a cycle for a reset by
+    subtraction, none for no reset), if there is one."""
     nodes = top.nodes
     ins = top.inputs[s]
     if len(ins) != 1 or top.back[s] or not isinstance(nodes[ins[0]], nir.LI):
@@ -95,32 +114,36 @@ def _subtract_group(top: Topology, s: str, cons: dict, _refuse) -> Group | None:
     p = ins[0]
     resets = [r for r in cons[s] if isinstance(nodes[r], nir.Scale) and cons[r] == [p]
               and top.inputs[r] == [s] and not top.back[r] and r in top.back[p]]
-    if len(resets) != 1:
-        return None
-    r = resets[0]
+    r = resets[0] if len(resets) == 1 else None
     thr = np.asarray(nodes[s].threshold)
-    if not _equal(nodes[r].scale, -thr):
+    if r is not None and not _equal(nodes[r].scale, -thr):
         _refuse(r, f"(Scale) subtracts {np.ravel(-np.asarray(nodes[r].scale))[:3]} where its "
                 f"Threshold {s!r} has {np.ravel(thr)[:3]}", "a reset by subtraction subtracts "
                 "the threshold: write Scale(-threshold)")
-    if cons[p] != [s]:
-        _refuse(p, f"(LI) is the membrane of the spiking loop {s!r} and also feeds "
-                f"{[c for c in cons[p] if c != s]}", "read the neuron's spikes (the Threshold "
-                "node), not its membrane")
-    y = top.inputs[p][0] if len(top.inputs[p]) == 1 else None
-    y = y if y is not None and isinstance(nodes[y], nir.LI) and cons[y] == [p] else None
-    other_back = [b for b in top.back[p] if b != r]
-    if y is not None and other_back:
-        _refuse(p, f"has a current stage {y!r} and a recurrent input {other_back} into its "
+    y = top.inputs[p][0] if len(top.inputs[p]) == 1 else None   # a current stage (may
+    y = y if y is not None and isinstance(nodes[y], nir.LI) and cons[y] == [p] else None  # recur)
+    head = y or p
+    g = top.inputs[head][0] if len(top.inputs[head]) == 1 else None
+    g = g if g is not None and _only_feeds(top, cons, g, head, nir.Scale) else None
+    back_p = [b for b in top.back[p] if b != r]
+    if y is not None and back_p:
+        _refuse(p, f"has a current stage {y!r} and a recurrent input {back_p} into its "
                 "membrane", "feed the recurrent weight into the current stage, as snnTorch's "
                 "RSynaptic does")
+    back_head = [b for b in top.back[head] if b != r]
+    if g is not None and back_head:
+        _refuse(head, f"has an input Scale {g!r} and a recurrent input {back_head}", "a "
+                "recurrent weight behind a gain is not an snnTorch form: fold the gain into "
+                "the weights")
     d = replace(_li(nodes[p], top.dt, p), kind="LIF", v_threshold=thr.astype(np.float32))
-    bias_u = None
+    drive = None
     if y is not None:
         dy = _li(nodes[y], top.dt, y)
         d = replace(d, kind="CubaLIF", alpha=dy.beta, syn_gain=dy.gain)
-        bias_u = dy.leak
-    return Group("subtract", tuple(m for m in (y, p, s, r) if m is not None), d, bias_u)
+        drive = dy.leak
+    members = tuple(m for m in (g, y, p, s, r) if m is not None)
+    return Group("subtract" if r is not None else "none", members, d,
+                 scale=None if g is None else np.asarray(nodes[g].scale, np.float32), drive=drive)
 
 
 def _readout_bias(u: str) -> str:
@@ -128,8 +151,9 @@ def _readout_bias(u: str) -> str:
 
 
 def collapse(top: Topology, problems: list[str] | None = None) -> Topology:
-    """``top`` with every :class:`Group` (module docstring) as one node; the rest unchanged.
-    A loop that is almost the form is refused; ``problems``: list those lines instead."""
+    """``top`` with every :class:`Group` (module docstring) as one node, a :class:`Membrane`
+    where a spiking loop's membrane ``LI`` is read; the rest unchanged. A loop that is almost
+    the form is refused; ``problems``: list those lines instead."""
     refuse = _refuser(problems)
     nodes, inputs = dict(top.nodes), {k: list(v) for k, v in top.inputs.items()}
     back, order = {k: list(v) for k, v in top.back.items()}, list(top.order)
@@ -138,32 +162,35 @@ def collapse(top: Topology, problems: list[str] | None = None) -> Topology:
     for s in top.order:
         if not isinstance(top.nodes[s], nir.Threshold):
             continue
-        g = _subtract_group(top, s, cons, refuse)
+        g = _spiking_group(top, s, cons, refuse)
         if g is None:
             continue
-        head = g.members[0]                       # Y, or P: where the inputs arrive
-        p = g.members[-3]
+        head, p = g.members[0], g.members[-2 if g.reset == "none" else -3]
         nodes[s] = g
         inputs[s] = list(top.inputs[head])
-        back[s] = [b for b in top.back[head] + (top.back[p] if head != p else [])
-                   if b not in g.members]
+        back[s] = [b for m in g.members for b in top.back[m] if b not in g.members]
         taken.update(m for m in g.members if m != s)
+        if set(cons[p]) - set(g.members):           # the membrane is read too
+            taken.discard(p)
+            nodes[p], inputs[p], back[p] = Membrane(s), [s], []
+            order.remove(p)
+            order.insert(order.index(s) + 1, p)
     for name in top.order:
         node = top.nodes[name]
         if name in taken:
             continue
-        if isinstance(node, nir.LI):
-            nodes[name] = Group("none", (name,), _li(node, top.dt, name))
+        if isinstance(node, nir.LI) and not isinstance(nodes[name], Membrane):
+            nodes[name] = Group("none", (name,), _li(node, top.dt, name), out="v")
         elif isinstance(node, NEURONS):
             d = discretise(node, top.dt, name)
-            if per_neuron(d):
+            if per_neuron(d) or not _weighted_inputs(top, name, d):
                 nodes[name] = Group("zero", (name,), d)
     for u in list(inputs[top.sink]):                # a biased Linear readout
         node = top.nodes[u]
         if isinstance(node, nir.Affine) and np.any(node.bias) and cons[u] == [top.sink]:
             b = _readout_bias(u)
             nodes[b] = Group("none", (b,), Discrete("LI", np.float32(0), None, None,
-                                                    np.float32(np.inf), np.float32(0)))
+                                                    np.float32(np.inf), np.float32(0)), out="v")
             inputs[b], back[b] = [u], []
             inputs[top.sink] = [b if v == u else v for v in inputs[top.sink]]
             order.insert(order.index(u) + 1, b)
@@ -173,11 +200,22 @@ def collapse(top: Topology, problems: list[str] | None = None) -> Topology:
     return Topology(nodes, order, inputs, back, top.source, top.sink, top.dt)
 
 
+def _weighted_inputs(top: Topology, name: str, d: Discrete) -> bool:
+    """Whether Lava's ``LIFReset`` can take the neuron's input gain (folded into the rows of
+    the weights feeding it): true at gain 1 or when every input is a weight layer. A pool
+    straight before it (max pooling over spikes under NIR's ``unit-r`` encoding: an ``IF``
+    with ``r = 1``) needs the gain in the neuron: our process."""
+    if d.gain is None and d.syn_gain is None:
+        return True
+    return all(isinstance(top.nodes[u], (nir.Conv1d, nir.Conv2d, nir.Affine, nir.Linear))
+               for u in top.inputs[name] + top.back[name])
+
+
 def stand_in(top: Topology, known: tuple) -> Topology:
     """``top`` with each Group, and each node not of a ``known`` type (refused later, by name),
     as an element-wise identity (a unit ``Scale``): a shape pass that knows only NIR's nodes
     then runs over the whole graph."""
     unit = nir.Scale(scale=np.float32(1))
-    nodes = {k: v if isinstance(v, known) and not isinstance(v, Group) else unit
+    nodes = {k: v if isinstance(v, known) else unit
              for k, v in top.nodes.items()}
     return replace(top, nodes=nodes)

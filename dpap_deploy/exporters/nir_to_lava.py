@@ -42,7 +42,7 @@ import numpy as np
 
 from ..errors import UnsupportedModelError
 from ..lava_compat import import_lava_runtime
-from .lava_groups import Group, collapse, stand_in
+from .lava_groups import Group, Membrane, collapse, stand_in
 from .lava_layout import Layout, stream
 from .lava_process import lava_run
 from .nir_neurons import NEURONS, discretise
@@ -58,6 +58,7 @@ HINTS = {"Scale": "fold the scale into the preceding weights (a Scale is taken o
                       "Scale(-threshold) back to the LI)",
          "Delay": "remove the delay"}
 NEURON_NODES = NEURONS + (Group,)
+OWN = (Group, Membrane)                 # our Population process (lava_groups)
 KNOWN = SYNAPSES + PASS + NEURONS + (nir.Threshold, nir.Scale)   # taken by the shape pass
 
 
@@ -125,7 +126,7 @@ class LavaNetwork:
                 isinstance(node, SYNAPSES) or len(ins) + len(top.back[name]) > 1
                 or any(self.graded[u] for u in ins))
             with self._check():
-                if not isinstance(node, SYNAPSES + PASS + NEURON_NODES):
+                if not isinstance(node, SYNAPSES + PASS + NEURON_NODES + OWN):
                     _refuse(name, node, "has no Lava mapping here (Conv1d, Conv2d, Affine, "
                             "Linear, AvgPool2d, SumPool2d, Flatten, LIF, CubaLIF, IF, LI, and LI "
                             "-> Threshold -> Scale(-threshold) -> LI as a reset by subtraction)",
@@ -241,6 +242,30 @@ class LavaNetwork:
                     _refuse(name, top.nodes[name], "has a bias and feeds a node that is not a "
                             "neuron", "Lava synapses have no bias: fold it into the next layer")
 
+    def _input_biases(self, name, node, shape, scale, cuba: bool) -> np.ndarray:
+        """The biases of the synapses feeding ``name`` (through an unpadded pool too), times
+        ``scale``, as one array of the neuron's shape; ``cuba``: refuse them (Lava's CubaLIF
+        adds a bias to ``v``, NIR's CubaLIF to the current)."""
+        top, bias = self.top, np.zeros(shape)
+        for u in self._feeders(name):
+            src = top.nodes[u]
+            b = getattr(src, "bias", None)
+            pooled = self._pooled_bias(u)
+            if pooled is None and (b is None or not np.any(b)):
+                continue
+            syn_name = u if pooled is None else pooled[0]
+            if cuba:
+                _refuse(name, node, f"receives the bias of {syn_name!r}", "Lava adds a bias to "
+                        "v, CubaLIF to the current: use a bias-free Linear / Conv")
+            if pooled is not None:          # conv -> average / sum pool -> neuron
+                self.bias_to.setdefault(syn_name, []).append(u)
+                b = np.broadcast_to(pooled[1].reshape((-1,) + (1,) * (len(shape) - 1)), shape)
+            else:
+                self.bias_to.setdefault(u, []).append(name)
+                b = _bias_torch(src, self.torch_shapes[u]).reshape(shape)
+            bias = bias + b * scale                             # b is part of I, like W x
+        return bias
+
     def _plan_neuron(self, name):
         top, node = self.top, self.top.nodes[name]
         own = isinstance(node, Group)
@@ -248,62 +273,51 @@ class LavaNetwork:
         if np.any(d.v_reset != 0):
             _refuse(name, node, f"resets to v_reset={float(np.max(np.abs(d.v_reset)))}",
                     "Lava's LIF resets to 0: re-export with v_reset = 0")
-        shape = self.torch_shapes[name]
+        shape, lay = self.torch_shapes[name], self.layout[name]
         full = {k: _population(name, node, k, getattr(d, k), shape)
-                for k in ("beta", "alpha", "v_threshold") if getattr(d, k) is not None}
-        vth = full["v_threshold"]
-        rescale = not own and np.ptp(vth) != 0         # LIFReset: threshold 1, rows 1/vth
-        scale = np.ones(shape)
-        for g in (d.gain, d.syn_gain):
-            scale = scale * (1.0 if g is None else _population(name, node, "gain", g, shape))
-        if rescale:
-            scale = scale / vth
-        leak = np.zeros(shape) if d.leak is None else _population(name, node, "v_leak", d.leak, shape)
-        if rescale:
-            leak = leak / vth
+                for k in ("beta", "alpha", "v_threshold", "gain", "syn_gain", "leak")
+                if getattr(d, k) is not None}
+        beta, vth = full["beta"], full["v_threshold"]
+        du = 1.0 - full["alpha"] if "alpha" in full else np.ones(shape)
+        leak = full.get("leak", np.zeros(shape))
+        gain = full.get("gain", 1.0) * full.get("syn_gain", 1.0) * np.ones(shape)
+        if own:       # per-neuron constants, the gain in the process: u += G (a_in + bias_u)
+            self.neuron[name] = self._plan_group(name, node, shape, lay, beta, du, vth, gain, leak)
+            return
+        rescale = np.ptp(vth) != 0          # LIFReset: threshold 1, rows scaled by 1/vth
+        scale = gain / vth if rescale else gain
         unit = bool(np.all(scale == 1.0))
-        bias = np.zeros(shape) if own else leak.copy()
-        for u in self._feeders(name):
-            src = top.nodes[u]
-            if not unit and not isinstance(src, (nir.Conv1d, nir.Conv2d, nir.Affine, nir.Linear)):
-                _refuse(name, node, f"has an input gain or per-neuron threshold and an input "
-                        f"{u!r} without weights", "put a weight layer before it")
-            b = getattr(src, "bias", None)
-            pooled = self._pooled_bias(u)
-            if pooled is not None:          # conv -> average / sum pool -> neuron
-                syn_name, per_channel = pooled
-                if d.kind == "CubaLIF" and not own:
-                    _refuse(name, node, f"receives the bias of {syn_name!r}", "Lava adds a "
-                            "bias to v, CubaLIF to the current: use a bias-free Linear / Conv")
-                self.bias_to.setdefault(syn_name, []).append(u)
-                b_full = np.broadcast_to(per_channel.reshape((-1,) + (1,) * (len(shape) - 1)),
-                                         shape)
-                bias = bias + b_full * scale
-            elif b is not None and np.any(b):
-                if d.kind == "CubaLIF" and not own:
-                    _refuse(name, node, f"receives the bias of {u!r}", "Lava adds a bias to "
-                            "v, CubaLIF to the current: use a bias-free Linear / Conv")
-                self.bias_to.setdefault(u, []).append(name)
-                b = _bias_torch(src, self.torch_shapes[u]).reshape(shape)
-                bias = bias + b * scale                     # b is part of I, like W x
-            if not unit:
+        if not unit:
+            for u in self._feeders(name):
+                if not isinstance(top.nodes[u], (nir.Conv1d, nir.Conv2d, nir.Affine, nir.Linear)):
+                    _refuse(name, node, f"has an input gain or per-neuron threshold and an "
+                            f"input {u!r} without weights", "put a weight layer before it")
                 self.row_scale.setdefault(u, []).append(scale.reshape(self.torch_shapes[u]))
-        lay = self.layout[name]
-        beta = full["beta"]
-        alpha = full.get("alpha")
+        bias = (leak / vth if rescale else leak) + \
+            self._input_biases(name, node, shape, scale, d.kind == "CubaLIF")
         self.neuron[name] = dict(
-            kind=d.kind, own=own, reset=node.reset if own else "zero",
-            du=1.0 - (alpha if own else alpha.flat[0]) if alpha is not None else 1.0,
-            dv=0.0 if d.kind == "IF" else 1.0 - (beta if own else beta.flat[0]),
-            vth=vth if own else (1.0 if rescale else float(vth.flat[0])),
-            bias=bias if own else lay.to_lava(bias))
-        if own:
-            c = self.neuron[name]
-            drive = 0.0 if node.bias_u is None else node.bias_u * (1.0 if d.gain is None else d.gain)
-            c.update({k: lay.to_lava(np.broadcast_to(np.asarray(c[k], np.float64), shape))
-                      for k in ("du", "dv", "vth")},
-                     bias_u=lay.to_lava(bias + _population(name, node, "v_leak", drive, shape)),
-                     bias=lay.to_lava(leak))
+            kind=d.kind, own=False, du=float(du.flat[0]),
+            dv=0.0 if d.kind == "IF" else 1.0 - float(beta.flat[0]),
+            vth=1.0 if rescale else float(vth.flat[0]), bias=lay.to_lava(bias))
+
+    def _plan_group(self, name, node: Group, shape, lay, beta, du, vth, gain, leak) -> dict:
+        """A :class:`Group`'s ``Population`` constants (Lava layout): ``u += G (a_in + bias_u)``
+        with ``G`` the NIR input gains (and a ``Scale`` before it), ``bias_u`` the synapse
+        biases and the current stage's drive ``c_y / (G / g)`` (its ``u`` is ``g`` times NIR's
+        current), ``bias_mant`` the membrane's drive ``c``."""
+        if node.scale is not None:
+            gain = gain * _population(name, node, "input scale", node.scale, shape)
+        bias_u = self._input_biases(name, node, shape, 1.0, cuba=False)
+        if node.drive is not None and np.any(node.drive):
+            g = 1.0 if node.d.gain is None else _population(name, node, "gain", node.d.gain, shape)
+            if np.any(gain == 0):
+                _refuse(name, node, "has a current-stage v_leak and an input gain 0",
+                        "give the current stage v_leak = 0")
+            bias_u = bias_u + _population(name, node, "v_leak", node.drive, shape) * g / gain
+        return dict(kind=node.d.kind, own=True, reset=node.reset, out=node.out,
+                    **{k: lay.to_lava(v) for k, v in dict(
+                        du=du, dv=1.0 - beta, vth=vth, gain=gain, bias_u=bias_u,
+                        bias=leak).items()})
 
     # ---- building the Lava processes -------------------------------------------------------
     def _synapse(self, name, node, lava):
@@ -376,7 +390,7 @@ class LavaNetwork:
         lava = SimpleNamespace(Conv=Conv, Dense=Dense, Sparse=Sparse)
         top, T = self.top, self.T
         self.layers = []
-        out_port, in_port = {}, {}
+        out_port, in_port, procs = {}, {}, {}
         src = Source(data=data)
         out_port[top.source] = src.s_out
         for name in top.order:
@@ -390,11 +404,15 @@ class LavaNetwork:
             elif isinstance(node, Group):
                 c = self.neuron[name]
                 shape = self.layout[name].shape
-                p = Population(shape, du=c["du"], dv=c["dv"], vth=c["vth"], bias_u=c["bias_u"],
-                               bias_mant=c["bias"], reset_mode=c["reset"], reset_interval=T,
-                               reset_offset=(self.depth[name] + 1) % T)
+                p = Population(shape, du=c["du"], dv=c["dv"], vth=c["vth"], gain=c["gain"],
+                               bias_u=c["bias_u"], bias_mant=c["bias"], reset_mode=c["reset"],
+                               reset_interval=T, reset_offset=(self.depth[name] + 1) % T)
                 self.layers.append(LavaLayer(name, f"population-{c['reset']}", shape))
-                in_port[name], out_port[name] = p.a_in, p.s_out
+                procs[name] = p
+                in_port[name] = p.a_in
+                out_port[name] = p.v_out if c["out"] == "v" else p.s_out
+            elif isinstance(node, Membrane):
+                out_port[name] = procs[node.group].v_out
             elif isinstance(node, NEURONS):
                 c = self.neuron[name]
                 shape = self.layout[name].shape

@@ -5,19 +5,21 @@ per process, reset to zero only).
 Per Lava step ``t`` (``time_step``), element-wise, in float32 (snnTorch's arithmetic):
 
     if t mod reset_interval == reset_offset:   u = v = s = 0        (a new sample starts)
-    u[t] = (1 - du) u[t-1] + a_in[t] + bias_u                         (current)
+    u[t] = (1 - du) u[t-1] + gain (a_in[t] + bias_u)                  (current)
     v[t] = (1 - dv) v[t-1] + u[t] + bias_mant                         (voltage)
            - vth s[t-1]                       reset_mode "subtract" (snnTorch's reset_delay)
-    s[t] = v[t] > vth                         ("zero", "subtract")
-    v[t] = 0 where s[t]                       ("zero" only)
-    s_out[t] = s[t] ("zero", "subtract")  or  v[t] ("none": a leaky integrator's graded value)
+    s[t] = v[t] > vth
+    v[t] = 0 where s[t]                       reset_mode "zero" ("none": no reset)
+    s_out[t] = s[t]   (spikes)     v_out[t] = v[t] after the reset (graded: an integrator's value)
 
 ``1 - du`` and ``1 - dv`` are taken in float64 from the float64 ``du``/``dv`` (exact for
 ``du = 1 - alpha`` with a float32 ``alpha``), then rounded to float32: they are snnTorch's
 ``alpha``/``beta`` bit for bit. Adding a zero bias or subtracting ``vth * 0`` changes no bit, so
-with zero biases ``v[t]`` is snnTorch's ``(beta mem + syn) - reset thr``. ``bias_u`` carries the
-synapse biases (snnTorch adds them to the input current), ``bias_mant`` a constant voltage drive
-(NIR's ``v_leak``), as Lava's LIF adds ``bias_mant`` to ``v``. The variables are named as in
+with ``bias_mant = 0`` and ``gain = 1`` (a product by 1 is exact) ``v[t]`` is snnTorch's
+``(beta mem + syn) - reset thr`` for the input ``syn = alpha syn + (W x + b)``. ``bias_u``
+carries the synapse biases (snnTorch adds them to the input current ``W x + b``), ``gain`` an
+input gain (NIR's ``r dt / tau``, a ``Scale`` before the neuron), ``bias_mant`` a constant
+voltage drive (NIR's ``v_leak``), as Lava's LIF adds ``bias_mant`` to ``v``. The variables are named as in
 Lava's LIF so that a fixed-point model can be added beside this one. Floating point only.
 This file imports nothing from its package: Lava's compiler also executes it standalone.
 """
@@ -36,11 +38,11 @@ RESET_MODES = ("zero", "subtract", "none")
 
 
 class Population(AbstractProcess):
-    """``shape``: Lava's; ``du``, ``dv``, ``vth``, ``bias_u``, ``bias_mant``: scalars or arrays of
-    ``shape``; ``reset_mode``: ``RESET_MODES``; state is zeroed every ``reset_interval`` steps at
+    """``shape``: Lava's; ``du``, ``dv``, ``vth``, ``gain``, ``bias_u``, ``bias_mant``: scalars or
+    arrays of ``shape``; ``reset_mode``: ``RESET_MODES``; state is zeroed every ``reset_interval`` steps at
     ``reset_offset`` (0: never)."""
 
-    def __init__(self, shape, du, dv, vth, bias_u=0.0, bias_mant=0.0, reset_mode="zero",
+    def __init__(self, shape, du, dv, vth, gain=1.0, bias_u=0.0, bias_mant=0.0, reset_mode="zero",
                  reset_interval: int = 0, reset_offset: int = 0):
         if reset_mode not in RESET_MODES:
             raise ValueError(f"reset_mode {reset_mode!r}: choose one of {RESET_MODES}")
@@ -53,12 +55,14 @@ class Population(AbstractProcess):
 
         self.a_in = InPort(shape=shape)
         self.s_out = OutPort(shape=shape)
+        self.v_out = OutPort(shape=shape)
         self.u = Var(shape=shape, init=np.zeros(shape))
         self.v = Var(shape=shape, init=np.zeros(shape))
         self.s = Var(shape=shape, init=np.zeros(shape))      # the previous step's spikes
         self.du = Var(shape=shape, init=full(du))
         self.dv = Var(shape=shape, init=full(dv))
         self.vth = Var(shape=shape, init=full(vth))
+        self.gain = Var(shape=shape, init=full(gain))
         self.bias_u = Var(shape=shape, init=full(bias_u))
         self.bias_mant = Var(shape=shape, init=full(bias_mant))
 
@@ -69,12 +73,14 @@ class Population(AbstractProcess):
 class PyPopulationModelFloat(PyLoihiProcessModel):
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    v_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
     u: np.ndarray = LavaPyType(np.ndarray, float)
     v: np.ndarray = LavaPyType(np.ndarray, float)
     s: np.ndarray = LavaPyType(np.ndarray, float)
     du: np.ndarray = LavaPyType(np.ndarray, float)
     dv: np.ndarray = LavaPyType(np.ndarray, float)
     vth: np.ndarray = LavaPyType(np.ndarray, float)
+    gain: np.ndarray = LavaPyType(np.ndarray, float)
     bias_u: np.ndarray = LavaPyType(np.ndarray, float)
     bias_mant: np.ndarray = LavaPyType(np.ndarray, float)
 
@@ -91,19 +97,17 @@ class PyPopulationModelFloat(PyLoihiProcessModel):
             self.u[:] = 0
             self.v[:] = 0
             self.s[:] = 0
-        u = (1.0 - self.du).astype(f32) * self.u.astype(f32) + a_in + self.bias_u.astype(f32)
+        drive = self.gain.astype(f32) * (a_in + self.bias_u.astype(f32))
+        u = (1.0 - self.du).astype(f32) * self.u.astype(f32) + drive
         v = (1.0 - self.dv).astype(f32) * self.v.astype(f32) + u + self.bias_mant.astype(f32)
         vth = self.vth.astype(f32)
         if self.mode == "subtract":
             v = v - vth * self.s.astype(f32)
-        self.u[:] = u
-        if self.mode == "none":
-            self.v[:] = v
-            self.s_out.send(self.v.copy())
-            return
         spk = v > vth
         if self.mode == "zero":
             v = np.where(spk, f32(0), v)
+        self.u[:] = u
         self.v[:] = v
         self.s[:] = spk
         self.s_out.send(spk.astype(np.float64))
+        self.v_out.send(self.v.copy())
