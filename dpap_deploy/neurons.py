@@ -55,17 +55,18 @@ def reset_states(model: nn.Module) -> None:
             m.reset_mem()
 
 
-def run_snn(model: nn.Module, x: torch.Tensor, time_steps: int) -> torch.Tensor:
-    """Direct encoding: feed the static input ``x [B, C, H, W]`` as current at every one of
-    ``time_steps`` steps; returns the output spikes ``[T, B, out]``. Event frames
-    ``[B, T, C, H, W]`` are fed one frame per step instead (``time_steps`` is then ``T``)."""
-    if x.dim() == 5:
-        return run_snn_frames(model, x)
-    reset_states(model)
-    return torch.stack([model(x) for _ in range(time_steps)])
+def run_snn(model: nn.Module, x: torch.Tensor, time_steps: int | None,
+            time_axis: int | None = None) -> torch.Tensor:
+    """The output ``[T, B, out]`` of one input window, through the model graph's one time loop
+    (``graph.run.run_window``), whatever the model's style: direct encoding (the static input
+    ``x [B, ...]`` fed as current at every one of ``time_steps`` steps), frames along a time
+    axis (``[B, T, ...]`` event frames, or ``[T, B, ...]`` with ``time_axis=0``; ``T`` is then
+    theirs), or a forward running its own time loop and returning ``(spk, mem)`` or records.
+    Runs with the model's mode and autograd setting."""
+    from .graph import build_graph, run_window
+    return run_window(build_graph(model, x, time_axis=time_axis), x, time_steps)
 
 
 def run_snn_frames(model: nn.Module, frames: torch.Tensor) -> torch.Tensor:
     """Time-binned input ``[B, T, C, H, W]``: step ``t`` sees ``frames[:, t]``."""
-    reset_states(model)
-    return torch.stack([model(frames[:, t]) for t in range(frames.shape[1])])
+    return run_snn(model, frames, None, time_axis=1)
