@@ -57,3 +57,43 @@ def constant_output(logits: np.ndarray) -> str | None:
     if len(scores) and bool((predictions(scores) == -1).all()):
         return f"no prediction: the top logit is tied on all {len(scores)} samples"
     return None
+
+
+F32_EPS = float(np.finfo(np.float32).eps)
+
+
+def graded_tolerance(ref: np.ndarray, time_steps: int) -> float:
+    """The largest difference float32 arithmetic explains between two runs of the same graded
+    output (a membrane or a readout current, ``[N, T, ...]``) that sum or decay in another
+    order: one rounding (``eps/2`` relative) per step and per term, each term at most the
+    largest magnitude seen, ``4 eps (T + 1) max(1, max |ref|)``. Two runs of the same float32
+    operations in the same order differ by 0."""
+    peak = float(np.abs(ref).max(initial=0.0))
+    return 4.0 * F32_EPS * (int(time_steps) + 1) * max(1.0, peak)
+
+
+def graded_parity(ref: np.ndarray, got: np.ndarray, y: np.ndarray, time_steps: int) -> dict:
+    """Parity of graded outputs (readouts: membrane or current ``[N, T, classes]``): the max
+    absolute difference against ``graded_tolerance``, the fraction of samples whose every value
+    is within it (``within_tolerance``), identical predictions of the time-summed output
+    (``identical_predictions``: the fraction of samples), accuracies. A constant output (all
+    samples the same time-summed output, zero included) is a ``failure``, like silence."""
+    ref = np.asarray(ref, np.float64)
+    got = np.asarray(got, np.float64)
+    diff = np.abs(ref - got).reshape(len(ref), -1)
+    tol = graded_tolerance(ref, time_steps)
+    p_ref, p_got = predictions(ref.sum(1)), predictions(got.sum(1))
+    par = {"agreement": agreement(ref.sum(1), got.sum(1)),
+           "n_samples": int(len(ref)),
+           "within_tolerance": float((diff <= tol).all(1).mean()) if len(ref) else 0.0,
+           "max_abs_diff": float(diff.max(initial=0.0)), "tolerance": tol,
+           "identical_predictions": float((p_ref == p_got).float().mean()) if len(ref) else 0.0,
+           "accuracy_torch": accuracy(p_ref, y), "accuracy": accuracy(p_got, y),
+           "readout": "graded"}
+    failure = constant_output(got.sum(1))
+    return with_failure(par, failure) if failure else par
+
+
+def graded_passed(par: dict) -> bool:
+    return ("failure" not in par and par["within_tolerance"] == 1.0
+            and par["identical_predictions"] == 1.0)

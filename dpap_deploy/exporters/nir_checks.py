@@ -185,7 +185,7 @@ def expected_input(node) -> tuple[int, ...] | None:
     if isinstance(node, (nir.Conv1d, nir.Conv2d)):
         w = np.shape(node.weight)
         return (int(w[1]) * int(node.groups),) + (-1,) * (len(w) - 2)
-    if isinstance(node, (nir.LIF, nir.CubaLIF, nir.IF)):
+    if isinstance(node, (nir.LIF, nir.CubaLIF, nir.IF, nir.LI)):
         shapes = {np.shape(v) for k, v in vars(node).items() if isinstance(v, np.ndarray)}
         shapes.discard(())
         return shapes.pop() if len(shapes) == 1 else None

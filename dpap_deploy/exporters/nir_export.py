@@ -7,6 +7,11 @@ checked on its own); pooling, branches and every neuron type stay as they are, s
 file carries the run's ``time_steps`` and a content digest in its metadata, both checked when it
 is read back (``nir_checks``), and the report records each written file's sha256.
 
+A model whose output is graded (``graph.readout``: a leaky-integrator membrane or a ``Linear``
+readout's current) is compared value by value instead (``_compare.graded_parity``: every value
+within the float32 tolerance, identical predictions of the time-summed output).
+:func:`blockers` lists every reason this target would refuse a model graph, without running it.
+
 The neurons are written in the job's ``nir_encoding`` (``"gain"`` unless the job says
 ``"unit-r"``) and the pools as its ``nir_pooling`` (``"avg"`` unless ``"sum"``): see
 ``nir_graph``'s docstring; every choice reads back to the same spikes."""
@@ -19,8 +24,8 @@ import numpy as np
 
 from ..compaction import fold_for_deployment
 from ..atomic import atomic_buffer
-from ..errors import ConfigError, DPAPError
-from ._compare import spike_parity, torch_spikes
+from ..errors import ConfigError, DPAPError, UnsupportedModelError
+from ._compare import graded_parity, graded_passed, spike_parity, torch_spikes
 from .base import ExportJob, ExportResult
 from .nir_checks import metadata_time_steps, read_checked, sign
 from .nir_graph import ENCODINGS, POOLINGS, to_nir
@@ -86,9 +91,14 @@ def export(job: ExportJob, out: Path) -> ExportResult:
     graph = read_nir(path, job.time_steps)
     ref = torch_spikes(fgraph, x, job.time_steps)
     got = run_reference(graph, x.numpy(), job.time_steps)
-    par = spike_parity(ref, got.reshape(got.shape[0], got.shape[1], -1), y.numpy())
-    return ExportResult(TARGET, [path.name], par["accuracy"], par,
-                        passed=par["identical_spike_trains"] == 1.0,
+    got = got.reshape(got.shape[0], got.shape[1], -1)
+    if getattr(fgraph, "readout", "spikes") == "spikes":
+        par = spike_parity(ref, got, y.numpy())
+        passed = par["identical_spike_trains"] == 1.0
+    else:                                  # a membrane / current readout: graded values
+        par = graded_parity(ref, got, y.numpy(), job.time_steps)
+        passed = graded_passed(par)
+    return ExportResult(TARGET, [path.name], par["accuracy"], par, passed=passed,
                         details={"nodes": {k: type(v).__name__ for k, v in graph.nodes.items()},
                                  "neuron_encoding": graph.metadata.get("neuron_encoding"),
                                  "pooling": graph.metadata.get("pooling"),
@@ -99,3 +109,72 @@ def nir_synapses(graph: nir.NIRGraph) -> int:
     """Non-zero weights stored in the graph's Conv / Affine / Linear nodes."""
     return int(sum(np.count_nonzero(n.weight) for n in graph.nodes.values()
                    if isinstance(n, (nir.Conv1d, nir.Conv2d, nir.Affine, nir.Linear))))
+
+
+def blockers(graph, time_steps: int | None = None, encoding: str = "gain") -> list[str]:
+    """Every reason ``nir`` would refuse ``graph`` (one line each, every node at once),
+    computed from the graph and the modules alone (nothing runs)."""
+    out = []
+    if graph.kind != "snn":
+        out.append("NIR export takes spiking networks; for an ANN use --target onnx")
+    if time_steps is not None and (not isinstance(time_steps, int) or time_steps < 1):
+        out.append(f"time_steps must be a positive integer, got {time_steps!r}")
+    return out + (node_blockers(graph, encoding) if graph.kind == "snn" else [])
+
+
+def _refusal(fn) -> str | None:
+    try:
+        fn()
+    except UnsupportedModelError as exc:
+        return str(exc)
+    return None
+
+
+def node_blockers(graph: ModelGraph, encoding: str = "gain") -> list[str]:
+    """Every node-level reason ``to_nir`` would refuse ``graph`` (one line each, every node),
+    from the graph and its modules alone: the neurons' ``blockers`` (and their NIR nodes'
+    own checks), pools, concatenations, unfoldable BatchNorm, a membrane readout without an
+    LI."""
+    out: list[str] = []
+    from ..graph.model_graph import (ADD, CAT, FLATTEN, INPUT, NEURON, NORM, OUTPUT, PASS,
+                                     POOL, SYNAPSE)
+    from .nir_forms import max_pool
+    from .nir_graph import DT, _output_sources, _pool_node
+    folded = {i for layer in graph.layers for i in layer.path}
+    for n in graph.nodes:
+        why = None
+        if n.op == NEURON:
+            a = n.adapter
+            if a is None or a.kind != "snn":
+                why = (f"'{n.name}' ({type(n.module).__name__}) is not a spiking neuron; NIR "
+                       "export takes SNNs")
+            else:
+                b = a.blockers(n.module, n.name) if hasattr(a, "blockers") else []
+                if b:
+                    out += b
+                    continue
+                why = _refusal(lambda: a.to_nir(n.module, n.out_shape, DT, encoding))
+                rec = getattr(a, "recurrent_nir", None)
+                why = why or (rec and _refusal(lambda: rec(n.module, n.out_shape)))
+                why = why and f"neuron '{n.name}': {why}"
+        elif n.op == POOL and n.attrs.get("pool") == "max":
+            fed = getattr(graph, "fed_by_spikes", lambda i: False)(n.id)
+            why = _refusal(lambda: max_pool(n, encoding, DT, fed))
+        elif n.op == POOL:
+            why = _refusal(lambda: _pool_node(n))
+        elif n.op == NORM and n.id not in folded:
+            why = (f"BatchNorm '{n.name}' does not follow a synapse of its own and cannot be "
+                   "folded; NIR has no BatchNorm node")
+        elif n.op == CAT:
+            why = (f"'{n.name}' is a torch.cat: NIR has no concatenation node; export a model "
+                   "without concatenation (or sum the branches)")
+        elif n.op not in (INPUT, OUTPUT, SYNAPSE, NORM, FLATTEN, PASS, ADD):
+            why = f"operation '{n.attrs.get('fn', n.op)}' at '{n.name}' has no NIR node"
+        elif n.op == OUTPUT and getattr(graph, "readout", "spikes") == "membrane":
+            src = graph.nodes[n.inputs[0]]
+            form = getattr(src.adapter, "form", lambda m: "")(src.module)
+            if form not in ("subtract", "none"):
+                why = _refusal(lambda: _output_sources(graph, n, {}, {}))
+        if why:
+            out.append(why)
+    return out

@@ -47,6 +47,7 @@ from torch import nn
 from ..compaction.fold import fold_bn_into
 from ..errors import ConfigError, UnsupportedModelError
 from ..graph import ModelGraph, build_graph
+from .nir_forms import add_group, max_pool
 from ..graph.model_graph import (ADD, CAT, FLATTEN, INPUT, NEURON, NORM, OUTPUT, PASS, POOL,
                                  SYNAPSE)
 
@@ -229,6 +230,31 @@ def _replace(node: nir.NIRNode, fields: dict) -> nir.NIRNode:
     return type(node)(**keep)
 
 
+def _drop_unread_spikes(nodes: dict, edges: list) -> None:
+    """Remove a group's ``Threshold`` that nothing reads (a leaky-integrator readout: its
+    membrane is the output); ``NIRGraph`` would give it an ``Output`` of its own."""
+    read = {s for s, _ in edges}
+    for name in [k for k, v in nodes.items() if isinstance(v, nir.Threshold) and k not in read
+                 and (v.metadata or {}).get("dpap_role") == "spike"]:
+        del nodes[name]
+        edges[:] = [e for e in edges if name not in e]
+
+
+def _output_sources(graph: ModelGraph, out, alias: dict, membrane: dict) -> list[str]:
+    """What feeds ``Output``: the output neuron's spikes, its membrane LI when the model returns
+    the membrane (``graph.readout == "membrane"``), or the graded node the model returns."""
+    src = out.inputs[0]
+    if getattr(graph, "readout", "spikes") != "membrane":
+        return alias[src]
+    if src not in membrane:
+        n = graph.nodes[graph.output]
+        raise UnsupportedModelError(
+            f"the model returns the membrane of '{n.name}' (reset_mechanism="
+            f"'{getattr(n.module, 'reset_mechanism', '?')}'), which NIR's spiking neuron nodes do "
+            "not output; use reset_mechanism='none' (a leaky-integrator readout) or 'subtract'")
+    return [membrane[src]]
+
+
 def to_nir(model: nn.Module | ModelGraph, example_input: torch.Tensor | None = None,
            time_steps: int | None = None, encoding: str = "gain",
            pooling: str = "avg") -> nir.NIRGraph:
@@ -247,6 +273,7 @@ def to_nir(model: nn.Module | ModelGraph, example_input: torch.Tensor | None = N
     nodes: dict[str, nir.NIRNode] = {}
     edges: list[tuple[str, str]] = []
     alias: dict[int, list[str]] = {}          # graph node -> NIR nodes whose sum it is
+    membrane: dict[int, str] = {}             # neuron graph node -> its membrane LI
     used: set[str] = set()
     scaled: set[str] = set()                  # synapses already scaled for "unit-r"
     pending: dict[int, float] = {}            # graph node -> 1/(kh kw) of a sum pool before it
@@ -296,16 +323,33 @@ def to_nir(model: nn.Module | ModelGraph, example_input: torch.Tensor | None = N
             if n.adapter.kind != "snn":
                 raise UnsupportedModelError(f"'{n.name}' ({type(n.module).__name__}) is not a "
                                             "spiking neuron; NIR export takes SNNs")
+            blocked = n.adapter.blockers(n.module, n.name) if hasattr(n.adapter, "blockers") \
+                else []
+            if blocked:                       # each names the module, the option, the fix
+                raise UnsupportedModelError("; ".join(blocked))
             try:
                 node = n.adapter.to_nir(n.module, n.out_shape, DT, encoding)
             except UnsupportedModelError as exc:
                 raise UnsupportedModelError(f"neuron '{n.name}': {exc}") from None
             feeders = alias[n.inputs[0]]
-            name = add(n, node)
             rec = getattr(n.adapter, "recurrent_nir", None)
             bias = n.adapter.recurrent_bias(n.module) if rec is not None else None
             if bias is not None:
                 _add_bias(nodes, feeders, bias, n.name)
+            if isinstance(node, dict):           # LI group (nir_forms)
+                name = name_of(n)
+                w = rec(n.module, n.out_shape) if rec is not None else None
+                first, mem, spike = add_group(nodes, edges, name, node, w, feeders)
+                alias[n.id], membrane[n.id] = [spike], mem
+                unit = None
+                if encoding == "unit-r":      # 1 / (g g_syn) of the group's LIs
+                    unit = np.prod([input_scale(node[r]) for r in ("mem", "syn") if r in node],
+                                   axis=0)
+                _scale_inputs(nodes, edges, feeders, f"{name}_rec" if w is not None else None,
+                              unit, pending.get(n.inputs[0]), n.out_shape, n.name, scaled,
+                              moved, first)
+                continue
+            name = add(n, node)
             w = None
             if rec is not None:
                 w = f"{name}_rec"
@@ -314,6 +358,13 @@ def to_nir(model: nn.Module | ModelGraph, example_input: torch.Tensor | None = N
             _scale_inputs(nodes, edges, feeders, w,
                           input_scale(node) if encoding == "unit-r" else None,
                           pending.get(n.inputs[0]), n.out_shape, n.name, scaled, moved, name)
+        elif n.op == POOL and n.attrs.get("pool") == "max":
+            fed = getattr(graph, "fed_by_spikes", lambda i: False)(n.id)
+            pool, fire = max_pool(n, encoding, DT, fed)
+            name = add(n, pool)
+            nodes[f"{name}_any"] = fire
+            edges.append((name, f"{name}_any"))
+            alias[n.id] = [f"{name}_any"]
         elif n.op == POOL:
             node = _pool_node(n)
             if pooling == "sum":
@@ -334,7 +385,7 @@ def to_nir(model: nn.Module | ModelGraph, example_input: torch.Tensor | None = N
         elif n.op == OUTPUT:
             no_pending(n)
             nodes["output"] = nir.Output(output_type=np.array(n.out_shape))
-            edges.extend((src, "output") for src in alias[n.inputs[0]])
+            edges.extend((src, "output") for src in _output_sources(graph, n, alias, membrane))
         elif n.op == CAT:
             raise UnsupportedModelError(
                 f"'{n.name}' is a torch.cat: NIR has no concatenation node; export a model "
@@ -343,6 +394,7 @@ def to_nir(model: nn.Module | ModelGraph, example_input: torch.Tensor | None = N
             raise UnsupportedModelError(
                 f"operation '{n.attrs.get('fn', n.op)}' at '{n.name}' has no NIR node")
     _check_moved(moved, edges)
+    _drop_unread_spikes(nodes, edges)
     meta = {"producer": "dpap-deploy", "dt": DT, "time_steps": int(time_steps),
             "encoding": "direct (input current repeated every step)",
             "neuron_encoding": encoding, "pooling": pooling}

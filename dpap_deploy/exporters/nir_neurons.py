@@ -8,8 +8,11 @@ reference and the Lava mapping so that both use the very same float32 constants.
   -> ``I[t] = alpha I[t-1] + g_syn x[t]`` (``alpha = 1 - dt/tau_syn``, ``g_syn = w_in dt/tau_syn``),
   ``v[t] = beta v[t-1] + g I[t] + c`` as for ``LIF`` with ``tau = tau_mem``.
 - ``IF``: ``dv/dt = r I`` -> ``v[t] = v[t-1] + g I[t]``, ``g = r dt`` (``beta = 1``).
+- ``LI``: ``tau dv/dt = (v_leak - v) + r I`` -> ``v[t] = beta v[t-1] + g I[t] + c`` as for
+  ``LIF``; its output is ``v`` itself (graded: no threshold, no reset).
 
-Every neuron spikes when ``v > v_threshold`` and then sets ``v = v_reset``.
+Every spiking neuron (``LIF``, ``CubaLIF``, ``IF``) spikes when ``v > v_threshold`` and then
+sets ``v = v_reset``.
 
 **Valid steps.** A decay ``1 - dt/tau`` must lie in ``[0, 1]``: ``dt > tau`` makes it negative
 (a Norse LIF with ``tau = 1e-5`` under ``dt = 1e-4`` gave ``beta = -9``, a membrane that flips
@@ -85,7 +88,7 @@ def _gain(g: np.ndarray) -> np.ndarray | None:
 @dataclass
 class Discrete:
     """One neuron population's discrete constants (float32 arrays or scalars)."""
-    kind: str                      # "LIF", "CubaLIF", "IF"
+    kind: str                      # "LIF", "CubaLIF", "IF", "LI"
     beta: np.ndarray               # membrane decay (1 for IF)
     gain: np.ndarray | None        # input gain g (None: 1)
     leak: np.ndarray | None        # constant drive c (None: 0)
@@ -109,6 +112,11 @@ def discretise(node: nir.NIRNode, dt: float, name: str = "?") -> Discrete:
                         _gain(np.asarray(node.r) * k), _leak(node.v_leak, k),
                         _f32(node.v_threshold), _f32(node.v_reset),
                         alpha=decay(node.tau_syn, dt, where + "tau_syn"), syn_gain=_gain(np.asarray(node.w_in) * ks))
+    if isinstance(node, nir.LI):
+        k = dt / np.asarray(node.tau, np.float64)
+        inf = np.float32(np.inf)
+        return Discrete("LI", decay(node.tau, dt, where + "tau"), _gain(np.asarray(node.r) * k),
+                        _leak(node.v_leak, k), inf, np.float32(0.0))
     if isinstance(node, nir.IF):
         return Discrete("IF", np.float32(1.0), _gain(np.asarray(node.r, np.float64) * dt), None,
                         _f32(node.v_threshold), _f32(node.v_reset))
@@ -120,4 +128,5 @@ def _leak(v_leak, k) -> np.ndarray | None:
     return None if not np.any(c) else c.astype(np.float32)
 
 
-NEURONS = (nir.LIF, nir.CubaLIF, nir.IF)
+NEURONS = (nir.LIF, nir.CubaLIF, nir.IF)      # spiking
+STATEFUL = NEURONS + (nir.LI,)                 # every node with a state (LI: graded output)

@@ -7,7 +7,10 @@ recurrent edges deliver the previous step), neurons are discretised by ``nir_neu
 (forward Euler with the graph's ``dt``, float32 constants chosen so that snnTorch's own
 spikes come back). Shapes exclude the batch. Nodes: ``Input``, ``Output``, ``Conv1d``,
 ``Conv2d``, ``Affine``, ``Linear``, ``Scale``, ``Flatten``, ``AvgPool2d``, ``SumPool2d``,
-``Threshold``, ``LIF``, ``CubaLIF``, ``IF``; anything else is refused with one line.
+``Threshold``, ``LIF``, ``CubaLIF``, ``IF``, ``LI`` (graded: its output is its state ``v``);
+anything else is refused with one line. A node fed by several edges adds them, after the
+decay, in the order the graph lists them, feed-forward edges first
+(``beta v + a + b + rec + reset``: snnTorch's order for the forms ``nir_forms`` writes).
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UnsupportedModelError
-from .nir_neurons import NEURONS, discretise
+from .nir_neurons import STATEFUL, discretise
 from .nir_topology import Topology, topology
 
 PASS_THROUGH = (nir.Input, nir.Output)
@@ -104,6 +107,9 @@ class _Neuron:
         v = _decay_add(self.v if self.d.kind == "IF" else p["beta"] * self.v, parts, p["gain"])
         if p["leak"] is not None:
             v = v + p["leak"]
+        if self.d.kind == "LI":                  # graded: the state is the output
+            self.v = v
+            return v
         spk = v > p["vth"]
         self.v = torch.where(spk, p["v_reset"].expand_as(v), v)
         return spk.to(x.dtype)
@@ -132,7 +138,7 @@ class NIRTorch:
         self.fns, self.neurons = {}, {}
         for name in self.top.order:
             node = self.top.nodes[name]
-            if isinstance(node, NEURONS):
+            if isinstance(node, STATEFUL):
                 self.neurons[name] = _Neuron(name, node, self.top.dt)
                 self.fns[name] = self.neurons[name].step
             else:
@@ -141,7 +147,7 @@ class NIRTorch:
                     raise UnsupportedModelError(
                         f"NIR node {name!r} is a {type(node).__name__}, which the reference "
                         "runner does not take (Input, Output, Conv1d, Conv2d, Affine, Linear, "
-                        "Scale, Flatten, AvgPool2d, SumPool2d, Threshold, LIF, CubaLIF, IF)")
+                        "Scale, Flatten, AvgPool2d, SumPool2d, Threshold, LIF, CubaLIF, IF, LI)")
                 self.fns[name] = fn
         self.reset()
 

@@ -9,7 +9,8 @@ NIR, reset to zero: ``LIF`` with ``tau = dt / (1 - beta)``, ``r = tau / dt``, ``
 ``beta = 1``. With ``encoding="unit-r"`` the node has ``r = 1`` instead (then
 ``v[t] = beta v[t-1] + (1 - beta) I[t]``, ``dt I[t]`` for IF) and the NIR writer scales the
 weights feeding it by ``tau / dt`` (``1 / dt``). Reset by subtraction and no reset: the LI group
-of ``li_forms`` (``LI`` + ``Threshold`` [+ ``Scale(-thr)`` on a cycle]), ``encoding="gain"``."""
+of ``li_forms`` (``LI`` + ``Threshold`` [+ ``Scale(-thr)`` on a cycle]); under ``"unit-r"``
+its LI has ``r = 1`` and the reset ``Scale(-thr / (1 - beta))``."""
 from __future__ import annotations
 
 import nir
@@ -30,14 +31,13 @@ class Leaky(LIFFamily):
     def to_nir(self, module, shape, dt, encoding="gain"):
         """``LIF`` / ``IF`` node (reset to zero) or the LI group (``li_forms.group``: a dict
         ``role -> node``); ``encoding``: ``"gain"`` (``r = tau/dt``, unit input gain) or
-        ``"unit-r"`` (``r = 1``; the writer scales the input weights; zero reset only)."""
+        ``"unit-r"`` (``r = 1``; the writer scales the input weights)."""
         self.check_nir(module)
         beta = np.clip(self.values(module, "beta", shape), 0.0, 1.0)
         vth = self.values(module, "threshold", shape).astype(np.float32)
         form = self.form(module)
         if form != "zero":
-            self.refuse_unit_r(module, encoding)
-            return group(form, shape, dt, beta.astype(np.float32), vth)
+            return group(form, shape, dt, beta.astype(np.float32), vth, encoding=encoding)
         zeros = np.zeros(shape, dtype=np.float32)
         if np.all(beta == 1.0):
             r = 1.0 if encoding == "unit-r" else 1.0 / dt

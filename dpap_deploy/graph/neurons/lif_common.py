@@ -174,15 +174,6 @@ class LIFFamily(NeuronAdapter):
         if b:
             raise UnsupportedModelError("; ".join(b))
 
-    def refuse_unit_r(self, module: nn.Module, encoding: str) -> None:
-        if encoding == "unit-r":
-            raise UnsupportedModelError(
-                f"snn.{type(module).__name__} with reset_mechanism="
-                f"'{getattr(module, 'reset_mechanism', 'zero')}' is written as NIR LI nodes: "
-                "encoding='unit-r' would scale its reset weight (-threshold) by 1/(1-beta), "
-                "which float32 does not undo exactly; use encoding='gain'")
-
-
 _STATE_FUNCTIONS = {"_base_sub": "subtract", "_base_zero": "zero", "_base_int": "none"}
 
 

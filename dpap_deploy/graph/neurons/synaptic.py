@@ -37,10 +37,10 @@ class Synaptic(LIFFamily):
         f = np.float32
         vth = self.values(module, "threshold", shape).astype(f)
         if self.form(module) != "zero":
-            self.refuse_unit_r(module, encoding)
             return group(self.form(module), shape, dt,
                          np.clip(self.values(module, "beta", shape), 0, 1).astype(f), vth,
-                         alpha=np.clip(self.values(module, "alpha", shape), 0, 1).astype(f))
+                         alpha=np.clip(self.values(module, "alpha", shape), 0, 1).astype(f),
+                         encoding=encoding)
         alpha = np.clip(self.values(module, "alpha", shape), 0.0, 1.0 - 1e-7)
         beta = np.clip(self.values(module, "beta", shape), 0.0, 1.0 - 1e-7)
         tau_syn, tau_mem = dt / (1.0 - alpha), dt / (1.0 - beta)
