@@ -118,6 +118,30 @@ class SpikePool(_Pooled):
         return torch.stack(out)
 
 
+class SynapticNet(_Pooled):
+    """``snn.Synaptic`` with a zero reset right after the spike (``reset_delay=False``) and
+    bias-free synapses: netx's CUBA neuron with current memory; max pooling over its spikes."""
+
+    def __init__(self):
+        super().__init__("max-fn")
+        self.conv1, self.fc = nn.Conv2d(1, 4, 3, bias=False), nn.Linear(64, 10, bias=False)
+        self.lif1, self.lif2 = (snn.Synaptic(alpha=0.5, beta=0.5, reset_mechanism="zero",
+                                             reset_delay=False) for _ in range(2))
+        for i, layer in enumerate((self.conv1, self.fc)):
+            layer.bias = nn.Parameter(torch.zeros(layer.weight.shape[0]))
+            _grid(layer, U, 6 + i, spread=24)
+            layer.bias = None
+
+    def forward(self, x):
+        (s1, m1), (s2, m2) = self.lif1.init_synaptic(), self.lif2.init_synaptic()
+        out = []
+        for _ in range(T):
+            p1, s1, m1 = self.lif1(self.conv1(x), s1, m1)
+            p2, s2, m2 = self.lif2(self.fc(self.pool(p1, 2).flatten(1)), s2, m2)
+            out.append(p2)
+        return torch.stack(out)
+
+
 def _lava_vs_torch(model, path, x=None):
     """The netx file of ``model`` run by the netx loader in Lava, and the torch spikes."""
     x = _input() if x is None else x
@@ -191,6 +215,15 @@ def test_max_pool_over_spikes_is_a_netx_layer_exact_in_lava(tmp_path, kind):
     assert np.array_equal(ref, got), f"{(ref != got).sum()} of {ref.size} spikes differ"
 
 
+def test_synaptic_with_zero_reset_after_the_spike_is_exact_with_current_memory(tmp_path):
+    model = SynapticNet()
+    ref, got, _ = _lava_vs_torch(model, tmp_path / "n.net")
+    f = _file(tmp_path / "n.net")
+    assert [int(f[f"layer/{i}/neuron/iDecay"]) for i in (1, 2, 4)] == [2048, 4096, 2048]
+    assert 0.1 < _hidden_active(model, _input()) and ref.sum() > 0 and 0 < ref.mean() < 0.9
+    assert np.array_equal(ref, got), f"{(ref != got).sum()} of {ref.size} spikes differ"
+
+
 @pytest.mark.parametrize("build", [lambda: SpikePool("avg-fn"), lambda: CurrentPool("avg-mod")],
                          ids=["functional-over-spikes", "module-over-currents"])
 def test_export_api_takes_pool_models_spike_for_spike(tmp_path, build):
@@ -204,9 +237,10 @@ def test_export_api_takes_pool_models_spike_for_spike(tmp_path, build):
 
 @torch.no_grad()
 def _float_netx(layers, x):
-    """The netx layers in float64, as the loader's CUBA neuron computes them (iDecay = 4096):
-    ``v[t] = beta (1 - s[t-1]) v[t-1] + I[t]``, ``s[t] = v[t] > threshold``; returns each
-    layer's input currents ``[T, B, ...]`` and the output spikes."""
+    """The netx layers in float64, as the loader's CUBA neuron computes them:
+    ``u[t] = alpha u[t-1] + W x[t]``, ``v[t] = beta (1 - s[t-1]) v[t-1] + u[t] + b``,
+    ``s[t] = v[t] > threshold``; returns each layer's input currents ``W x + b``
+    ``[T, B, ...]`` and the output spikes."""
     state, cur_rec, out = {}, {}, []
     for _ in range(T):
         h = x.double()
@@ -216,10 +250,12 @@ def _float_netx(layers, x):
                 continue
             cur = (F.conv2d(h, la.weight, la.bias, la.stride, la.padding, la.dilation, la.groups)
                    if la.kind == "conv" else F.linear(h, la.weight, la.bias))
-            v, s = state.get(i, (0.0, 0.0))
-            v = la.beta * (1 - s) * v + cur
+            u, v, s = state.get(i, (0.0, 0.0, 0.0))
+            bias = la.bias.view(-1, *([1] * (cur.dim() - 2)))
+            u = la.alpha * u + cur - bias
+            v = la.beta * (1 - s) * v + u + bias
             s = (v > la.threshold).double()
-            state[i] = (v, s)
+            state[i] = (u, v, s)
             cur_rec.setdefault(i, []).append(cur)
             h = s
         out.append(h)
@@ -228,8 +264,9 @@ def _float_netx(layers, x):
 
 @pytest.mark.parametrize("build", [lambda: CurrentPool("avg-fn"), lambda: SpikePool("avg-fn"),
                                    lambda: SpikePool("avg-mod", to_fc=True),
-                                   lambda: SpikePool("max-fn")],
-                         ids=["avg-currents", "avg-spikes-conv", "avg-spikes-linear", "max-spikes"])
+                                   lambda: SpikePool("max-fn"), SynapticNet],
+                         ids=["avg-currents", "avg-spikes-conv", "avg-spikes-linear", "max-spikes",
+                              "synaptic"])
 def test_the_netx_layers_compute_the_torch_currents_and_spikes(build):
     """Before quantisation: every layer's current, times its neurons' thresholds, is the
     current snnTorch's neuron receives, step by step, and the output spikes are the same."""
@@ -291,7 +328,14 @@ def _blockers(model):
 REFUSALS = {
     "conv1d": (lambda: Any(conv1d=True), ["Conv1d 'conv'", "2-D", "kernel (1, k)"]),
     "synaptic": (lambda: Any(snn.Synaptic(alpha=0.9, beta=0.8)),
-                 ["Synaptic 'n1'", "synaptic current", "reset_mechanism='subtract'"]),
+                 ["Synaptic 'n1'", "reset_mechanism='subtract'", "resets its membrane to zero"]),
+    "synaptic-bias": (lambda: Any(snn.Synaptic(alpha=0.9, beta=0.8, reset_mechanism="zero",
+                                               reset_delay=False)),
+                      ["Synaptic 'n1' follows 'conv'", "has a bias", "bias=False"]),
+    "synaptic-per-neuron-alpha": (lambda: Any(snn.Synaptic(alpha=torch.rand(4, 8, 8), beta=0.8,
+                                                           reset_mechanism="zero",
+                                                           reset_delay=False, learn_alpha=True)),
+                                  ["per-neuron alpha", "current decay (iDecay)"]),
     "synaptic-reset-delay": (lambda: Any(snn.Synaptic(alpha=0.9, beta=0.8,
                                                       reset_mechanism="zero")),
                              ["reset_delay=True", "drops that step's input",
@@ -331,7 +375,7 @@ def test_each_refusal_names_its_reason_and_fix(case):
     text = " | ".join(lines)
     for w in words:
         assert w in text, f"{case}: {w!r} not in {text!r}"
-    if case in ("conv1d", "synaptic", "rleaky"):    # no unrelated pooling advice
+    if case in ("conv1d", "synaptic", "synaptic-bias", "rleaky"):   # no unrelated pool advice
         assert "MaxPool" not in text and "AvgPool" not in text and "pooling" not in text
     assert all("\n" not in line for line in lines)
 

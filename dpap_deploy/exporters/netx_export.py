@@ -19,10 +19,13 @@ lists every reason netx refuses a model, before any training.
 - the threshold and the bias carry the same scale: ``vThMant = round(V_th s)``,
   ``bias = round(b s)`` (13-bit), where ``V_th`` is 1 (each row of ``W`` and ``b`` already
   divided by its neuron's threshold, ``netx_neurons``) or 1/2 (a max-pool layer);
-- CUBA decays on 12 bits (4096 = full decay): ``iDecay = 4096`` (no current memory,
-  ``du = 1``), ``vDecay = round((1 - lambda) 4096)``.
-In fixed point a neuron then computes ``v = v (4096 - vDecay) / 4096 + sum W_q s_in + bias``
-and spikes when ``v > vThMant`` (Lava scales ``u``, bias and threshold by 2^6 alike), i.e. the
+- the current ``u`` of a ``Synaptic`` layer sums its inputs over time, up to
+  ``I_max / (1 - alpha)``, and Lava wraps it at ``2^23`` (inputs shifted left by 6): the scale
+  also keeps ``s I_max / (1 - alpha) <= 0.9 * 2^17``;
+- CUBA decays on 12 bits (4096 = full decay): ``iDecay = round((1 - alpha) 4096)`` (4096, no
+  current memory, for ``snn.Leaky``), ``vDecay = round((1 - beta) 4096)``.
+In fixed point a neuron then computes ``u = u (4096 - iDecay) / 4096 + sum W_q s_in``,
+``v = v (4096 - vDecay) / 4096 + u + bias`` and spikes when ``v > vThMant`` (Lava scales ``u``, bias and threshold by 2^6 alike), i.e. the
 float network with every quantity multiplied by ``s``, up to rounding.
 """
 from __future__ import annotations
@@ -52,6 +55,7 @@ SIMULATOR = True              # runs in Lava: its memory is checked first
 INPUT_BITS = 4           # graded input x_q = round(x * 16): exact for the 0..16 digits pixels
 MAX_ACCURACY_DROP = 0.02
 A_IN_LIMIT = 32767 * 0.9
+U_LIMIT = 2 ** 17 * 0.9   # Lava wraps the current u (24 bits, inputs shifted left by 6) at 2^23
 BIAS_LIMIT = 4095
 
 
@@ -130,7 +134,8 @@ def write_netx(model: nn.Module | ModelGraph, x: torch.Tensor, path: Path, time_
             in_scale = 2.0 ** INPUT_BITS if first else 1.0
             w_max = float(np.abs(w).max()) or 1.0
             peak = layer.peak if layer.peak is not None else peaks.get(id(layer), 0.0)
-            s = min(254.0 / w_max, A_IN_LIMIT / max(peak * in_scale, 1e-12))
+            s = min(254.0 / w_max, A_IN_LIMIT / max(peak * in_scale, 1e-12),
+                    U_LIMIT * (1.0 - layer.alpha) / max(peak * in_scale, 1e-12))
             w_q = np.clip(2 * np.round(w * s / 2), -256, 254).astype(np.int32)
             eff = s * in_scale
             vth = int(round(layer.threshold * eff))
@@ -148,7 +153,7 @@ def write_netx(model: nn.Module | ModelGraph, x: torch.Tensor, path: Path, time_
                 g.create_dataset("groups", data=np.array(layer.groups))
             n = g.create_group("neuron")
             n.create_dataset("type", data=np.bytes_("CUBA"))
-            n.create_dataset("iDecay", data=np.array(4096))
+            n.create_dataset("iDecay", data=np.array(int(round((1 - layer.alpha) * 4096))))
             n.create_dataset("vDecay", data=np.array(int(round((1 - layer.beta) * 4096))))
             n.create_dataset("vThMant", data=np.array(vth))
             n.create_dataset("refDelay", data=np.array(1))

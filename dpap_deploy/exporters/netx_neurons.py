@@ -4,12 +4,20 @@ computes exactly, with which decay and threshold, and, for the others, why not a
 The netx loader (``lava.lib.dl.netx.hdf5``) turns every ``conv`` / ``dense`` layer's ``neuron``
 group of type ``CUBA`` into Lava's ``LIF``, one ``du``, ``dv`` and ``vth`` per layer:
 ``u[t] = u[t-1] (4096 - iDecay) / 4096 + a_in[t]``, ``v[t] = v[t-1] (4096 - vDecay) / 4096
-+ u[t] + bias``, spike ``s[t] = v[t] > vThMant``, then ``v[t] = 0`` where it spiked. The exporter
-writes ``iDecay = 4096`` (``u[t] = a_in[t]``), so a layer is
-``v[t] = beta (1 - s[t-1]) v[t-1] + I[t]``, ``s[t] = v[t] > V_th``: exactly ``snn.Leaky`` with
-``reset_mechanism="zero"`` (it multiplies the old membrane by ``1 - s[t-1]`` before adding the
-input; with ``reset_delay=False`` it zeroes the membrane right after the spike instead, and the
-next step's membrane is the same ``beta * 0 + I[t]``, so the spikes are too).
++ u[t] + bias``, spike ``s[t] = v[t] > vThMant``, then ``v[t] = 0`` where it spiked. With
+``iDecay = (1 - alpha) 4096`` and ``vDecay = (1 - beta) 4096`` a layer is
+``u[t] = alpha u[t-1] + W x[t]``, ``v[t] = beta (1 - s[t-1]) v[t-1] + u[t] + b``,
+``s[t] = v[t] > V_th``:
+
+- ``snn.Leaky`` with ``reset_mechanism="zero"`` is the case ``alpha = 0`` (it multiplies the old
+  membrane by ``1 - s[t-1]`` before adding the input; with ``reset_delay=False`` it zeroes the
+  membrane right after the spike instead, and the next step's membrane is the same
+  ``beta * 0 + I[t]``, so the spikes are too);
+- ``snn.Synaptic`` with ``reset_mechanism="zero"`` and ``reset_delay=False`` is
+  ``syn[t] = alpha syn[t-1] + I[t]``, ``mem[t] = beta mem[t-1] + syn[t]``, zeroed right after a
+  spike: the same, when its synapse has no bias (snnTorch adds the bias to the current, where
+  it accumulates; netx adds it to the membrane). With ``reset_delay=True`` (its default) it
+  zeroes the membrane of the step *after* a spike, dropping that step's input: no netx form.
 
 A per-neuron threshold ``V_i > 0`` is exact too: ``v_i > V_i`` iff ``v_i / V_i > 1``, and a
 reset to zero stays zero, so the row ``i`` of the weights and bias is divided by ``V_i`` and the
@@ -95,25 +103,34 @@ def neuron_reasons(module: nn.Module, name: str, shape: tuple[int, ...], conv: b
                f"and netx has no recurrent conv layer: export with {ELSEWHERE}"]
         return out + _reset_and_delay(label, module)
     if isinstance(module, snn.Synaptic):
-        return [f"{label} has a decaying synaptic current (alpha); this exporter writes netx "
-                "CUBA neurons without current memory (iDecay = 4096): use snn.Leaky, or export "
-                f"with {ELSEWHERE}"] + _reset_and_delay(label, module)
+        return _reset_and_delay(label, module) + _values_reasons(label, module, shape, conv,
+                                                                 ("alpha", "beta"))
     if type(module) is not snn.Leaky:
         return [f"{label} is not a neuron netx computes: netx layers end in a CUBA neuron, "
-                "which this exporter takes from snn.Leaky with reset_mechanism='zero'; export "
-                f"with {ELSEWHERE}"]
+                "which this exporter takes from snn.Leaky and snn.Synaptic with "
+                f"reset_mechanism='zero'; export with {ELSEWHERE}"]
     out = [r for r in [_reset_reason(label, module)] if r] + _common_reasons(label, module)
-    beta = _population(module, "beta", shape)
-    thr = _population(module, "threshold", shape)
-    if beta is None or thr is None:
-        out.append(f"{label}: beta {tuple(torch.as_tensor(module.beta).shape)} or threshold "
-                   f"{tuple(torch.as_tensor(module.threshold).shape)} does not broadcast to its "
-                   f"population {shape}")
-        return out
-    if np.ptp(np.clip(beta, 0.0, 1.0)) > 0:
-        out.append(f"{label} has a per-neuron beta ({len(np.unique(beta))} values); a netx "
-                   "layer holds one membrane decay (vDecay): use one beta per layer, or export "
-                   f"with {ELSEWHERE}")
+    return out + _values_reasons(label, module, shape, conv, ("beta",))
+
+
+def _values_reasons(label: str, module: nn.Module, shape: tuple[int, ...], conv: bool,
+                    decays: tuple[str, ...]) -> list[str]:
+    """Per-neuron decays (one per layer in netx) and thresholds (positive, per channel in a
+    conv layer)."""
+    out = []
+    values = {a: _population(module, a, shape) for a in decays + ("threshold",)}
+    bad = [a for a, v in values.items() if v is None]
+    if bad:
+        return [f"{label}: {', '.join(bad)} of shape "
+                f"{[tuple(torch.as_tensor(getattr(module, a)).shape) for a in bad]} does not "
+                f"broadcast to its population {shape}"]
+    for a in decays:
+        if np.ptp(np.clip(values[a], 0.0, 1.0)) > 0:
+            reg = "current decay (iDecay)" if a == "alpha" else "membrane decay (vDecay)"
+            out.append(f"{label} has a per-neuron {a} ({len(np.unique(values[a]))} values); a "
+                       f"netx layer holds one {reg}: use one {a} per layer, or export with "
+                       f"{ELSEWHERE}")
+    thr = values["threshold"]
     if thr.min() <= 0:
         out.append(f"{label} has threshold {thr.min():g} <= 0; netx's neuron needs a positive "
                    "threshold (vThMant > 0)")
@@ -133,10 +150,13 @@ def _reset_and_delay(label: str, module: nn.Module) -> list[str]:
     return out + _common_reasons(label, module)
 
 
-def neuron_values(module: nn.Module, shape: tuple[int, ...]) -> tuple[float, np.ndarray]:
-    """``(beta, threshold)`` of an accepted ``snn.Leaky``: the layer's one decay (clipped to
-    ``[0, 1]`` as snnTorch clips it) and the threshold per output row (channel of a conv,
-    neuron of a dense layer), float64."""
-    beta = float(np.clip(_population(module, "beta", shape), 0.0, 1.0).flat[0])
+def neuron_values(module: nn.Module, shape: tuple[int, ...]) -> tuple[float, float, np.ndarray]:
+    """``(alpha, beta, threshold)`` of an accepted ``snn.Leaky`` (``alpha = 0``) or
+    ``snn.Synaptic``: the layer's one current and membrane decay (clipped to ``[0, 1]`` as
+    snnTorch clips them) and the threshold per output row (channel of a conv, neuron of a
+    dense layer), float64."""
+    def one(attr: str) -> float:
+        return float(np.clip(_population(module, attr, shape), 0.0, 1.0).flat[0])
+    alpha = one("alpha") if isinstance(module, snn.Synaptic) else 0.0
     thr = _population(module, "threshold", shape)
-    return beta, thr.reshape(shape[0], -1)[:, 0]
+    return alpha, one("beta"), thr.reshape(shape[0], -1)[:, 0]

@@ -4,7 +4,8 @@ A netx file is a chain of ``conv`` / ``dense`` layers, each a synapse and a CUBA
 (``netx_neurons``), and ``flatten`` steps. The graph's operations map to it as follows (the
 float arithmetic is exact; the writer then quantises each layer):
 
-- a ``Conv2d`` / ``Linear`` and its ``snn.Leaky``: one layer, ``I = W x + b``;
+- a ``Conv2d`` / ``Linear`` and its ``snn.Leaky`` or ``snn.Synaptic``: one layer,
+  ``I = W x + b``;
 - **average pooling**, module or functional (``F.avg_pool2d``), is linear and folds into a
   synapse:
   - *over currents* (between a synapse and its neuron): ``avgpool_{k,s}(conv_{W,S,P}(x))`` is
@@ -42,9 +43,10 @@ HOLDS = ("a netx file holds a chain of conv and dense layers, each ending in a s
 
 @dataclass
 class NetxLayer:
-    """One netx layer in float64: ``I = W x + b`` (rows already divided by the neuron's
-    per-row threshold, see ``netx_neurons``), ``v[t] = beta (1 - s[t-1]) v[t-1] + I[t]``,
-    ``s[t] = v[t] > threshold``. ``kind`` ``flatten`` carries shapes only."""
+    """One netx layer in float64 (rows of ``W`` and ``b`` already divided by the neurons'
+    thresholds, see ``netx_neurons``): ``u[t] = alpha u[t-1] + W x[t]``,
+    ``v[t] = beta (1 - s[t-1]) v[t-1] + u[t] + b``, ``s[t] = v[t] > threshold``. ``kind``
+    ``flatten`` carries shapes only."""
 
     kind: str                                   # "conv", "dense", "flatten"
     name: str
@@ -56,6 +58,7 @@ class NetxLayer:
     padding: tuple[int, int] = (0, 0)
     dilation: tuple[int, int] = (1, 1)
     groups: int = 1
+    alpha: float = 0.0                          # current decay (snn.Synaptic), 0: none
     beta: float = 0.0
     threshold: float = 1.0
     neuron: nn.Module | None = None             # the neuron whose input current is measured
@@ -191,6 +194,7 @@ class _Walk:
         self.layers: list[NetxLayer] = []
         self.reasons: list[str] = []
         self.syn: NetxLayer | None = None       # synapse waiting for its neuron
+        self.norm = False                       # a BatchNorm (folded later) in its layer
         self.broken = False                     # the pending synapse was refused already
         self.pool = None                        # average pool over spikes waiting for a synapse
         self.flattened = False
@@ -203,7 +207,7 @@ class _Walk:
         if self.syn is not None:
             self.refuse(f"'{self.syn.name}' feeds '{n.name}' with no spiking neuron between; "
                         f"{HOLDS}")
-        self.syn, self.broken = None, False
+        self.syn, self.broken, self.norm = None, False, False
         if not isinstance(n.module, (nn.Conv2d, nn.Linear)):
             self.broken = True
             self.refuse(f"{type(n.module).__name__} '{n.name}': netx's conv layer is 2-D (the "
@@ -247,7 +251,8 @@ class _Walk:
             self.refuse(reason)
 
     def neuron(self, n) -> None:
-        syn, self.syn = self.syn, None
+        syn, self.syn, norm = self.syn, None, self.norm
+        self.norm = False
         if n.adapter is not None and n.adapter.kind != "snn" and n.op == NEURON:
             self.refuse(f"activation '{n.name}' ({_describe(n)}) is not a spiking neuron; "
                         f"{HOLDS}")
@@ -263,8 +268,14 @@ class _Walk:
             return
         if reasons:
             return
-        beta, thr = neuron_values(n.module, tuple(n.out_shape))
-        syn.raw_bias, syn.row_scale = syn.bias, 1.0 / thr
+        if isinstance(n.module, snn.Synaptic) and (norm or bool(syn.bias.abs().max() > 0)):
+            self.refuse(f"Synaptic '{n.name}' follows '{syn.name}', which has a bias: snnTorch "
+                        "adds it to the synaptic current, where it accumulates, netx adds a "
+                        "layer's bias to the membrane: use bias=False (and no BatchNorm) in "
+                        "the synapse")
+            return
+        alpha, beta, thr = neuron_values(n.module, tuple(n.out_shape))
+        syn.raw_bias, syn.row_scale, syn.alpha = syn.bias, 1.0 / thr, alpha
         scale = torch.as_tensor(syn.row_scale)
         syn.weight = syn.weight * scale.view(-1, *([1] * (syn.weight.dim() - 1)))
         syn.bias = syn.bias * scale
@@ -328,7 +339,7 @@ def plan(graph: ModelGraph, folded: bool = True) -> tuple[list[NetxLayer], list[
         elif n.op == FLATTEN:
             walk.flatten(n)
         elif n.op == NORM and not folded and walk.syn is not None:
-            continue
+            walk.norm = True
         elif n.op == NORM:
             walk.refuse(f"BatchNorm '{n.name}' does not sit between a synapse and its neuron; "
                         "netx folds only such a BatchNorm into the synapse's weights")
