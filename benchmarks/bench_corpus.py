@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from corpus_stages import STAGES, digits, run_style, shortfalls  # noqa: E402
 
-COLUMNS = ["style", "source", *STAGES, "blocked", "params", "meets_issue", "seconds"]
+COLUMNS = ["style", "source", *STAGES, "blocked", "acc", "params", "meets_issue", "seconds"]
 
 
 def load_styles(path: str | None):
@@ -80,7 +80,7 @@ def check_words(cell: str, blocked: str) -> str:
 def markdown(rows: list[dict]) -> str:
     """The table: each target the check listed, with its count of blockers; other cells cut
     to 90 characters (the CSV has them whole)."""
-    head = ["style", "source", *STAGES, "params", "meets_issue"]
+    head = ["style", "source", *STAGES, "acc", "params", "meets_issue"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [check_words(r["check"], r.get("blocked", "")) if c == "check"

@@ -7,7 +7,8 @@ those of the trained model over two windows of the user's loop, ``snntorch.utils
 them) -> ``nir`` / ``loihi-sim`` / ``netx`` (the exporters' parity on the test samples) ->
 ``convert`` (``make_deployable`` where loihi-sim refused or was listed as blocked, accuracy
 before and after, and loihi-sim's parity on its result). ``blocked``: ``target:count`` per
-target the check listed; ``params``: parameters before -> after compaction.
+target the check listed; ``params``: parameters before -> after compaction; ``acc``: test
+accuracy in the user's own loop after training.
 
 Cells: ``ok`` / ``blocked: <target: blocker; ...>`` (listed before training, training goes on)
 / ``refused before training: <reason>`` / ``refused: <reason>`` (a target's one-line refusal)
@@ -278,7 +279,7 @@ def run_style(style, data, stages=STAGES, epochs: int = 2, batch: int = 32, n_te
     xi, y, xti, yt = data
     x, xt = user_data(style, xi, seed), user_data(style, xti, seed + 1)
     cells = {s: "-" for s in STAGES}
-    cells["blocked"] = cells["params"] = ""
+    cells["blocked"] = cells["params"] = cells["acc"] = ""
     model = style.build()
     example = take(style, x, slice(0, batch))
     cells["check"], dp, blocked = check_stage(style, model, example)
@@ -286,6 +287,9 @@ def run_style(style, data, stages=STAGES, epochs: int = 2, batch: int = 32, n_te
         return {**cells, "seconds": f"{time.perf_counter() - t0:.1f}"}
     cells["blocked"] = " ".join(blocked)
     cells["train"] = train_stage(style, model, dp, x, y, epochs, batch)
+    if cells["train"] == "ok":
+        test = take(style, xt, slice(0, n_test))
+        cells["acc"] = f"{accuracy(style, model, test, yt[:n_test]):.2f}"
     if cells["train"] == "ok" and "compact" in stages:
         half = n_test // 2
         windows = [take(style, xt, slice(0, half)), take(style, xt, slice(half, n_test))]
