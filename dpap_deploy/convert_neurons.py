@@ -26,6 +26,16 @@ spikes, ``I`` input current, ``thr`` threshold):
 - ``Lapicque`` (``U[t] = g I[t] + (1 - dt/(RC)) U[t-1]`` with ``g = dt / C``): a ``Leaky`` with
   ``beta = 1 - dt/(RC)`` and ``threshold = thr / g`` holds ``U / g`` (exact with subtract
   reset); then the same with zero reset.
+- Last, for a target whose neurons have no synaptic current (netx here), ``Synaptic`` ->
+  ``Leaky`` with the same ``beta`` and ``threshold = thr (1 - alpha)``: a constant input ``I``
+  drives ``I_syn`` to ``I / (1 - alpha)``, so both membranes settle at the same height relative
+  to the threshold; ``Alpha`` -> the same from its ``Synaptic`` form,
+  ``threshold = thr (1 - alpha) / (tau (alpha - beta))``.
+
+A replacement of another class is called as the neuron it replaces (``LeakyForSynaptic`` takes
+``lif(cur, syn, mem)`` and has ``init_synaptic()``, ...), so the user's ``forward`` runs
+unchanged; the state it does not have is returned as zeros. A neuron with ``init_hidden=True``
+and ``output=False`` is called with the input alone: it becomes a plain ``snn.Leaky``.
 """
 from __future__ import annotations
 
@@ -72,9 +82,9 @@ def rebuild(old: nn.Module, cls: type, **changes) -> nn.Module:
 def describe(m: nn.Module) -> str:
     """``snn.Leaky(reset_mechanism='subtract', reset_delay=True)``: the options that matter."""
     parts = [f"reset_mechanism={m.reset_mechanism!r}"] if hasattr(m, "reset_mechanism") else []
-    if hasattr(m, "reset_delay") and not isinstance(m, SynapticForAlpha):
+    if hasattr(m, "reset_delay"):
         parts.append(f"reset_delay={bool(m.reset_delay)}")
-    name = "Synaptic" if isinstance(m, SynapticForAlpha) else type(m).__name__
+    name = next(c.__name__ for c in type(m).__mro__ if c.__module__.startswith("snntorch"))
     return f"snn.{name}({', '.join(parts)})"
 
 
@@ -99,6 +109,52 @@ class SynapticForAlpha(snn.Synaptic):
         return spk, syn, torch.zeros_like(syn), mem
 
 
+class LeakyForSynaptic(snn.Leaky):
+    """``snn.Leaky`` called as ``snn.Synaptic``: ``forward(input_, syn=None, mem=None)`` returns
+    ``(spk, zeros, mem)`` (``spk`` alone with ``init_hidden=True`` unless ``output=True``);
+    ``init_synaptic()`` returns ``(zeros, mem)``."""
+
+    def init_synaptic(self):
+        mem = self.init_leaky()
+        return torch.zeros_like(mem), mem
+
+    def forward(self, input_, syn=None, mem=None):
+        if self.init_hidden:
+            out = super().forward(input_)
+            if not self.output:
+                return out
+            spk, mem = out
+        else:
+            spk, mem = super().forward(input_, mem)
+        return spk, torch.zeros_like(mem), mem
+
+
+class LeakyForAlpha(snn.Leaky):
+    """``snn.Leaky`` called as ``snn.Alpha``: returns ``(spk, zeros, zeros, mem)``;
+    ``init_alpha()`` returns ``(zeros, zeros, mem)``."""
+
+    def init_alpha(self):
+        mem = self.init_leaky()
+        return torch.zeros_like(mem), torch.zeros_like(mem), mem
+
+    def forward(self, input_, syn_exc=None, syn_inh=None, mem=None):
+        if self.init_hidden:
+            out = super().forward(input_)
+            if not self.output:
+                return out
+            spk, mem = out
+        else:
+            spk, mem = super().forward(input_, mem)
+        return spk, torch.zeros_like(mem), torch.zeros_like(mem), mem
+
+
+class LeakyForLapicque(snn.Leaky):
+    """``snn.Leaky`` with ``init_lapicque()`` (Lapicque and Leaky take the same call)."""
+
+    def init_lapicque(self):
+        return self.init_leaky()
+
+
 def _alpha_gain(m: nn.Module) -> torch.Tensor:
     """``tau (alpha - beta)``, ``tau = ln(alpha) / (ln(beta) - ln(alpha)) + 1`` (snnTorch's)."""
     a = _tensor(m.alpha).clamp(0, 1).double()
@@ -121,13 +177,37 @@ def _lapicque_gain_decay(m: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     return (R * (1 / (R * C)) * dt).float(), (1 - dt / (R * C)).float()
 
 
+def _leaky_class(m: nn.Module, shim: type) -> type:
+    """``snn.Leaky`` where the neuron is called with its input alone, else ``shim``."""
+    return snn.Leaky if getattr(m, "init_hidden", False) and not getattr(m, "output", False) \
+        else shim
+
+
 def leaky_for_lapicque(m: nn.Module, mechanism: str) -> nn.Module:
     gain, beta = _lapicque_gain_decay(m)
-    return rebuild(m, snn.Leaky, beta=beta, threshold=_tensor(m.threshold) / gain,
-                   reset_mechanism=mechanism)
+    return rebuild(m, _leaky_class(m, LeakyForLapicque), beta=beta,
+                   threshold=_tensor(m.threshold) / gain, reset_mechanism=mechanism)
+
+
+def leaky_for_synaptic(m: nn.Module) -> nn.Module:
+    """``Leaky(beta, threshold = thr (1 - alpha))``, reset to zero (module docstring)."""
+    one_minus = 1 - _tensor(m.alpha).clamp(0, 1)
+    return rebuild(m, _leaky_class(m, LeakyForSynaptic),
+                   threshold=_tensor(m.threshold) * one_minus, reset_mechanism="zero",
+                   reset_delay=True)
+
+
+def leaky_for_alpha(m: nn.Module) -> nn.Module:
+    """``Leaky(beta, threshold = thr (1 - alpha) / (tau (alpha - beta)))``, reset to zero."""
+    one_minus = 1 - _tensor(m.alpha).clamp(0, 1)
+    return rebuild(m, _leaky_class(m, LeakyForAlpha),
+                   threshold=_tensor(m.threshold) * one_minus / _alpha_gain(m),
+                   reset_mechanism="zero", reset_delay=True)
 
 
 Candidate = tuple[str, Callable[[], nn.Module]]
+LEAKY_FOR_SYN = ("snn.Leaky(reset_mechanism='zero') without a synaptic current, beta kept, "
+                 "threshold * (1 - alpha)")
 
 
 def candidates(m: nn.Module) -> list[Candidate]:
@@ -136,12 +216,13 @@ def candidates(m: nn.Module) -> list[Candidate]:
     if isinstance(m, snn.Alpha):
         return [("snn.Synaptic(reset_mechanism='zero', reset_delay=False), alpha and beta kept, "
                  "threshold / (tau (alpha - beta)) (the same membrane kernel, one step earlier)",
-                 lambda: synaptic_for_alpha(m))]
+                 lambda: synaptic_for_alpha(m)),
+                (LEAKY_FOR_SYN + " / (tau (alpha - beta))", lambda: leaky_for_alpha(m))]
     if isinstance(m, snn.Lapicque):
         mechs = dict.fromkeys([m.reset_mechanism, "zero"])
         return [(f"snn.Leaky(reset_mechanism={mech!r}), beta = 1 - dt/(RC), threshold / (dt/C) "
-                 "(the same membrane scaled by C/dt)", lambda mech=mech: leaky_for_lapicque(m, mech))
-                for mech in mechs]
+                 "(the same membrane scaled by C/dt)",
+                 lambda mech=mech: leaky_for_lapicque(m, mech)) for mech in mechs]
     mech = getattr(m, "reset_mechanism", None)
     delay = bool(getattr(m, "reset_delay", False))
     if isinstance(m, snn.Leaky) and not isinstance(m, snn.Lapicque):
@@ -152,6 +233,9 @@ def candidates(m: nn.Module) -> list[Candidate]:
     else:
         return []
     cls = type(m)
-    return [(f"{describe(m).split('(')[0]}(reset_mechanism={r!r}, reset_delay={d})",
-             lambda r=r, d=d: rebuild(m, cls, reset_mechanism=r, reset_delay=d))
-            for r, d in options]
+    out = [(f"{describe(m).split('(')[0]}(reset_mechanism={r!r}, reset_delay={d})",
+            lambda r=r, d=d: rebuild(m, cls, reset_mechanism=r, reset_delay=d))
+           for r, d in options]
+    if type(m) is snn.Synaptic:
+        out.append((LEAKY_FOR_SYN, lambda: leaky_for_synaptic(m)))
+    return out
