@@ -300,7 +300,7 @@ STYLES = [
     Style("integrate-and-fire", _seq_if, IMG, expect={"nir": "ok", "loihi-sim": "ok"}),
     Style("synaptic-cuba", SynapticNet, IMG, _looped, expect={"nir": "ok", "loihi-sim": "ok"}),
     Style("synaptic-delayed-reset", SynapticDelayed, IMG, _looped,
-          expect={"nir": "ok-or-refused", "loihi-sim": "ok"}),
+          expect={"nir": "ok-or-refused", "loihi-sim": "ok-or-refused"}),
     Style("rleaky-recurrent", RecurrentNet, IMG, _looped,
           expect={"nir": "ok", "loihi-sim": "ok"}),
     Style("conv1d", _seq_conv1d, (2, 16), expect={"nir": "ok", "loihi-sim": "ok"}),
