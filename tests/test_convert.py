@@ -110,6 +110,10 @@ def test_tutorial6_to_loihi_sim_and_nir(trained, tmp_path):
     pools = [n.attrs["pool"] for n in graph.nodes if n.op == "pool"]
     assert pools == ["avg", "avg"]
     assert isinstance(res.model, PoolSwapped)
+    # the step loop (the model's forward under the mode) and the multi-step executor (the
+    # graph) compute the same spikes
+    from dpap_deploy.graph import outputs
+    assert torch.equal(outputs(graph, test[0], T, multistep=False), outputs(graph, test[0], T))
     # the user's model is untouched
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
     # masks kept: pruned weights exactly zero after fine-tuning, and there are some
@@ -343,3 +347,26 @@ def test_cli_route_writes_a_run_that_compact_takes(tmp_path, capsys):
     assert rep.source_run
     with pytest.raises(DPAPError, match="already holds a run"):
         cmd_make_deployable(args)
+
+
+def test_blockers_without_the_deployability_check(trained, monkeypatch):
+    """Where dpap_deploy.deployability is absent, the targets' own blockers (or a dry build)
+    name the same operations."""
+    import importlib
+    from dpap_deploy import convert_check
+    net, _, train, _ = trained
+    graph = build_graph(net, train[0][:2])
+    with_check = convert_check.target_blockers(net, graph, train[0][:2], ["nir"], T)
+    real = importlib.import_module
+
+    def no_check(name, package=None):
+        if name == ".deployability":
+            raise ImportError(name)
+        return real(name, package)
+    monkeypatch.setattr(convert_check.importlib, "import_module", no_check)
+    without = convert_check.target_blockers(net, graph, train[0][:2], ["nir"], T)
+    named = {graph.nodes[i].name for line in without["nir"]
+             for i in convert_check.named_nodes(graph, line)}
+    assert "max_pool2d_1" in named
+    assert named <= {graph.nodes[i].name for line in with_check["nir"]
+                     for i in convert_check.named_nodes(graph, line)}
