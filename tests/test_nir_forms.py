@@ -260,11 +260,42 @@ def test_unit_r_li_forms_read_back_the_same_spikes(kind, tmp_path):
     assert np.all(back.nodes["lif1"].r == 1.0)
 
 
+@pytest.mark.filterwarnings("ignore:Inhibition")
 def test_blockers_list_everything():
     net = Net(lambda n: snn.Leaky(beta=0.9, reset_delay=False) if n == 16 else
               snn.Alpha(alpha=0.9, beta=0.8))
     b = nir_export.blockers(build_graph(net, _inputs(0)[:2]), T)
     assert len(b) == 2 and "'lif1'" in b[0] and "'lif2'" in b[1] and "snn.Alpha" in b[1]
+    net = Net(lambda n: snn.Leaky(beta=0.9, reset_delay=False, graded_spikes_factor=2.0,
+                                  inhibition=n == 4))
+    b = nir_export.blockers(build_graph(net, _inputs(0)[:2]), T)
+    assert len(b) == 5, b       # every reason of every neuron, not the first one
+    assert sum("reset_delay=False" in x for x in b) == 2 and sum("inhibition" in x for x in b) == 1
+
+
+def test_recurrent_edge_is_added_before_the_reset():
+    """snnTorch computes ((beta U + I) + V S[t-1]) - thr S[t-1]: the file lists the recurrent
+    edge into the membrane before the reset edge, and the reference adds them in that order."""
+    net = _net("rleaky")
+    nir_graph = to_nir(build_graph(net, _inputs(0)[:2]), time_steps=T)
+    into = [s for s, d in nir_graph.edges if d == "lif1"]
+    assert into == ["fc1", "lif1_rec", "lif1_reset"]
+
+
+def test_graded_parity_fails_on_constant_or_far_outputs():
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(16, T, 4)).astype(np.float32)
+    y = ref.sum(1).argmax(1)
+    assert graded_passed(graded_parity(ref, ref.copy(), y, T))
+    near = ref + np.float32(1e-7)
+    assert graded_passed(graded_parity(ref, near, y, T))
+    far = ref.copy()
+    far[3, 2, 1] += 1e-3
+    par = graded_parity(ref, far, y, T)
+    assert not graded_passed(par) and par["within_tolerance"] == 15 / 16
+    zero = np.zeros_like(ref)
+    par = graded_parity(zero, zero, y, T)
+    assert not graded_passed(par) and "constant output" in par["failure"]
 
 
 class CurrentPool(nn.Module):
