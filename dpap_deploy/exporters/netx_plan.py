@@ -84,8 +84,7 @@ def _synapse(node) -> NetxLayer:
 
 
 def _pool_shape_reason(node, need_square: bool) -> str | None:
-    a, what = node.attrs, ("F." + node.attrs["fn"] if "fn" in node.attrs else
-                           type(node.module).__name__ if node.module is not None else "pool")
+    a, what = node.attrs, _describe(node)
     k, s, p = a["kernel"], a["stride"], a["padding"]
     if a.get("dims") != 2:
         return (f"pooling '{node.name}' is 1-D; netx's layers pool and convolve 2-D maps only: "
@@ -182,8 +181,14 @@ def _fed_by_spikes(graph: ModelGraph, node_id: int) -> bool:
 
 
 def _describe(node) -> str:
-    return type(node.module).__name__ if node.module is not None else \
-        str(node.attrs.get("fn", node.op))
+    """``nn.MaxPool2d``'s class name, ``F.max_pool2d`` for a functional pool, else the
+    function's name."""
+    if node.module is not None:
+        return type(node.module).__name__
+    a = node.attrs
+    if node.op == POOL:
+        return f"F.{a.get('pool', 'max')}_pool{a.get('dims', 2)}d"
+    return str(a.get("fn", node.op))
 
 
 class _Walk:
