@@ -10,7 +10,11 @@ Time: a model whose forward runs its own time loop calls its modules ``T`` times
 call of the *first* module starts step 1, and only step 0 becomes the graph
 (``steps_per_call = T``). A module called twice within one step is weight sharing and refused.
 Neurons may keep their state internally (``init_hidden=True``) or take and return it
-(``spk, mem = lif(cur, mem)``): only their first argument is data; the rest is state.
+(``spk, mem = lif(cur, mem)``): only their first argument is data; the rest is state. A
+neuron's spikes and its membrane are tagged apart, and what the model returns (after step 0
+too: ``torch.stack(mem_rec)``, ``.sum(0)``) is followed back to them: the graph's readout.
+Where the forward indexes its input by time (``x[t]``, ``x[:, t]``) the input's time axis is
+known (``time_axis.py``) and the graph's input is one step's.
 """
 from __future__ import annotations
 
