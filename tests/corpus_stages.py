@@ -326,7 +326,7 @@ def stage_matches(expect: str, cell: str, cells: dict) -> bool:
         return cell == expect
     if expect == "ok-or-refused":
         return cell == "ok" or cell.startswith(("refused: ", "ran: "))
-    if expect == "ok-or-refused-at-attach":
+    if expect == "ok-or-refused-at-attach":      # exact, or listed before training
         return cell == "ok" or cell.startswith(("refused before training: ", "blocked: "))
     if expect == "converted":
         return cell.startswith("converted (acc ") and "FAIL" not in cell
