@@ -406,18 +406,156 @@ def test_blockers_list_every_refusal_and_accept_the_forms():
         LavaNetwork(g, T)
 
 
-def test_model_graph_blockers_of_an_exportable_model_are_none():
+def test_model_graph_blockers():
+    """``lava_sim.blockers`` on a model graph: none for snnTorch's defaults (subtract reset,
+    Synaptic, RLeaky, per-neuron beta), the NIR writer's line for what has no form (Alpha)."""
     from dpap_deploy.graph import build_graph
+    x = _seed_input(10)
+    for kind in ("leaky", "synaptic", "rleaky", "leaky-per-neuron"):
+        graph = build_graph(OwnLoop(MAKERS[kind]()).eval(), x[:2])
+        assert lava_sim.blockers(graph, T) == [], kind
+    alpha = OwnLoop(lambda n: snn.Alpha(alpha=0.9, beta=0.8)).eval()
+    found = lava_sim.blockers(build_graph(alpha, x[:2]), T)
+    assert len(found) >= 1 and all("Alpha" in f and "\n" not in f for f in found), found
 
-    class Model(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.fc1, self.lif1 = nn.Linear(10, 12), snn.Leaky(beta=0.9, reset_mechanism="zero",
-                                                               init_hidden=True)
-            self.fc2, self.lif2 = nn.Linear(12, 5), snn.Leaky(beta=0.8, reset_mechanism="zero",
-                                                              init_hidden=True)
 
-        def forward(self, x):
-            return self.lif2(self.fc2(self.lif1(self.fc1(x))))
-    graph = build_graph(Model(), torch.rand(2, 10))
-    assert lava_sim.blockers(graph, T) == []
+# ---- end to end: snnTorch model -> the NIR writer (to_nir) -> nir.write / nir.read -> Lava ------
+
+class OwnLoop(nn.Module):
+    """fc -> neuron -> fc [-> neuron], snnTorch's tutorial style (its own time loop, states
+    from ``reset_mem``); the output is the last neuron's ``record`` ("spk" / "mem") or, with
+    ``readout="linear"``, the last Linear's current."""
+
+    def __init__(self, make, record="spk", readout="neuron", last=None, n_in=10, hidden=12,
+                 n_out=5):
+        super().__init__()
+        self.fc1, self.lif1 = nn.Linear(n_in, hidden), make(hidden)
+        self.fc2 = nn.Linear(hidden, n_out)
+        self.lif2 = (last or make)(n_out) if readout == "neuron" else None
+        self.record = record
+
+    def forward(self, x):
+        s1 = self.lif1.reset_mem()
+        s2 = self.lif2.reset_mem() if self.lif2 is not None else None
+        rec = []
+        for _ in range(T):
+            o1 = self.lif1(self.fc1(x), *_state(s1))
+            s1 = o1 if isinstance(self.lif1, (snn.RLeaky, snn.RSynaptic)) else o1[1:]
+            cur = self.fc2(o1[0])
+            if self.lif2 is None:
+                rec.append(cur)
+                continue
+            o2 = self.lif2(cur, *_state(s2))
+            s2 = o2 if isinstance(self.lif2, (snn.RLeaky, snn.RSynaptic)) else o2[1:]
+            rec.append(o2[0] if self.record == "spk" else o2[-1])
+        return torch.stack(rec)
+
+
+def _state(s):
+    return s if isinstance(s, tuple) else (s,)
+
+
+def _written(net, x, tmp_path, **kw):
+    """snnTorch's output ``[N, T, ...]`` and the written, read-back NIR graph's Lava run."""
+    from dpap_deploy.exporters.nir_graph import to_nir
+    from dpap_deploy.graph import build_graph
+    net.eval()
+    nir.write(tmp_path / "net.nir", to_nir(build_graph(net, x[:2]), time_steps=T, **kw))
+    back = nir.read(tmp_path / "net.nir")
+    with torch.no_grad():
+        ref = net(x).transpose(0, 1).numpy()
+    return ref, LavaNetwork(back, T).run(x.numpy()).reshape(ref.shape)
+
+
+MAKERS = {
+    "leaky": lambda **k: (lambda n: snn.Leaky(beta=0.9, **k)),
+    "leaky-per-neuron": lambda **k: (lambda n: snn.Leaky(beta=_betas(n), learn_beta=True,
+                                                         threshold=torch.rand(n) * 0.5 + 0.75,
+                                                         learn_threshold=True, **k)),
+    "synaptic": lambda **k: (lambda n: snn.Synaptic(alpha=0.8, beta=0.9, **k)),
+    "rleaky": lambda **k: (lambda n: snn.RLeaky(beta=0.9, linear_features=n, **k)),
+    "rleaky-v": lambda **k: (lambda n: snn.RLeaky(beta=0.9, all_to_all=False, V=0.5, **k)),
+    "rsynaptic": lambda **k: (lambda n: snn.RSynaptic(alpha=0.8, beta=0.9, linear_features=n, **k)),
+    "lapicque": lambda **k: (lambda n: snn.Lapicque(beta=0.9, **k)),
+}
+
+
+@pytest.mark.parametrize("kind,mech", [(k, "subtract") for k in MAKERS] + [
+    ("leaky", "none"), ("synaptic", "none"), ("leaky-per-neuron", "zero")])
+def test_written_snntorch_defaults_run_in_lava_spike_for_spike(kind, mech, tmp_path):
+    torch.manual_seed(20)
+    net = OwnLoop(MAKERS[kind](reset_mechanism=mech))
+    with torch.no_grad():
+        net.fc2.weight.mul_(3.0)
+        if kind == "lapicque":              # its input gain is 1/C ~ 0.1 for beta = 0.9
+            net.fc1.weight.mul_(8.0)
+            net.fc2.weight.mul_(3.0)
+    ref, got = _written(net, _seed_input(10), tmp_path)
+    _same_spikes(ref, got)
+
+
+@pytest.mark.parametrize("readout", ["li", "linear", "membrane"])
+def test_written_readouts_run_in_lava(readout, tmp_path):
+    torch.manual_seed(21)
+    kw = dict(li=dict(record="mem", last=lambda n: snn.Leaky(beta=0.8, reset_mechanism="none")),
+              linear=dict(readout="linear"), membrane=dict(record="mem"))[readout]
+    net = OwnLoop(lambda n: snn.Leaky(beta=0.9), **kw)
+    with torch.no_grad():
+        net.fc2.weight.mul_(3.0)
+    ref, got = _written(net, _seed_input(10), tmp_path)
+    _close(ref, got)
+
+
+class PoolLoop(nn.Module):
+    """Conv -> Leaky -> max pool over spikes -> Linear -> Leaky (tutorial 7's order with the
+    pool after the neuron)."""
+
+    def __init__(self, mech):
+        super().__init__()
+        self.conv, self.lif1 = nn.Conv2d(1, 4, 3, padding=1), snn.Leaky(beta=0.9, reset_mechanism=mech)
+        self.pool = nn.MaxPool2d(2)
+        self.fc, self.lif2 = nn.Linear(4 * 4 * 4, 3), snn.Leaky(beta=0.9, reset_mechanism=mech)
+
+    def forward(self, x):
+        m1, m2 = self.lif1.reset_mem(), self.lif2.reset_mem()
+        rec = []
+        for _ in range(T):
+            s1, m1 = self.lif1(self.conv(x), m1)
+            s2, m2 = self.lif2(self.fc(self.pool(s1).flatten(1)), m2)
+            rec.append(s2)
+        return torch.stack(rec)
+
+
+@pytest.mark.parametrize("encoding,mech", [("gain", "subtract"), ("unit-r", "zero")])
+def test_written_max_pool_over_spikes_runs_in_lava(encoding, mech, tmp_path):
+    torch.manual_seed(22)
+    net = PoolLoop(mech)
+    with torch.no_grad():
+        net.conv.weight.mul_(3.0)
+        net.fc.weight.mul_(2.0)
+    torch.manual_seed(23)
+    ref, got = _written(net, torch.rand(N, 1, 8, 8) * 2, tmp_path, encoding=encoding)
+    _same_spikes(ref, got)
+
+
+@pytest.mark.parametrize("readout", ["spikes", "li", "linear"])
+def test_loihi_sim_export_of_an_own_loop_model(readout, tmp_path):
+    """The target itself (write the NIR file, read it, run Lava, compare with the model): a
+    spike output by spike agreement, a graded readout within float32 rounding."""
+    from dpap_deploy.exporters import export
+    from dpap_deploy.exporters.base import ExportJob
+    torch.manual_seed(24)
+    kw = dict(spikes={}, li=dict(record="mem", last=lambda n: snn.Leaky(beta=0.8, reset_mechanism="none")),
+              linear=dict(readout="linear"))[readout]
+    net = OwnLoop(lambda n: snn.Leaky(beta=0.9), **kw).eval()
+    with torch.no_grad():
+        net.fc2.weight.mul_(3.0)
+    x = _seed_input(10)
+    y = torch.randint(0, 5, (N,))
+    res = export("loihi-sim", ExportJob(net, "snn", x, y, T), tmp_path)
+    assert res.passed and res.parity["n_samples"] == N, res.parity
+    if readout == "spikes":
+        assert res.parity["identical_spike_trains"] == 1.0
+    else:
+        assert res.parity["within_tolerance"] == 1.0 and res.parity["readout"] == "graded"
+    assert any("population" in layer for layer in res.details["lava_layers"])
