@@ -224,13 +224,18 @@ def test_synaptic_with_zero_reset_after_the_spike_is_exact_with_current_memory(t
     assert np.array_equal(ref, got), f"{(ref != got).sum()} of {ref.size} spikes differ"
 
 
-@pytest.mark.parametrize("build", [lambda: SpikePool("avg-fn"), lambda: CurrentPool("avg-mod")],
-                         ids=["functional-over-spikes", "module-over-currents"])
-def test_export_api_takes_pool_models_spike_for_spike(tmp_path, build):
-    """Through ``export`` (the job folds BatchNorm only; netx folds the pool itself)."""
-    x = _input(16)
-    job = ExportJob(build().eval(), "snn", x,
-                    torch.zeros(len(x), dtype=torch.long), T)
+@pytest.mark.parametrize("build,deploy", [(lambda: SpikePool("avg-fn"), False),
+                                          (lambda: CurrentPool("avg-mod"), False),
+                                          (lambda: SpikePool("max-mod", to_fc=False), True)],
+                         ids=["functional-over-spikes", "module-over-currents",
+                              "compaction-deploy-maxpool"])
+def test_export_api_takes_pool_models_spike_for_spike(tmp_path, build, deploy):
+    """Through ``export``: the job folds BatchNorm only and netx folds the pools itself, or
+    the job holds compaction's folded ``deploy`` network (module average pools folded)."""
+    from dpap_deploy.compaction import fold_for_deployment
+    x, model = _input(16), build().eval()
+    folded = fold_for_deployment(model, x, time_steps=T)[0] if deploy else None
+    job = ExportJob(model, "snn", x, torch.zeros(len(x), dtype=torch.long), T, deploy=folded)
     res = export("netx", job, tmp_path)
     assert res.parity["identical_spike_trains"] == 1.0 and res.parity["n_samples"] == 16
 
