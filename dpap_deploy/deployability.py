@@ -11,7 +11,6 @@ time_steps)``, else a dry build of its artifact); nothing is trained, written or
 """
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -94,19 +93,9 @@ def check_deployable(model, example_input, targets: str | Iterable[str] | None =
     without running a simulator. ``example_input``: a batch as the model takes it (two samples
     are enough); ``time_steps``: the T it will run with (default: its own loop's, else 8);
     ``time_axis``: the input's time axis when it has one (``build_graph``'s)."""
-    graph = build(model, example_input, time_axis)
-    return check_graph(graph, targets, time_steps)
-
-
-def build(model, example_input, time_axis: int | None = None):
-    """The model graph, with ``time_axis`` passed on to ``build_graph`` when given."""
     from .graph import build_graph
-    if time_axis is None:
-        return build_graph(model, example_input)
-    if "time_axis" not in inspect.signature(build_graph).parameters:
-        raise ConfigError("time_axis is not supported by this version's model graph; give "
-                          "the input without a time axis")
-    return build_graph(model, example_input, time_axis=time_axis)
+    return check_graph(build_graph(model, example_input, time_axis=time_axis), targets,
+                       time_steps)
 
 
 __all__ = ["Deployability", "check_deployable", "check_graph", "targets_for"]

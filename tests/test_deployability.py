@@ -292,3 +292,33 @@ def _currents(model: _LinearReadout, x: torch.Tensor) -> torch.Tensor:
             spk, mem = model.lif1(model.fc1(x), mem)
             out.append(model.fc2(spk))
     return torch.stack(out)
+
+
+class _TimeFirst(nn.Module):
+    """snnTorch tutorial 5 on spikegen's [T, B, ...] input, defaults untouched."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.lif1 = nn.Linear(6, 8), snn.Leaky(beta=0.9)
+        self.fc2, self.lif2 = nn.Linear(8, 3), snn.Leaky(beta=0.9)
+
+    def forward(self, x):
+        m1, m2, rec = self.lif1.init_leaky(), self.lif2.init_leaky(), []
+        for step in range(x.size(0)):
+            s1, m1 = self.lif1(self.fc1(x[step]), m1)
+            s2, m2 = self.lif2(self.fc2(s1), m2)
+            rec.append(s2)
+        return torch.stack(rec)
+
+
+def test_time_axis_is_passed_on():
+    """A [T, B] input with its axis stated: the check and DPAP trace one step of a batch (not
+    the first two time steps); netx names the subtract reset of both neurons."""
+    x = (torch.rand(5, 4, 6) > 0.5).float()
+    result = check_deployable(_TimeFirst(), x, targets="netx", time_axis=0)
+    assert [line.split("'")[1] for line in result.blockers["netx"]
+            if "subtract" in line] == ["lif1", "lif2"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeployabilityWarning)
+        dp = DPAP(_TimeFirst(), x, time_axis=0)
+    assert dp.graph.steps_per_call == 5 and dp.graph.input_shape == (6,)

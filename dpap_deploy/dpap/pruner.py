@@ -122,13 +122,16 @@ class DPAP:
 
     def __init__(self, model: nn.Module, example_input: torch.Tensor | None = None,
                  config: DPAPConfig | None = None, seed: int = 0, graph: ModelGraph | None = None,
-                 check_deploy: bool | str | list[str] = True) -> None:
+                 check_deploy: bool | str | list[str] = True,
+                 time_axis: int | None = None) -> None:
         """``check_deploy``: ``True`` (default) warns (``DeployabilityWarning``) about every
         blocker of every target of the model's kind; a target name or a list of names checks
-        those only; ``False`` checks nothing."""
+        those only; ``False`` checks nothing. ``time_axis``: where ``example_input`` holds its
+        time steps, ``1`` for ``[B, T, ...]``, ``0`` for ``[T, B, ...]`` (``build_graph``)."""
         self.model = model
         self.config = _as_config(config)
-        self.graph = graph if graph is not None else build_graph(model, example_input)
+        self.graph = graph if graph is not None else \
+            build_graph(model, example_input, time_axis=time_axis)
         self.kind, self.layers = self.graph.kind, self.graph.layers
         self.deployability = None
         if check_deploy is not False and check_deploy is not None:
