@@ -18,9 +18,12 @@ pooling is linear, so the targets fold it into the next synapse or hold it as a 
   a ``torch.overrides.TorchFunctionMode`` that computes the chosen ``max_pool`` calls as
   ``avg_pool``. The package's tracer (``graph/trace.py``, a mode entered before the model is
   called) sits below it on the mode stack, so it records the ``avg_pool`` call that was made.
-  Calls are told apart by their order within one time step (the graph's order).
+  Calls are told apart by their order within one time step (the graph's order); the calls a
+  kept ``nn.MaxPool`` module makes from its ``forward`` are not counted.
 """
 from __future__ import annotations
+
+import sys
 
 import torch
 import torch.nn.functional as F
@@ -59,6 +62,22 @@ def avg_pool_for(name: str, args, kwargs) -> torch.Tensor:
               v.get("padding", 0), bool(v.get("ceil_mode", False)))
 
 
+_MODULE_FORWARDS = {nn.MaxPool1d.forward.__code__, nn.MaxPool2d.forward.__code__}
+
+
+def _inside_pool_module(depth: int = 8) -> bool:
+    """Whether the call comes from an ``nn.MaxPool1d/2d`` module's ``forward`` (a module the
+    model keeps: it is not one of the functional calls counted here)."""
+    frame = sys._getframe(2)
+    for _ in range(depth):
+        if frame is None:
+            return False
+        if frame.f_code in _MODULE_FORWARDS:
+            return True
+        frame = frame.f_back
+    return False
+
+
 class AvgForMaxPool(TorchFunctionMode):
     """Computes the chosen functional max poolings as average poolings.
 
@@ -74,7 +93,7 @@ class AvgForMaxPool(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         name = getattr(func, "__name__", "")
-        if name in MAX_FNS and self.replace:
+        if name in MAX_FNS and self.replace and not _inside_pool_module():
             i = self.calls % len(self.replace)
             self.calls += 1
             if self.replace[i]:

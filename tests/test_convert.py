@@ -227,6 +227,37 @@ def test_functional_pool_mode_computes_average_and_tracer_sees_it():
     assert pools[0].attrs["kernel"] == (2, 2) and pools[1].attrs["stride"] == (2, 2)
 
 
+def test_kept_pool_modules_do_not_shift_the_functional_calls():
+    """A max pooling module kept (over spikes) before the functional one replaced: the mode
+    counts only the functional call."""
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(1, 2, 3, padding=1)
+            self.lif1 = snn.Leaky(0.5, threshold=0.05, init_hidden=True)
+            self.pool = nn.MaxPool2d(2)
+            self.conv2, self.lif2 = nn.Conv2d(2, 3, 3, padding=1), snn.Leaky(0.5, init_hidden=True)
+
+        def forward(self, x):
+            return self.lif2(F.max_pool2d(self.conv2(self.pool(self.lif1(self.conv1(x)))), 2))
+
+    torch.manual_seed(0)
+    net, x = Net(), 3 * torch.rand(4, 1, 8, 8)
+    wrapped = PoolSwapped(net, (True,))
+    pools = [n for n in build_graph(wrapped, x[:2]).nodes if n.op == "pool"]
+    assert [(p.module is not None, p.attrs["pool"]) for p in pools] == [(True, "max"),
+                                                                         (False, "avg")]
+    seen = {}
+    h1 = net.lif1.register_forward_hook(lambda m, a, out: seen.update(spk=out))
+    h2 = net.lif2.register_forward_pre_hook(lambda m, a: seen.update(cur=a[0]))
+    with torch.no_grad():
+        wrapped(x)
+        want = F.avg_pool2d(net.conv2(F.max_pool2d(seen["spk"], 2)), 2)
+    h1.remove(), h2.remove()
+    assert 0.05 < float(seen["spk"].mean()) < 0.95         # max and average pooling differ
+    assert torch.equal(seen["cur"], want)
+
+
 def test_alpha_to_synaptic_is_the_same_membrane_one_step_earlier():
     """tau (alpha - beta) U_syn[t] = U_alpha[t + 1] without spikes, against snnTorch."""
     torch.manual_seed(0)
