@@ -102,21 +102,24 @@ NEURONS = {
     "rsynaptic": lambda **k: (lambda n: snn.RSynaptic(alpha=0.8, beta=0.9, linear_features=n, **k)),
     "lapicque": lambda **k: (lambda n: snn.Lapicque(beta=0.9, **{a: v for a, v in k.items()
                                                                 if a != "reset_delay"})),
+    # snnTorch's Lapicque docstring: R, C and time_step: ((I R) k) ts, three roundings
+    "lapicque-rc": lambda **k: (lambda n: snn.Lapicque(R=5.1, C=5e-3, time_step=1e-3, **{
+        a: v for a, v in k.items() if a != "reset_delay"})),
 }
 EXACT = [(k, m, d) for k in NEURONS for m, d in
          (("subtract", True), ("none", True), ("none", False), ("zero", False), ("zero", True))
-         if not (m == "zero" and (k in ("rsynaptic", "lapicque")
+         if not (m == "zero" and (k in ("rsynaptic", "lapicque", "lapicque-rc")
                                   or (d and k in ("synaptic", "rleaky", "rleaky-v"))))
          # RSynaptic with reset_delay=False fails in snnTorch on the zero-size state
          # reset_mem() gives (its correction divides the *argument* spk); its equations are the
          # reset_delay=True ones (tests/test_snntorch_semantics.py)
-         and not (k == "rsynaptic" and not d)]
+         and not (k in ("rsynaptic", "lapicque", "lapicque-rc") and not d)]
 
 
-def _net(kind, **kw):
+def _net(kind, record="spk", **kw):
     torch.manual_seed(0)
-    net = _boost(Net(NEURONS[kind](**kw)), 0)
-    if kind == "lapicque":         # its input gain is 1 - decay (~0.1) for beta = 0.9
+    net = _boost(Net(NEURONS[kind](**kw), record=record), 0)
+    if kind.startswith("lapicque"):    # its input gain is ~0.1 (beta = 0.9), ~0.04 (R, C)
         with torch.no_grad():
             net.fc1.weight.mul_(8.0)
             net.fc2.weight.mul_(8.0)
@@ -132,6 +135,21 @@ def test_exact_forms_spike_for_spike(kind, mech, delay, tmp_path):
     if mech != "zero":
         assert {"mem", "spike"} <= roles and (("reset" in roles) == (mech == "subtract"))
         assert not any(isinstance(n, (nir.LIF, nir.CubaLIF)) for n in back.nodes.values())
+
+
+@pytest.mark.parametrize("kind", ["leaky", "synaptic", "rleaky", "rsynaptic", "lapicque",
+                                  "lapicque-rc"])
+def test_membranes_bit_for_bit(kind, tmp_path):
+    """The output neuron's membrane (subtract reset) read from its LI: the file computes
+    snnTorch's float32 operations in snnTorch's order, so every value is the same float (a
+    gain multiplied in another order, a decay off by one unit in the last place, would not)."""
+    torch.manual_seed(0)
+    net = _net(kind, record="mem")
+    _, back, pairs = _roundtrip(net, tmp_path)
+    _assert_identical(pairs, graded=True)
+    if kind == "lapicque-rc":
+        chain = [k for k, v in back.nodes.items() if (v.metadata or {}).get("dpap_role") == "gain"]
+        assert len(chain) == 6          # R, 1/(R C), time_step for each of the two layers
 
 
 def test_per_neuron_beta_and_threshold(tmp_path):
@@ -238,7 +256,8 @@ def _refusal(net, shape=(6,), **kw) -> str:
      ("reset_delay=True",)),
     (lambda n: snn.RSynaptic(alpha=0.8, beta=0.9, linear_features=n, reset_mechanism="zero"),
      ("reset_mechanism='zero'", "subtract")),
-    (lambda n: snn.Lapicque(R=5.1, C=5e-3, time_step=1e-3), ("R=5.1", "beta=")),
+    (lambda n: snn.Lapicque(beta=0.9, reset_mechanism="zero"),
+     ("reset_mechanism='zero'", "subtract")),
     (lambda n: snn.Alpha(alpha=0.9, beta=0.8), ("snn.Alpha", "snn.Synaptic", "make_deployable")),
     (lambda n: snn.Leaky(beta=1.0), ("beta=1", "reset_mechanism='zero'")),
     (lambda n: snn.Leaky(beta=0.9, graded_spikes_factor=2.0), ("graded_spikes_factor=2",)),
@@ -249,7 +268,8 @@ def test_refusals_name_the_option(make, words):
         assert w in msg, msg
 
 
-@pytest.mark.parametrize("kind", ["leaky", "synaptic", "rleaky", "rsynaptic", "lapicque"])
+@pytest.mark.parametrize("kind", ["leaky", "synaptic", "rleaky", "rsynaptic", "lapicque",
+                                  "lapicque-rc"])
 def test_unit_r_li_forms_read_back_the_same_spikes(kind, tmp_path):
     """``"unit-r"``: LIs with ``r = 1``, reset ``Scale(-thr / g)``, feeding weights (and the
     recurrent one) times ``1 / (g g_syn)``: snnTorch's spikes again (to float32 rounding of

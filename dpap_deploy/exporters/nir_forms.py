@@ -2,11 +2,13 @@
 pooling"):
 
 - a neuron's LI group (``graph/neurons/li_forms``: reset by subtraction, no reset, Lapicque's
-  gain), wired as ``feeders -> [P.gain ->] [P.syn ->] P``; ``P -> P.spike``;
+  gain factors), wired as ``feeders -> [P_gain -> P_gain2 -> ...] [P_syn ->] P``; ``P -> P.spike``;
   ``[P.spike -> P.rec -> P (RSynaptic: P.syn)]``; ``P.spike -> P.reset -> P``. The two edges
   into ``P`` from ``P.rec`` and ``P.reset`` close cycles (previous step) and are listed in that
   order, the order in which snnTorch adds them: ``((beta U + I) + V S[t-1]) - thr S[t-1]``.
-  Every node carries ``metadata = {"dpap_group": P, "dpap_role": role}``.
+  A recurrent weight with a bias is an ``Affine`` on the cycle (it delivers its bias before
+  the first spike too, as snnTorch's ``recurrent(0)`` does), not moved into the feeding
+  synapse, which would add it in another order. Every node carries ``metadata = {"dpap_group": P, "dpap_role": role}``.
 - max pooling over binary spikes: ``Q = SumPool2d`` then ``Q_any = IF(v_threshold = 0.5,
   v_reset = 0)`` with unit gain (``r = 1/dt``; under ``"unit-r"``: ``r = 1``, threshold
   ``dt / 2``): the window's spike count ``c >= 0`` is an integer, the IF's membrane is 0 before
@@ -32,11 +34,11 @@ def add_group(nodes: dict, edges: list, name: str, group: dict, rec: nir.NIRNode
     ``(input node, membrane node, spike node)``."""
     names = {r: name if r == "mem" else f"{name}_{r}" for r in group}
     for role, node in group.items():
-        nodes[names[role]] = tag(node, name, role)
-    first = names.get("gain") or names.get("syn") or name
+        nodes[names[role]] = tag(node, name, role.rstrip("0123456789"))
+    chain = [names[r] for r in group if r.startswith("gain")] + [names.get("syn", name)]
+    first = chain[0]
     edges.extend((f, first) for f in feeders)
-    if "gain" in names:
-        edges.append((names["gain"], names.get("syn", name)))
+    edges.extend(zip(chain[:-1], chain[1:]))        # gain -> gain2 -> ... -> syn / mem
     if "syn" in names:
         edges.append((names["syn"], name))
     edges.append((name, names["spike"]))

@@ -334,11 +334,13 @@ def to_nir(model: nn.Module | ModelGraph, example_input: torch.Tensor | None = N
             feeders = alias[n.inputs[0]]
             rec = getattr(n.adapter, "recurrent_nir", None)
             bias = n.adapter.recurrent_bias(n.module) if rec is not None else None
-            if bias is not None:
+            if bias is not None and not isinstance(node, dict):
                 _add_bias(nodes, feeders, bias, n.name)
             if isinstance(node, dict):           # LI group (nir_forms)
                 name = name_of(n)
                 w = rec(n.module, n.out_shape) if rec is not None else None
+                if bias is not None:             # on the cycle, as snnTorch adds it
+                    w = nir.Affine(weight=w.weight, bias=bias)
                 first, mem, spike = add_group(nodes, edges, name, node, w, feeders)
                 alias[n.id], membrane[n.id] = [spike], mem
                 unit = None

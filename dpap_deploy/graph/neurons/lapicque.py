@@ -1,16 +1,14 @@
 """``snn.Lapicque``: an RC neuron. snnTorch 1.0.0 computes, in float32 (``ts`` its
 ``time_step``, ``R``, ``C`` its buffers; given ``beta`` alone it sets ``R = 1``,
 ``C = ts / log(1 / beta)``, so the decay is ``1 - log(1/beta)``, *not* ``beta``):
-``X[t] = ((I[t] R) (1 / (R C))) ts + (1 - ts / (R C)) U[t-1]``, then the reset of
-``lif_common`` (no ``reset_delay`` option: always delayed): ``subtract`` (default):
+``X[t] = ((I[t] R) k) ts + d U[t-1]`` with ``k = 1 / (R C)``, ``d = 1 - ts / (R C)``, then the
+reset of ``lif_common`` (no ``reset_delay`` option: always delayed): ``subtract`` (default):
 ``U[t] = X[t] - thr S[t-1]``; ``zero``: ``U[t] = X[t] - S[t-1] X[t]`` (a refractory step:
 refused); ``none``: ``U[t] = X[t]``; ``S[t] = U[t] > thr``.
 
-NIR: the LI group of ``li_forms`` with ``decay = float32(1 - ts / (R C))`` and the input gain
-``g = R ts float32(1 / (R C))`` as a ``Scale(g)`` node before the membrane LI (in the LI's
-``r`` it would scale the reset input too). Exact when ``R`` and ``ts`` are powers of
-two (1 included: the ``beta=`` form): the three products then round once, like ``g I``;
-otherwise refused in one line (use the ``beta=`` form, or ``snn.Leaky``)."""
+NIR: the LI group of ``li_forms`` with decay ``d`` and the input gain as a chain of ``Scale``
+nodes ``R -> k -> ts`` before the membrane LI (factors equal to 1 left out: ``x 1`` is exact),
+each one float32 product as in snnTorch, so the file computes snnTorch's very membrane."""
 from __future__ import annotations
 
 import numpy as np
@@ -23,11 +21,6 @@ from .lif_common import LIFFamily
 from .li_forms import group
 
 
-def _pow2(t: torch.Tensor) -> bool:
-    m, _ = np.frexp(np.abs(t.detach().cpu().double().numpy()))
-    return bool(np.all(m == 0.5))
-
-
 @register
 class Lapicque(LIFFamily):
     types = (snn.Lapicque,)
@@ -37,24 +30,20 @@ class Lapicque(LIFFamily):
     has_reset_delay = False
 
     @staticmethod
-    def constants(module) -> tuple[torch.Tensor, torch.Tensor]:
-        """(decay, gain) as snnTorch's float32 arithmetic gives them (module docstring)."""
+    def constants(module) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``(d, [R, k, ts])`` as snnTorch's float32 arithmetic gives them (module docstring),
+        the factors equal to 1 left out."""
         R, C, ts = module.R, module.C, module.time_step
         k = 1 / (R * C)
         decay = 1 - (ts / (R * C))
-        return decay.float(), (R * ts).float() * k.float()
+        factors = [torch.as_tensor(f).float() for f in (R, k, ts)]
+        return decay.float(), [f for f in factors if not bool((f == 1).all())]
 
     def blockers(self, module, name=""):
         out = super().blockers(module, name)
-        where = f" '{name}'" if name else ""
-        if not (_pow2(module.R) and _pow2(module.time_step)):
-            out.append(
-                f"snn.Lapicque{where} has R={float(module.R.reshape(-1)[0]):g}, "
-                f"time_step={float(module.time_step.reshape(-1)[0]):g}: snnTorch rounds "
-                "((I R) (1/(R C))) time_step three times, which no single NIR input gain "
-                "reproduces exactly; give beta= alone (R = 1, time_step = 1) or use snn.Leaky")
         decay, _ = self.constants(module)
         if bool(((decay <= 0) | (decay >= 1)).any()):
+            where = f" '{name}'" if name else ""
             out.append(f"snn.Lapicque{where} has a decay 1 - time_step/(R C) = "
                        f"{float(decay.reshape(-1)[0]):g} outside (0, 1): NIR's LI cannot hold it; "
                        "use R C > time_step")
@@ -66,11 +55,12 @@ class Lapicque(LIFFamily):
     def to_nir(self, module, shape, dt, encoding="gain"):
         """The LI group (``li_forms.group``) with snnTorch's decay and input gain."""
         self.check_nir(module)
-        decay, gain = self.constants(module)
-        f = np.float32
-        bc = lambda t: np.broadcast_to(t.detach().cpu().numpy().astype(f), shape).copy()  # noqa
+        decay, factors = self.constants(module)
         if self.form(module) not in ("subtract", "none"):
             raise UnsupportedModelError(self.reset_blocker(module, ""))
-        return group(self.form(module), shape, dt, bc(decay),
-                     self.values(module, "threshold", shape).astype(f), gain=bc(gain),
-                     encoding=encoding)
+
+        def full(t: torch.Tensor) -> np.ndarray:
+            return np.broadcast_to(t.detach().cpu().numpy().astype(np.float32), shape).copy()
+        return group(self.form(module), shape, dt, full(decay),
+                     self.values(module, "threshold", shape).astype(np.float32),
+                     gain=[full(g) for g in factors], encoding=encoding)

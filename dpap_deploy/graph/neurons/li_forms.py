@@ -4,8 +4,9 @@ subtraction and no reset (``/docs/nir-compat.md``, "Leaky integrators").
 A population ``P`` becomes a group of nodes (``role: node``):
 
 - ``"syn"``   (Synaptic only): ``nir.LI(tau_syn, r_syn, 0)``: ``syn[t] = alpha syn[t-1] + x[t]``;
-- ``"gain"``  (Lapicque only): ``nir.Scale(g)`` before ``mem``: the neuron's own input gain
-  (in a node of its own: an LI's ``r`` would scale the reset input too);
+- ``"gain"``, ``"gain2"``, ... (Lapicque only): a chain of ``nir.Scale`` nodes before ``mem``,
+  the factors of the neuron's own input gain in the order snnTorch multiplies them (each a
+  float32 rounding of its own; an LI's ``r`` would scale the reset input too);
 - ``"mem"``   : ``nir.LI(tau, r = tau / dt, 0)``: ``U[t] = beta U[t-1] + (its inputs summed)``;
 - ``"spike"`` : ``nir.Threshold(thr)``: ``S[t] = U[t] > thr``;
 - ``"reset"`` (subtract only): ``nir.Scale(-thr)`` from ``spike`` back into ``mem`` on a cycle,
@@ -54,7 +55,7 @@ def inverse_gain(node: nir.LI, dt: float) -> np.ndarray:
 
 
 def group(form: str, shape: tuple[int, ...], dt: float, beta: np.ndarray, thr: np.ndarray,
-          alpha: np.ndarray | None = None, gain: np.ndarray | None = None,
+          alpha: np.ndarray | None = None, gain: list[np.ndarray] | None = None,
           encoding: str = "gain") -> dict:
     """The group of nodes (module docstring) of a population of ``shape``. ``encoding=
     "unit-r"``: the LIs have ``r = 1`` and the reset is ``Scale(-thr / g)`` (``g = 1 - beta``
@@ -62,8 +63,9 @@ def group(form: str, shape: tuple[int, ...], dt: float, beta: np.ndarray, thr: n
     scales the feeding weights by ``1 / (g g_syn)`` (``nir_graph``'s unit-r)."""
     unit = encoding == "unit-r"
     nodes: dict = {}
-    if gain is not None:
-        nodes["gain"] = nir.Scale(scale=np.broadcast_to(np.asarray(gain, F32), shape).copy())
+    for i, g in enumerate(gain or []):
+        nodes["gain" + ("" if i == 0 else str(i + 1))] = \
+            nir.Scale(scale=np.broadcast_to(np.asarray(g, F32), shape).copy())
     if alpha is not None:
         nodes["syn"] = li(alpha, dt, what="alpha", unit=unit)
     nodes["mem"] = li(beta, dt, unit=unit)
