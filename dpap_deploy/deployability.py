@@ -14,7 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from .errors import ConfigError, NotDeployableError
+import warnings
+
+from .errors import ConfigError, DeployabilityWarning, NotDeployableError
 
 
 @dataclass
@@ -86,6 +88,27 @@ def check_graph(graph, targets: str | Iterable[str] | None = None,
                           for t in targets_for(graph.kind, targets)}, graph.kind)
 
 
+def warn_blockers(graph, targets: str | Iterable[str] | None = None,
+                  stacklevel: int = 2) -> Deployability:
+    """``check_graph`` and one ``DeployabilityWarning`` listing every blocker of every target
+    (nothing when they all take the model), pointing at the line ``stacklevel`` frames above
+    the caller's (``warnings.warn``'s meaning, from the caller: 2 is its own caller). The check
+    draws no random numbers (the random state is restored, so training stays reproducible)."""
+    import torch
+    with torch.random.fork_rng(devices=[]):
+        result = check_graph(graph, targets)
+    if not result.ok:
+        bad = [t for t in result.targets if not result.ok_for(t)]
+        n = result.count()
+        lines = "\n".join(f"  [{t}] {b}" for t, b in result.pairs())
+        warnings.warn(
+            f"DPAP: this model cannot be deployed to {', '.join(bad)} as written ({n} blocker"
+            f"{'' if n == 1 else 's'}, each with its fix; fix them before training, or pass "
+            f"check_deploy=False, or check_deploy=[targets] for the targets you use):\n{lines}",
+            DeployabilityWarning, stacklevel=stacklevel + 1)
+    return result
+
+
 def check_deployable(model, example_input, targets: str | Iterable[str] | None = None,
                      time_steps: int | None = None, time_axis: int | None = None) -> Deployability:
     """Every blocker of ``model`` for each of ``targets`` (default: every target of its kind:
@@ -98,4 +121,4 @@ def check_deployable(model, example_input, targets: str | Iterable[str] | None =
                        time_steps)
 
 
-__all__ = ["Deployability", "check_deployable", "check_graph", "targets_for"]
+__all__ = ["Deployability", "check_deployable", "check_graph", "targets_for", "warn_blockers"]

@@ -37,14 +37,13 @@ the BCM term on the non-negative scale of the spike traces they stand in for.
 """
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from ..errors import CheckpointError, ConfigError, DeployabilityWarning
+from ..errors import CheckpointError, ConfigError
 from . import plasticity, rules, survival
 from .config import DPAPConfig
 from .importance import normalize, spine_importance
@@ -160,20 +159,8 @@ class DPAP:
     # ----------------------------------------------------------------- set-up
     def _check_deploy(self, targets) -> None:
         """Warn once, before any hook is attached, with every blocker of every target."""
-        from ..deployability import check_graph
-        with torch.random.fork_rng(devices=[]):       # the check draws nothing; be sure
-            result = check_graph(self.graph, targets)
-        self.deployability = result
-        if result.ok:
-            return
-        bad = [t for t in result.targets if not result.ok_for(t)]
-        n = result.count()
-        lines = "\n".join(f"  [{t}] {b}" for t, b in result.pairs())
-        warnings.warn(
-            f"DPAP: this model cannot be deployed to {', '.join(bad)} as written ({n} blocker"
-            f"{'' if n == 1 else 's'}, each with its fix; fix them before training, or pass "
-            f"check_deploy=False, or check_deploy=[targets] for the targets you use):\n{lines}",
-            DeployabilityWarning, stacklevel=3)
+        from ..deployability import warn_blockers
+        self.deployability = warn_blockers(self.graph, targets, stacklevel=3)
 
     def _new_state(self, layer: PrunableLayer, gen: torch.Generator) -> LayerState:
         dev = layer.synapse.weight.device
