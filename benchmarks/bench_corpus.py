@@ -8,7 +8,7 @@ between them) -> nir -> loihi-sim (identical spike trains on >= 99% of 64 test s
     python benchmarks/bench_corpus.py --csv benchmarks/results/corpus.csv
     python benchmarks/bench_corpus.py --styles-module /path/to/my_styles.py --csv other.csv
 
-A styles module defines ``STYLES``, a list of ``corpus_tutorials.UserStyle``. One CSV row is
+A styles module defines ``STYLES``, a list of ``corpus_user.UserStyle``. One CSV row is
 written (atomically: the whole file replaced) as each style finishes; a style already in the
 CSV is skipped, so an interrupted run resumes. The markdown table is written beside the CSV
 (``.md``) and printed.

@@ -28,6 +28,7 @@ import torch
 from snntorch import spikegen, utils
 
 import dpap_deploy
+from corpus_user import num_steps
 from dpap_deploy import DPAP, DPAPConfig, SurvivalParams
 from dpap_deploy.compaction import compact, masks_from_dpap_state
 from dpap_deploy.errors import DPAPError
@@ -48,7 +49,6 @@ def user_data(style, x, seed: int):
     """Digits images ``[N, 1, 8, 8]`` as the style's user feeds them: 64 features, rate-coded
     spikes time-first ``[T, N, ...]`` (``spikegen.rate``) or batch-first ``[N, T, ...]``, two
     polarity channels for the event style."""
-    from corpus_tutorials import num_steps
     if style.encode == "polarity":
         x = torch.cat([x, 1 - x], dim=1)
     if style.features:
@@ -273,7 +273,6 @@ def run_style(style, data, stages=STAGES, epochs: int = 2, batch: int = 32, n_te
               seed: int = 0, out: Path | None = None) -> dict[str, str]:
     """Every stage of ``stages`` for ``style`` on ``data = (x, y, x_test, y_test)`` (digits
     images); the cells by stage, ``seconds`` the wall time."""
-    from corpus_tutorials import num_steps
     t0 = time.perf_counter()
     torch.manual_seed(seed)
     xi, y, xti, yt = data

@@ -5,24 +5,22 @@ plus the other neurons (``Alpha``, ``Lapicque``), input layouts (``spikegen.rate
 ``[T, B, ...]``, batch-first ``[B, T, ...]``) and readouts research code uses. Sizes are small
 (8x8 images, 64 features) so that each style trains in seconds.
 
-Each :class:`UserStyle` holds the user's own pieces: the model, how the data is laid out, the
-user's loop (``run(model, x)``, returning what the user's forward returns) and the user's loss.
-``lr``: the user's Adam learning rate (tutorials 6-7 use 1e-2). ``expect`` is the outcome
+Each ``corpus_user.UserStyle`` holds the user's own pieces: the model, how the data is laid
+out, the user's loop and loss (``corpus_user.py``) and learning rate. ``expect`` is the outcome
 issue 23 demands per stage (``corpus_stages.stage_matches`` reads it).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable
-
 import snntorch as snn
 import torch
 import torch.nn.functional as F
-from snntorch import functional as SF
-from snntorch import surrogate, utils
+from snntorch import surrogate
 from torch import nn
 
-num_steps = 6              # the tutorials' global of that name (25 there; small here)
+from corpus_user import (UserStyle, call, ce_mem_loss, ce_rate_loss, flat_call, forward_pass,
+                         forward_pass_time_first, last_mem_loss, logits_loss, mse_count_loss,
+                         num_steps)
+
 num_inputs, num_hidden, num_outputs = 64, 48, 10
 
 
@@ -303,83 +301,6 @@ class LeakyIntegratorNet(nn.Module):
             _, mem2 = self.li(self.fc2(spk1), mem2)
             mem2_rec.append(mem2)
         return torch.stack(mem2_rec)
-
-
-# ------------------------------------------------ the users' loops and losses
-def forward_pass(net, data):
-    """Tutorials 6-7's ``forward_pass``: ``utils.reset(net)``, one call per step."""
-    spk_rec, mem_rec = [], []
-    utils.reset(net)
-    for step in range(num_steps):
-        spk_out, mem_out = net(data)
-        spk_rec.append(spk_out)
-        mem_rec.append(mem_out)
-    return torch.stack(spk_rec), torch.stack(mem_rec)
-
-
-def forward_pass_time_first(net, data):
-    """Tutorial 7 / the quickstart: ``data`` is ``[T, B, ...]``, ``net(data[step])``."""
-    spk_rec = []
-    utils.reset(net)
-    for step in range(data.size(0)):
-        spk_out, mem_out = net(data[step])
-        spk_rec.append(spk_out)
-    return torch.stack(spk_rec)
-
-
-def flat_call(net, data):
-    """Tutorial 5's ``net(data.view(batch_size, -1))``."""
-    return net(data.view(data.size(0), -1))
-
-
-def call(net, data):
-    return net(data)
-
-
-def ce_mem_loss(out, y):
-    """Tutorial 5: cross entropy of the output membrane, summed over the steps."""
-    _, mem_rec = out
-    return sum(F.cross_entropy(mem_rec[step], y) for step in range(mem_rec.size(0)))
-
-
-_ce_rate = SF.ce_rate_loss()
-_mse_count = SF.mse_count_loss(correct_rate=0.8, incorrect_rate=0.2)
-
-
-def ce_rate_loss(out, y):
-    """Tutorial 6: ``SF.ce_rate_loss()`` on the output spikes."""
-    return _ce_rate(out[0] if isinstance(out, tuple) else out, y)
-
-
-def mse_count_loss(out, y):
-    """Tutorial 7: ``SF.mse_count_loss(correct_rate=0.8, incorrect_rate=0.2)``."""
-    return _mse_count(out[0] if isinstance(out, tuple) else out, y)
-
-
-def logits_loss(out, y):
-    return F.cross_entropy(out, y)
-
-
-def last_mem_loss(out, y):
-    return F.cross_entropy(out[-1], y)
-
-
-@dataclass
-class UserStyle:
-    """One user's model and habits. ``layout``: ``static`` (an image per sample, the model or
-    the loop repeats it), ``time-first`` (``[T, B, ...]``), ``batch-first`` (``[B, T, ...]``);
-    ``encode``: ``rate`` (``spikegen.rate``) or ``polarity`` (two event channels)."""
-    name: str
-    source: str
-    build: Callable[[], nn.Module]
-    run: Callable
-    loss: Callable
-    layout: str = "static"
-    encode: str = "rate"
-    features: bool = False          # the sample is 64 features, not a 1x8x8 image
-    prepare: Callable | None = None  # the user's own shaping of the [N, ...] samples
-    lr: float = 5e-3                 # the user's Adam learning rate
-    expect: dict = field(default_factory=dict)
 
 
 EXACT = {"check": "ok", "train": "ok", "compact": "ok", "nir": "ok", "loihi-sim": "ok",

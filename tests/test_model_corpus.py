@@ -170,7 +170,8 @@ def test_a_new_neuron_type_is_one_registered_adapter():
 # corpus_tutorials.py: the tutorials', quickstart's and API docstrings' models with defaults
 # untouched, each taken through corpus_stages.run_style (the benchmark's path) on 512 digits and
 # 32 test samples; netx runs in benchmarks/bench_corpus.py only (1,024 / 64 samples there).
-from corpus_stages import check_cell_matches, digits, run_style, shortfalls, stage_matches  # noqa: E402,E501
+from corpus_stages import (check_cell_matches, digits, run_style, shortfalls,  # noqa: E402
+                           stage_matches)
 from corpus_tutorials import STYLES as USER_STYLES       # noqa: E402
 
 TEST_STAGES = ["check", "train", "compact", "nir", "loihi-sim", "convert"]
