@@ -181,3 +181,33 @@ def test_static_input_error_names_the_api_argument():
     with pytest.raises(ConfigError, match="time_steps=") as err:
         outputs(g, torch.rand(2, 16), None)
     assert "--" not in str(err.value)
+
+
+NUM_STEPS = T
+
+
+class FixedSteps(nn.Module):
+    """The tutorial's ``for step in range(num_steps): x[step]`` with a global step count: a
+    trace on two samples of axis 0 would index past its end."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(16, 8)
+        self.lif1 = snn.Leaky(beta=0.9, reset_mechanism="zero")
+
+    def forward(self, x):
+        mem = self.lif1.init_leaky()
+        rec = []
+        for step in range(NUM_STEPS):
+            spk, mem = self.lif1(self.fc1(x[step]), mem)
+            rec.append(spk)
+        return torch.stack(rec)
+
+
+def test_a_fixed_step_count_loop_is_inferred_time_first():
+    torch.manual_seed(0)
+    model = _scaled(FixedSteps())
+    x = spikegen.rate(torch.rand(7, 16), num_steps=T)
+    g = build_graph(model, x)
+    assert g.time_axis == 0 and g.steps_per_call == T and g.input_shape == (16,)
+    assert torch.equal(outputs(g, x, None, batch_size=3), _own(model, x))
