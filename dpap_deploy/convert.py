@@ -12,7 +12,9 @@ form, on a copy of the model (the user's model is not modified):
   (``convert_pools.py``); max pooling over spikes only where a target refuses it;
 - a neuron a target refuses (snnTorch's subtract reset where the target resets to zero,
   ``Synaptic`` zero reset with ``reset_delay=True``, ``Alpha``, ``Lapicque``) -> the nearest
-  neuron the targets accept, parameters carried over (``convert_neurons.py``).
+  neuron the targets accept, parameters carried over (``convert_neurons.py``);
+- the threshold of a neuron behind a replaced max pooling over currents is divided by the
+  ratio of its input current under max and under average pooling (``convert_calibrate.py``).
 
 What a target refuses is asked from the deployability check, else the target's own
 ``blockers``, else a dry build (``convert_check.py``); the conversion repeats until no blocker
@@ -37,6 +39,7 @@ from torch import nn
 from .errors import ConfigError, UnsupportedModelError
 
 MAX_SAMPLES = 32          # test samples each target's parity check runs
+CALIBRATION_SAMPLES = 256  # training inputs the thresholds behind replaced max pools are set on
 
 
 @dataclass
@@ -95,10 +98,10 @@ def _check_options(targets, epochs, lr, max_samples) -> list[str]:
     return targets
 
 
-def _first_samples(data, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _first_samples(data, n: int, what: str = "test_data") -> tuple[torch.Tensor, torch.Tensor]:
     from .convert_tune import batches
     xs, ys, got = [], [], 0
-    for x, y in batches(data, n, "test_data"):
+    for x, y in batches(data, n, what):
         xs.append(x), ys.append(y)
         got += len(y)
         if got >= n:
@@ -140,16 +143,17 @@ def make_deployable(model: nn.Module, example_input: torch.Tensor, train_data, *
     plan = convert(work, graph0, example_input, targets, T, say)
     graph = build_graph(plan.model, example_input)
     masks = {plan.prefix + k: v for k, v in masks0.items()}
-    result = Conversion(plan.model, plan.changes, masks, T, accuracy_before=res_before)
+    from .convert_calibrate import calibrate
+    from .convert_tune import apply_mask_table
+    apply_mask_table(graph, masks)
+    x_cal, _ = _first_samples(train_data, CALIBRATION_SAMPLES, "train_data")
+    changes = plan.changes + list(calibrate(graph0, graph, plan.prefix, x_cal, T).values())
+    result = Conversion(plan.model, changes, masks, T, accuracy_before=res_before)
     if test_data is not None:
         result.accuracy_converted = accuracy(graph, test_data, T)
     if epochs:
         say(f"fine-tuning for {epochs} epoch(s), masks kept")
         result.losses = fine_tune(graph, masks, train_data, epochs, lr, T, batch_size)
-    else:
-        from .convert_tune import mask_pairs
-        from .dpap.masking import apply_masks
-        apply_masks(mask_pairs(graph, masks))
     if test_data is not None:
         result.accuracy_after = accuracy(graph, test_data, T)
     result.remaining = {t: b for t, b in plan.final_blockers(graph).items() if b}

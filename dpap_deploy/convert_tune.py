@@ -54,6 +54,12 @@ def mask_pairs(graph: ModelGraph, masks: dict) -> list:
     return pairs
 
 
+def apply_mask_table(graph: ModelGraph, masks: dict) -> None:
+    """Zero, in the graph's model, every parameter the masks remove."""
+    from .dpap.masking import apply_masks
+    apply_masks(mask_pairs(graph, masks))
+
+
 def batches(data, batch_size: int, what: str) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
     """``(x, y)`` batches of ``data``: a pair of tensors, or an iterable of ``(x, y)``."""
     if isinstance(data, (tuple, list)) and len(data) == 2 and all(

@@ -102,9 +102,10 @@ def test_tutorial6_to_loihi_sim_and_nir(trained, tmp_path):
                           epochs=1, test_data=test, out=tmp_path)
     # the changes: both functional max poolings over currents, nothing else (subtract reset
     # has an exact form in both targets)
-    assert len(res.changes) == 2, res.changes
-    assert all("F.max_pool2d" in c and "F.avg_pool2d" in c and "over currents" in c
-               for c in res.changes)
+    pools = [c for c in res.changes if "F.max_pool2d" in c]
+    assert len(pools) == 2 and all("F.avg_pool2d" in c and "over currents" in c for c in pools)
+    thresholds = [c.split("'")[1] for c in res.changes if "threshold /" in c]
+    assert thresholds == ["lif1", "lif2"] and len(res.changes) == 4, res.changes
     # the package's tracer sees the substituted op
     graph = build_graph(res.model, train[0][:2])
     pools = [n.attrs["pool"] for n in graph.nodes if n.op == "pool"]
@@ -225,6 +226,26 @@ def test_functional_pool_mode_computes_average_and_tracer_sees_it():
     pools = [n for n in build_graph(wrapped, x[:2]).nodes if n.op == "pool"]
     assert [p.attrs["pool"] for p in pools] == ["avg", "max"]
     assert pools[0].attrs["kernel"] == (2, 2) and pools[1].attrs["stride"] == (2, 2)
+
+
+def test_threshold_behind_a_replaced_pool_is_scaled_by_the_current_ratio():
+    """g = mean(relu(maxpool(I))) / mean(relu(avgpool(I))) on the training inputs, by hand."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.MaxPool2d(2),
+                        snn.Leaky(beta=0.9, threshold=0.7, init_hidden=True), nn.Flatten(),
+                        nn.Linear(64, 10), snn.Leaky(beta=0.9, init_hidden=True))
+    x, y = _digits()
+    res = make_deployable(net, x[:2], (x[:300], y[:300]), targets=("nir",), epochs=0,
+                          time_steps=3, max_samples=4)
+    with torch.no_grad():
+        cur = net[0](x[:256])
+        g = float(F.max_pool2d(cur, 2).clamp(min=0).mean() /
+                  F.avg_pool2d(cur, 2).clamp(min=0).mean())
+    assert 1.0 < g < 4.0
+    assert isinstance(res.model[1], nn.AvgPool2d)
+    assert float(res.model[2].threshold) == pytest.approx(0.7 / g, rel=1e-5)
+    assert float(net[2].threshold) == pytest.approx(0.7)           # the user's model as it was
+    assert float(res.model[5].threshold) == pytest.approx(1.0)     # no pool before it
 
 
 def test_kept_pool_modules_do_not_shift_the_functional_calls():
