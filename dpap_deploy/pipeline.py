@@ -200,6 +200,10 @@ def check(source: str | Path, targets=None):
     from .graph import build_graph
     from .validate import as_path
     path = as_path(source, "the run or model file")
+    if not path.exists():
+        from .errors import DPAPError
+        raise DPAPError(f"{source} does not exist; pass a run folder, its checkpoint.pt, or a "
+                        "model file (compact.pt, deploy.pt)")
     if path.is_file() and _is_model_file(path):
         from .serialize import load_model
         model, kind, meta = load_model(path)

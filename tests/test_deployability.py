@@ -208,6 +208,8 @@ def test_cli_check_on_a_run_and_on_model_files(bad_zoo, tmp_path, capsys):
     assert cli.main(["check", str(tmp_path / "pooled.pt"), "--target", "netx"]) == 1
     text = capsys.readouterr().out
     assert text.startswith("netx: 1 blocker") and "max" in text.lower()
+    assert cli.main(["check", str(tmp_path / "none")]) == 2          # an input error: one line
+    assert capsys.readouterr().err.count("\n") == 1
 
 
 def _parse(lines: list[str]) -> dict[str, list[str]]:
