@@ -98,9 +98,11 @@ def neuron_reasons(module: nn.Module, name: str, shape: tuple[int, ...], conv: b
         return [f"snn.Lapicque '{name}' uses {what}; {ZERO_RESET} (Lapicque's own zero reset "
                 "also drops the input of the step after a spike): use " + how]
     if isinstance(module, (snn.RLeaky, snn.RSynaptic)):
-        out = [f"{label} feeds its spikes back through its recurrent weight V; netx's format "
-               "has a recurrent dense layer ('dense_rec') but this exporter does not write it, "
-               f"and netx has no recurrent conv layer: export with {ELSEWHERE}"]
+        out = [f"{label} feeds its spikes back through its recurrent weight V; netx's one "
+               "recurrent layer ('dense_rec', dense only) run by the netx loader in Lava on "
+               "samples in a row delivers the last step's spikes of a sample into the first "
+               "step of the next (its reset clears the neuron, not the recurrent synapse), so "
+               f"it is not written: export with {ELSEWHERE}"]
         return out + _reset_and_delay(label, module)
     if isinstance(module, snn.Synaptic):
         return _reset_and_delay(label, module) + _values_reasons(label, module, shape, conv,
