@@ -36,8 +36,9 @@ def load_styles(path: str | None):
         import corpus_tutorials
         return corpus_tutorials.STYLES
     spec = importlib.util.spec_from_file_location(Path(path).stem, path)
-    if spec is None:
-        sys.exit(f"--styles-module {path}: not a Python file")
+    if spec is None or not Path(path).is_file():
+        sys.exit(f"--styles-module {path}: no such Python file; give the path of a .py file "
+                 f"that defines STYLES")
     mod = importlib.util.module_from_spec(spec)
     sys.path.insert(0, str(Path(path).resolve().parent))
     spec.loader.exec_module(mod)

@@ -201,3 +201,24 @@ def test_stage_expectations_can_fail():
     assert not check_cell_matches("blocked:max pool", base)           # loihi-sim not listed
     assert check_cell_matches("ok", {**base, "blocked": "netx:1", "check": "blocked: netx: y"})
     assert not check_cell_matches("ok", {**base, "blocked": "loihi-sim:1 netx:1"})
+
+
+def test_bench_corpus_resumes_and_writes_atomically(tmp_path, capsys):
+    """A style already in the CSV is not run again; the table is written from the CSV; a
+    styles module that is not there is refused in one line."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import bench_corpus
+    csv_path = tmp_path / "corpus.csv"
+    rows = [{"style": s.name, "source": s.source, **{c: "ok" for c in bench_corpus.STAGES},
+             "meets_issue": "yes"} for s in USER_STYLES]
+    bench_corpus.write_rows(csv_path, rows)
+    assert [p.name for p in tmp_path.iterdir()] == ["corpus.csv"]      # no temporary left
+    bench_corpus.main(["--csv", str(csv_path), "--n-train", "8", "--n-test", "4"])
+    assert bench_corpus.read_rows(csv_path) == [{**{c: "" for c in bench_corpus.COLUMNS}, **r}
+                                                for r in rows]
+    table = (tmp_path / "corpus.md").read_text()
+    assert table.count("\n") == len(USER_STYLES) + 2 and "| t5-fcn | tutorial 5 | ok |" in table
+    with pytest.raises(SystemExit, match="no such Python file"):
+        bench_corpus.main(["--csv", str(csv_path), "--styles-module", str(tmp_path / "x.py")])
