@@ -211,3 +211,27 @@ def test_a_fixed_step_count_loop_is_inferred_time_first():
     g = build_graph(model, x)
     assert g.time_axis == 0 and g.steps_per_call == T and g.input_shape == (16,)
     assert torch.equal(outputs(g, x, None, batch_size=3), _own(model, x))
+
+
+class PicksAChannel(nn.Module):
+    """One call per step, indexing its input for another reason than time."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(16, 4)
+        self.lif = snn.Leaky(beta=0.9, init_hidden=True)
+
+    def forward(self, x):
+        return self.lif(self.fc(x[:, 0]))
+
+
+def test_indexing_in_a_one_step_model_is_not_a_time_axis():
+    model = _scaled(PicksAChannel())
+    x = torch.rand(6, 2, 16)
+    g = build_graph(model, x)
+    assert g.time_axis is None and g.steps_per_call == 1 and g.input_shape == (2, 16)
+    from snntorch import utils
+    utils.reset(model)
+    with torch.no_grad():
+        want = torch.stack([model(x) for _ in range(3)])
+    assert torch.equal(outputs(g, x, 3), want)

@@ -153,6 +153,8 @@ class MultiStep:
             return f"its readout is graded ({graph.readout}), not spikes"
         if graph.time_axis == 0:
             return "its input is time first ([T, B, ...])"
+        if graph.input_indexed:       # the graph takes x[...] for the whole input
+            return "its forward indexes its input"
         for n in graph.nodes:
             if n.op == ELEMENTWISE and n.attrs.get("fn") not in _ACTS:
                 return f"operation '{n.attrs.get('fn')}' at '{n.name}'"

@@ -93,6 +93,7 @@ class ModelGraph:
     layers: list[PrunableLayer] = field(default_factory=list)
     output_membrane: bool = False     # the model returns its output neuron's membrane
     time_axis: int | None = None      # the input's time axis (graph/time_axis.py), if any
+    input_indexed: bool = False       # one call per step, the forward reads a part of its input
 
     # --------------------------------------------------------------- readout
     @property

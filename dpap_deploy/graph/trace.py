@@ -79,6 +79,8 @@ class _Tracer(TorchFunctionMode):
         self.step0 = True
         self.counter = 0
         self.time_index: int | None = None     # the input's time axis, as the forward reads it
+        self.step_shape: tuple[int, ...] = ()  # ... and one step of it (batch excluded)
+        self.indexed = False                   # the forward indexes its input
         self.framed = False                    # traced on one event frame of the input
 
     # -------------------------------------------------------------- tagging
@@ -223,10 +225,11 @@ class _Tracer(TorchFunctionMode):
             self._tag(out, ins[0])
             return
         if name == "__getitem__" and self.nodes[ins[0]].op == INPUT:
+            self.indexed = True
             axis = index_axis(args[1] if len(args) > 1 else None)
             if axis is not None and self.time_index is None:
                 self.time_index = axis         # x[t] / x[:, t]: one step of the input
-                self.nodes[ins[0]].out_shape = tuple(_first_tensor(out).shape[1:])
+                self.step_shape = tuple(_first_tensor(out).shape[1:])
             self._tag(out, ins[0])
             return
         self.counter += 1
@@ -394,13 +397,17 @@ def _trace(model, x, tracer: _Tracer, event: bool) -> ModelGraph:
     if not calls:
         raise UnsupportedModelError("the model called no module on the example input")
     steps = max(calls)
+    if tracer.time_index is not None and steps > 1:   # an own loop reading its input per step
+        tracer.nodes[inp].out_shape = tracer.step_shape
+    else:              # one call per step: indexing the input (x[:, 0]) is not a time axis
+        tracer.time_index = None
     kind = "snn" if any(n.op == NEURON and n.adapter.kind == "snn" for n in tracer.nodes) else "ann"
     out_id, membrane = _output_node(tracer, result)
     tracer.nodes.append(Node(len(tracer.nodes), OUTPUT, "output", [out_id],
                              tracer.nodes[out_id].out_shape, [tracer.nodes[out_id].out_shape]))
     return ModelGraph(model=model, nodes=tracer.nodes, kind=kind, steps_per_call=steps,
                       output=out_id, input_shape=tracer.nodes[inp].out_shape,
-                      output_membrane=membrane)
+                      output_membrane=membrane, input_indexed=tracer.indexed and steps == 1)
 
 
 _membrane = neuron_membrane          # the one reading of a neuron call's membrane (state.py)
