@@ -512,7 +512,8 @@ class PoolLoop(nn.Module):
 
     def __init__(self, mech):
         super().__init__()
-        self.conv, self.lif1 = nn.Conv2d(1, 4, 3, padding=1), snn.Leaky(beta=0.9, reset_mechanism=mech)
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.lif1 = snn.Leaky(beta=0.9, reset_mechanism=mech)
         self.pool = nn.MaxPool2d(2)
         self.fc, self.lif2 = nn.Linear(4 * 4 * 4, 3), snn.Leaky(beta=0.9, reset_mechanism=mech)
 
@@ -545,8 +546,8 @@ def test_loihi_sim_export_of_an_own_loop_model(readout, tmp_path):
     from dpap_deploy.exporters import export
     from dpap_deploy.exporters.base import ExportJob
     torch.manual_seed(24)
-    kw = dict(spikes={}, li=dict(record="mem", last=lambda n: snn.Leaky(beta=0.8, reset_mechanism="none")),
-              linear=dict(readout="linear"))[readout]
+    li = dict(record="mem", last=lambda n: snn.Leaky(beta=0.8, reset_mechanism="none"))
+    kw = dict(spikes={}, li=li, linear=dict(readout="linear"))[readout]
     net = OwnLoop(lambda n: snn.Leaky(beta=0.9), **kw).eval()
     with torch.no_grad():
         net.fc2.weight.mul_(3.0)

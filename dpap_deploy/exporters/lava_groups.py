@@ -4,17 +4,21 @@ than Lava's ``LIFReset``, found from the graph's structure (metadata ``dpap_grou
 
 :func:`collapse` replaces, in a :class:`Topology`, each of these by one :class:`Group` node:
 
-- **subtract reset** (``nirspec.md`` form 1, snnTorch's default ``reset_mechanism="subtract"``
-  with ``reset_delay=True``): ``[Y: LI ->] P: LI -> S: Threshold(thr) -> R: Scale(-thr) -> P``
-  where ``R -> P`` closes a cycle (delivers the previous step). In steps: ``u[t] = alpha u[t-1]
-  + x[t]`` (``Y``; without it ``u = x``), ``v[t] = beta v[t-1] + u[t] - thr S[t-1]``,
-  ``S[t] = v[t] > thr``. Named ``S`` (its consumers read the spikes); ``P`` and ``Y`` must feed
-  nothing else, ``R`` only ``P``. An RLeaky's recurrent weight ``S -> rec -> P`` (or ``-> Y``)
-  stays a weight on a cycle into the group;
+- **a spiking LI loop** (``nirspec.md`` form 1): ``[G: Scale ->] [Y: LI ->] P: LI ->
+  S: Threshold(thr)``, with ``S -> R: Scale(-thr) -> P`` closing a cycle (the previous step)
+  for snnTorch's reset by subtraction (``reset_delay=True``), without ``R`` for no reset. In
+  steps: ``u[t] = alpha u[t-1] + g x[t]`` (``Y``; without it ``u = g x``; ``g``: ``G``'s
+  scale, Lapicque's input gain), ``v[t] = beta v[t-1] + u[t] - thr S[t-1]``, ``S[t] = v[t] >
+  thr``. The node is named ``S`` (its consumers read the spikes); ``G`` and ``Y`` feed only the
+  next stage, ``R`` only ``P``. A recurrent weight ``S -> rec -> P`` (RLeaky) or ``-> Y``
+  (RSynaptic) stays a weight on a cycle into the group. Where the graph also reads ``P`` (a
+  membrane readout), ``P`` becomes a :class:`Membrane`: the process's voltage output;
 - **leaky integrator** (``LI`` not in such a loop): ``v[t] = beta v[t-1] + g x[t] + c``, its
   graded ``v`` is the output (a readout feeding ``Output``, or any consumer);
-- **per-neuron LIF / CubaLIF / IF**: a ``tau``, ``tau_syn`` or ``v_threshold`` that differs
-  between neurons (Lava's ``LIFReset`` holds one value per process); uniform ones stay Lava's;
+- **LIF / CubaLIF / IF** whose ``tau``, ``tau_syn``, ``v_threshold`` or gain differs between neurons
+  (Lava's ``LIFReset`` holds one value per process; uniform ones stay Lava's), or whose input
+  gain meets an input without weights to fold it into (max pooling over spikes under NIR's
+  ``unit-r`` encoding: ``SumPool2d -> IF(r = 1)``);
 - **a biased Affine feeding Output** (a Linear readout): a ``beta = 0`` integrator after it
   adds the bias (Lava's synapses have none): ``v[t] = W x[t] + b``.
 
@@ -87,7 +91,8 @@ def _varies(a) -> bool:
 
 def per_neuron(d: Discrete) -> bool:
     """Whether Lava's one-value-per-process ``LIFReset`` cannot hold these constants."""
-    return _varies(d.beta) or (d.alpha is not None and _varies(d.alpha)) or _varies(d.v_threshold)
+    return any(a is not None and _varies(a)
+               for a in (d.beta, d.alpha, d.v_threshold, d.gain, d.syn_gain))
 
 
 def _equal(a, b) -> bool:
@@ -112,17 +117,18 @@ def _spiking_group(top: Topology, s: str, cons: dict, _refuse) -> Group | None:
     if len(ins) != 1 or top.back[s] or not isinstance(nodes[ins[0]], nir.LI):
         return None
     p = ins[0]
-    resets = [r for r in cons[s] if isinstance(nodes[r], nir.Scale) and cons[r] == [p]
-              and top.inputs[r] == [s] and not top.back[r] and r in top.back[p]]
-    r = resets[0] if len(resets) == 1 else None
     thr = np.asarray(nodes[s].threshold)
+    loops = [r for r in cons[s] if isinstance(nodes[r], nir.Scale) and cons[r] == [p]
+             and top.inputs[r] == [s] and not top.back[r] and r in top.back[p]]
+    exact = [r for r in loops if _equal(nodes[r].scale, -thr)]
+    r = exact[0] if len(exact) == 1 else loops[0] if len(loops) == 1 else None
     if r is not None and not _equal(nodes[r].scale, -thr):
         _refuse(r, f"(Scale) subtracts {np.ravel(-np.asarray(nodes[r].scale))[:3]} where its "
                 f"Threshold {s!r} has {np.ravel(thr)[:3]}", "a reset by subtraction subtracts "
                 "the threshold: write Scale(-threshold)")
-    y = top.inputs[p][0] if len(top.inputs[p]) == 1 else None   # a current stage (may
-    y = y if y is not None and isinstance(nodes[y], nir.LI) and cons[y] == [p] else None  # recur)
-    head = y or p
+    y = top.inputs[p][0] if len(top.inputs[p]) == 1 else None      # a current stage, which
+    y = y if y is not None and isinstance(nodes[y], nir.LI) and cons[y] == [p] else None
+    head = y or p                                                    # may have a recurrent input
     g = top.inputs[head][0] if len(top.inputs[head]) == 1 else None
     g = g if g is not None and _only_feeds(top, cons, g, head, nir.Scale) else None
     back_p = [b for b in top.back[p] if b != r]

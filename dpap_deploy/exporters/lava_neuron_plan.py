@@ -70,15 +70,22 @@ class NeuronPlan:
             if isinstance(top.nodes[name], NEURON_NODES):
                 with self._check():
                     self._plan_neuron(name)
-        for u in self.row_scale:
+        for u, scales in self.row_scale.items():
             with self._check():
                 if len(self._fed(u)) != 1:
                     refuse(u, top.nodes[u], "feeds several neurons one of which scales its "
-                           "input (gain or per-neuron threshold)", "give each neuron its own weights")
+                           "input (gain or per-neuron threshold)",
+                           "give each neuron its own weights")
+                per_c = scales[0].reshape(scales[0].shape[0], -1)
+                if isinstance(top.nodes[u], (nir.Conv1d, nir.Conv2d)) and \
+                        np.ptp(per_c, axis=1).any():
+                    refuse(u, top.nodes[u], "feeds neurons whose gain or threshold varies within a "
+                           "channel", "give the neurons one value per channel")
         for name in top.order:
             b = getattr(top.nodes[name], "bias", None)
             with self._check():
-                if b is not None and np.any(b) and set(self._fed(name)) - set(self.bias_to.get(name, [])):
+                unplaced = set(self._fed(name)) - set(self.bias_to.get(name, []))
+                if b is not None and np.any(b) and unplaced:
                     refuse(name, top.nodes[name], "has a bias and feeds a node that is not a "
                            "neuron", "Lava synapses have no bias: fold it into the next layer")
 

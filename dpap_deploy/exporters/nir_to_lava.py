@@ -117,15 +117,22 @@ class LavaNetwork(NeuronPlan):
             self.depth[name] = d_in + (1 if isinstance(node, SYNAPSES) else 0)
             lay = Layout(shape) if isinstance(node, SYNAPSES) else self.layout[ins[0]]
             self.layout[name] = lay                 # a synapse's own; others: the input's
-            self.graded[name] = getattr(node, "graded", False) or not isinstance(node, NEURON_NODES) and (
-                isinstance(node, SYNAPSES) or len(ins) + len(top.back[name]) > 1
-                or any(self.graded[u] for u in ins))
+            self.graded[name] = getattr(node, "graded", False) or \
+                not isinstance(node, NEURON_NODES) and (
+                    isinstance(node, SYNAPSES) or len(ins) + len(top.back[name]) > 1
+                    or any(self.graded[u] for u in ins))
             with self._check():
                 if not isinstance(node, SYNAPSES + PASS + NEURON_NODES + OWN):
                     _refuse(name, node, "has no Lava mapping here (Conv1d, Conv2d, Affine, "
                             "Linear, AvgPool2d, SumPool2d, Flatten, LIF, CubaLIF, IF, LI, and LI "
                             "-> Threshold -> Scale(-threshold) -> LI as a reset by subtraction)",
                             HINTS.get(type(node).__name__, "replace it"))
+                in_shape = self.layout[ins[0]].torch_shape
+                if isinstance(node, (nir.Affine, nir.Linear)) and len(in_shape) != 1:
+                    _refuse(name, node, f"gets a {in_shape} tensor", "flatten it first")
+                if isinstance(getattr(node, "padding", None), str):
+                    _refuse(name, node, f"has padding {node.padding!r}", "give the padding as "
+                            "integers")
                 if isinstance(node, nir.Flatten):
                     if len(shape) != 1:
                         _refuse(name, node, f"flattens to {shape}", "flatten every dimension "
@@ -205,8 +212,6 @@ class LavaNetwork(NeuronPlan):
         in_lay = self.layout[ins[0]]
         scale = self.row_scale.get(name, [None])[0]
         if isinstance(node, (nir.Affine, nir.Linear)):
-            if len(in_lay.torch_shape) != 1:
-                _refuse(name, node, f"gets a {in_lay.torch_shape} tensor", "flatten it first")
             w = np.asarray(node.weight, np.float64)
             if in_lay.perm is not None:
                 w = w[:, in_lay.perm]
@@ -234,13 +239,7 @@ class LavaNetwork(NeuronPlan):
             groups, kind = int(node.groups), "conv"
             w = w.transpose(0, 3, 2, 1)[:, ::-1, ::-1, :]   # (C_out, W, H, C_in), flipped
             if scale is not None:
-                per_c = scale.reshape(scale.shape[0], -1)
-                if np.ptp(per_c, axis=1).any():
-                    _refuse(name, node, "feeds neurons whose gain or threshold varies within a "
-                            "channel", "give the neurons one value per channel")
-                w = w * per_c[:, :1, None, None]
-        if isinstance(pad, str):
-            _refuse(name, node, f"has padding {pad!r}", "give the padding as integers")
+                w = w * scale.reshape(scale.shape[0], -1)[:, :1, None, None]
         w = np.ascontiguousarray(w)
         p = lava.Conv(weight=w, input_shape=in_lay.shape, stride=(st[1], st[0]),
                       padding=(pad[1], pad[0]), dilation=(dil[1], dil[0]), groups=groups,

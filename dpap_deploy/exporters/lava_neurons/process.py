@@ -19,9 +19,12 @@ with ``bias_mant = 0`` and ``gain = 1`` (a product by 1 is exact) ``v[t]`` is sn
 ``(beta mem + syn) - reset thr`` for the input ``syn = alpha syn + (W x + b)``. ``bias_u``
 carries the synapse biases (snnTorch adds them to the input current ``W x + b``), ``gain`` an
 input gain (NIR's ``r dt / tau``, a ``Scale`` before the neuron), ``bias_mant`` a constant
-voltage drive (NIR's ``v_leak``), as Lava's LIF adds ``bias_mant`` to ``v``. The variables are named as in
-Lava's LIF so that a fixed-point model can be added beside this one. Floating point only.
-This file imports nothing from its package: Lava's compiler also executes it standalone.
+voltage drive (NIR's ``v_leak``), as Lava's LIF adds ``bias_mant`` to ``v``. What can differ
+from snnTorch is ``W x`` itself: Lava's ``Dense`` sums in float64 (rounded once to float32
+here), torch in float32, so a membrane within a rounding of the threshold may decide
+otherwise. The variables are named as in Lava's LIF so that a fixed-point model can be added
+beside this one. Floating point only. This file imports nothing from its package: Lava's
+compiler also executes it standalone.
 """
 import numpy as np
 from lava.magma.core.decorator import implements, requires, tag
@@ -39,8 +42,8 @@ RESET_MODES = ("zero", "subtract", "none")
 
 class Population(AbstractProcess):
     """``shape``: Lava's; ``du``, ``dv``, ``vth``, ``gain``, ``bias_u``, ``bias_mant``: scalars or
-    arrays of ``shape``; ``reset_mode``: ``RESET_MODES``; state is zeroed every ``reset_interval`` steps at
-    ``reset_offset`` (0: never)."""
+    arrays of ``shape``; ``reset_mode``: ``RESET_MODES``; state is zeroed every
+    ``reset_interval`` steps at ``reset_offset`` (interval 0: never)."""
 
     def __init__(self, shape, du, dv, vth, gain=1.0, bias_u=0.0, bias_mant=0.0, reset_mode="zero",
                  reset_interval: int = 0, reset_offset: int = 0):
