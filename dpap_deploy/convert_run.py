@@ -155,7 +155,27 @@ def _write_run(source: Path, out: Path, trained, original, res, n_test: int) -> 
     out.mkdir(parents=True, exist_ok=True)
     write_manifest(out, RunManifest(run_id, STAGE, digest, src_id, stages=[STAGE]))
     save_checkpoint(out / CHECKPOINT, ckpt)
-    save_report(out, training_report(load_trained(out), n_test))
+    back = load_trained(out)
+    check_reloaded(back.model, res.model, out)
+    save_report(out, training_report(back, n_test))
+
+
+def check_reloaded(back: nn.Module, converted: nn.Module, out: Path) -> None:
+    """The run folder reads back as the converted model (the loader applies the conversion
+    record); else its files are removed and the command refuses, in one line."""
+    from .errors import DPAPError
+    from .runfolder import clear_run
+    mods = dict(back.named_modules())
+    differ = [name for name, m in converted.named_modules()
+              if name and (name not in mods or type(mods[name]) is not type(m) or
+                           getattr(m, "reset_mechanism", None) !=
+                           getattr(mods[name], "reset_mechanism", None))]
+    if differ:
+        clear_run(out)
+        raise DPAPError(f"{out}: the run folder reads back without the conversion of "
+                        f"{', '.join(differ)} (this version's run loader does not apply the "
+                        "checkpoint's conversion record); nothing was kept: convert with "
+                        "make_deployable in Python")
 
 
 def run_command(args) -> int:
