@@ -142,12 +142,35 @@ class SynapticNet(_Pooled):
         return torch.stack(out)
 
 
+class Conv1dNet(nn.Module):
+    """1-D maps: ``Conv1d`` -> Leaky -> ``F.avg_pool1d`` (folded into the next conv) -> padded
+    ``Conv1d`` -> Leaky -> ``F.max_pool1d`` over spikes -> Linear -> Leaky."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.lif1 = nn.Conv1d(2, 4, 3), _leaky()
+        self.conv2, self.lif2 = nn.Conv1d(4, 4, 3, padding=1), _leaky()
+        self.fc, self.lif3 = nn.Linear(4 * 3, 10), _leaky()
+        _grid(self.conv1, U, 11, spread=24)
+        _grid(self.conv2, 2 * U, 12, spread=40)      # the 2-wide mean halves it: n u, max 127 u
+        _grid(self.fc, U, 13, spread=64)
+
+    def forward(self, x):
+        m1, m2, m3, out = self.lif1.init_leaky(), self.lif2.init_leaky(), self.lif3.init_leaky(), []
+        for _ in range(T):
+            s1, m1 = self.lif1(self.conv1(x), m1)
+            s2, m2 = self.lif2(self.conv2(F.avg_pool1d(s1, 2)), m2)
+            s3, m3 = self.lif3(self.fc(F.max_pool1d(s2, 2).flatten(1)), m3)
+            out.append(s3)
+        return torch.stack(out)
+
+
 def _lava_vs_torch(model, path, x=None):
     """The netx file of ``model`` run by the netx loader in Lava, and the torch spikes."""
     x = _input() if x is None else x
     graph = build_graph(model.eval(), x[:2])
     quant = write_netx(graph, x, path, T)
-    got = run_netx(path, x.numpy(), T)
+    got = run_netx(path, x.reshape(len(x), *quant["input_shape"]).numpy(), T)
     ref = torch_spikes(graph, x, T)
     return ref, got, quant
 
@@ -215,6 +238,16 @@ def test_max_pool_over_spikes_is_a_netx_layer_exact_in_lava(tmp_path, kind):
     assert np.array_equal(ref, got), f"{(ref != got).sum()} of {ref.size} spikes differ"
 
 
+def test_conv1d_and_1d_pools_are_exact_as_1_by_k_conv_layers(tmp_path):
+    model, x = Conv1dNet(), _input(N, (2, 14))
+    ref, got, quant = _lava_vs_torch(model, tmp_path / "n.net", x)
+    f = _file(tmp_path / "n.net")
+    assert list(f["layer/0/shape"]) == [2, 1, 14] and quant["input_shape"] == [2, 1, 14]
+    assert f["layer/1/weight"].shape == (4, 2, 1, 3) and list(f["layer/2/stride"]) == [1, 2]
+    assert 0.1 < _hidden_active(model, x) and ref.sum() > 0 and 0 < ref.mean() < 0.9
+    assert np.array_equal(ref, got), f"{(ref != got).sum()} of {ref.size} spikes differ"
+
+
 def test_synaptic_with_zero_reset_after_the_spike_is_exact_with_current_memory(tmp_path):
     model = SynapticNet()
     ref, got, _ = _lava_vs_torch(model, tmp_path / "n.net")
@@ -249,6 +282,8 @@ def _float_netx(layers, x):
     state, cur_rec, out = {}, {}, []
     for _ in range(T):
         h = x.double()
+        if layers[0].kind == "conv":
+            h = h.reshape(len(x), *layers[0].in_shape)       # a 1-D map (C, L) as (C, 1, L)
         for i, la in enumerate(layers):
             if la.kind == "flatten":
                 h = h.flatten(1)
@@ -269,13 +304,14 @@ def _float_netx(layers, x):
 
 @pytest.mark.parametrize("build", [lambda: CurrentPool("avg-fn"), lambda: SpikePool("avg-fn"),
                                    lambda: SpikePool("avg-mod", to_fc=True),
-                                   lambda: SpikePool("max-fn"), SynapticNet],
+                                   lambda: SpikePool("max-fn"), SynapticNet, Conv1dNet],
                          ids=["avg-currents", "avg-spikes-conv", "avg-spikes-linear", "max-spikes",
-                              "synaptic"])
+                              "synaptic", "conv1d"])
 def test_the_netx_layers_compute_the_torch_currents_and_spikes(build):
     """Before quantisation: every layer's current, times its neurons' thresholds, is the
     current snnTorch's neuron receives, step by step, and the output spikes are the same."""
-    model, x = build().eval(), _input(8)
+    model = build().eval()
+    x = _input(8, (2, 14)) if isinstance(model, Conv1dNet) else _input(8)
     layers, reasons = plan(build_graph(model, x[:2]))
     assert reasons == []
     seen: dict[nn.Module, list[torch.Tensor]] = {}
@@ -292,7 +328,8 @@ def test_the_netx_layers_compute_the_torch_currents_and_spikes(build):
             continue
         shape = (1, 1, -1) + (1,) * (currents[i].dim() - 3)
         thr = torch.as_tensor(1.0 / la.row_scale).view(shape)
-        torch.testing.assert_close(currents[i] * thr, torch.stack(seen[la.neuron]),
+        want = torch.stack(seen[la.neuron])
+        torch.testing.assert_close((currents[i] * thr).reshape(want.shape), want,
                                    rtol=0, atol=1e-6)
 
 
@@ -300,11 +337,13 @@ def test_the_netx_layers_compute_the_torch_currents_and_spikes(build):
 class Any(nn.Module):
     """``conv -> [pool] -> neuron -> flatten -> fc -> [readout]``, own time loop."""
 
-    def __init__(self, neuron=None, readout="leaky", conv1d=False, pool=None, return_mem=False):
+    def __init__(self, neuron=None, readout="leaky", conv1d=False, pool=None, return_mem=False,
+                 conv=None):
         super().__init__()
-        self.conv = nn.Conv1d(1, 4, 3) if conv1d else nn.Conv2d(1, 4, 3)
+        self.conv = conv or (nn.Conv1d(1, 4, 3) if conv1d else nn.Conv2d(1, 4, 3))
         self.n1 = neuron if neuron is not None else _leaky()
-        feats = 4 * 8 if conv1d else (4 * 4 * 4 if pool else 4 * 8 * 8)
+        feats = 4 * 8 if conv1d else (4 * 4 * 4 if pool else 4 * 8 * 8) \
+            if conv is None else 4 * 10 * 10
         self.fc = nn.Linear(feats, 10)
         self.n2 = {"leaky": _leaky(), "none": None,
                    "li": snn.Leaky(beta=0.5, reset_mechanism="none")}.get(readout, readout)
@@ -331,7 +370,8 @@ def _blockers(model):
 
 
 REFUSALS = {
-    "conv1d": (lambda: Any(conv1d=True), ["Conv1d 'conv'", "2-D", "kernel (1, k)"]),
+    "conv-padding-mode": (lambda: Any(conv=nn.Conv2d(1, 4, 3, padding=1, padding_mode="reflect")),
+                          ["Conv2d 'conv'", "padding_mode='reflect'", "padding_mode='zeros'"]),
     "synaptic": (lambda: Any(snn.Synaptic(alpha=0.9, beta=0.8)),
                  ["Synaptic 'n1'", "reset_mechanism='subtract'", "resets its membrane to zero"]),
     "synaptic-bias": (lambda: Any(snn.Synaptic(alpha=0.9, beta=0.8, reset_mechanism="zero",
@@ -381,7 +421,7 @@ def test_each_refusal_names_its_reason_and_fix(case):
     text = " | ".join(lines)
     for w in words:
         assert w in text, f"{case}: {w!r} not in {text!r}"
-    if case in ("conv1d", "synaptic", "synaptic-bias", "rleaky"):   # no unrelated pool advice
+    if case in ("conv-padding-mode", "synaptic", "synaptic-bias", "rleaky"):   # no pool advice
         assert "MaxPool" not in text and "AvgPool" not in text and "pooling" not in text
     assert all("\n" not in line for line in lines)
 
@@ -403,5 +443,5 @@ def test_blockers_lists_every_reason_at_once_and_export_refuses_with_all(tmp_pat
 
 def test_what_netx_takes_has_no_blocker():
     for model in (CurrentPool("avg-fn"), CurrentPool("avg-mod"), SpikePool("max-fn"),
-                  SpikePool("max-mod"), SpikePool("avg-mod", to_fc=True)):
+                  SpikePool("max-mod"), SpikePool("avg-mod", to_fc=True), Any(conv1d=True)):
         assert _blockers(model) == []

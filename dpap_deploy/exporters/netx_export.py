@@ -91,11 +91,12 @@ def _max_input_currents(graph: ModelGraph, layers: list[NetxLayer], x: torch.Ten
     for layer in layers:
         if layer.neuron is None:
             continue
-        shape = (-1,) + (1,) * (len(layer.out_shape) - 1)
-        b, r = layer.raw_bias.float().view(shape), torch.as_tensor(layer.row_scale).float().view(shape)
+        b, r = layer.raw_bias.float(), torch.as_tensor(layer.row_scale).float()
 
         def hook(mod, args, i=id(layer), b=b, r=r):
-            cur = ((args[0].detach().float().cpu() - b) * r).abs().max()
+            inp = args[0].detach().float().cpu()             # [B, C, ...]: per-row on dim 1
+            shape = (-1,) + (1,) * (inp.dim() - 2)
+            cur = ((inp - b.view(shape)) * r.view(shape)).abs().max()
             peaks[i] = max(peaks.get(i, 0.0), float(cur))
         hooks.append(layer.neuron.register_forward_pre_hook(hook))
     try:
@@ -118,12 +119,14 @@ def write_netx(model: nn.Module | ModelGraph, x: torch.Tensor, path: Path, time_
     input_flat = bool(seq) and seq[0].kind == "flatten"
     if input_flat:
         seq = seq[1:]
+    # a 1-D input (C, L) of a Conv1d is the map (C, 1, L) netx convolves (``netx_plan``)
+    in_shape = [int(np.prod(x.shape[1:]))] if input_flat else \
+        list(seq[0].in_shape if seq and seq[0].kind == "conv" else x.shape[1:])
     with atomic_buffer(path) as buf, h5py.File(buf, "w") as f:   # see nir_export.write_nir
         group = f.create_group("layer")
         g0 = group.create_group("0")
         g0.create_dataset("type", data=np.bytes_("input"))
-        g0.create_dataset("shape", data=np.array([int(np.prod(x.shape[1:]))] if input_flat
-                                                 else x.shape[1:]))
+        g0.create_dataset("shape", data=np.array(in_shape))
         for i, layer in enumerate(seq, start=1):
             g = group.create_group(str(i))
             g.create_dataset("type", data=np.bytes_(layer.kind))
@@ -164,7 +167,8 @@ def write_netx(model: nn.Module | ModelGraph, x: torch.Tensor, path: Path, time_
                             "bias_clipped": clipped, "pools_folded": layer.pooled,
                             "synapses": int(np.count_nonzero(w_q))})
             first = False
-    return {"input_bits": INPUT_BITS, "input_flat": input_flat, "layers": summary}
+    return {"input_bits": INPUT_BITS, "input_flat": input_flat, "input_shape": in_shape,
+            "layers": summary}
 
 
 def run_netx(path: Path, x: np.ndarray, time_steps: int) -> np.ndarray:
@@ -213,7 +217,7 @@ def export(job: ExportJob, out: Path) -> ExportResult:
     folded = deployment_graph(job)
     path = Path(out) / "network.net"
     quant = write_netx(folded, x, path, job.time_steps)
-    x_in = x.flatten(1) if quant["input_flat"] else x
+    x_in = x.reshape(len(x), *quant["input_shape"])      # flat, or (C, 1, L) for a Conv1d
     loading = loading_parameters(INPUT_BITS, job.time_steps, list(x_in.shape[1:]))
     extra_files = write_loading_files(path, loading)
     t0 = time.perf_counter()

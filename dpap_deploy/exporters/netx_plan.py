@@ -25,7 +25,7 @@ float arithmetic is exact; the writer then quantises each layer):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import snntorch as snn
@@ -72,37 +72,67 @@ def _pair(v) -> tuple[int, int]:
     return (int(v), int(v)) if isinstance(v, int) else tuple(int(x) for x in v)
 
 
+def _as_2d(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """A 1-D map ``(C, L)`` as the 2-D map ``(C, 1, L)`` netx convolves; others unchanged."""
+    return (shape[0], 1, shape[1]) if len(shape) == 2 else tuple(shape)
+
+
+def _conv_reason(node) -> str | None:
+    m = node.module
+    if m.padding_mode != "zeros" or isinstance(m.padding, str) and m.padding != "valid":
+        return (f"{type(m).__name__} '{node.name}' pads with padding={m.padding!r}, "
+                f"padding_mode={m.padding_mode!r}; netx's conv layer pads with zeros by a "
+                "given number of pixels: use padding=<int> and padding_mode='zeros'")
+    return None
+
+
 def _synapse(node) -> NetxLayer:
+    """The layer of a ``Conv2d``, ``Conv1d`` (a ``Conv2d`` with kernel ``(1, k)`` over the map
+    ``(C, 1, L)``: the same sums) or ``Linear``."""
     m = node.module
     w = m.weight.detach().cpu().double()
     b = m.bias.detach().cpu().double() if m.bias is not None else torch.zeros(w.shape[0],
                                                                              dtype=torch.float64)
-    if isinstance(m, nn.Conv2d):
-        return NetxLayer("conv", node.name, tuple(node.in_shape), tuple(node.out_shape), w, b,
-                         _pair(m.stride), _pair(m.padding), _pair(m.dilation), int(m.groups))
-    return NetxLayer("dense", node.name, tuple(node.in_shape), tuple(node.out_shape), w, b)
+    if isinstance(m, nn.Linear):
+        return NetxLayer("dense", node.name, tuple(node.in_shape), tuple(node.out_shape), w, b)
+    pad = (0,) * w.dim() if m.padding == "valid" else m.padding
+    if isinstance(m, nn.Conv1d):
+        return NetxLayer("conv", node.name, _as_2d(node.in_shape), _as_2d(node.out_shape),
+                         w.unsqueeze(2), b, (1, m.stride[0]), (0, pad[0]), (1, m.dilation[0]),
+                         int(m.groups))
+    return NetxLayer("conv", node.name, tuple(node.in_shape), tuple(node.out_shape), w, b,
+                     _pair(m.stride), _pair(pad), _pair(m.dilation), int(m.groups))
 
 
-def _pool_shape_reason(node, need_square: bool) -> str | None:
+def _pool_2d(node):
+    """``node`` with a 1-D pool's attributes and shapes as the ``(1, k)`` 2-D pool over
+    ``(C, 1, L)`` (the same windows); a 2-D pool unchanged."""
+    a = node.attrs
+    if a.get("dims") != 1:
+        return node
+    two = {**a, "dims": 2, "kernel": (1,) + tuple(a["kernel"]),
+           "stride": (1,) + tuple(a["stride"]), "padding": (0,) + tuple(a["padding"])}
+    return replace(node, attrs=two, in_shapes=[_as_2d(node.in_shape)],
+                   out_shape=_as_2d(node.out_shape))
+
+
+def _pool_shape_reason(node, need_tiling: bool) -> str | None:
     a, what = node.attrs, _describe(node)
     k, s, p = a["kernel"], a["stride"], a["padding"]
-    if a.get("dims") != 2:
-        return (f"pooling '{node.name}' is 1-D; netx's layers pool and convolve 2-D maps only: "
-                f"export with {ELSEWHERE}")
     if tuple(p) != (0, 0) or a.get("ceil_mode") or not a.get("exact", True):
         return (f"average pooling '{node.name}' ({what}, padding {tuple(p)}, ceil_mode="
                 f"{a.get('ceil_mode')}) is not a plain window mean: use padding=0, "
                 "ceil_mode=False and the default divisor to fold it into netx weights")
-    if need_square and (k[0] != k[1] or tuple(k) != tuple(s)):
+    if need_tiling and tuple(k) != tuple(s):
         return (f"average pooling '{node.name}' (kernel {tuple(k)}, stride {tuple(s)}) after a "
-                "neuron folds into the next synapse only as a square pool with stride = kernel")
+                "neuron folds into the next synapse only with stride = kernel")
     return None
 
 
 @torch.no_grad()
 def _compose_after(syn: NetxLayer, node) -> str | None:
     """Average pooling over currents: fold it into the pending synapse (module docstring)."""
-    reason = _pool_shape_reason(node, need_square=False)
+    reason = _pool_shape_reason(node, need_tiling=False)
     if reason:
         return reason
     if syn.kind != "conv" or syn.dilation != (1, 1):
@@ -114,7 +144,7 @@ def _compose_after(syn: NetxLayer, node) -> str | None:
     w = F.conv_transpose2d(box, syn.weight.reshape(1, co * ci, kk_h, kk_w), stride=syn.stride)
     syn.weight = w.reshape(co, ci, *w.shape[-2:])
     syn.stride = (syn.stride[0] * sh, syn.stride[1] * sw)
-    syn.out_shape = tuple(node.out_shape)
+    syn.out_shape = _as_2d(node.out_shape)
     syn.pooled.append(node.name)
     return None
 
@@ -122,27 +152,29 @@ def _compose_after(syn: NetxLayer, node) -> str | None:
 @torch.no_grad()
 def _fold_before(syn: NetxLayer, pool, flattened: bool) -> str | None:
     """Average pooling over spikes: fold it into the synapse it feeds (module docstring)."""
-    k = pool.attrs["kernel"][0]
+    kh, kw = pool.attrs["kernel"]
     c, h, w = pool.in_shape
     if syn.kind == "conv" and not flattened:
         if syn.dilation != (1, 1) or syn.groups != 1:
             return (f"average pooling '{pool.name}' feeds the dilated or grouped conv "
                     f"'{syn.name}', into which it does not fold")
-        if syn.padding != (0, 0) and (h % k or w % k):
+        if syn.padding != (0, 0) and (h % kh or w % kw):
             return (f"average pooling '{pool.name}' feeds the padded conv '{syn.name}' and its "
-                    f"{h}x{w} map is not a multiple of the pool size {k}, so it does not fold")
-        co, ci, kh, kw = syn.weight.shape
-        wk = F.conv_transpose2d(syn.weight.reshape(co * ci, 1, kh, kw),
-                                torch.full((1, 1, k, k), 1.0 / (k * k), dtype=torch.float64),
-                                stride=k)
+                    f"{h}x{w} map is not a multiple of the pool size {kh}x{kw}, so it does not "
+                    "fold")
+        co, ci, fh, fw = syn.weight.shape
+        wk = F.conv_transpose2d(syn.weight.reshape(co * ci, 1, fh, fw),
+                                torch.full((1, 1, kh, kw), 1.0 / (kh * kw), dtype=torch.float64),
+                                stride=(kh, kw))
         syn.weight = wk.reshape(co, ci, *wk.shape[-2:])
-        syn.stride = (syn.stride[0] * k, syn.stride[1] * k)
-        syn.padding = (syn.padding[0] * k, syn.padding[1] * k)
+        syn.stride = (syn.stride[0] * kh, syn.stride[1] * kw)
+        syn.padding = (syn.padding[0] * kh, syn.padding[1] * kw)
     elif syn.kind == "dense" and flattened:
-        hp, wp = h // k, w // k
+        hp, wp = h // kh, w // kw
         wl = syn.weight.view(syn.weight.shape[0], c, hp, wp)
-        spread = wl.repeat_interleave(k, 2).repeat_interleave(k, 3) / (k * k)
-        syn.weight = F.pad(spread, (0, w - wp * k, 0, h - hp * k)).reshape(syn.weight.shape[0], -1)
+        spread = wl.repeat_interleave(kh, 2).repeat_interleave(kw, 3) / (kh * kw)
+        syn.weight = F.pad(spread, (0, w - wp * kw, 0, h - hp * kh)).reshape(syn.weight.shape[0],
+                                                                              -1)
     else:
         return f"average pooling '{pool.name}' feeds '{syn.name}' in a way that does not fold"
     syn.in_shape = (c * h * w,) if flattened else tuple(pool.in_shape)
@@ -153,10 +185,10 @@ def _fold_before(syn: NetxLayer, pool, flattened: bool) -> str | None:
 def _maxpool_layer(node) -> tuple[NetxLayer | None, str | None]:
     """Max pooling over binary spikes as a depthwise unit-weight conv layer, threshold 1/2."""
     a = node.attrs
-    if a.get("dims") != 2 or a.get("ceil_mode") or a.get("dilation", 1) not in (1, (1, 1)):
-        return None, (f"max pooling '{node.name}' (dims {a.get('dims')}, ceil_mode="
-                      f"{a.get('ceil_mode')}) has no netx form; a 2-D pool with "
-                      "ceil_mode=False over spikes becomes a netx conv layer")
+    if a.get("ceil_mode") or a.get("dilation", 1) not in (1, (1, 1)):
+        return None, (f"max pooling '{node.name}' (ceil_mode={a.get('ceil_mode')}, dilation "
+                      f"{a.get('dilation', 1)}) has no netx form; a pool with ceil_mode=False "
+                      "and no dilation over spikes becomes a netx conv layer")
     c = node.in_shape[0]
     kh, kw = a["kernel"]
     return NetxLayer("conv", node.name, tuple(node.in_shape), tuple(node.out_shape),
@@ -213,12 +245,10 @@ class _Walk:
             self.refuse(f"'{self.syn.name}' feeds '{n.name}' with no spiking neuron between; "
                         f"{HOLDS}")
         self.syn, self.broken, self.norm = None, False, False
-        if not isinstance(n.module, (nn.Conv2d, nn.Linear)):
+        reason = _conv_reason(n) if isinstance(n.module, (nn.Conv1d, nn.Conv2d)) else None
+        if reason:
             self.broken = True
-            self.refuse(f"{type(n.module).__name__} '{n.name}': netx's conv layer is 2-D (the "
-                        "loader reads conv weights as [out, in, kh, kw] over a W x H x C map): "
-                        "use nn.Conv2d with kernel (1, k) on inputs shaped [C, 1, L], or export "
-                        f"with {ELSEWHERE}")
+            self.refuse(reason)
             return
         self.syn = _synapse(n)
         if self.pool is not None:
@@ -228,6 +258,7 @@ class _Walk:
             self.pool, self.flattened = None, False
 
     def pooling(self, n) -> None:
+        n = _pool_2d(n)
         if n.attrs.get("pool") == "avg":
             if self.syn is not None:
                 reason = _compose_after(self.syn, n)
@@ -235,7 +266,7 @@ class _Walk:
                 reason = (f"average pooling '{n.name}' follows the pooling '{self.pool.name}' "
                           "with no synapse between; fold them into one pool")
             else:
-                reason = _pool_shape_reason(n, need_square=True)
+                reason = _pool_shape_reason(n, need_tiling=True)
                 self.pool = n if reason is None else None
             if reason:
                 self.refuse(reason)
@@ -285,7 +316,7 @@ class _Walk:
         syn.weight = syn.weight * scale.view(-1, *([1] * (syn.weight.dim() - 1)))
         syn.bias = syn.bias * scale
         syn.beta, syn.threshold, syn.neuron = beta, 1.0, n.module
-        syn.out_shape = tuple(n.out_shape)
+        syn.out_shape = _as_2d(n.out_shape) if syn.kind == "conv" else tuple(n.out_shape)
         self.layers.append(syn)
 
     def flatten(self, n) -> None:
