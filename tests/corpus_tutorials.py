@@ -243,14 +243,18 @@ class AlphaNet(nn.Module):
 
 
 class LapicqueNet(nn.Module):
-    """``snn.Lapicque``'s docstring: one layer from ``beta``, one from ``R`` and ``C``."""
+    """``snn.Lapicque``'s docstring: one layer from ``beta = 0.5``, one from ``R = 1``,
+    ``C = 1.44`` (its docstring's values; ``time_step`` left at 1)."""
 
     def __init__(self):
         super().__init__()
+        beta = 0.5
+        R = 1
+        C = 1.44
         self.fc1 = nn.Linear(num_inputs, num_hidden)
-        self.lif1 = snn.Lapicque(beta=0.9)
+        self.lif1 = snn.Lapicque(beta=beta)
         self.fc2 = nn.Linear(num_hidden, num_outputs)
-        self.lif2 = snn.Lapicque(R=5.1, C=5e-3, time_step=1e-3)
+        self.lif2 = snn.Lapicque(R=R, C=C)
 
     def forward(self, x):
         mem1 = self.lif1.init_lapicque()
@@ -344,8 +348,9 @@ STYLES = [
               features=True, expect=_e(check="ok-or-refused-at-attach", nir="ok-or-refused",
                                        loihi_sim="ok-or-refused",
                                        convert="converted-if-refused")),
-    # R, C and time_step: snnTorch rounds three products, which one NIR gain may not
-    # reproduce; exact, or a precise refusal listed before training and a conversion
+    # snnTorch derives C = 1 / ln(1/beta) from beta and decays by 1 - 1/(R C) = 1 - ln 2 for
+    # beta = 0.5 (not 0.5); such a decay may not survive NIR's float32 tau = dt / (1 - beta):
+    # exact, or listed before training, refused in one line and converted
     UserStyle("api-lapicque", "snn.Lapicque docstring", LapicqueNet, flat_call, ce_rate_loss,
               features=True, expect=_e(check="ok-or-refused-at-attach", nir="ok-or-refused",
                                        loihi_sim="ok-or-refused",
