@@ -2,13 +2,14 @@
 pooling"):
 
 - a neuron's LI group (``graph/neurons/li_forms``: reset by subtraction, no reset, Lapicque's
-  gain factors), wired as ``feeders -> [P_gain -> P_gain2 -> ...] [P_syn ->] P``; ``P -> P.spike``;
-  ``[P.spike -> P.rec -> P (RSynaptic: P.syn)]``; ``P.spike -> P.reset -> P``. The two edges
-  into ``P`` from ``P.rec`` and ``P.reset`` close cycles (previous step) and are listed in that
+  gain factors), wired as ``feeders -> [P_gain -> P_gain2 -> ...] [P_syn ->] P``; ``P -> P_spike``;
+  ``[P_spike -> P_rec -> P (RSynaptic: P_syn)]``; ``P_spike -> P_reset -> P``. The two edges
+  into ``P`` from ``P_rec`` and ``P_reset`` close cycles (previous step) and are listed in that
   order, the order in which snnTorch adds them: ``((beta U + I) + V S[t-1]) - thr S[t-1]``.
   A recurrent weight with a bias is an ``Affine`` on the cycle (it delivers its bias before
   the first spike too, as snnTorch's ``recurrent(0)`` does), not moved into the feeding
-  synapse, which would add it in another order. Every node carries ``metadata = {"dpap_group": P, "dpap_role": role}``.
+  synapse, which would add it in another order. Every node carries
+  ``metadata = {"dpap_group": P, "dpap_role": role}``.
 - max pooling over binary spikes: ``Q = SumPool2d`` then ``Q_any = IF(v_threshold = 0.5,
   v_reset = 0)`` with unit gain (``r = 1/dt``; under ``"unit-r"``: ``r = 1``, threshold
   ``dt / 2``): the window's spike count ``c >= 0`` is an integer, the IF's membrane is 0 before
@@ -30,7 +31,7 @@ def tag(node: nir.NIRNode, group: str, role: str) -> nir.NIRNode:
 
 def add_group(nodes: dict, edges: list, name: str, group: dict, rec: nir.NIRNode | None,
               feeders: list[str]) -> tuple[str, str, str]:
-    """Add the group's nodes under ``name`` (the membrane) and ``name.<role>``; returns
+    """Add the group's nodes under ``name`` (the membrane) and ``name_<role>``; returns
     ``(input node, membrane node, spike node)``."""
     names = {r: name if r == "mem" else f"{name}_{r}" for r in group}
     for role, node in group.items():

@@ -14,8 +14,8 @@ A population ``P`` becomes a group of nodes (``role: node``):
   ``reset_delay=True`` subtraction (``R[t] = S[t-1]``).
 
 Each LI is checked to read back (``nir_neurons.discretise``, the readers' own float32 constants)
-to the very decay the neuron multiplies by (and an input gain of exactly 1); a value that does not survive
-``tau = dt / (1 - beta)`` in float32 is refused in one line.
+to the very decay the neuron multiplies by (and an input gain of exactly 1); a value that does
+not survive ``tau = dt / (1 - beta)`` in float32 is refused in one line.
 """
 from __future__ import annotations
 

@@ -110,7 +110,8 @@ class LIFFamily(NeuronAdapter):
         if getattr(module, "reset_mechanism", "zero") == "subtract":
             return (f"{cls} uses reset_mechanism='subtract' with reset_delay=False: snnTorch "
                     "then adds the threshold back on a step that does not fire after one whose "
-                    "stored membrane stayed above it, which no NIR node states; use reset_delay=True (the default) to export")
+                    "stored membrane stayed above it, which no NIR node states; use "
+                    "reset_delay=True (the default) to export")
         if self.zero_reset == "never":
             return (f"{cls} uses reset_mechanism='zero': snnTorch zeroes the membrane on the "
                     "step after a spike and drops that step's input, which no NIR node states; "
