@@ -15,10 +15,11 @@ from .errors import DeployabilityWarning, DPAPError, NotDeployableError
 __version__ = "0.1.0"
 _LAZY = {"DPAP": ".dpap", "DPAPConfig": ".dpap", "SurvivalParams": ".dpap", "preset": ".dpap",
          "find_prunable_layers": ".dpap", "TrainConfig": ".train_config", "train": ".training",
-         "check_deployable": ".deployability", "Deployability": ".deployability"}
+         "check_deployable": ".deployability", "Deployability": ".deployability",
+         "make_deployable": ".convert"}
 __all__ = ["DPAP", "DPAPConfig", "SurvivalParams", "preset", "find_prunable_layers",
            "DPAPError", "TrainConfig", "train", "check_deployable", "Deployability",
-           "DeployabilityWarning", "NotDeployableError", "__version__"]
+           "DeployabilityWarning", "NotDeployableError", "make_deployable", "__version__"]
 
 
 def __getattr__(name: str):

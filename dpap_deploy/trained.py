@@ -71,6 +71,9 @@ def load_trained(source: str | Path) -> Trained:
     shape, sample_shape, n_classes = _data_shape(ckpt, cfg)
     with torch.random.fork_rng(devices=[]):
         model, kind = build_model(cfg.model, shape, n_classes)
+    if ckpt.get("conversion"):                 # a make-deployable run: its replaced ops
+        from .convert_run import apply_conversion
+        apply_conversion(model, ckpt["conversion"])
     model.eval()
     example = torch.zeros(2, *sample_shape)
     layers = build_graph(model, example).layers
@@ -110,6 +113,8 @@ _RECORD = {"history": (lambda v: _is_list_of(v, dict), "a list of per-epoch tabl
            "data_shape": (lambda v: v is None or _is_data_shape(v),
                           "a table of input_shape, sample_shape (lists of integers) and n_classes"),
            "dpap": (lambda v: v is None or isinstance(v, dict), "a table (DPAP's state)"),
+           "conversion": (lambda v: v is None or _is_list_of(v, dict),
+                          "a list of replaced modules"),
            "baseline": (lambda v: v is None or isinstance(v, dict), "a table (the baseline's "
                                                                       "state)")}
 
