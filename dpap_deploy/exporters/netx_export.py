@@ -25,8 +25,9 @@ lists every reason netx refuses a model, before any training.
 - CUBA decays on 12 bits (4096 = full decay): ``iDecay = round((1 - alpha) 4096)`` (4096, no
   current memory, for ``snn.Leaky``), ``vDecay = round((1 - beta) 4096)``.
 In fixed point a neuron then computes ``u = u (4096 - iDecay) / 4096 + sum W_q s_in``,
-``v = v (4096 - vDecay) / 4096 + u + bias`` and spikes when ``v > vThMant`` (Lava scales ``u``, bias and threshold by 2^6 alike), i.e. the
-float network with every quantity multiplied by ``s``, up to rounding.
+``v = v (4096 - vDecay) / 4096 + u + bias`` and spikes when ``v > vThMant`` (Lava scales
+``u``, bias and threshold by 2^6 alike), i.e. the float network with every quantity
+multiplied by ``s``, up to rounding.
 """
 from __future__ import annotations
 

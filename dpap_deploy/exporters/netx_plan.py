@@ -7,15 +7,9 @@ float arithmetic is exact; the writer then quantises each layer):
 - a ``Conv2d`` / ``Linear`` and its ``snn.Leaky`` or ``snn.Synaptic``: one layer,
   ``I = W x + b``;
 - **average pooling**, module or functional (``F.avg_pool2d``), is linear and folds into a
-  synapse:
-  - *over currents* (between a synapse and its neuron): ``avgpool_{k,s}(conv_{W,S,P}(x))`` is
-    one convolution with kernel ``(k - 1) S + K``, stride ``S s``, padding ``P`` and weights
-    ``W'[v] = sum_{a < k} W[v - S a] / (k_h k_w)`` (``conv_transpose2d`` of the box filter
-    with ``W``), bias unchanged (the window's weights sum to 1);
-  - *over spikes* (after a neuron, or on the input; square, stride = kernel ``k``, no padding):
-    into the synapse it feeds, as ``compaction.fold`` does: a conv ``(K, S, P)`` becomes
-    ``(K k, S k, P k)`` with ``W'[v] = W[v // k] / k^2``; a ``Linear`` after ``Flatten`` gets
-    each pooled column spread over its ``k x k`` source pixels, divided by ``k^2``;
+  synapse (``netx_pools``): over currents into the conv before it, over spikes (or the input)
+  into the synapse after it;
+- a ``Conv1d`` is the ``Conv2d`` with kernel ``(1, k)`` over the map ``(C, 1, L)``;
 - **max pooling over spikes** (its input is a neuron's binary spikes, through flatten / dropout
   only): a depthwise ``conv`` layer with unit weights over the pool window (the window's
   spike count ``n >= 0``, an integer) and a neuron without memory (``beta = 0``) of threshold
@@ -25,17 +19,18 @@ float arithmetic is exact; the writer then quantises each layer):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import snntorch as snn
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..graph import ModelGraph
 from ..graph.model_graph import FLATTEN, INPUT, NEURON, NORM, OUTPUT, PASS, POOL, SYNAPSE
 from .netx_neurons import ELSEWHERE, neuron_reasons, neuron_values
+from .netx_pools import (as_2d, compose_after, describe, fold_before, pool_2d,
+                         pool_shape_reason)
 
 HOLDS = ("a netx file holds a chain of conv and dense layers, each ending in a spiking CUBA "
          "neuron, and flatten steps")
@@ -72,11 +67,6 @@ def _pair(v) -> tuple[int, int]:
     return (int(v), int(v)) if isinstance(v, int) else tuple(int(x) for x in v)
 
 
-def _as_2d(shape: tuple[int, ...]) -> tuple[int, ...]:
-    """A 1-D map ``(C, L)`` as the 2-D map ``(C, 1, L)`` netx convolves; others unchanged."""
-    return (shape[0], 1, shape[1]) if len(shape) == 2 else tuple(shape)
-
-
 def _conv_reason(node) -> str | None:
     m = node.module
     if m.padding_mode != "zeros" or isinstance(m.padding, str) and m.padding != "valid":
@@ -97,89 +87,11 @@ def _synapse(node) -> NetxLayer:
         return NetxLayer("dense", node.name, tuple(node.in_shape), tuple(node.out_shape), w, b)
     pad = (0,) * w.dim() if m.padding == "valid" else m.padding
     if isinstance(m, nn.Conv1d):
-        return NetxLayer("conv", node.name, _as_2d(node.in_shape), _as_2d(node.out_shape),
+        return NetxLayer("conv", node.name, as_2d(node.in_shape), as_2d(node.out_shape),
                          w.unsqueeze(2), b, (1, m.stride[0]), (0, pad[0]), (1, m.dilation[0]),
                          int(m.groups))
     return NetxLayer("conv", node.name, tuple(node.in_shape), tuple(node.out_shape), w, b,
                      _pair(m.stride), _pair(pad), _pair(m.dilation), int(m.groups))
-
-
-def _pool_2d(node):
-    """``node`` with a 1-D pool's attributes and shapes as the ``(1, k)`` 2-D pool over
-    ``(C, 1, L)`` (the same windows); a 2-D pool unchanged."""
-    a = node.attrs
-    if a.get("dims") != 1:
-        return node
-    two = {**a, "dims": 2, "kernel": (1,) + tuple(a["kernel"]),
-           "stride": (1,) + tuple(a["stride"]), "padding": (0,) + tuple(a["padding"])}
-    return replace(node, attrs=two, in_shapes=[_as_2d(node.in_shape)],
-                   out_shape=_as_2d(node.out_shape))
-
-
-def _pool_shape_reason(node, need_tiling: bool) -> str | None:
-    a, what = node.attrs, _describe(node)
-    k, s, p = a["kernel"], a["stride"], a["padding"]
-    if tuple(p) != (0, 0) or a.get("ceil_mode") or not a.get("exact", True):
-        return (f"average pooling '{node.name}' ({what}, padding {tuple(p)}, ceil_mode="
-                f"{a.get('ceil_mode')}) is not a plain window mean: use padding=0, "
-                "ceil_mode=False and the default divisor to fold it into netx weights")
-    if need_tiling and tuple(k) != tuple(s):
-        return (f"average pooling '{node.name}' (kernel {tuple(k)}, stride {tuple(s)}) after a "
-                "neuron folds into the next synapse only with stride = kernel")
-    return None
-
-
-@torch.no_grad()
-def _compose_after(syn: NetxLayer, node) -> str | None:
-    """Average pooling over currents: fold it into the pending synapse (module docstring)."""
-    reason = _pool_shape_reason(node, need_tiling=False)
-    if reason:
-        return reason
-    if syn.kind != "conv" or syn.dilation != (1, 1):
-        return (f"average pooling '{node.name}' follows '{syn.name}', which is not an undilated "
-                "Conv2d: only a convolution composes with a pool into one netx conv layer")
-    (kh, kw), (sh, sw) = node.attrs["kernel"], node.attrs["stride"]
-    co, ci, kk_h, kk_w = syn.weight.shape
-    box = torch.full((1, 1, kh, kw), 1.0 / (kh * kw), dtype=torch.float64)
-    w = F.conv_transpose2d(box, syn.weight.reshape(1, co * ci, kk_h, kk_w), stride=syn.stride)
-    syn.weight = w.reshape(co, ci, *w.shape[-2:])
-    syn.stride = (syn.stride[0] * sh, syn.stride[1] * sw)
-    syn.out_shape = _as_2d(node.out_shape)
-    syn.pooled.append(node.name)
-    return None
-
-
-@torch.no_grad()
-def _fold_before(syn: NetxLayer, pool, flattened: bool) -> str | None:
-    """Average pooling over spikes: fold it into the synapse it feeds (module docstring)."""
-    kh, kw = pool.attrs["kernel"]
-    c, h, w = pool.in_shape
-    if syn.kind == "conv" and not flattened:
-        if syn.dilation != (1, 1) or syn.groups != 1:
-            return (f"average pooling '{pool.name}' feeds the dilated or grouped conv "
-                    f"'{syn.name}', into which it does not fold")
-        if syn.padding != (0, 0) and (h % kh or w % kw):
-            return (f"average pooling '{pool.name}' feeds the padded conv '{syn.name}' and its "
-                    f"{h}x{w} map is not a multiple of the pool size {kh}x{kw}, so it does not "
-                    "fold")
-        co, ci, fh, fw = syn.weight.shape
-        wk = F.conv_transpose2d(syn.weight.reshape(co * ci, 1, fh, fw),
-                                torch.full((1, 1, kh, kw), 1.0 / (kh * kw), dtype=torch.float64),
-                                stride=(kh, kw))
-        syn.weight = wk.reshape(co, ci, *wk.shape[-2:])
-        syn.stride = (syn.stride[0] * kh, syn.stride[1] * kw)
-        syn.padding = (syn.padding[0] * kh, syn.padding[1] * kw)
-    elif syn.kind == "dense" and flattened:
-        hp, wp = h // kh, w // kw
-        wl = syn.weight.view(syn.weight.shape[0], c, hp, wp)
-        spread = wl.repeat_interleave(kh, 2).repeat_interleave(kw, 3) / (kh * kw)
-        syn.weight = F.pad(spread, (0, w - wp * kw, 0, h - hp * kh)).reshape(syn.weight.shape[0],
-                                                                              -1)
-    else:
-        return f"average pooling '{pool.name}' feeds '{syn.name}' in a way that does not fold"
-    syn.in_shape = (c * h * w,) if flattened else tuple(pool.in_shape)
-    syn.pooled.append(pool.name)
-    return None
 
 
 def _maxpool_layer(node) -> tuple[NetxLayer | None, str | None]:
@@ -212,17 +124,6 @@ def _fed_by_spikes(graph: ModelGraph, node_id: int) -> bool:
     return False
 
 
-def _describe(node) -> str:
-    """``nn.MaxPool2d``'s class name, ``F.max_pool2d`` for a functional pool, else the
-    function's name."""
-    if node.module is not None:
-        return type(node.module).__name__
-    a = node.attrs
-    if node.op == POOL:
-        return f"F.{a.get('pool', 'max')}_pool{a.get('dims', 2)}d"
-    return str(a.get("fn", node.op))
-
-
 class _Walk:
     """State of one pass over the graph's nodes in order."""
 
@@ -252,21 +153,21 @@ class _Walk:
             return
         self.syn = _synapse(n)
         if self.pool is not None:
-            reason = _fold_before(self.syn, self.pool, self.flattened)
+            reason = fold_before(self.syn, self.pool, self.flattened)
             if reason:
                 self.refuse(reason)
             self.pool, self.flattened = None, False
 
     def pooling(self, n) -> None:
-        n = _pool_2d(n)
+        n = pool_2d(n)
         if n.attrs.get("pool") == "avg":
             if self.syn is not None:
-                reason = _compose_after(self.syn, n)
+                reason = compose_after(self.syn, n)
             elif self.pool is not None:
                 reason = (f"average pooling '{n.name}' follows the pooling '{self.pool.name}' "
                           "with no synapse between; fold them into one pool")
             else:
-                reason = _pool_shape_reason(n, need_tiling=True)
+                reason = pool_shape_reason(n, need_tiling=True)
                 self.pool = n if reason is None else None
             if reason:
                 self.refuse(reason)
@@ -277,7 +178,7 @@ class _Walk:
                 self.layers.append(layer)
         else:
             src = "the synapse's graded current" if self.syn is not None else "graded values"
-            reason = (f"max pooling '{n.name}' ({_describe(n)}) takes the maximum of {src}, "
+            reason = (f"max pooling '{n.name}' ({describe(n)}) takes the maximum of {src}, "
                       "not of spikes, and no netx layer computes a maximum (a layer sums "
                       "weighted inputs); max pooling over a neuron's spikes is exact: move the "
                       "pool after the neuron, or let make_deployable replace it by average "
@@ -290,7 +191,7 @@ class _Walk:
         syn, self.syn, norm = self.syn, None, self.norm
         self.norm = False
         if n.adapter is not None and n.adapter.kind != "snn" and n.op == NEURON:
-            self.refuse(f"activation '{n.name}' ({_describe(n)}) is not a spiking neuron; "
+            self.refuse(f"activation '{n.name}' ({describe(n)}) is not a spiking neuron; "
                         f"{HOLDS}")
             return
         reasons = neuron_reasons(n.module, n.name, tuple(n.out_shape),
@@ -316,7 +217,7 @@ class _Walk:
         syn.weight = syn.weight * scale.view(-1, *([1] * (syn.weight.dim() - 1)))
         syn.bias = syn.bias * scale
         syn.beta, syn.threshold, syn.neuron = beta, 1.0, n.module
-        syn.out_shape = _as_2d(n.out_shape) if syn.kind == "conv" else tuple(n.out_shape)
+        syn.out_shape = as_2d(n.out_shape) if syn.kind == "conv" else tuple(n.out_shape)
         self.layers.append(syn)
 
     def flatten(self, n) -> None:
@@ -380,7 +281,7 @@ def plan(graph: ModelGraph, folded: bool = True) -> tuple[list[NetxLayer], list[
             walk.refuse(f"BatchNorm '{n.name}' does not sit between a synapse and its neuron; "
                         "netx folds only such a BatchNorm into the synapse's weights")
         else:
-            walk.refuse(f"layer '{n.name}' ({_describe(n)}) has no netx form; {HOLDS} "
+            walk.refuse(f"layer '{n.name}' ({describe(n)}) has no netx form; {HOLDS} "
                         "(BatchNorm and average pooling fold into the weights, max pooling "
                         "over spikes becomes a layer)")
     walk.finish()
