@@ -404,6 +404,16 @@ def test_blockers_list_every_refusal_and_accept_the_forms():
     assert "'delay'" in found[1] and "remove the delay" in found[1]
     with pytest.raises(UnsupportedModelError, match="lif1.reset"):
         LavaNetwork(g, T)
+    # a refusal the Lava build used to find first (string padding), and a lone Threshold
+    net = Net([1, 6, 6])
+    net.add("conv", nir.Conv2d(input_shape=(6, 6), weight=np.ones((2, 1, 3, 3), np.float32),
+                               stride=1, padding="same", dilation=1, groups=1,
+                               bias=np.zeros(2, np.float32)))
+    net.add("spike", nir.Threshold(threshold=np.ones((2, 6, 6), np.float32)))
+    found = blockers(net.graph([2, 6, 6]), T)
+    assert len(found) == 2, found
+    assert "'conv'" in found[0] and "padding 'same'" in found[0]
+    assert "'spike' (Threshold)" in found[1] and "reset loop" in found[1]
 
 
 def test_model_graph_blockers():
