@@ -333,6 +333,45 @@ def test_the_netx_layers_compute_the_torch_currents_and_spikes(build):
                                    rtol=0, atol=1e-6)
 
 
+class _PoolAfter(nn.Module):
+    """``F.avg_pool2d(conv(x), k, stride)`` -> Leaky -> Linear -> Leaky, random weights."""
+
+    def __init__(self, conv, k, stride, size):
+        super().__init__()
+        self.conv, self.k, self.stride, self.lif1 = conv, k, stride, _leaky()
+        with torch.no_grad():
+            n = F.avg_pool2d(conv(torch.zeros(1, 1, size, size)), k, stride).numel()
+        self.fc, self.lif2 = nn.Linear(n, 10), _leaky()
+
+    def forward(self, x):
+        m1, m2, out = self.lif1.init_leaky(), self.lif2.init_leaky(), []
+        for _ in range(T):
+            s1, m1 = self.lif1(F.avg_pool2d(self.conv(x), self.k, self.stride), m1)
+            s2, m2 = self.lif2(self.fc(s1.flatten(1)), m2)
+            out.append(s2)
+        return torch.stack(out)
+
+
+@pytest.mark.parametrize("conv,k,stride,size", [
+    (nn.Conv2d(1, 3, 3, padding=1), 2, 2, 9), (nn.Conv2d(1, 3, 3, stride=2), 2, 2, 11),
+    (nn.Conv2d(1, 3, (3, 2), padding=(1, 0)), 3, 2, 10), (nn.Conv2d(1, 3, 3), (2, 3), (1, 2), 12)],
+    ids=["padded", "strided", "overlapping", "rectangular"])
+def test_pool_over_currents_composes_exactly_with_any_conv(conv, k, stride, size):
+    """The composed convolution gives the neuron the current snnTorch gives it (float32
+    rounding), for padded and strided convs and overlapping or rectangular pools."""
+    torch.manual_seed(0)
+    model, x = _PoolAfter(conv, k, stride, size).eval(), torch.rand(4, 1, size, size)
+    layers, reasons = plan(build_graph(model, x[:2]))
+    assert reasons == [] and layers[0].pooled == ["avg_pool2d_1"]
+    seen = []
+    h = model.lif1.register_forward_pre_hook(lambda m, a: seen.append(a[0].double()))
+    with torch.no_grad():
+        model(x)
+    h.remove()
+    currents, _ = _float_netx(layers, x)
+    torch.testing.assert_close(currents[0], torch.stack(seen), rtol=0, atol=1e-6)
+
+
 # ------------------------------------------------------------------ refusals, each its reason
 class Any(nn.Module):
     """``conv -> [pool] -> neuron -> flatten -> fc -> [readout]``, own time loop."""
