@@ -152,6 +152,24 @@ def test_membranes_bit_for_bit(kind, tmp_path):
         assert len(chain) == 6          # R, 1/(R C), time_step for each of the two layers
 
 
+@pytest.mark.parametrize("make,wide", [
+    (lambda n: snn.Leaky(beta=0.05 + 0.45 * torch.rand(n, generator=torch.Generator()
+                                                         .manual_seed(n)), learn_beta=True), True),
+    (lambda n: snn.Synaptic(alpha=0.3, beta=0.2), False),    # short decimals: float32 suffices
+    (lambda n: snn.Lapicque(beta=0.5), True),          # its decay is 1 - log 2 = 0.3068...
+], ids=["leaky-per-neuron", "synaptic", "lapicque"])
+def test_decays_below_one_half(make, wide, tmp_path):
+    """Below 0.5 several float32 decays share one float32 tau: the LI then stores a float64
+    tau, which the readers take as it is; the membranes are snnTorch's bit for bit."""
+    torch.manual_seed(0)
+    net = _boost(Net(make, record="mem"), 0)
+    with torch.no_grad():
+        net.fc1.weight.mul_(4.0)
+    _, back, pairs = _roundtrip(net, tmp_path)
+    _assert_identical(pairs, graded=True)
+    assert back.nodes["lif2"].tau.dtype == (np.float64 if wide else np.float32)
+
+
 def test_per_neuron_beta_and_threshold(tmp_path):
     def make(n):
         g = torch.Generator().manual_seed(n)

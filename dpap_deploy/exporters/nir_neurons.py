@@ -20,7 +20,8 @@ sign every step), which no writer means; :func:`decay` refuses it in one line na
 the time constant and the step, with the fix (the step the file was written for: ``--dt``).
 ``beta = 0`` (``tau = dt``, snnTorch's ``beta = 0``) is a neuron without memory and is kept.
 
-**Float32 choice.** snnTorch computes ``mem = beta * mem + input`` in float32 with the float32
+**Float32 choice** (``tau`` stored in float32; a float64 ``tau`` is read directly). snnTorch
+computes ``mem = beta * mem + input`` in float32 with the float32
 ``beta`` its user gave. A writer stores ``tau = dt / (1 - beta)`` in float32, and for
 ``beta < 0.5`` several float32 ``beta`` give the same float32 ``tau``: ``1 - dt/tau`` then
 comes back within a few units in the last place, not exactly (measured: exact for about 2 of 3
@@ -63,13 +64,19 @@ def _candidates(tau32: float, dt: float) -> float:
 
 def decay(tau, dt: float, where: str = "NIR neuron: tau") -> np.ndarray:
     """float32 ``1 - dt/tau`` as the writer meant it (module docstring), element-wise; refused
-    outside ``[0, 1]`` (``where`` names the node and parameter in the message)."""
-    tau = _f32(tau)
+    outside ``[0, 1]`` (``where`` names the node and parameter in the message). A float64
+    ``tau`` (what a writer stores when float32 cannot tell its decay apart, below 0.5) gives
+    ``float32(1 - dt/tau)`` directly."""
+    tau_raw, tau = tau, _f32(tau)
     if np.any(~np.isfinite(tau)) or np.any(tau <= 0):
         raise UnsupportedModelError(f"{where} must be positive and finite, got {tau.min()}; "
                                     "export the network again with positive time constants")
-    uniq, inv = np.unique(tau, return_inverse=True)
-    vals = np.array([_candidates(t, dt) for t in uniq], dtype=np.float32)
+    if np.asarray(tau_raw).dtype == np.float64:     # float64 tau: no ambiguity
+        uniq, inv = np.unique(np.asarray(tau_raw, np.float64), return_inverse=True)
+        vals = (1.0 - dt / uniq).astype(np.float32)
+    else:
+        uniq, inv = np.unique(tau, return_inverse=True)
+        vals = np.array([_candidates(t, dt) for t in uniq], dtype=np.float32)
     if vals.min() < 0:
         t = float(uniq[int(vals.argmin())])
         raise UnsupportedModelError(

@@ -14,8 +14,9 @@ A population ``P`` becomes a group of nodes (``role: node``):
   ``reset_delay=True`` subtraction (``R[t] = S[t-1]``).
 
 Each LI is checked to read back (``nir_neurons.discretise``, the readers' own float32 constants)
-to the very decay the neuron multiplies by (and an input gain of exactly 1); a value that does
-not survive ``tau = dt / (1 - beta)`` in float32 is refused in one line.
+to the very decay the neuron multiplies by (and an input gain of exactly 1): ``tau`` is float32
+where that reads back to the decay, else float64 (below 0.5 several float32 decays share one
+float32 ``tau``); a decay that survives neither is refused in one line.
 """
 from __future__ import annotations
 
@@ -31,19 +32,22 @@ def li(decay: np.ndarray, dt: float, what: str = "beta", unit: bool = False) -> 
     """``nir.LI`` whose discrete step is ``v[t] = decay v[t-1] + x[t]`` exactly (``r = tau/dt``:
     gain 1, which the readers take as exactly 1); ``unit``: ``r = 1`` (gain ``1 - decay``, the
     ``"unit-r"`` encoding: the writer scales the inputs by its inverse)."""
-    decay = np.asarray(decay, np.float64)
-    tau = (dt / (1.0 - decay)).astype(F32)
-    r = np.ones(decay.shape, F32) if unit else (tau.astype(np.float64) / dt).astype(F32)
-    node = nir.LI(tau=tau, r=r, v_leak=np.zeros(decay.shape, F32))
     from ...exporters.nir_neurons import discretise
-    d = discretise(node, dt)
-    back = np.broadcast_to(d.beta, decay.shape)
+    decay = np.asarray(decay, np.float64)
+    for dtype in (F32, np.float64):          # float64 where float32 tau is ambiguous (< 0.5)
+        tau = (dt / (1.0 - decay)).astype(dtype)
+        r = np.ones(decay.shape, dtype) if unit else (tau.astype(np.float64) / dt).astype(dtype)
+        node = nir.LI(tau=tau, r=r, v_leak=np.zeros(decay.shape, F32))
+        d = discretise(node, dt)
+        back = np.broadcast_to(d.beta, decay.shape)
+        if np.array_equal(back, decay.astype(F32)):
+            break
     if not np.array_equal(back, decay.astype(F32)) or (d.gain is not None and not unit):
         bad = decay.astype(F32)[back != decay.astype(F32)].reshape(-1)
         raise UnsupportedModelError(
             f"{what}={float(bad[0]) if bad.size else float(decay.reshape(-1)[0]):.9g} does not "
-            f"survive NIR's tau = dt/(1-{what}) in float32 (it reads back as another float32); "
-            f"use {what} >= 0.5 or a value with a short decimal form (e.g. 0.9)")
+            f"survive NIR's tau = dt/(1-{what}) (it reads back as another float32); use "
+            f"reset_mechanism='zero' (NIR's LIF) or another {what}")
     return node
 
 
