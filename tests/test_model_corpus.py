@@ -203,12 +203,11 @@ def test_stage_expectations_can_fail():
     assert not check_cell_matches("ok", {**base, "blocked": "loihi-sim:1 netx:1"})
 
 
-def test_bench_corpus_resumes_and_writes_atomically(tmp_path, capsys):
+def test_bench_corpus_resumes_and_writes_atomically(tmp_path, monkeypatch):
     """A style already in the CSV is not run again; the table is written from the CSV; a
     styles module that is not there is refused in one line."""
-    import sys
     from pathlib import Path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
     import bench_corpus
     csv_path = tmp_path / "corpus.csv"
     rows = [{"style": s.name, "source": s.source, **{c: "ok" for c in bench_corpus.STAGES},
