@@ -259,3 +259,16 @@ def test_measure_runs_a_class_returning_spk_and_mem():
     want = correct(predictions(spk.mean(0)), y) / len(y)     # the user's own reading
     assert r.accuracy_masked == r.accuracy_compact == want
     assert r.result.model.fc1.out_features < 12 and r.verified_on == 24
+
+
+def test_membrane_of_a_hidden_state_call_is_the_neurons_state():
+    """A hidden-state neuron returns spikes only: its membrane is the state it keeps (the
+    adapter finds none in the output), not None."""
+    import snntorch as snn
+    from dpap_deploy.graph.neurons import adapter_for
+    from dpap_deploy.graph.state import neuron_membrane
+    lif = snn.Leaky(beta=0.5, init_hidden=True)
+    out = lif(torch.full((1, 3), 0.4))
+    assert isinstance(out, torch.Tensor)
+    mem = neuron_membrane(adapter_for(lif), lif, out)
+    assert mem is lif.mem and torch.allclose(mem, torch.full((1, 3), 0.4))

@@ -48,7 +48,7 @@ from . import plasticity, rules, survival
 from .config import DPAPConfig
 from .importance import normalize, spine_importance
 from ..graph import ModelGraph, PrunableLayer, build_graph
-from ..graph.trace import _membrane           # the one reading of a neuron call's membrane
+from ..graph.state import neuron_membrane     # the one reading of a neuron call's membrane
 from .masking import apply_masks, layer_param_masks, layer_stats
 from .traces import population_activity, update_trace
 
@@ -239,7 +239,7 @@ class DPAP:
             if not self._recording():
                 return
             if membrane:
-                out = _membrane(adapter, mod, output)
+                out = neuron_membrane(adapter, mod, output)
             else:
                 out = adapter.spikes(output) if adapter is not None else \
                     (output[0] if isinstance(output, tuple) else output)

@@ -22,8 +22,10 @@ def neuron_membrane(adapter, module: nn.Module, out):
     state a hidden-state neuron keeps (``module.mem``)."""
     fn = getattr(adapter, "membrane", None)
     if fn is not None:
-        return fn(out)
-    if isinstance(out, tuple) and len(out) > 1:
+        mem = fn(out)              # None: the call returned spikes only (init_hidden)
+        if mem is not None:
+            return mem
+    elif isinstance(out, tuple) and len(out) > 1:
         return out[-1]
     return getattr(module, "mem", None)
 

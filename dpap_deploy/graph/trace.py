@@ -410,7 +410,6 @@ def _trace(model, x, tracer: _Tracer, event: bool) -> ModelGraph:
                       output_membrane=membrane, input_indexed=tracer.indexed and steps == 1)
 
 
-_membrane = neuron_membrane          # the one reading of a neuron call's membrane (state.py)
 
 
 def _output_node(tracer: _Tracer, result) -> tuple[int, bool]:
