@@ -76,13 +76,15 @@ def _conv_reason(node) -> str | None:
     return None
 
 
-def _synapse(node) -> NetxLayer:
+def _synapse(node, weights: bool = True) -> NetxLayer:
     """The layer of a ``Conv2d``, ``Conv1d`` (a ``Conv2d`` with kernel ``(1, k)`` over the map
-    ``(C, 1, L)``: the same sums) or ``Linear``."""
+    ``(C, 1, L)``: the same sums) or ``Linear``; ``weights=False``: the module's own weight
+    tensor, not copied (a structure-only pass)."""
     m = node.module
-    w = m.weight.detach().cpu().double()
-    b = m.bias.detach().cpu().double() if m.bias is not None else torch.zeros(w.shape[0],
-                                                                             dtype=torch.float64)
+    w = m.weight.detach()
+    w = w.cpu().double() if weights else w
+    b = (m.bias.detach().cpu().double() if m.bias is not None
+         else torch.zeros(w.shape[0], dtype=torch.float64))
     if isinstance(m, nn.Linear):
         return NetxLayer("dense", node.name, tuple(node.in_shape), tuple(node.out_shape), w, b)
     pad = (0,) * w.dim() if m.padding == "valid" else m.padding
@@ -127,8 +129,8 @@ def _fed_by_spikes(graph: ModelGraph, node_id: int) -> bool:
 class _Walk:
     """State of one pass over the graph's nodes in order."""
 
-    def __init__(self, graph: ModelGraph, folded: bool):
-        self.graph, self.folded = graph, folded
+    def __init__(self, graph: ModelGraph, folded: bool, weights: bool = True):
+        self.graph, self.folded, self.weights = graph, folded, weights
         self.layers: list[NetxLayer] = []
         self.reasons: list[str] = []
         self.syn: NetxLayer | None = None       # synapse waiting for its neuron
@@ -151,9 +153,9 @@ class _Walk:
             self.broken = True
             self.refuse(reason)
             return
-        self.syn = _synapse(n)
+        self.syn = _synapse(n, self.weights)
         if self.pool is not None:
-            reason = fold_before(self.syn, self.pool, self.flattened)
+            reason = fold_before(self.syn, self.pool, self.flattened, self.weights)
             if reason:
                 self.refuse(reason)
             self.pool, self.flattened = None, False
@@ -162,7 +164,7 @@ class _Walk:
         n = pool_2d(n)
         if n.attrs.get("pool") == "avg":
             if self.syn is not None:
-                reason = compose_after(self.syn, n)
+                reason = compose_after(self.syn, n, self.weights)
             elif self.pool is not None:
                 reason = (f"average pooling '{n.name}' follows the pooling '{self.pool.name}' "
                           "with no synapse between; fold them into one pool")
@@ -211,13 +213,16 @@ class _Walk:
                         "layer's bias to the membrane: use bias=False (and no BatchNorm) in "
                         "the synapse")
             return
+        syn.out_shape = as_2d(n.out_shape) if syn.kind == "conv" else tuple(n.out_shape)
+        if not self.weights:                    # structure only: the layer is not written
+            self.layers.append(syn)
+            return
         alpha, beta, thr = neuron_values(n.module, tuple(n.out_shape))
         syn.raw_bias, syn.row_scale, syn.alpha = syn.bias, 1.0 / thr, alpha
         scale = torch.as_tensor(syn.row_scale)
         syn.weight = syn.weight * scale.view(-1, *([1] * (syn.weight.dim() - 1)))
         syn.bias = syn.bias * scale
         syn.beta, syn.threshold, syn.neuron = beta, 1.0, n.module
-        syn.out_shape = as_2d(n.out_shape) if syn.kind == "conv" else tuple(n.out_shape)
         self.layers.append(syn)
 
     def flatten(self, n) -> None:
@@ -254,12 +259,18 @@ class _Walk:
                         f"{HOLDS}")
 
 
-def plan(graph: ModelGraph, folded: bool = True) -> tuple[list[NetxLayer], list[str]]:
+def plan(graph: ModelGraph, folded: bool = True,
+         weights: bool | None = None) -> tuple[list[NetxLayer], list[str]]:
     """The netx layers of ``graph`` and every reason netx refuses it (one line each; the
     layers are meaningful only when there is none). ``folded``: BatchNorm is folded already
     (the deployment graph); otherwise a BatchNorm between a synapse and its neuron is taken
-    as folded later."""
-    walk, cons = _Walk(graph, folded), graph.consumers()
+    as folded later. ``weights=False``: a structure-only pass for the reasons (the same ones:
+    no reason depends on a folded or scaled weight); its layers have shapes, strides and
+    padding but hold the modules' unfolded, unscaled weights, not the file's. ``None`` (the
+    default): ``folded`` (the deployment graph is planned for writing, the user's graph, as
+    ``netx_export.blockers`` plans it, for its reasons only)."""
+    weights = folded if weights is None else weights
+    walk, cons = _Walk(graph, folded, weights), graph.consumers()
     for n in graph.nodes:
         if n.op in (INPUT, OUTPUT, PASS):
             continue

@@ -68,19 +68,59 @@ def pool_shape_reason(node, need_tiling: bool) -> str | None:
 
 
 @torch.no_grad()
-def compose_after(syn, node) -> str | None:
-    """Average pooling over currents: fold it into the pending synapse (module docstring)."""
+def pool_after_conv(weight: torch.Tensor, stride: tuple[int, int],
+                    kernel: tuple[int, int]) -> torch.Tensor:
+    """The kernel of ``avgpool_kernel(conv_{weight, stride}(x))`` as one convolution (stride
+    ``stride * pool stride``, padding unchanged): ``W'[v] = sum_{a < k} W[v - S a] / (k_h k_w)``,
+    of shape ``[Co, Ci, (k_h - 1) S_h + K_h, (k_w - 1) S_w + K_w]``; summed in float64, then
+    rounded once to ``weight``'s dtype."""
+    kh, kw = kernel
+    co, ci, fh, fw = weight.shape
+    box = torch.full((1, 1, kh, kw), 1.0 / (kh * kw), dtype=torch.float64, device=weight.device)
+    w = F.conv_transpose2d(box, weight.double().reshape(1, co * ci, fh, fw), stride=tuple(stride))
+    return w.reshape(co, ci, *w.shape[-2:]).to(weight.dtype)
+
+
+@torch.no_grad()
+def pool_before_conv(weight: torch.Tensor, kernel: tuple[int, int]) -> torch.Tensor:
+    """The kernel of ``conv_weight(avgpool_kernel(x))`` (pool stride = kernel) as one
+    convolution on the unpooled map (stride and padding times the kernel):
+    ``W'[v] = W[v // k] / (k_h k_w)``, shape ``[Co, Ci, K_h k_h, K_w k_w]``."""
+    kh, kw = kernel
+    co, ci, fh, fw = weight.shape
+    box = torch.full((1, 1, kh, kw), 1.0 / (kh * kw), dtype=torch.float64, device=weight.device)
+    wk = F.conv_transpose2d(weight.double().reshape(co * ci, 1, fh, fw), box, stride=(kh, kw))
+    return wk.reshape(co, ci, *wk.shape[-2:]).to(weight.dtype)
+
+
+@torch.no_grad()
+def pool_before_dense(weight: torch.Tensor, in_shape: tuple[int, int, int],
+                      kernel: tuple[int, int]) -> torch.Tensor:
+    """The weight of ``linear(flatten(avgpool_kernel(x)))`` (pool stride = kernel) on the
+    flattened unpooled map ``in_shape = (C, H, W)``: each pooled column spread over its
+    ``k_h x k_w`` source pixels, divided by ``k_h k_w``; rows and columns the pool drops get
+    zero weights. Shape ``[O, C H W]``."""
+    (c, h, w), (kh, kw) = in_shape, kernel
+    hp, wp = h // kh, w // kw
+    wl = weight.double().view(weight.shape[0], c, hp, wp)
+    spread = wl.repeat_interleave(kh, 2).repeat_interleave(kw, 3) / (kh * kw)
+    return F.pad(spread, (0, w - wp * kw, 0, h - hp * kh)).reshape(weight.shape[0],
+                                                                    -1).to(weight.dtype)
+
+
+@torch.no_grad()
+def compose_after(syn, node, weights: bool = True) -> str | None:
+    """Average pooling over currents: fold it into the pending synapse (module docstring).
+    ``weights=False``: shapes and strides only (the weights are left as they are)."""
     reason = pool_shape_reason(node, need_tiling=False)
     if reason:
         return reason
     if syn.kind != "conv" or syn.dilation != (1, 1):
         return (f"average pooling '{node.name}' follows '{syn.name}', which is not an undilated "
                 "Conv2d: only a convolution composes with a pool into one netx conv layer")
-    (kh, kw), (sh, sw) = node.attrs["kernel"], node.attrs["stride"]
-    co, ci, kk_h, kk_w = syn.weight.shape
-    box = torch.full((1, 1, kh, kw), 1.0 / (kh * kw), dtype=torch.float64)
-    w = F.conv_transpose2d(box, syn.weight.reshape(1, co * ci, kk_h, kk_w), stride=syn.stride)
-    syn.weight = w.reshape(co, ci, *w.shape[-2:])
+    sh, sw = node.attrs["stride"]
+    if weights:
+        syn.weight = pool_after_conv(syn.weight, syn.stride, node.attrs["kernel"])
     syn.stride = (syn.stride[0] * sh, syn.stride[1] * sw)
     syn.out_shape = as_2d(node.out_shape)
     syn.pooled.append(node.name)
@@ -88,8 +128,9 @@ def compose_after(syn, node) -> str | None:
 
 
 @torch.no_grad()
-def fold_before(syn, pool, flattened: bool) -> str | None:
-    """Average pooling over spikes: fold it into the synapse it feeds (module docstring)."""
+def fold_before(syn, pool, flattened: bool, weights: bool = True) -> str | None:
+    """Average pooling over spikes: fold it into the synapse it feeds (module docstring).
+    ``weights=False``: shapes, strides and padding only (the weights are left as they are)."""
     kh, kw = pool.attrs["kernel"]
     c, h, w = pool.in_shape
     if syn.kind == "conv" and not flattened:
@@ -100,19 +141,13 @@ def fold_before(syn, pool, flattened: bool) -> str | None:
             return (f"average pooling '{pool.name}' feeds the padded conv '{syn.name}' and its "
                     f"{h}x{w} map is not a multiple of the pool size {kh}x{kw}, so it does not "
                     "fold")
-        co, ci, fh, fw = syn.weight.shape
-        wk = F.conv_transpose2d(syn.weight.reshape(co * ci, 1, fh, fw),
-                                torch.full((1, 1, kh, kw), 1.0 / (kh * kw), dtype=torch.float64),
-                                stride=(kh, kw))
-        syn.weight = wk.reshape(co, ci, *wk.shape[-2:])
+        if weights:
+            syn.weight = pool_before_conv(syn.weight, (kh, kw))
         syn.stride = (syn.stride[0] * kh, syn.stride[1] * kw)
         syn.padding = (syn.padding[0] * kh, syn.padding[1] * kw)
     elif syn.kind == "dense" and flattened:
-        hp, wp = h // kh, w // kw
-        wl = syn.weight.view(syn.weight.shape[0], c, hp, wp)
-        spread = wl.repeat_interleave(kh, 2).repeat_interleave(kw, 3) / (kh * kw)
-        syn.weight = F.pad(spread, (0, w - wp * kw, 0, h - hp * kh)).reshape(syn.weight.shape[0],
-                                                                              -1)
+        if weights:
+            syn.weight = pool_before_dense(syn.weight, (c, h, w), (kh, kw))
     else:
         return f"average pooling '{pool.name}' feeds '{syn.name}' in a way that does not fold"
     syn.in_shape = (c * h * w,) if flattened else tuple(pool.in_shape)
