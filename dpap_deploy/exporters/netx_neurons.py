@@ -47,6 +47,23 @@ def _population(module: nn.Module, attr: str, shape: tuple[int, ...]) -> np.ndar
         return None
 
 
+def computes_leaky(module: nn.Module) -> bool:
+    """Whether ``module`` computes exactly ``snn.Leaky``'s step: ``snn.Leaky`` itself, the
+    replacements ``make_deployable`` puts in (``convert_neurons.LeakyForSynaptic``,
+    ``LeakyForAlpha``, ``LeakyForLapicque``: ``snn.Leaky`` subclasses that only change the call
+    signature and return ``snn.Leaky.forward``'s values), or an ``snn.Leaky`` subclass whose
+    class sets ``leaky_dynamics = True``. Other subclasses (``snn.DeltaLeaky``) compute
+    something else and are not taken."""
+    cls = type(module)
+    if cls is snn.Leaky:
+        return True
+    if not isinstance(module, snn.Leaky):
+        return False
+    from ..convert_neurons import LeakyForAlpha, LeakyForLapicque, LeakyForSynaptic
+    return cls in (LeakyForSynaptic, LeakyForAlpha, LeakyForLapicque) or \
+        getattr(cls, "leaky_dynamics", False) is True
+
+
 def _reset_reason(label: str, module: nn.Module) -> str | None:
     mech = getattr(module, "reset_mechanism", "subtract")
     if mech == "subtract":
@@ -107,7 +124,7 @@ def neuron_reasons(module: nn.Module, name: str, shape: tuple[int, ...], conv: b
     if isinstance(module, snn.Synaptic):
         return _reset_and_delay(label, module) + _values_reasons(label, module, shape, conv,
                                                                  ("alpha", "beta"))
-    if type(module) is not snn.Leaky:
+    if not computes_leaky(module):
         return [f"{label} is not a neuron netx computes: netx layers end in a CUBA neuron, "
                 "which this exporter takes from snn.Leaky and snn.Synaptic with "
                 f"reset_mechanism='zero'; export with {ELSEWHERE}"]
