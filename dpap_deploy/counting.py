@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .compaction.fold import _pair
-from .graph import ModelGraph, build_graph, outputs
+from .graph import ModelGraph, batch_len, build_graph, outputs
 from .graph.model_graph import NEURON, POOL, SYNAPSE
 
 PJ_PER_AC = 0.9
@@ -113,7 +113,8 @@ def count_ops(model: nn.Module, x: torch.Tensor, time_steps: int | None = None,
     kind, layers = graph.kind, graph.layers
     mult = _spike_multiplicity(graph)
     spiking_input = _spiking_inputs(graph)
-    report = OpsReport(samples=len(x))
+    samples = batch_len(x, graph.time_axis)       # along the batch axis, never time
+    report = OpsReport(samples=samples)
     cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
     hooks = []
     for layer in layers:
@@ -142,7 +143,7 @@ def count_ops(model: nn.Module, x: torch.Tensor, time_steps: int | None = None,
     finally:
         for h in hooks:
             h.remove()
-    n = max(len(x), 1)
+    n = max(samples, 1)
     for row in report.layers:
         for k in ("synops", "synops_dense", "macs", "macs_dense"):
             setattr(row, k, getattr(row, k) / n)

@@ -10,13 +10,15 @@ import torch
 from torch import nn
 
 from .errors import ConfigError
+from .graph.time_axis import batch_slice
 from .metrics import correct as n_correct, output_activity, predictions
 from .neurons import run_snn
 
 
 def model_output(model: nn.Module, x: torch.Tensor, kind: str, time_steps: int,
-                 executor=None, observer=None) -> torch.Tensor:
-    """SNN: firing rate ``[B, classes]`` over ``time_steps``; ANN: logits. With a multi-step
+                 executor=None, observer=None, time_axis: int | None = None) -> torch.Tensor:
+    """SNN: firing rate ``[B, classes]`` over ``time_steps`` (over the frames of an input with a
+    ``time_axis``: 1 ``[B, T, ...]``, 0 ``[T, B, ...]``); ANN: logits. With a multi-step
     ``executor`` (``dpap_deploy.executor.MultiStep``) the window runs layer by layer, and DPAP
     (``observer``) takes its traces from the executor instead of its hooks."""
     if kind == "snn":
@@ -25,7 +27,7 @@ def model_output(model: nn.Module, x: torch.Tensor, kind: str, time_steps: int,
                 with observer.windows():
                     return executor.run(x, time_steps, observer).mean(0)
             return executor.run(x, time_steps).mean(0)
-        return run_snn(model, x, time_steps).mean(0)
+        return run_snn(model, x, time_steps, time_axis=time_axis).mean(0)
     if x.dim() == 5:
         raise ConfigError("event frames [N, T, C, H, W] need a spiking model (an snn-* model)")
     return model(x)
@@ -34,12 +36,15 @@ def model_output(model: nn.Module, x: torch.Tensor, kind: str, time_steps: int,
 @torch.no_grad()
 def evaluate_outputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, kind: str,
                      time_steps: int, device: torch.device,
-                     batch_size: int = 512, executor=None) -> tuple[float, dict]:
+                     batch_size: int = 512, executor=None,
+                     time_axis: int | None = None) -> tuple[float, dict]:
     """Accuracy (ties and silence wrong) and the output activity (:func:`output_activity`;
-    for an ANN only ``tie_fraction`` means something)."""
+    for an ANN only ``tie_fraction`` means something). ``time_axis``: the input's, as for
+    ``build_graph``; batches are cut along the batch axis (``batch_slice``), never time."""
     was = model.training
     model.eval()
-    outs = [model_output(model, x[i:i + batch_size].to(device), kind, time_steps, executor).cpu()
+    outs = [model_output(model, batch_slice(x, time_axis, i, i + batch_size).to(device), kind,
+                         time_steps, executor, time_axis=time_axis).cpu()
             for i in range(0, len(y), batch_size)]
     model.train(was)
     out = torch.cat(outs) if outs else torch.zeros(0, 1)
@@ -47,6 +52,7 @@ def evaluate_outputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, kind: s
 
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, kind: str, time_steps: int,
-             device: torch.device, batch_size: int = 512) -> float:
+             device: torch.device, batch_size: int = 512, time_axis: int | None = None) -> float:
     """Test accuracy; a sample whose outputs tie (e.g. all silent) counts as wrong."""
-    return evaluate_outputs(model, x, y, kind, time_steps, device, batch_size)[0]
+    return evaluate_outputs(model, x, y, kind, time_steps, device, batch_size,
+                            time_axis=time_axis)[0]

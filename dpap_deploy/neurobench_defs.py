@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from .counting import fanout
-from .graph import ModelGraph, adapter_for, build_graph, outputs
+from .graph import ModelGraph, adapter_for, batch_len, build_graph, outputs
 
 SYNAPSES = (nn.Linear, nn.Conv1d, nn.Conv2d)
 ACTIVATIONS = (nn.ReLU, nn.Sigmoid)
@@ -64,7 +64,8 @@ def neurobench_metrics(model: nn.Module, x: torch.Tensor, time_steps: int | None
     """NeuroBench's metrics of ``model`` on ``x`` (see the module's docstring); with labels
     ``y`` also NeuroBench's accuracy beside ours."""
     footprint = footprint_bytes(model)
-    graph = graph or build_graph(model, x[:2])
+    graph = graph or build_graph(model, x)       # two samples along the batch axis
+    samples = batch_len(x, graph.time_axis)
     ops = {"acs": 0.0, "macs": 0.0, "dense": 0.0}
     active = [0, 0]                # non-zero outputs, all outputs of the neuron layers
     cache: dict = {}
@@ -96,10 +97,10 @@ def neurobench_metrics(model: nn.Module, x: torch.Tensor, time_steps: int | None
     finally:
         for h in hooks:
             h.remove()
-    n = max(len(x), 1)
+    n = max(samples, 1)
     weights = [m.weight for m in model.modules() if isinstance(m, SYNAPSES)]
     n_w = sum(w.numel() for w in weights)
-    acc = _accuracies(out, y[:len(x)], graph.kind) if y is not None else {}
+    acc = _accuracies(out, y[:samples], graph.kind) if y is not None else {}
     return {
         "effective_acs": ops["acs"] / n, "effective_macs": ops["macs"] / n,
         "dense_ops": ops["dense"] / n,
@@ -112,5 +113,5 @@ def neurobench_metrics(model: nn.Module, x: torch.Tensor, time_steps: int | None
                        "(parameters and persistent buffers)"
                        + ("; accuracy: argmax of the spike counts (ANN: logits), a tie to the "
                           "lowest class; accuracy_ties_wrong: ours, a tie wrong" if acc else ""),
-        "measured_on": f"{len(x)} test samples",
+        "measured_on": f"{samples} test samples",
     }

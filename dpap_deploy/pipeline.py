@@ -91,7 +91,7 @@ def _compact(trained, source: Path, out: Path, data, render: bool = True, log=No
     from .training import HISTORY
     mark_export_stale(out)
     m = compact_and_measure(trained.model, trained.kind, trained.masks, data.x_test, data.y_test,
-                            trained.cfg.time_steps, log=log)
+                            trained.cfg.time_steps, log=log, time_axis=_time_axis(data))
     meta = {"dataset": trained.cfg.dataset, "model": trained.cfg.model,
             "time_steps": trained.cfg.time_steps, "input_shape": list(trained.input_shape),
             "n_classes": trained.n_classes}
@@ -240,11 +240,20 @@ def check_before_training(cfg, target: str, data) -> None:
     from .zoo import build_model
     with torch.random.fork_rng(devices=[]):
         model, _ = build_model(cfg.model, data.input_shape, data.n_classes)
-    result = check_graph(build_graph(model, data.x_train[:2]), [target], cfg.time_steps)
+    # two samples (batch first: a dataset's frames are [N, T, ...]; frames binned on demand
+    # are not a tensor, so they are cut here rather than by build_graph)
+    result = check_graph(build_graph(model, data.x_train[:2], time_axis=_time_axis(data)),
+                         [target], cfg.time_steps)
     if not result.ok:
         raise result.refusal(f"model {cfg.model!r} was not trained and nothing was written; "
                              "fix each, or check it first with 'dpap-deploy check' / "
                              "check_deployable()")
+
+
+def _time_axis(data) -> int | None:
+    """A dataset's time axis: its event frames are batch first ``[N, T, C, H, W]`` (1);
+    images have none."""
+    return 1 if data.is_sequence else None
 
 
 # Names of the stages before they were four (kept for scripts that call them).

@@ -8,10 +8,12 @@ from ..graph import ModelGraph, build_graph, outputs
 from ..metrics import accuracy, agreement, output_activity, predictions
 
 
-def torch_spikes(model, x: torch.Tensor, time_steps: int) -> np.ndarray:
+def torch_spikes(model, x: torch.Tensor, time_steps: int,
+                 time_axis: int | None = None) -> np.ndarray:
     """``[N, T, classes]`` output spikes of an snnTorch model or its ``ModelGraph``
-    (evaluation mode)."""
-    graph = model if isinstance(model, ModelGraph) else build_graph(model, x[:2])
+    (evaluation mode); ``x`` in the model's own layout (``time_axis``: as for ``build_graph``;
+    a graph's own axis is used for a graph)."""
+    graph = model if isinstance(model, ModelGraph) else build_graph(model, x, time_axis=time_axis)
     out = outputs(graph, x, time_steps)
     return out.reshape(out.shape[0], out.shape[1], -1).permute(1, 0, 2).cpu().numpy()
 

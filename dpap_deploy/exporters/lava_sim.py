@@ -35,7 +35,7 @@ def export(job: ExportJob, out: Path) -> ExportResult:
     graph = read_nir(path, job.time_steps)
     net = LavaNetwork(graph, job.time_steps)
     t0 = time.perf_counter()
-    got = net.run(x.numpy(), log=job.log)
+    got = net.run(job.per_sample(x).numpy(), log=job.log)    # [N, ...] or frames [N, T, ...]
     wall = time.perf_counter() - t0
     ref = torch_spikes(fgraph, x, job.time_steps)
     got = got.reshape(got.shape[0], got.shape[1], -1)
@@ -49,7 +49,7 @@ def export(job: ExportJob, out: Path) -> ExportResult:
     return ExportResult(TARGET, [path.name], par["accuracy"], par, passed=passed,
                         details={"lava_config": "Loihi2SimCfg(select_tag='floating_pt')",
                                  "lava_layers": [f"{l.name}:{l.kind}{list(l.shape)}" for l in net.layers],
-                                 "lava_steps": len(x) * job.time_steps, "lava_wall_s": wall,
+                                 "lava_steps": len(y) * job.time_steps, "lava_wall_s": wall,
                                  "synapses": net.synapses, "synapses_lava": net.synapses,
                                  "synapses_nir": nir_synapses(graph)})
 

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from ..atomic import atomic_buffer
-from ..graph import ModelGraph, build_graph, outputs
+from ..graph import ModelGraph, batch_slice, build_graph, outputs
 from ..errors import UnsupportedModelError
 from ..lava_compat import import_lava_runtime
 from ._compare import spike_parity, torch_spikes
@@ -111,7 +111,7 @@ def _max_input_currents(graph: ModelGraph, layers: list[NetxLayer], x: torch.Ten
 def write_netx(model: nn.Module | ModelGraph, x: torch.Tensor, path: Path, time_steps: int) -> dict:
     """Write the folded SNN (or its graph) as a netx HDF5 file; returns the quantisation summary."""
     import h5py
-    graph = model if isinstance(model, ModelGraph) else build_graph(model, x[:2])
+    graph = model if isinstance(model, ModelGraph) else build_graph(model, x)
     seq = _layers(graph)
     peaks = _max_input_currents(graph, seq, x, time_steps)
     summary, first = [], True
@@ -121,8 +121,8 @@ def write_netx(model: nn.Module | ModelGraph, x: torch.Tensor, path: Path, time_
     if input_flat:
         seq = seq[1:]
     # a 1-D input (C, L) of a Conv1d is the map (C, 1, L) netx convolves (``netx_plan``)
-    in_shape = [int(np.prod(x.shape[1:]))] if input_flat else \
-        list(seq[0].in_shape if seq and seq[0].kind == "conv" else x.shape[1:])
+    in_shape = [int(np.prod(graph.input_shape))] if input_flat else \
+        list(seq[0].in_shape if seq and seq[0].kind == "conv" else graph.input_shape)
     with atomic_buffer(path) as buf, h5py.File(buf, "w") as f:   # see nir_export.write_nir
         group = f.create_group("layer")
         g0 = group.create_group("0")
@@ -209,7 +209,8 @@ def deployment_graph(job: ExportJob) -> ModelGraph:
         return job.deployment_graph()
     from ..compaction import fold_for_deployment
     x, _ = job.samples()
-    return fold_for_deployment(job.model, x[:64], time_steps=job.time_steps,
+    return fold_for_deployment(job.model, batch_slice(x, job.time_axis, 0, 64),
+                               time_steps=job.time_steps,
                                graph=job.model_graph(), fold_pools=False)[1]
 
 
@@ -218,8 +219,10 @@ def export(job: ExportJob, out: Path) -> ExportResult:
     folded = deployment_graph(job)
     path = Path(out) / "network.net"
     quant = write_netx(folded, x, path, job.time_steps)
-    x_in = x.reshape(len(x), *quant["input_shape"])      # flat, or (C, 1, L) for a Conv1d
-    loading = loading_parameters(INPUT_BITS, job.time_steps, list(x_in.shape[1:]))
+    xs = job.per_sample(x)                    # [N, ...], or frames [N, T, ...]
+    lead = xs.shape[:2] if xs.dim() == len(folded.input_shape) + 2 else xs.shape[:1]
+    x_in = xs.reshape(*lead, *quant["input_shape"])      # flat, or (C, 1, L) for a Conv1d
+    loading = loading_parameters(INPUT_BITS, job.time_steps, list(quant["input_shape"]))
     extra_files = write_loading_files(path, loading)
     t0 = time.perf_counter()
     got = run_netx(path, x_in.numpy(), job.time_steps)

@@ -25,6 +25,7 @@ import numpy as np
 from ..compaction import fold_for_deployment
 from ..atomic import atomic_buffer
 from ..errors import ConfigError, DPAPError, UnsupportedModelError
+from ..graph.time_axis import batch_slice
 from ._compare import graded_parity, graded_passed, spike_parity, torch_spikes
 from .base import ExportJob, ExportResult
 from .nir_checks import metadata_time_steps, read_checked, sign
@@ -62,7 +63,8 @@ def write_nir(job: ExportJob, path: Path, fold_pools: bool = False):
     """Fold BatchNorm (and with ``fold_pools`` average pooling), write the NIR file in the
     job's encoding (``job_encoding``); returns ``(path, folded model graph)``."""
     x, _ = job.samples()
-    _, fgraph = fold_for_deployment(job.model, x[:64], time_steps=job.time_steps,
+    _, fgraph = fold_for_deployment(job.model, batch_slice(x, job.time_axis, 0, 64),
+                                    time_steps=job.time_steps,
                                     graph=job.model_graph(), fold_pools=fold_pools)
     graph = sign(to_nir(fgraph, time_steps=job.time_steps, **job_encoding(job)))
     # Written in memory, then atomically: a killed export leaves no half-written .nir, and
@@ -90,7 +92,7 @@ def export(job: ExportJob, out: Path) -> ExportResult:
     path, fgraph = write_nir(job, Path(out) / "network.nir")
     graph = read_nir(path, job.time_steps)
     ref = torch_spikes(fgraph, x, job.time_steps)
-    got = run_reference(graph, x.numpy(), job.time_steps)
+    got = run_reference(graph, job.per_sample(x).numpy(), job.time_steps)
     got = got.reshape(got.shape[0], got.shape[1], -1)
     if getattr(fgraph, "readout", "spikes") == "spikes":
         par = spike_parity(ref, got, y.numpy())
