@@ -24,7 +24,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .compaction.fold import _pair
 from .graph import ModelGraph, batch_len, build_graph, outputs
 from .graph.model_graph import NEURON, POOL, SYNAPSE
 
@@ -54,7 +53,7 @@ def fanout(layer: nn.Module, in_shape: tuple[int, ...], nonzero: bool = True) ->
     # input; the real input is the window [pad, pad + size). (Passing padding= instead would
     # crop symmetrically and lose the last row when the stride leaves a remainder.)
     full = F.conv_transpose2d(ones, support, stride=layer.stride, dilation=layer.dilation)[0]
-    ph, pw = _pair(layer.padding)
+    ph, pw = (layer.padding,) * 2 if isinstance(layer.padding, int) else layer.padding
     fo = full[:, ph:ph + h, pw:pw + wd]
     return F.pad(fo, (0, wd - fo.shape[2], 0, h - fo.shape[1]))  # never reached: fan-out 0
 
