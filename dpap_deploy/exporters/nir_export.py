@@ -115,13 +115,23 @@ def nir_synapses(graph: nir.NIRGraph) -> int:
 
 def blockers(graph, time_steps: int | None = None, encoding: str = "gain") -> list[str]:
     """Every reason ``nir`` would refuse ``graph`` (one line each, every node at once),
-    computed from the graph and the modules alone (nothing runs)."""
+    computed from the graph and the modules alone (nothing runs): the node-level reasons, and
+    when there are none, whatever building the NIR graph itself refuses (nir's type check)."""
     out = []
     if graph.kind != "snn":
         out.append("NIR export takes spiking networks; for an ANN use --target onnx")
     if time_steps is not None and (not isinstance(time_steps, int) or time_steps < 1):
         out.append(f"time_steps must be a positive integer, got {time_steps!r}")
-    return out + (node_blockers(graph, encoding) if graph.kind == "snn" else [])
+    if graph.kind != "snn":
+        return out
+    nodes = node_blockers(graph, encoding)
+    if nodes:
+        return out + nodes
+    # Nothing refused node by node: build the NIR graph (weights only, nothing runs) so that
+    # what only nir's own type check sees is listed too.
+    steps = time_steps if isinstance(time_steps, int) and time_steps >= 1 else 1
+    why = _refusal(lambda: to_nir(graph, time_steps=steps, encoding=encoding))
+    return out + ([why] if why else [])
 
 
 def _refusal(fn) -> str | None:

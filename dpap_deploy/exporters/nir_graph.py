@@ -400,4 +400,9 @@ def to_nir(model: nn.Module | ModelGraph, example_input: torch.Tensor | None = N
     meta = {"producer": "dpap-deploy", "dt": DT, "time_steps": int(time_steps),
             "encoding": "direct (input current repeated every step)",
             "neuron_encoding": encoding, "pooling": pooling}
-    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta)
+    try:                                      # nir checks the shapes along every edge
+        return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta)
+    except ValueError as exc:
+        raise UnsupportedModelError(
+            f"NIR's type check refuses the graph ({exc}): an operation's output shape is "
+            "not what the next node takes; report the model (this is a missing check)") from None

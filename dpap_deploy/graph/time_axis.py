@@ -54,15 +54,23 @@ def frame(x: torch.Tensor, time_axis: int | None, t: int) -> torch.Tensor:
 
 
 def index_axis(key) -> int | None:
-    """The time axis an indexing of the input reads: ``x[t]`` -> 0, ``x[:, t]`` -> 1, else
-    ``None`` (an integer index selects one step; a slice keeps the axis)."""
+    """The time axis an indexing of the input reads: ``x[t]``, ``x[t, :]``, ``x[t, ...]`` -> 0;
+    ``x[:, t]``, ``x[:, t, :]``, ``x[:, t, ...]`` -> 1; else ``None`` (an integer index selects
+    one step; a slice keeps the axis; an index that also cuts another axis is no time step)."""
     def is_int(k) -> bool:
         return (isinstance(k, int) and not isinstance(k, bool)) or \
             (isinstance(k, torch.Tensor) and k.dim() == 0 and not k.is_floating_point()
              and k.dtype != torch.bool)
+    def is_full(k) -> bool:
+        return k is Ellipsis or k == slice(None)
     if is_int(key):
         return 0
-    if isinstance(key, tuple) and len(key) >= 2 and key[0] == slice(None) and is_int(key[1]):
+    if not isinstance(key, tuple) or not key:
+        return None
+    if is_int(key[0]) and all(is_full(k) for k in key[1:]):
+        return 0
+    if len(key) >= 2 and key[0] == slice(None) and is_int(key[1]) \
+            and all(is_full(k) for k in key[2:]):
         return 1
     return None
 

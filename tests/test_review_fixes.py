@@ -1,0 +1,101 @@
+"""Review fixes in the graph, NIR and Lava paths: each test reproduces one finding (a model
+written the way users write it) and checks the result against snnTorch itself."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import snntorch as snn
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dpap_deploy.errors import UnsupportedModelError
+from dpap_deploy.exporters import nir_export
+from dpap_deploy.exporters.nir_graph import to_nir
+from dpap_deploy.exporters.nir_torch import run_reference
+from dpap_deploy.graph import build_graph
+from dpap_deploy.graph.time_axis import index_axis
+
+T = 4
+
+
+def snn_spikes(net: nn.Module, x: torch.Tensor) -> np.ndarray:
+    """The model's own loop output ``[T, B, ...]`` as ``[B, T, ...]``."""
+    with torch.no_grad():
+        return net(x).transpose(0, 1).numpy()
+
+
+def nir_spikes(net: nn.Module, x: torch.Tensor, per_sample: torch.Tensor | None = None,
+               **kw) -> np.ndarray:
+    """The NIR file's spikes (torch reference executor), sample first ``[B, T, ...]``."""
+    graph = build_graph(net, x, **kw)
+    got = run_reference(to_nir(graph, time_steps=T), (x if per_sample is None
+                                                      else per_sample).numpy(), T)
+    return got
+
+
+# -- finding 1: a time-first loop indexing x[step, :] / x[t, ...] ------------------------------
+
+@pytest.mark.parametrize("key, axis", [
+    (3, 0), ((3, slice(None)), 0), ((3, Ellipsis), 0), ((3, slice(None), slice(None)), 0),
+    ((slice(None), 2), 1), ((slice(None), 2, slice(None)), 1), ((slice(None), 2, Ellipsis), 1),
+    ((3, slice(0, 2)), None), ((slice(None), 2, 1), None), (slice(0, 2), None),
+    ((slice(None), slice(None)), None)])
+def test_index_axis_forms(key, axis):
+    assert index_axis(key) == axis
+
+
+class TimeFirstColon(nn.Module):
+    """snnTorch's spikegen layout ``[T, B, F]`` read as ``x[step, :]`` / ``x[step, ...]``."""
+
+    def __init__(self, index):
+        super().__init__()
+        self.index = index
+        self.fc1 = nn.Linear(10, 12)
+        self.lif1 = snn.Leaky(beta=0.9)
+        self.fc2 = nn.Linear(12, 4)
+        self.lif2 = snn.Leaky(beta=0.9)
+
+    def forward(self, x):
+        mem1, mem2 = self.lif1.reset_mem(), self.lif2.reset_mem()
+        rec = []
+        for step in range(x.size(0)):
+            xi = x[step, :] if self.index == "colon" else x[step, ...]
+            spk1, mem1 = self.lif1(self.fc1(xi), mem1)
+            spk2, mem2 = self.lif2(self.fc2(spk1), mem2)
+            rec.append(spk2)
+        return torch.stack(rec)
+
+
+@pytest.mark.parametrize("index", ["colon", "ellipsis"])
+def test_time_first_colon_loop_exports_exactly(index):
+    torch.manual_seed(3)
+    net = TimeFirstColon(index).eval()
+    with torch.no_grad():
+        net.fc2.weight.mul_(3)
+    x = (torch.rand(T, 6, 10) < 0.5).float() * 2            # [T, B, F]
+    graph = build_graph(net, x)
+    assert graph.time_axis == 0 and graph.steps_per_call == T and graph.input_shape == (10,)
+    assert nir_export.blockers(graph, T) == []
+    ref = snn_spikes(net, x)
+    got = nir_spikes(net, x, per_sample=x.transpose(0, 1))
+    assert ref.mean() > 0.1
+    np.testing.assert_array_equal(got.reshape(ref.shape), ref)
+
+
+def test_nir_type_check_refusal_is_a_blocker_and_one_line(monkeypatch):
+    """What only nir's own type check refuses is listed by blockers() and raised as an
+    UnsupportedModelError (not nir's ValueError)."""
+    import nir
+
+    torch.manual_seed(3)
+    net = TimeFirstColon("colon").eval()
+    graph = build_graph(net, torch.rand(T, 2, 10), time_axis=0)
+
+    def refuse(*a, **k):
+        raise ValueError("Type inference error: type mismatch")
+    monkeypatch.setattr(nir, "NIRGraph", refuse)
+    with pytest.raises(UnsupportedModelError, match="type check"):
+        to_nir(graph, time_steps=T)
+    found = nir_export.blockers(graph, T)
+    assert len(found) == 1 and "type check" in found[0]
