@@ -99,3 +99,68 @@ def test_nir_type_check_refusal_is_a_blocker_and_one_line(monkeypatch):
         to_nir(graph, time_steps=T)
     found = nir_export.blockers(graph, T)
     assert len(found) == 1 and "type check" in found[0]
+
+
+# -- finding 2 (and the minor one): decays of 1 under reset to zero ----------------------------
+
+class OneLayer(nn.Module):
+    """``fc`` -> one neuron population, snnTorch's own loop over a static input."""
+
+    def __init__(self, neuron: nn.Module, n_in: int = 3, n_out: int = 4):
+        super().__init__()
+        self.fc = nn.Linear(n_in, n_out, bias=False)
+        self.lif = neuron
+
+    def forward(self, x):
+        state, rec = None, []
+        for _ in range(T):
+            out = self.lif(self.fc(x)) if state is None else self.lif(self.fc(x), *state)
+            state, spk = out[1:], out[0]
+            rec.append(spk)
+        return torch.stack(rec)
+
+
+def _synaptic(alpha, beta):
+    return snn.Synaptic(alpha=alpha, beta=beta, reset_mechanism="zero", reset_delay=False)
+
+
+@pytest.mark.parametrize("attr", ["alpha", "beta"])
+def test_synaptic_decay_one_zero_reset_refused_in_one_line(attr):
+    """snnTorch clamps a learned alpha / beta to 1; CubaLIF has no finite tau for it."""
+    decays = {"alpha": 0.5, "beta": 0.5, attr: 1.0}
+    net = OneLayer(_synaptic(**decays)).eval()
+    graph = build_graph(net, torch.rand(2, 3))
+    found = nir_export.blockers(graph, T)
+    assert len(found) == 1 and f"{attr}=1" in found[0] and "clamp" in found[0]
+    with pytest.raises(UnsupportedModelError, match=f"{attr}=1"):
+        to_nir(graph, time_steps=T)
+
+
+def test_synaptic_decay_next_to_one_is_exact():
+    """The largest float32 decay below 1 is written as a finite tau that reads back to itself
+    (it was clipped to 1 - 1e-7, and the decoder divided by zero on the candidate 1.0)."""
+    from dpap_deploy.exporters.nir_neurons import discretise
+    near_one = float(np.nextafter(np.float32(1), np.float32(0)))
+    torch.manual_seed(0)
+    net = OneLayer(_synaptic(near_one, 0.75)).eval()
+    with torch.no_grad():
+        net.fc.weight.uniform_(0.1, 0.6)
+    x = torch.rand(8, 3)
+    nir_graph = to_nir(build_graph(net, x), time_steps=T)
+    (node,) = [n for n in nir_graph.nodes.values() if type(n).__name__ == "CubaLIF"]
+    d = discretise(node, 1e-4)
+    assert np.all(d.alpha == np.float32(near_one)) and np.all(d.beta == np.float32(0.75))
+    ref = snn_spikes(net, x)
+    got = run_reference(nir_graph, x.numpy(), T).reshape(ref.shape)
+    assert ref.mean() > 0.05
+    np.testing.assert_array_equal(got, ref)
+
+
+def test_leaky_mixed_beta_one_refusal_names_the_fix():
+    beta = torch.tensor([0.9, 1.02, 0.8, 0.7])            # a learned beta drifted past 1
+    net = OneLayer(snn.Leaky(beta=beta, learn_beta=True, reset_mechanism="zero")).eval()
+    graph = build_graph(net, torch.rand(2, 3))
+    found = nir_export.blockers(graph, T)
+    assert len(found) == 1 and "1 of 4" in found[0] and "clamp" in found[0]
+    with pytest.raises(UnsupportedModelError, match="keep every beta below 1"):
+        to_nir(graph, time_steps=T)

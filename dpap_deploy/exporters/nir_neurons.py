@@ -58,6 +58,7 @@ def _candidates(tau32: float, dt: float) -> float:
     ours = lambda b: np.float32(dt / (1.0 - float(b))) == tau32  # noqa: E731
     theirs = lambda b: np.float32(np.float32(dt) / (np.float32(1) - b)) == tau32  # noqa: E731
     cands += [np.float32(0.0)]                        # tau == dt: beta = 0 exactly
+    cands = [b for b in cands if b < 1]               # a decay of 1 has no finite tau
     ok = [b for b in cands if ours(b) or theirs(b)] or [c]
     return min(ok, key=lambda b: (len(np.format_float_positional(b, unique=True)), abs(float(b) - est)))
 

@@ -17,7 +17,6 @@ import nir
 import numpy as np
 import snntorch as snn
 
-from ...errors import UnsupportedModelError
 from . import register
 from .lif_common import LIFFamily
 from .li_forms import group
@@ -42,9 +41,8 @@ class Leaky(LIFFamily):
         if np.all(beta == 1.0):
             r = 1.0 if encoding == "unit-r" else 1.0 / dt
             return nir.IF(r=np.full(shape, r, dtype=np.float32), v_threshold=vth, v_reset=zeros)
-        if np.any(beta == 1.0):
-            raise UnsupportedModelError("a Leaky population mixes beta = 1 (IF) and beta < 1 "
-                                        "(LIF) neurons, which no single NIR node holds")
+        # every beta < 1 here: a population mixing beta = 1 and beta < 1 is refused by
+        # check_nir (decay_blockers), with its fix
         tau = dt / (1.0 - beta)
         r = np.ones(shape) if encoding == "unit-r" else tau / dt
         return nir.LIF(tau=tau.astype(np.float32), r=r.astype(np.float32),

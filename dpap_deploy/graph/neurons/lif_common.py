@@ -144,17 +144,39 @@ class LIFFamily(NeuronAdapter):
         return out
 
     def decay_blockers(self, module: nn.Module, cls: str) -> list[str]:
-        """Decays that NIR's LI (``tau = dt / (1 - beta)``) cannot hold: ``beta = 1`` without
-        reset to zero (zero reset with beta = 1 is NIR's ``IF``)."""
-        if self.form(module) in ("subtract", "none"):
-            names = ("alpha", "beta") if self.synaptic else ("beta",)
-            for attr in names:
-                v = torch.as_tensor(getattr(module, attr)).detach().clamp(0, 1)
-                if bool((v == 1).any()):
-                    mech = getattr(module, "reset_mechanism", "zero")
-                    return [f"{cls} has {attr}=1 with reset_mechanism='{mech}': NIR's leaky "
-                            "integrator (LI) needs a decay below 1 and NIR has no integrator "
-                            f"without reset; use {attr} < 1 or reset_mechanism='zero' to export"]
+        """Decays (snnTorch clamps them to ``[0, 1]``) that NIR cannot hold:
+
+        - ``beta = 1`` (or ``alpha = 1``) without reset to zero: NIR's LI needs
+          ``tau = dt / (1 - beta)`` finite (zero reset with ``beta = 1`` is NIR's ``IF``);
+        - reset to zero, synaptic (``CubaLIF``): ``alpha = 1`` or ``beta = 1`` (both time
+          constants must be finite; NIR has no current-based integrate-and-fire);
+        - reset to zero, Leaky / RLeaky: ``beta = 1`` for some neurons and ``< 1`` for others
+          (``IF`` and ``LIF`` in one population, which no single NIR node holds)."""
+        form = self.form(module)
+        mech = getattr(module, "reset_mechanism", "zero")
+        names = ("alpha", "beta") if self.synaptic else ("beta",)
+        learned = ("a learned decay drifts to 1 unless kept below it: clamp it after each "
+                   "optimizer step, e.g. lif.{a}.data.clamp_(max=0.999)")
+        for attr in names:
+            v = torch.as_tensor(getattr(module, attr)).detach().clamp(0, 1)
+            ones = v == 1
+            if not bool(ones.any()):
+                continue
+            if form in ("subtract", "none"):
+                return [f"{cls} has {attr}=1 with reset_mechanism='{mech}': NIR's leaky "
+                        "integrator (LI) needs a decay below 1 and NIR has no integrator "
+                        f"without reset; use {attr} < 1 or reset_mechanism='zero' to export "
+                        f"({learned.format(a=attr)})"]
+            if form == "zero" and self.synaptic:
+                return [f"{cls} has {attr}=1 with reset_mechanism='zero': NIR's CubaLIF needs "
+                        f"decays below 1 (tau = dt / (1 - {attr}) finite) and NIR has no "
+                        f"current-based integrate-and-fire; use {attr} < 1 to export "
+                        f"({learned.format(a=attr)})"]
+            if form == "zero" and not bool(ones.all()):
+                return [f"{cls} has beta=1 (IF) for {int(ones.sum())} of {ones.numel()} "
+                        "neurons and beta < 1 (LIF) for the others, which no single NIR node "
+                        "holds; keep every beta below 1 or set beta=1 for all to export "
+                        f"({learned.format(a=attr)})"]
         return []
 
     def check_nir(self, module: nn.Module, name: str = "") -> None:

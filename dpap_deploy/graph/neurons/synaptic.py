@@ -41,8 +41,10 @@ class Synaptic(LIFFamily):
                          np.clip(self.values(module, "beta", shape), 0, 1).astype(f), vth,
                          alpha=np.clip(self.values(module, "alpha", shape), 0, 1).astype(f),
                          encoding=encoding)
-        alpha = np.clip(self.values(module, "alpha", shape), 0.0, 1.0 - 1e-7)
-        beta = np.clip(self.values(module, "beta", shape), 0.0, 1.0 - 1e-7)
+        # snnTorch clamps both decays to [0, 1]; a decay of 1 is refused by check_nir
+        # (decay_blockers), so every tau below is finite and maps back to the decay itself
+        alpha = np.clip(self.values(module, "alpha", shape), 0.0, 1.0)
+        beta = np.clip(self.values(module, "beta", shape), 0.0, 1.0)
         tau_syn, tau_mem = dt / (1.0 - alpha), dt / (1.0 - beta)
         unit = encoding == "unit-r"
         r, w_in = (np.ones(shape), np.ones(shape)) if unit else (tau_mem / dt, tau_syn / dt)
