@@ -78,7 +78,9 @@ def blockers(target: str, graph, time_steps: int | None = None) -> list[str]:
     refusal (``UnsupportedModelError``) is the one blocker it can tell: ``nir``, the NIR graph
     (``nir_graph.to_nir``); ``loihi-sim``, that graph planned as a Lava network
     (``nir_to_lava.LavaNetwork``: layouts, delays, neuron constants; no Lava process is made or
-    run). A target taking the other kind of model (SNN / ANN) has that one blocker. A check that fails otherwise (a bug) is a
+    run); ``netx``, the layer chain of the netx file (``netx_export._layers``) with BatchNorm
+    and average pooling taken as folded, as the export folds them. A target taking the other
+    kind of model (SNN / ANN) has that one blocker. A check that fails otherwise (a bug) is a
     blocker saying so: a model is never called deployable because its check crashed."""
     mod = exporter(target)
     if graph.kind not in mod.KINDS:
@@ -113,7 +115,26 @@ def _dry_lava(graph, steps: int) -> None:
     LavaNetwork(_dry_nir(graph, steps), steps)       # plans only: no process is built or run
 
 
-_DRY_BUILDS = {"nir": _dry_nir, "loihi-sim": _dry_lava}
+def _dry_netx(graph, steps: int) -> None:
+    from .netx_export import _layers
+    _layers(_folded_view(graph))
+
+
+def _folded_view(graph):
+    """``graph`` with its BatchNorm nodes and exact 2-d average pools as pass-through nodes
+    (ids kept): the structure of the network the netx export folds them into."""
+    from dataclasses import replace as copy
+    from ..graph.model_graph import NORM, PASS, POOL
+
+    def folded(n) -> bool:
+        a = n.attrs
+        return n.op == NORM or (n.op == POOL and a.get("pool") == "avg" and a.get("dims") == 2
+                                and a.get("exact", True) and not a.get("ceil_mode"))
+    nodes = [copy(n, op=PASS, module=None, attrs={}) if folded(n) else n for n in graph.nodes]
+    return copy(graph, nodes=nodes, layers=list(graph.layers))
+
+
+_DRY_BUILDS = {"nir": _dry_nir, "loihi-sim": _dry_lava, "netx": _dry_netx}
 
 
 def export(target: str, job: ExportJob, out: str | Path, log=None) -> ExportResult:
