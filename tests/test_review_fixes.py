@@ -164,3 +164,83 @@ def test_leaky_mixed_beta_one_refusal_names_the_fix():
     assert len(found) == 1 and "1 of 4" in found[0] and "clamp" in found[0]
     with pytest.raises(UnsupportedModelError, match="keep every beta below 1"):
         to_nir(graph, time_steps=T)
+
+
+# -- finding 4: functional pooling options -----------------------------------------------------
+
+@pytest.mark.parametrize("fn, args, kwargs, module", [
+    ("avg_pool2d", (3, 2, 1, False, False), {}, nn.AvgPool2d(3, 2, 1, False, False)),
+    ("avg_pool2d", (3,), {"stride": 2, "padding": 1, "count_include_pad": False},
+     nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)),
+    ("avg_pool2d", (2, 2, 0, True), {}, nn.AvgPool2d(2, 2, 0, True)),
+    ("avg_pool2d", (2,), {"divisor_override": 3}, nn.AvgPool2d(2, divisor_override=3)),
+    ("avg_pool2d", (2,), {"count_include_pad": False}, nn.AvgPool2d(2, count_include_pad=False)),
+    ("max_pool2d", (2, 2, 0, 2), {}, nn.MaxPool2d(2, 2, 0, 2)),
+    ("max_pool2d", (2,), {"dilation": 2, "ceil_mode": True},
+     nn.MaxPool2d(2, dilation=2, ceil_mode=True)),
+    ("max_pool2d", (3, 1, 1), {}, nn.MaxPool2d(3, 1, 1))])
+def test_functional_pool_attrs_match_the_module(fn, args, kwargs, module):
+    """A functional pool records what its module twin records, positional or keyword."""
+    from dpap_deploy.graph.trace_ops import _pool_attrs, _pool_fn_attrs
+    x = torch.zeros(1, 1, 8, 8)
+    assert _pool_fn_attrs(fn, (x,) + args, kwargs) == _pool_attrs(module)
+
+
+class SpikePool(nn.Module):
+    """conv -> Leaky -> a functional pool of its spikes -> fc -> Leaky."""
+
+    def __init__(self, pool, pooled: int):
+        super().__init__()
+        self.pool = pool
+        self.conv = nn.Conv2d(1, 2, 3, padding=1)
+        self.lif1 = snn.Leaky(beta=0.5, reset_mechanism="zero")
+        self.fc = nn.Linear(2 * pooled * pooled, 3)
+        self.lif2 = snn.Leaky(beta=0.5, reset_mechanism="zero", threshold=0.5)
+
+    def forward(self, x):
+        m1, m2 = self.lif1.reset_mem(), self.lif2.reset_mem()
+        rec = []
+        for _ in range(T):
+            s1, m1 = self.lif1(self.conv(x), m1)
+            s2, m2 = self.lif2(self.fc(self.pool(s1).flatten(1)), m2)
+            rec.append(s2)
+        return torch.stack(rec)
+
+
+def _spike_pool(pool, pooled):
+    torch.manual_seed(7)
+    net = SpikePool(pool, pooled).eval()
+    with torch.no_grad():
+        net.conv.weight.mul_(2)
+        net.fc.weight.mul_(4)
+        net.fc.bias.fill_(0.3)
+    return net
+
+
+@pytest.mark.parametrize("pool, pooled, what", [
+    (lambda s: F.avg_pool2d(s, 3, stride=2, padding=1, count_include_pad=False), 4,
+     "count_include_pad"),
+    (lambda s: F.avg_pool2d(s, 3, 2, 1, False, False), 4, "count_include_pad"),
+    (lambda s: F.max_pool2d(s, 2, dilation=2), 3, "dilation"),
+    (lambda s: F.max_pool2d(s, 2, 2, 0, 2), 3, "dilation")])
+def test_inexact_functional_pools_are_refused_before_export(pool, pooled, what):
+    net = _spike_pool(pool, pooled)
+    graph = build_graph(net, torch.rand(2, 1, 8, 8))
+    found = nir_export.blockers(graph, T)
+    assert len(found) == 1 and what in found[0] and "use " in found[0]
+    with pytest.raises(UnsupportedModelError, match=what):
+        to_nir(graph, time_steps=T)
+
+
+@pytest.mark.parametrize("pool, pooled", [
+    (lambda s: F.avg_pool2d(s, 3, stride=2, padding=1), 4),          # padding counted: exact
+    (lambda s: F.avg_pool2d(s, 2, count_include_pad=False), 4),       # no padding: plain mean
+    (lambda s: F.max_pool2d(s, 2, 2, 0, 1), 4)])
+def test_exact_functional_pools_export_exactly(pool, pooled):
+    net = _spike_pool(pool, pooled)
+    x = torch.rand(8, 1, 8, 8) * 2
+    assert nir_export.blockers(build_graph(net, x), T) == []
+    ref = snn_spikes(net, x)
+    got = nir_spikes(net, x).reshape(ref.shape)
+    assert 0.05 < ref.mean() < 0.95
+    np.testing.assert_array_equal(got, ref)

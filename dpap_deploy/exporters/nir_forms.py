@@ -59,11 +59,12 @@ def max_pool(n, encoding: str, dt: float, fed_by_spikes: bool) -> tuple[nir.NIRN
             f"'{n.name}' is a max pooling over currents (its input is not a neuron's spikes): "
             "NIR has no max pool and max over graded values has no exact form; pool after the "
             "neuron (spikes), use average pooling, or convert with make_deployable")
-    dil = getattr(n.module, "dilation", 1) if n.module is not None else 1
-    if a.get("dims") != 2 or a.get("ceil_mode") or dil not in (1, (1, 1), [1, 1]):
+    dil = tuple(np.atleast_1d(a.get("dilation", 1)).tolist())
+    if a.get("dims") != 2 or a.get("ceil_mode") or any(d != 1 for d in dil):
         raise UnsupportedModelError(
             f"max pooling '{n.name}' ({a.get('dims')}-d, ceil_mode={a.get('ceil_mode')}, "
-            f"dilation={dil}) has no NIR form; NIR's SumPool2d is 2-d, floor mode, no dilation")
+            f"dilation={tuple(dil)}) has no NIR form; NIR's SumPool2d is 2-d, floor mode, no "
+            "dilation: use a 2-d max pool with dilation=1 and ceil_mode=False to export")
     shape = tuple(n.out_shape)
     unit = encoding == "unit-r"
     pool = nir.SumPool2d(kernel_size=np.array(a["kernel"]), stride=np.array(a["stride"]),

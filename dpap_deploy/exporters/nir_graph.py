@@ -87,8 +87,10 @@ def _pool_node(n) -> nir.NIRNode:
             "pooling (nn.AvgPool2d) and retrain to export")
     if a.get("dims") != 2 or a.get("ceil_mode") or not a.get("exact", True):
         raise UnsupportedModelError(
-            f"average pooling '{n.name}' ({a.get('dims')}-d, ceil_mode={a.get('ceil_mode')}) has "
-            "no NIR node; NIR's AvgPool2d is 2-d, floor mode, padding counted as zeros")
+            f"average pooling '{n.name}' ({a.get('dims')}-d, ceil_mode={a.get('ceil_mode')}"
+            f"{'' if a.get('exact', True) else ', not a plain window mean: count_include_pad=False with padding or a divisor_override'}"
+            ") has no NIR node; NIR's AvgPool2d is 2-d, floor mode, padding counted as zeros: "
+            "use ceil_mode=False, the default count_include_pad=True and no divisor_override")
     return nir.AvgPool2d(kernel_size=np.array(a["kernel"]), stride=np.array(a["stride"]),
                          padding=np.array(a["padding"]))
 

@@ -26,29 +26,57 @@ def _pair(v, n: int = 2) -> tuple[int, ...]:
     return (int(v),) * n
 
 
+def _dilation(v, n: int):
+    """A pool's dilation as torch's modules hold it: an int for 1-d, a pair for 2-d."""
+    d = _pair(v, n)
+    return d[0] if n == 1 else d
+
+
+def _exact_avg(padding: tuple[int, ...], count_include_pad, divisor_override) -> bool:
+    """An average pool is a plain window mean (``sum / (kh kw)``, padding counted as zeros):
+    ``count_include_pad=False`` divides by fewer near a padded edge (the same without padding);
+    ``divisor_override`` divides by another number."""
+    return divisor_override is None and (count_include_pad is not False or not any(padding))
+
+
 def _pool_attrs(m: nn.Module) -> dict:
     n = 1 if isinstance(m, (nn.AvgPool1d, nn.MaxPool1d)) else 2
     k = _pair(m.kernel_size, n)
-    return {"pool": "max" if isinstance(m, (nn.MaxPool1d, nn.MaxPool2d)) else "avg",
+    pad = _pair(m.padding, n)
+    is_max = isinstance(m, (nn.MaxPool1d, nn.MaxPool2d))
+    return {"pool": "max" if is_max else "avg",
             "kernel": k, "stride": _pair(m.stride or m.kernel_size, n),
-            "padding": _pair(m.padding, n), "dims": n,
+            "padding": pad, "dims": n,
+            "dilation": _dilation(m.dilation if is_max else 1, n),
             "ceil_mode": bool(m.ceil_mode),
-            "exact": not getattr(m, "count_include_pad", True) is False
-            and getattr(m, "divisor_override", None) is None}
+            "exact": is_max or _exact_avg(pad, getattr(m, "count_include_pad", True),
+                                          getattr(m, "divisor_override", None))}
+
+
+# torch.nn.functional's pooling signatures (after ``input``), positional order
+_MAX_ARGS = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
+_AVG_ARGS = ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad",
+             "divisor_override")
 
 
 def _pool_fn_attrs(name: str, args, kwargs) -> dict:
+    """The attributes of a functional pooling call, given positionally or by keyword:
+    ``F.max_pool2d(x, k, stride, padding, dilation, ceil_mode)``,
+    ``F.avg_pool2d(x, k, stride, padding, ceil_mode, count_include_pad, divisor_override)``."""
     n = 1 if "1d" in name else 2
-    names = ["input", "kernel_size", "stride", "padding"]
-    vals = dict(zip(names, args))
-    vals.update({k: v for k, v in kwargs.items() if k in names})
+    is_max = "max" in name
+    vals = dict(zip(_MAX_ARGS if is_max else _AVG_ARGS, args[1:]))
+    vals.update(kwargs)
     k = _pair(vals.get("kernel_size", 2), n)
     s = vals.get("stride")
-    return {"pool": "max" if "max" in name else "avg", "kernel": k,
+    pad = _pair(vals.get("padding", 0), n)
+    return {"pool": "max" if is_max else "avg", "kernel": k,
             "stride": _pair(s, n) if s not in (None, [], ()) else k,
-            "padding": _pair(vals.get("padding", 0), n), "dims": n,
-            "ceil_mode": bool(kwargs.get("ceil_mode", False)),
-            "exact": kwargs.get("divisor_override") is None}
+            "padding": pad, "dims": n,
+            "dilation": _dilation(vals.get("dilation", 1) if is_max else 1, n),
+            "ceil_mode": bool(vals.get("ceil_mode", False)),
+            "exact": is_max or _exact_avg(pad, vals.get("count_include_pad", True),
+                                          vals.get("divisor_override"))}
 
 
 def _stash_hooks(model: nn.Module) -> list:
