@@ -244,3 +244,64 @@ def test_exact_functional_pools_export_exactly(pool, pooled):
     got = nir_spikes(net, x).reshape(ref.shape)
     assert 0.05 < ref.mean() < 0.95
     np.testing.assert_array_equal(got, ref)
+
+
+# -- finding 5: a uniform CubaLIF fed by a biased Linear in Lava --------------------------------
+
+class DeepSynaptic(nn.Module):
+    """Three default ``nn.Linear`` (with bias) -> ``snn.Synaptic`` (zero reset, reset_delay=False,
+    one alpha / beta per layer) layers in snnTorch's own loop."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.ModuleList([nn.Linear(10, 12), nn.Linear(12, 12), nn.Linear(12, 4)])
+        self.lif = nn.ModuleList([snn.Synaptic(alpha=0.7, beta=0.8, reset_mechanism="zero",
+                                               reset_delay=False) for _ in range(3)])
+
+    def forward(self, x):
+        state, rec = [None] * 3, []
+        for _ in range(T):
+            h = x
+            for i in range(3):
+                out = self.lif[i](self.fc[i](h)) if state[i] is None else \
+                    self.lif[i](self.fc[i](h), *state[i])
+                state[i], h = out[1:], out[0]
+            rec.append(h)
+        return torch.stack(rec)
+
+
+def _deep_synaptic():
+    torch.manual_seed(9)
+    net = DeepSynaptic().eval()
+    with torch.no_grad():
+        for fc in net.fc:
+            fc.weight.mul_(3)
+            fc.bias.uniform_(-0.3, 0.6)
+    return net
+
+
+def test_uniform_cubalif_after_a_biased_linear_runs_in_lava_exactly():
+    from dpap_deploy.exporters import lava_sim
+    from dpap_deploy.exporters.nir_to_lava import LavaNetwork
+    net = _deep_synaptic()
+    x = torch.rand(6, 10) * 3
+    graph = build_graph(net, x)
+    assert lava_sim.blockers(graph, T) == []
+    nir_graph = to_nir(graph, time_steps=T)
+    lava = LavaNetwork(nir_graph, T)
+    assert all(p["own"] for p in lava.neuron.values())      # the bias goes into the current
+    ref = snn_spikes(net, x)
+    got = lava.run(x.numpy()).reshape(ref.shape)
+    assert ref.mean() > 0.1
+    np.testing.assert_array_equal(got, ref)
+
+
+def test_a_refused_cubalif_bias_is_one_message(monkeypatch):
+    """Where Lava's LIFReset still meets a biased CubaLIF, the bias is refused once, not again
+    as 'a bias that feeds a node that is not a neuron'."""
+    from dpap_deploy.exporters import lava_groups
+    from dpap_deploy.exporters.nir_to_lava import blockers as lava_blockers
+    monkeypatch.setattr(lava_groups, "_biased_input", lambda top, name: False)
+    nir_graph = to_nir(build_graph(_deep_synaptic(), torch.rand(2, 10)), time_steps=T)
+    found = lava_blockers(nir_graph, T)
+    assert len(found) == 3 and all("receives the bias" in f for f in found), found

@@ -18,7 +18,9 @@ than Lava's ``LIFReset``, found from the graph's structure (metadata ``dpap_grou
 - **LIF / CubaLIF / IF** whose ``tau``, ``tau_syn``, ``v_threshold`` or gain differs between neurons
   (Lava's ``LIFReset`` holds one value per process; uniform ones stay Lava's), or whose input
   gain meets an input without weights to fold it into (max pooling over spikes under NIR's
-  ``unit-r`` encoding: ``SumPool2d -> IF(r = 1)``);
+  ``unit-r`` encoding: ``SumPool2d -> IF(r = 1)``), and a CubaLIF fed by a synapse with a bias
+  (NIR adds it to the current, ``LIFReset`` would add it to ``v``: our process takes it into
+  the current);
 - **a biased Affine feeding Output** (a Linear readout): a ``beta = 0`` integrator after it
   adds the bias (Lava's synapses have none): ``v[t] = W x[t] + b``.
 
@@ -189,7 +191,8 @@ def collapse(top: Topology, problems: list[str] | None = None) -> Topology:
             nodes[name] = Group("none", (name,), _li(node, top.dt, name), out="v")
         elif isinstance(node, NEURONS):
             d = discretise(node, top.dt, name)
-            if per_neuron(d) or not _weighted_inputs(top, name, d):
+            if per_neuron(d) or not _weighted_inputs(top, name, d) or \
+                    (d.kind == "CubaLIF" and _biased_input(top, name)):
                 nodes[name] = Group("zero", (name,), d)
     for u in list(inputs[top.sink]):                # a biased Linear readout
         node = top.nodes[u]
@@ -204,6 +207,22 @@ def collapse(top: Topology, problems: list[str] | None = None) -> Topology:
         del nodes[m], inputs[m], back[m]
     order = [n for n in order if n not in taken]
     return Topology(nodes, order, inputs, back, top.source, top.sink, top.dt)
+
+
+def _biased_input(top: Topology, name: str) -> bool:
+    """Whether a synapse with a non-zero bias feeds ``name`` (directly or through pools and
+    flattens). NIR's ``CubaLIF`` adds it to the current (``I = alpha I + g_syn (W x + b)``),
+    Lava's ``LIFReset`` adds a bias to ``v``: our process takes it into the current
+    (``bias_u``)."""
+    for u in top.inputs[name] + top.back[name]:
+        node = top.nodes[u]
+        b = getattr(node, "bias", None)
+        if b is not None and np.any(b):
+            return True
+        if u != top.source and isinstance(node, (nir.AvgPool2d, nir.SumPool2d, nir.Flatten)) \
+                and _biased_input(top, u):
+            return True
+    return False
 
 
 def _weighted_inputs(top: Topology, name: str, d: Discrete) -> bool:

@@ -5,7 +5,8 @@ each neuron's Lava constants, where each synapse bias goes, and which weight row
   one ``du = 1 - alpha``, ``dv = 1 - beta`` per process; an input gain ``g`` (and a per-neuron
   threshold as ``1/vth``, the threshold then 1) scales the rows of the weights feeding it; the
   synapse biases ``b`` (times that scale) and NIR's ``v_leak`` drive ``c`` go to ``bias_mant``
-  (added to ``v``). A CubaLIF with a bias is refused: NIR adds it to the current.
+  (added to ``v``). A CubaLIF fed by a bias never gets here (``lava_groups`` makes it our
+  process, NIR adds the bias to the current); if one does, it is refused once.
 - our ``Population`` (a ``lava_groups.Group``): every constant per neuron, the gain in the
   process (``u += G (a_in + bias_u)``), the synapse biases in ``bias_u``: see
   :meth:`NeuronPlan._plan_group`.
@@ -101,7 +102,8 @@ class NeuronPlan:
             if pooled is None and (b is None or not np.any(b)):
                 continue
             syn_name = u if pooled is None else pooled[0]
-            if cuba:
+            if cuba:         # refused here once, not again as a bias that reaches no neuron
+                self.bias_to.setdefault(syn_name, []).append(name if pooled is None else u)
                 refuse(name, node, f"receives the bias of {syn_name!r}", "Lava adds a bias to "
                        "v, CubaLIF to the current: use a bias-free Linear / Conv")
             if pooled is not None:          # conv -> average / sum pool -> neuron
