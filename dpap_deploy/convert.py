@@ -23,6 +23,14 @@ the DPAP masks kept (pruned weights stay exactly zero, ``convert_tune.py``), its
 measured before and after, and it is compacted and exported to each target on a few test
 samples, run in the target's consumer: ``parity`` says whether the spike trains are identical.
 
+Inputs with a time axis (``time_axis=0``: ``[T, B, ...]``, snnTorch's ``spikegen`` layout;
+``1``: ``[B, T, ...]``; stated, or inferred once from the user's forward) keep it throughout:
+every graph, check and export is traced with it, and every batch, calibration set and parity
+set is cut along the batch axis (``graph.batch_slice``), never along time. The user's model is
+left as it was (neuron states and training mode put back); the returned model is entered in
+snnTorch's neuron registry (``graph.register_copies``), so ``snntorch.utils.reset(res.model)``
+clears it between the user's windows.
+
 The CLI route (``make-deployable RUN --target T --out DIR``) is :func:`add_cli` /
 :func:`cmd_make_deployable` (``convert_run.py`` does the run folders).
 """
@@ -32,6 +40,7 @@ import copy
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -74,7 +83,8 @@ class Conversion:
             if "refused" in p:
                 lines.append(f"{target}: refused: {p['refused']}")
             else:
-                lines.append(f"{target}: {'passed' if p['passed'] else 'FAILED'}, identical "
+                why = f" ({p['failure']})" if not p["passed"] and p.get("failure") else ""
+                lines.append(f"{target}: {'passed' if p['passed'] else 'FAILED'}{why}, identical "
                              f"spike trains on {p['identical_spike_trains']:.2%} of "
                              f"{p['n_samples']} samples, agreement {p['agreement']:.2%}")
         for target, lines_left in self.remaining.items():
@@ -98,57 +108,105 @@ def _check_options(targets, epochs, lr, max_samples) -> list[str]:
     return targets
 
 
-def _first_samples(data, n: int, what: str = "test_data") -> tuple[torch.Tensor, torch.Tensor]:
+def _first_samples(data, n: int, what: str = "test_data",
+                   time_axis: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n`` samples of ``data``, cut and joined along the batch axis of its inputs
+    (``time_axis=0``: ``[T, N, ...]``, samples along axis 1; else along axis 0)."""
     from .convert_tune import batches
+    from .graph.time_axis import batch_axis, batch_slice
     xs, ys, got = [], [], 0
-    for x, y in batches(data, n, what):
+    for x, y in batches(data, n, what, time_axis):
         xs.append(x), ys.append(y)
         got += len(y)
         if got >= n:
             break
-    return torch.cat(xs)[:n], torch.cat(ys)[:n]
+    return batch_slice(torch.cat(xs, dim=batch_axis(time_axis)), time_axis, 0, n), \
+        torch.cat(ys)[:n]
+
+
+def _neuron_states(model: nn.Module) -> list[tuple[nn.Module, bool, dict, dict]]:
+    """What running a model changes, per module: its training flag, its buffers (snnTorch keeps
+    ``mem`` as a buffer) and its plain tensor attributes (``syn``, ``spk``, ...), each by
+    reference, to be put back as they were (:func:`_restore`; running the model rebinds
+    these names to new tensors, so the saved ones are untouched)."""
+    return [(m, m.training, dict(m._buffers),
+             {k: v for k, v in vars(m).items() if isinstance(v, torch.Tensor)})
+            for m in model.modules()]
+
+
+def _restore(saved: list[tuple[nn.Module, bool, dict, dict]]) -> None:
+    for m, training, buffers, tensors in saved:
+        m.training = training
+        m._buffers.clear()
+        m._buffers.update(buffers)
+        for k, v in tensors.items():
+            object.__setattr__(m, k, v)
 
 
 def make_deployable(model: nn.Module, example_input: torch.Tensor, train_data, *,
                     targets=("loihi-sim",), dpap=None, epochs: int = 1, lr: float = 1e-3,
-                    time_steps: int | None = None, test_data=None, batch_size: int = 64,
-                    max_samples: int = MAX_SAMPLES, out: str | Path | None = None,
-                    log=None) -> Conversion:
+                    time_steps: int | None = None, time_axis: int | None = None,
+                    test_data=None, batch_size: int = 64, max_samples: int = MAX_SAMPLES,
+                    out: str | Path | None = None, log=None,
+                    check_converted: Callable[[nn.Module], None] | None = None) -> Conversion:
     """Convert ``model`` for ``targets``, fine-tune, measure, export (module docstring).
 
     ``train_data`` / ``test_data``: ``(x, y)`` tensors or an iterable of ``(x, y)`` batches;
     ``dpap``: the ``DPAP`` object, its ``state_dict()`` or a mask table (``None``: the pruned
     synapses are the all-zero kernels); ``time_steps``: the ``T`` a one-call-per-step model
-    runs (a model with its own time loop has its own); ``max_samples``: test samples of each
-    target's parity check; ``out``: where the exports are written (``None``: a temporary
-    folder, removed); ``log``: a callable taking a progress line."""
+    runs (a model with its own time loop has its own); ``time_axis``: where the inputs hold
+    their time steps, as for ``build_graph`` (``0``: ``[T, B, ...]``, snnTorch's ``spikegen``
+    layout; ``1``: ``[B, T, ...]``; ``None``: no time axis, or inferred from the forward):
+    every graph, check, export and batch of the data is cut along the batch axis, never along
+    time; ``max_samples``: test samples of each target's parity check; ``out``: where the
+    exports are written (``None``: a temporary folder, removed); ``log``: a callable taking a
+    progress line; ``check_converted``: called with the converted model before the
+    fine-tuning (what it raises stops the conversion there).
+
+    The user's ``model`` is left as it was: its neuron states and training mode are put back
+    after every run of it. The returned model is entered in snnTorch's neuron registry, so
+    ``snntorch.utils.reset(res.model)`` clears its states."""
+    saved = _neuron_states(model)
+    try:
+        return _make_deployable(model, example_input, train_data, targets, dpap, epochs, lr,
+                                time_steps, time_axis, test_data, batch_size, max_samples, out,
+                                log, check_converted)
+    finally:
+        _restore(saved)
+
+
+def _make_deployable(model, example_input, train_data, targets, dpap, epochs, lr, time_steps,
+                     time_axis, test_data, batch_size, max_samples, out, log,
+                     check_converted) -> Conversion:
     from .compaction.surgery import strip_hooks
+    from .convert_calibrate import calibrate
     from .convert_check import export_parity
     from .convert_plan import convert
-    from .convert_tune import accuracy, fine_tune, resolve_masks
-    from .graph import build_graph, window_steps
+    from .convert_tune import accuracy, apply_mask_table, fine_tune, resolve_masks
+    from .graph import build_graph, register_copies, window_steps
     from .graph.state import reset_states
     say = log or (lambda line: None)
     targets = _check_options(targets, epochs, lr, max_samples)
-    graph0 = build_graph(model, example_input)
+    graph0 = build_graph(model, example_input, time_axis=time_axis)
+    axis = graph0.time_axis                      # stated, or inferred once here
     if graph0.kind != "snn":
         raise UnsupportedModelError("make_deployable converts spiking networks (snnTorch "
                                     "neurons); an ANN exports to onnx as it is")
     T = window_steps(graph0, example_input, time_steps)
     masks0 = resolve_masks(dpap, graph0)
     res_before = accuracy(graph0, test_data, T) if test_data is not None else None
-    reset_states(model)
+    reset_states(model)        # a state holding an autograd graph cannot be deep-copied
     work = copy.deepcopy(model)
     strip_hooks(work)
     plan = convert(work, graph0, example_input, targets, T, say)
-    graph = build_graph(plan.model, example_input)
+    graph = plan.graph()
     masks = {plan.prefix + k: v for k, v in masks0.items()}
-    from .convert_calibrate import calibrate
-    from .convert_tune import apply_mask_table
     apply_mask_table(graph, masks)
-    x_cal, _ = _first_samples(train_data, CALIBRATION_SAMPLES, "train_data")
+    x_cal, _ = _first_samples(train_data, CALIBRATION_SAMPLES, "train_data", axis)
     changes = plan.changes + list(calibrate(graph0, graph, plan.prefix, x_cal, T).values())
     result = Conversion(plan.model, changes, masks, T, accuracy_before=res_before)
+    if check_converted is not None:
+        check_converted(plan.model)
     if test_data is not None:
         result.accuracy_converted = accuracy(graph, test_data, T)
     if epochs:
@@ -157,12 +215,14 @@ def make_deployable(model: nn.Module, example_input: torch.Tensor, train_data, *
     if test_data is not None:
         result.accuracy_after = accuracy(graph, test_data, T)
     result.remaining = {t: b for t, b in plan.final_blockers(graph).items() if b}
-    x, y = _first_samples(test_data if test_data is not None else train_data, max_samples)
+    x, y = _first_samples(test_data if test_data is not None else train_data, max_samples,
+                          time_axis=axis)
     say(f"exporting to {', '.join(targets)} on {len(y)} samples")
     with tempfile.TemporaryDirectory() if out is None else _nullcontext(out) as folder:
         result.parity = export_parity(plan.model, example_input, masks, x, y, targets, T,
-                                      Path(folder))
+                                      Path(folder), time_axis=axis)
     plan.model.eval()
+    register_copies(plan.model)       # deep copies: snnTorch's reset() must find them
     return result
 
 

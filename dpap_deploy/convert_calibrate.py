@@ -10,7 +10,8 @@ threshold by ``g``; ``make_deployable`` divides it by
     g = mean(relu(I_max)) / mean(relu(I_avg)),  clamped to [1, kh kw],
 
 the ratio of the positive input current the neuron receives in the original model and in the
-converted one, measured on training inputs over the whole window (neurons in graph order, each
+converted one, measured on training inputs (cut along their batch axis, ``graph.time_axis``) over the whole
+window (neurons in graph order, each
 measured after the ones before it were scaled). Only the threshold changes; the weights are
 untouched, so the DPAP masks hold as they were.
 """
@@ -21,6 +22,7 @@ from torch import nn
 
 from .graph import ModelGraph
 from .graph.run import outputs
+from .graph.time_axis import batch_len
 
 
 def _max_over_currents(graph: ModelGraph, path: list[int]) -> int:
@@ -75,5 +77,5 @@ def calibrate(graph0: ModelGraph, graph: ModelGraph, prefix: str, x: torch.Tenso
             else thr
         lines[layer.neuron_name] = (
             f"'{layer.neuron_name}' threshold / {g:.4g} (its positive input current under max "
-            f"pooling over that under average pooling, on {len(x)} training inputs)")
+            f"pooling over that under average pooling, on {batch_len(x, graph.time_axis)} training inputs)")
     return lines

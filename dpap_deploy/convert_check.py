@@ -69,7 +69,8 @@ def module_blockers(target: str, graph: ModelGraph, time_steps: int) -> list[str
 
 def target_blockers(model: torch.nn.Module, graph: ModelGraph, example_input: torch.Tensor,
                     targets: list[str], time_steps: int) -> dict[str, list[str]]:
-    """``{target: [blocker line, ...]}`` (module docstring); an empty list: accepted."""
+    """``{target: [blocker line, ...]}`` (module docstring); an empty list: accepted. The
+    input's time axis is the graph's (``graph.time_axis``)."""
     try:
         check = importlib.import_module(".deployability", __package__)
     except ImportError:
@@ -78,7 +79,7 @@ def target_blockers(model: torch.nn.Module, graph: ModelGraph, example_input: to
         return _from_check(check.check_graph(graph, list(targets), time_steps), list(targets))
     if hasattr(check, "check_deployable"):
         res = check.check_deployable(model, example_input, targets=list(targets),
-                                     time_steps=time_steps)
+                                     time_steps=time_steps, time_axis=graph.time_axis)
         return _from_check(res, list(targets))
     return {t: module_blockers(t, graph, time_steps) for t in targets}
 
@@ -90,16 +91,17 @@ def named_nodes(graph: ModelGraph, line: str) -> list[int]:
 
 def export_parity(model: torch.nn.Module, example_input: torch.Tensor, masks: dict,
                   x: torch.Tensor, y: torch.Tensor, targets: list[str], time_steps: int,
-                  out: Path) -> dict[str, dict]:
+                  out: Path, time_axis: int | None = None) -> dict[str, dict]:
     """Compact ``model`` under ``masks``, export it to each target (``out / target``) on
-    ``x, y``, and return per target ``{"passed", "identical_spike_trains", "agreement",
+    ``x, y`` (``time_axis``: the inputs' time axis, ``build_graph``'s), and return per target
+    ``{"passed", "identical_spike_trains", "agreement",
     "n_samples", "accuracy", ...}`` or ``{"passed": False, "refused": reason}``."""
     from .compaction import compact
     from .exporters import ExportJob, export
-    res = compact(model, example_input, masks, time_steps=time_steps)
+    res = compact(model, example_input, masks, time_steps=time_steps, time_axis=time_axis)
     table: dict[str, dict] = {}
     for target in targets:
-        job = ExportJob(res.model, res.kind, x, y, time_steps)
+        job = ExportJob(res.model, res.kind, x, y, time_steps, time_axis=time_axis)
         try:
             r = export(target, job, out / target)
         except DPAPError as exc:

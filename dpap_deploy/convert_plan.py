@@ -36,6 +36,11 @@ class Plan:
     replace: list[bool]                    # per functional max pool: computed as average
     lines: dict[str, str] = field(default_factory=dict)     # operation -> change line
     tried: dict[str, tuple[nn.Module, int]] = field(default_factory=dict)  # neuron -> (orig, i)
+    time_axis: int | None = None           # the input's time axis (graph/time_axis.py)
+
+    def graph(self) -> ModelGraph:
+        """The graph of the model as converted so far, traced with the input's time axis."""
+        return build_graph(self.model, self.example_input, time_axis=self.time_axis)
 
     @property
     def model(self) -> nn.Module:
@@ -91,12 +96,14 @@ class Plan:
 
 def convert(work: nn.Module, graph0: ModelGraph, example_input, targets: list[str],
             time_steps: int, say) -> Plan:
-    """Replace, in ``work`` (a copy of ``graph0.model``), what the targets cannot hold."""
+    """Replace, in ``work`` (a copy of ``graph0.model``), what the targets cannot hold; every
+    graph is traced with ``graph0``'s time axis (stated or inferred), never a new guess."""
     fn_pools = [n for n in graph0.nodes if n.op == POOL and n.module is None]
     fn_max = {p: k for k, p in enumerate(
         p for p, n in enumerate(fn_pools) if n.attrs.get("pool") == "max")}
-    plan = Plan(work, example_input, targets, time_steps, fn_max, [False] * len(fn_max))
-    graph = build_graph(work, example_input)
+    plan = Plan(work, example_input, targets, time_steps, fn_max, [False] * len(fn_max),
+                time_axis=graph0.time_axis)
+    graph = plan.graph()
     for node in graph.nodes:
         if node.op == POOL and node.attrs.get("pool") == "max" and \
                 not graph.fed_by_spikes(node.id):
@@ -104,7 +111,7 @@ def convert(work: nn.Module, graph0: ModelGraph, example_input, targets: list[st
                                         "any target")
     for _ in range(4 * len(graph0.nodes) + 4):
         model = plan.model
-        graph = build_graph(model, example_input)
+        graph = plan.graph()
         blockers = target_blockers(model, graph, example_input, targets, time_steps)
         named: dict[int, list[str]] = {}
         for target, lines in blockers.items():

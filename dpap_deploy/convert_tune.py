@@ -21,6 +21,7 @@ from .errors import ConfigError
 from .graph import ModelGraph, run_window
 from .graph.run import outputs
 from .graph.state import reset_states
+from .graph.time_axis import batch_axis, batch_len, batch_slice
 
 
 def resolve_masks(dpap, graph: ModelGraph) -> dict:
@@ -60,15 +61,21 @@ def apply_mask_table(graph: ModelGraph, masks: dict) -> None:
     apply_masks(mask_pairs(graph, masks))
 
 
-def batches(data, batch_size: int, what: str) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
-    """``(x, y)`` batches of ``data``: a pair of tensors, or an iterable of ``(x, y)``."""
+def batches(data, batch_size: int, what: str,
+            time_axis: int | None = None) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+    """``(x, y)`` batches of ``data``: a pair of tensors, cut along the batch axis of ``x``
+    (``time_axis=0``: ``x`` is ``[T, N, ...]``, cut as ``x[:, i:j]``; else ``x[i:j]``), or an
+    iterable of ``(x, y)`` batches, taken as they are."""
     if isinstance(data, (tuple, list)) and len(data) == 2 and all(
             isinstance(t, torch.Tensor) for t in data):
         x, y = data
-        if len(x) != len(y) or len(x) == 0:
-            raise ConfigError(f"{what}: inputs and labels differ in length ({len(x)} and "
-                              f"{len(y)}) or are empty; pass (x, y) with one label per sample")
-        return [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+        n = batch_len(x, time_axis) if x.dim() > batch_axis(time_axis) else 0
+        if n != len(y) or n == 0:
+            raise ConfigError(f"{what}: inputs and labels differ in length ({n} samples along "
+                              f"the batch axis {batch_axis(time_axis)} of x, {len(y)} labels) or "
+                              f"are empty; pass (x, y) with one label per sample")
+        return [(batch_slice(x, time_axis, i, i + batch_size), y[i:i + batch_size])
+                for i in range(0, n, batch_size)]
     if isinstance(data, Iterable) and not isinstance(data, (str, bytes)):
         return data
     raise ConfigError(f"{what} must be (x, y) tensors or an iterable of (x, y) batches (a "
@@ -96,7 +103,7 @@ def fine_tune(graph: ModelGraph, masks: dict, data, epochs: int, lr: float, time
     model.train()
     for _ in range(epochs):
         total, n = 0.0, 0
-        for x, y in batches(data, batch_size, "train_data"):
+        for x, y in batches(data, batch_size, "train_data", graph.time_axis):
             loss = loss_of(run_window(graph, x, time_steps), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -114,7 +121,7 @@ def accuracy(graph: ModelGraph, data, time_steps: int, batch_size: int = 256) ->
     """Accuracy over ``data`` (prediction: most output spikes; a tie is wrong)."""
     from .metrics import correct, predictions
     hit, n = 0, 0
-    for x, y in batches(data, batch_size, "test_data"):
+    for x, y in batches(data, batch_size, "test_data", graph.time_axis):
         spikes = outputs(graph, x, time_steps, batch_size=batch_size)
         hit += correct(predictions(spikes.reshape(spikes.shape[0], len(y), -1).sum(0)), y)
         n += len(y)
