@@ -7,7 +7,9 @@ to ``DIR``: ``checkpoint.pt`` (the source run's record with the converted weight
 history row, a new run id and the ``conversion`` record), ``run.json`` (stage
 ``make-deployable``, the source run's id) and ``report.json``. The changes and the accuracy
 before and after are printed, then each target's parity (the exports are written to
-``DIR/parity/<target>``).
+``DIR/parity/<target>``). Nothing appears in ``DIR`` before the end: the run is written into a
+hidden folder beside it and moved in place once it reads back converted (:func:`staged`); a
+failure anywhere leaves ``DIR`` as it was.
 
 A run folder names its model by the zoo name it was trained with; the ``conversion`` record
 (``[{"module", "op", ...}]``) says which modules the conversion replaced, and
@@ -17,7 +19,12 @@ folders calls it).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import shutil
+import tempfile
 from pathlib import Path
+from typing import Iterator
 
 from torch import nn
 
@@ -25,6 +32,7 @@ from .errors import ConfigError, UnsupportedModelError
 
 STAGE = "make-deployable"
 CONVERSION = "conversion"        # the checkpoint key of the record
+PARITY = "parity"                # the folder of the parity exports, in the new run
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -109,14 +117,20 @@ def _check_args(args) -> None:
 def convert_run(source, targets: list[str], out, *, epochs: int = 1, lr: float = 1e-3,
                 max_samples: int = 32, log=None):
     """``make_deployable`` on the run at ``source``, written to the run folder ``out``;
-    returns the :class:`~dpap_deploy.convert.Conversion`."""
+    returns the :class:`~dpap_deploy.convert.Conversion`.
+
+    Nothing is written to ``out`` until the end: the conversion record is computed on the
+    converted model before the fine-tuning (a model a run folder cannot record is refused
+    there), the run is written into a hidden folder beside ``out`` (:func:`staged`) and moved
+    in place once it reads back as the converted model; any exception removes that folder and
+    leaves ``out`` as it was."""
     import copy
     from .convert import make_deployable
     from .trained import load_trained
     from .validate import check_out_dir, check_run_source
     from .runfolder import run_files
     source, out = check_run_source(source), check_out_dir(out)
-    present = run_files(out)
+    present = run_files(out) + ([PARITY] if os.path.lexists(out / PARITY) else [])
     if present:
         raise ConfigError(f"{out} already holds a run ({', '.join(present)}); choose another "
                           "--out")
@@ -126,20 +140,58 @@ def convert_run(source, targets: list[str], out, *, epochs: int = 1, lr: float =
                                     "spiking networks (an ANN exports to onnx as it is)")
     data = trained.load_data()
     original = copy.deepcopy(trained.model)
-    res = make_deployable(trained.model, data.x_train[:2], (data.x_train, data.y_train),
-                          targets=targets, dpap=trained.masks, epochs=epochs, lr=lr,
-                          time_steps=trained.cfg.time_steps, test_data=(data.x_test, data.y_test),
-                          max_samples=max_samples, out=out / "parity", log=log)
-    _write_run(source, out, trained, original, res, len(data.y_test))
+    record: list[dict] = []
+
+    def check(converted: nn.Module) -> None:
+        record[:] = conversion_record(original, converted)
+    with staged(out) as folder:
+        res = make_deployable(trained.model, data.x_train[:2], (data.x_train, data.y_train),
+                              targets=targets, dpap=trained.masks, epochs=epochs, lr=lr,
+                              time_steps=trained.cfg.time_steps,
+                              time_axis=1 if data.is_sequence else None,   # frames [N, T, ...]
+                              test_data=(data.x_test, data.y_test), max_samples=max_samples,
+                              out=folder / PARITY, log=log, check_converted=check)
+        _write_run(source, folder, out, trained, record, res, len(data.y_test))
     return res
 
 
-def _write_run(source: Path, out: Path, trained, original, res, n_test: int) -> None:
+@contextlib.contextmanager
+def staged(out: Path) -> Iterator[Path]:
+    """A new hidden folder beside ``out`` (``.NAME.XXXXXXXX.tmp``, the same file system) to
+    write a run into. On a clean exit its entries move into ``out``: one rename of the folder
+    where ``out`` is absent or empty, else entry by entry with the manifest last (a reader sees
+    no run until then); on an exception it is removed, with any parent folder made for it, and
+    ``out`` is left as it was."""
+    from .runfolder import MANIFEST
+    out = Path(out).absolute()
+    made = [p for p in (out.parent, *out.parent.parents) if not p.exists()]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        yield tmp
+        if not out.exists() or (out.is_dir() and not out.is_symlink()
+                                and not any(out.iterdir())):
+            os.replace(tmp, out)
+        else:
+            names = sorted(p.name for p in tmp.iterdir() if p.name != MANIFEST)
+            for name in names + ([MANIFEST] if (tmp / MANIFEST).exists() else []):
+                os.rename(tmp / name, out / name)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        for p in made:                             # innermost first
+            with contextlib.suppress(OSError):
+                p.rmdir()
+        raise
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_run(source: Path, folder: Path, out: Path, trained, record: list[dict], res,
+               n_test: int) -> None:
+    """Write the converted run into ``folder`` (the staging folder of ``out``)."""
     from .checkpoint import load_checkpoint, save_checkpoint
     from .report import save_report, training_report
     from .runfolder import CHECKPOINT, RunManifest, new_run_id, source_identity, write_manifest
     from .trained import load_trained
-    record = conversion_record(original, res.model)
     ckpt = load_checkpoint(source)
     src_id, digest = source_identity(source)
     run_id = new_run_id()
@@ -152,26 +204,26 @@ def _write_run(source: Path, out: Path, trained, original, res, n_test: int) -> 
     ckpt.update({"model": {k: v.detach().cpu() for k, v in res.model.state_dict().items()},
                  "history": history + [row], "run_id": run_id, CONVERSION: record,
                  "converted_from": src_id})
-    out.mkdir(parents=True, exist_ok=True)
-    write_manifest(out, RunManifest(run_id, STAGE, digest, src_id, stages=[STAGE]))
-    save_checkpoint(out / CHECKPOINT, ckpt)
-    back = load_trained(out)
+    write_manifest(folder, RunManifest(run_id, STAGE, digest, src_id, stages=[STAGE]))
+    save_checkpoint(folder / CHECKPOINT, ckpt)
+    back = load_trained(folder)
     check_reloaded(back.model, res.model, out)
-    save_report(out, training_report(back, n_test))
+    save_report(folder, training_report(back, n_test))
 
 
 def check_reloaded(back: nn.Module, converted: nn.Module, out: Path) -> None:
     """The run folder reads back as the converted model (the loader applies the conversion
-    record); else its files are removed and the command refuses, in one line."""
+    record): the same module names and types, and every neuron's ``reset_mechanism`` and
+    ``reset_delay``; else the command refuses, in one line (``staged`` keeps nothing)."""
     from .errors import DPAPError
-    from .runfolder import clear_run
     mods = dict(back.named_modules())
+
+    def neuron(m: nn.Module) -> tuple:
+        return (getattr(m, "reset_mechanism", None), getattr(m, "reset_delay", None))
     differ = [name for name, m in converted.named_modules()
               if name and (name not in mods or type(mods[name]) is not type(m) or
-                           getattr(m, "reset_mechanism", None) !=
-                           getattr(mods[name], "reset_mechanism", None))]
+                           neuron(m) != neuron(mods[name]))]
     if differ:
-        clear_run(out)
         raise DPAPError(f"{out}: the run folder reads back without the conversion of "
                         f"{', '.join(differ)} (this version's run loader does not apply the "
                         "checkpoint's conversion record); nothing was kept: convert with "
