@@ -250,3 +250,22 @@ def test_netx_runs_the_folded_deploy_network_with_a_leaky_replacement_spike_for_
     assert res.parity["identical_spike_trains"] == 1.0 and res.parity["n_samples"] == 16
     s, _ = _record(model, x, steps_per_call=True)
     assert 0.05 < float(s["lif1"].mean()) < 0.9 and float(s["lif2"].mean()) > 0
+
+
+def test_functional_pools_fold_or_stay_one_by_one():
+    """``F.avg_pool2d(..., ceil_mode=True)``: the first pool's windows tile its 12x12 map and
+    it folds; the second's (kernel (2, 3), stride (2, 2) on 6x6) leave a partial column and it
+    stays a call of the forward, with its reason, the network unchanged in function."""
+    from functools import partial
+    model, x = _trained_like(Tutorial6(partial(F.avg_pool2d, ceil_mode=True)), 1), _x()
+    model.fc1 = _trained_like(nn.Linear(8 * 3 * 3, 10), 6)
+    graph = build_graph(model, x[:2])
+    from dpap_deploy.compaction.compact import copy_with_graph
+    folded, fgraph = copy_with_graph(model, graph)
+    record = PoolFold()
+    fgraph = fold_avgpool(folded, fgraph, x[:2], record)
+    assert list(record.folded.values()) == ["conv1"] and len(record.kept) == 1
+    (reason,) = record.kept.values()
+    assert "F.avg_pool2d" in reason and "ceil_mode=True on the 6x6 map" in reason
+    assert [n.attrs["kernel"] for n in _pools(fgraph)] == [(2, 3)]
+    _same_spikes_and_close_currents(model, folded, x, own_loop=True, neurons=3)
