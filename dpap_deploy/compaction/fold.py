@@ -20,10 +20,6 @@ from ..graph.state import register_copies
 from .fold_pools import PoolFold, fold_avgpool
 from .surgery import replace_module
 
-def _pair(v) -> tuple[int, int]:          # counting.py imports it from here
-    return (v, v) if isinstance(v, int) else tuple(v)
-
-
 __all__ = ["PoolFold", "deployment_graph", "fold_avgpool", "fold_batchnorm", "fold_bn_into",
            "fold_for_deployment"]
 
