@@ -305,3 +305,56 @@ def test_a_refused_cubalif_bias_is_one_message(monkeypatch):
     nir_graph = to_nir(build_graph(_deep_synaptic(), torch.rand(2, 10)), time_steps=T)
     found = lava_blockers(nir_graph, T)
     assert len(found) == 3 and all("receives the bias" in f for f in found), found
+
+
+# -- finding 7: compacted copies in snnTorch's registry ----------------------------------------
+
+def _hidden_seq():
+    return nn.Sequential(nn.Linear(12, 16), snn.Leaky(beta=0.8, init_hidden=True),
+                         nn.Linear(16, 4), snn.Leaky(beta=0.8, init_hidden=True, output=True))
+
+
+def _registered() -> list:
+    """The live entries of snnTorch's registry (freed copies leave ``None``)."""
+    return [x for x in snn.SpikingNeuron.instances if x is not None]
+
+
+def test_dropped_compacted_copies_leave_the_registry():
+    """Five compact() calls whose results are dropped (a baseline's bisection probes) keep
+    nothing in snnTorch's registry: 2 neurons each were kept alive forever."""
+    import gc
+    from dpap_deploy.compaction import compact
+    torch.manual_seed(0)
+    net, x = _hidden_seq().eval(), torch.rand(3, 12)
+    gc.collect()
+    before = len(_registered())
+    for _ in range(5):
+        compact(net, x, time_steps=T)
+    gc.collect()
+    assert len(_registered()) == before
+    from snntorch import utils
+    utils.reset(net)                      # freed entries do not trouble snnTorch's reset
+
+
+def test_held_compacted_copy_is_reset_by_snntorch_and_probe_copies_can_opt_out():
+    import gc
+    from snntorch import utils
+    from dpap_deploy.compaction import compact
+    from dpap_deploy.graph.state import is_registered
+    torch.manual_seed(0)
+    net, x = _hidden_seq().eval(), torch.rand(3, 12)
+    assert all(is_registered(m) for m in net.modules() if isinstance(m, snn.SpikingNeuron))
+    small = compact(net, x, time_steps=T).model
+    for _ in range(3):                    # other copies come and go meanwhile
+        compact(net, x, time_steps=T)
+    gc.collect()
+    neurons = [m for m in small.modules() if isinstance(m, snn.SpikingNeuron)]
+    assert all(is_registered(m) for m in neurons)
+    with torch.no_grad():
+        small(x * 5)
+    assert any(float(m.mem.abs().sum()) > 0 for m in neurons)
+    utils.reset(small)
+    assert all(float(m.mem.abs().sum()) == 0 for m in neurons)
+    probe = compact(net, x, time_steps=T, register=False).model
+    probe_neurons = [m for m in probe.modules() if isinstance(m, snn.SpikingNeuron)]
+    assert not any(is_registered(m) for m in probe_neurons)

@@ -100,7 +100,8 @@ def apply_layer_masks(model: nn.Module, example_input: torch.Tensor | None, mask
 
 def compact(model: nn.Module, example_input: torch.Tensor, masks: Masks | None = None,
             verify: bool = True, time_steps: int | None = None,
-            graph: ModelGraph | None = None, time_axis: int | None = None) -> Compacted:
+            graph: ModelGraph | None = None, time_axis: int | None = None,
+            register: bool = True) -> Compacted:
     """Return the compacted copy of ``model`` (the input model is not modified).
 
     ``masks``: ``{layer_name: (synapses [C_out, C_in] bool, neurons [C_out] bool)}``; layers
@@ -109,6 +110,9 @@ def compact(model: nn.Module, example_input: torch.Tensor, masks: Masks | None =
     ``time_axis``: the input's time axis (``0``: ``[T, B, ...]``, ``1``: ``[B, T, ...]``) when
     it has one; ``None``: none, or inferred from the model's forward (``build_graph``).
     ``time_steps``: the T a static input runs over (inputs with a time axis have their own).
+    ``register``: enter the copy's neurons in snnTorch's registry (``snntorch.utils.reset``
+    then resets it; weakly, see ``register_copies``); ``False`` for a copy only measured or
+    probed and never handed to the user.
     """
     graph = graph or build_graph(model, example_input, time_axis=time_axis)   # checks both
     reset_states(model)
@@ -120,7 +124,8 @@ def compact(model: nn.Module, example_input: torch.Tensor, masks: Masks | None =
     small, sgraph = copy_with_graph(masked, mgraph)
     cut(small, sgraph, plan)
     small.eval()
-    register_copies(small)               # snntorch.utils.reset(small) resets it
+    if register:
+        register_copies(small)           # snntorch.utils.reset(small) resets it
     small_graph = build_graph(small, example_input, time_axis=graph.time_axis)
     result = Compacted(small, plan, graph.kind, small_graph)
     if verify:
