@@ -272,3 +272,33 @@ def test_membrane_of_a_hidden_state_call_is_the_neurons_state():
     assert isinstance(out, torch.Tensor)
     mem = neuron_membrane(adapter_for(lif), lif, out)
     assert mem is lif.mem and torch.allclose(mem, torch.full((1, 3), 0.4))
+
+
+def test_an_output_computed_by_a_function_runs_from_the_forwards_returns():
+    """``return lif(fc(x)) * 2`` (one call per step): no module to hook at the output, the
+    readout is what the forward returns, call by call (it raised before)."""
+    from dpap_deploy.graph.run import run_window
+
+    class Step(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 3)
+            self.lif = snn.Leaky(beta=0.5, init_hidden=True)
+            with torch.no_grad():
+                self.fc.weight.copy_(torch.tensor([[0.5, 0.2, 0.1, 0.0]] * 3) * torch.arange(
+                    1.0, 4.0).view(3, 1))
+                self.fc.bias.zero_()
+
+        def forward(self, x):
+            return self.lif(self.fc(x)) * 2
+
+    x = torch.tensor([[1.0, 1.0, 1.0, 1.0], [0.5, 0.5, 0.5, 0.5], [2.0, 0.0, 0.0, 0.0]])
+    model = Step().eval()
+    with torch.no_grad():
+        graph = build_graph(model, x)
+        assert graph.nodes[graph.output].module is None
+        got = run_window(graph, x, 5)
+        model.lif.reset_mem()
+        want = torch.stack([model(x) for _ in range(5)])
+    assert got.shape == (5, 3, 3) and torch.equal(got, want)
+    assert 0 < int(got.sum()) < 2 * got.numel()

@@ -61,7 +61,7 @@ def run_window(graph: ModelGraph, x: torch.Tensor, time_steps: int | None) -> to
     node = graph.nodes[graph.output]
     rec: list[torch.Tensor] = []
     if node.module is None:
-        raise RuntimeError(f"the output '{node.name}' of the model is not a module")
+        return _run_returns(graph, x, time_steps)
     read = _reader(graph)
 
     def hook(m, _inp, out):
@@ -82,6 +82,30 @@ def run_window(graph: ModelGraph, x: torch.Tensor, time_steps: int | None) -> to
     finally:
         h.remove()
     return torch.stack(rec)
+
+
+def _run_returns(graph: ModelGraph, x: torch.Tensor, time_steps: int | None) -> torch.Tensor:
+    """The output is a function of a module's output (``return spk * 2``): there is no module
+    to hook, so the readout is what the forward returns, call by call, or an own loop's stacked
+    records ``[T, B, ...]``."""
+    model, node = graph.model, graph.nodes[graph.output]
+    reset_states(model)
+    steps = window_steps(graph, x, time_steps)
+
+    def first(out):
+        return out[0] if isinstance(out, tuple) else out
+    if graph.steps_per_call > 1:
+        out = first(model(x))
+        if not isinstance(out, torch.Tensor) or out.dim() < 2 or out.shape[0] != steps:
+            from ..errors import UnsupportedModelError
+            raise UnsupportedModelError(
+                f"the output '{node.name}' is computed by a function, not a module, and the "
+                f"forward returns no records [T={steps}, B, ...]; return the output neuron's "
+                "stacked spikes")
+        return out
+    if _has_frames(graph, x):
+        return torch.stack([first(model(frame(x, graph.time_axis, t))) for t in range(steps)])
+    return torch.stack([first(model(x)) for _ in range(steps)])
 
 
 @torch.no_grad()
