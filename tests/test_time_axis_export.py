@@ -197,3 +197,23 @@ def test_netx_export_of_a_time_first_input(nets, tmp_path):
                              tmp_path)
     assert res.passed and res.parity["identical_spike_trains"] >= 10 / 12, res.parity
     assert res.parity["agreement"] >= 10 / 12 and res.parity["n_samples"] == N
+
+
+def test_netx_runs_flat_frames_one_per_step(tmp_path):
+    """Frames of a flat input ``[N, T, F]`` for a one-step-per-call model: netx feeds frame
+    ``t`` at step ``t`` (the schedule reads the input port's rank; a rank-3 input was taken as
+    static samples of shape [T, F] before)."""
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(10, 12, bias=False), snn.Leaky(beta=0.9, init_hidden=True,
+                                                                   reset_mechanism="zero"),
+                          nn.Linear(12, 3, bias=False), snn.Leaky(beta=0.9, init_hidden=True,
+                                                                  reset_mechanism="zero"))
+    with torch.no_grad():
+        model[0].weight.mul_(3.0)
+        model[2].weight.mul_(3.0)
+    x = spikegen.rate(torch.rand(N, 10), num_steps=T).transpose(0, 1).contiguous()  # [N, T, F]
+    y = torch.arange(N) % 3
+    res = netx_export.export(ExportJob(model.eval(), "snn", x, y, time_steps=T, time_axis=1),
+                             tmp_path)
+    assert res.passed and res.parity["identical_spike_trains"] >= 10 / 12, res.parity
+    assert res.parity["output"]["silent_fraction"] < 1.0

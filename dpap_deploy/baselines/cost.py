@@ -21,7 +21,7 @@ from ..compaction.compact import compact
 from ..compaction.plan import Masks, plan_compaction
 from ..counting import count_ops
 from ..distributed import Dist, shard, sum_over_ranks
-from ..graph import ModelGraph
+from ..graph import ModelGraph, batch_slice
 
 KINDS = ("params", "synops", "macs")
 
@@ -45,7 +45,7 @@ def compacted_params(graph: ModelGraph, masks: Masks) -> int:
 def measured_ops(graph: ModelGraph, masks: Masks, x: torch.Tensor, time_steps: int,
                  kind: str, dist: Dist = Dist()) -> float:
     """Per-sample SynOps or MACs of the compacted network on ``x`` (non-zero weights)."""
-    small = compact(graph.model, x[:2], masks, verify=False, time_steps=time_steps, graph=graph)
+    small = compact(graph.model, batch_slice(x, graph.time_axis, 0, 2), masks, verify=False, time_steps=time_steps, graph=graph)
     mine = shard(x, dist)
     ops = count_ops(small.model, mine, time_steps, graph=small.graph).total(kind) \
         if len(mine) else 0.0

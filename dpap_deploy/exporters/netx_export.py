@@ -189,7 +189,7 @@ def run_netx(path: Path, x: np.ndarray, time_steps: int) -> np.ndarray:
                   reset_interval=p["reset_interval"], reset_offset=p["reset_offset"])
     n, depth = len(x), len(net.layers)
     data = input_schedule(np.round(x * 2 ** INPUT_BITS).astype(np.int32), time_steps, depth,
-                          dtype=np.int32)
+                          dtype=np.int32, sample_ndim=len(net.inp.shape))
     total = data.shape[-1]
     src, sink = Source(data=data), Sink(shape=net.out.shape, buffer=total)
     src.s_out.connect(net.inp)

@@ -77,11 +77,15 @@ class LavaLayer:
     shape: tuple       # output shape in Lava order
 
 
-def input_schedule(x: np.ndarray, time_steps: int, extra_steps: int, dtype=np.float64) -> np.ndarray:
-    """RingBuffer data in Lava order for image inputs ``[N, C, H, W]`` / frames
-    ``[N, T, C, H, W]`` or flat ``[N, F]`` (``lava_layout.stream`` for any NIR input)."""
-    shape = x.shape[2:] if x.ndim == 5 else x.shape[1:]
-    return stream(Layout(tuple(shape)), x, time_steps, extra_steps).astype(dtype)
+def input_schedule(x: np.ndarray, time_steps: int, extra_steps: int, dtype=np.float64,
+                   sample_ndim: int | None = None) -> np.ndarray:
+    """RingBuffer data in Lava order for static inputs ``[N, *sample]`` or frames
+    ``[N, T, *sample]`` (``lava_layout.stream`` for any NIR input). ``sample_ndim``: the rank of
+    one step's input (the network's input port); without it a 5-d input is image frames and
+    anything else static, which misreads flat frames ``[N, T, F]``."""
+    nd = sample_ndim if sample_ndim is not None else (3 if x.ndim == 5 else x.ndim - 1)
+    return stream(Layout(tuple(x.shape[x.ndim - nd:])), x, time_steps,
+                  extra_steps).astype(dtype)
 
 
 class LavaNetwork(NeuronPlan):
