@@ -314,12 +314,19 @@ def _hidden_seq():
                          nn.Linear(16, 4), snn.Leaky(beta=0.8, init_hidden=True, output=True))
 
 
+@pytest.fixture
+def own_registry(monkeypatch):
+    """A registry of this test's neurons only: snnTorch's is process-wide, and a neuron another
+    test made (a DeltaLeaky keeps mem = None) makes snntorch.utils.reset fail for everyone."""
+    monkeypatch.setattr(snn.SpikingNeuron, "instances", [])
+
+
 def _registered() -> list:
     """The live entries of snnTorch's registry (freed copies leave ``None``)."""
     return [x for x in snn.SpikingNeuron.instances if x is not None]
 
 
-def test_dropped_compacted_copies_leave_the_registry():
+def test_dropped_compacted_copies_leave_the_registry(own_registry):
     """Five compact() calls whose results are dropped (a baseline's bisection probes) keep
     nothing in snnTorch's registry: 2 neurons each were kept alive forever."""
     import gc
@@ -336,7 +343,7 @@ def test_dropped_compacted_copies_leave_the_registry():
     utils.reset(net)                      # freed entries do not trouble snnTorch's reset
 
 
-def test_held_compacted_copy_is_reset_by_snntorch_and_probe_copies_can_opt_out():
+def test_held_compacted_copy_is_reset_by_snntorch_and_probe_copies_can_opt_out(own_registry):
     import gc
     from snntorch import utils
     from dpap_deploy.compaction import compact
