@@ -5,6 +5,7 @@ import copy
 import pytest
 import snntorch as snn
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from corpus_models import STYLES
@@ -357,17 +358,30 @@ def test_two_by_two_pool_equals_avg_pool2d_values_and_gradients(shape, compiled,
         not is_2x2({**attrs, "stride": (1, 1)}) and not is_2x2({**attrs, "pool": "max"})
 
 
-def test_a_pool_with_its_own_divisor_keeps_the_step_loop():
-    """The executor's pools take kernel, stride, padding and ceil_mode; a pool whose divisor is
-    not the plain mean is left to the step loop rather than computed differently."""
+def test_a_pool_with_its_own_divisor_runs_as_the_step_loop():
+    """The executor's pools take every option the graph records (kernel, stride, padding,
+    ceil_mode, count_include_pad, divisor_override, dilation): a pool whose divisor is not the
+    plain mean gives the step loop's spikes."""
+    from dpap_deploy.graph import outputs
     from dpap_deploy.neurons import lif
-    x = torch.rand(2, 1, 8, 8)
+    torch.manual_seed(1)
+    x = torch.rand(4, 1, 8, 8)
     plain = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), lif(), nn.AvgPool2d(2), nn.Flatten(),
                           nn.Linear(32, 3), lif())
+    with torch.no_grad():
+        plain[4].weight.mul_(3.0)
+        plain[4].bias.fill_(0.4)
     odd = copy.deepcopy(plain)
     odd[2] = nn.AvgPool2d(2, divisor_override=3)
-    assert MultiStep.supports(build_graph(plain, x))
-    assert "divisor_override" in MultiStep.unsupported(build_graph(odd, x))
+    for m in (plain, odd):
+        g = build_graph(m.eval(), x)
+        assert MultiStep.supports(g)
+        fast, slow = outputs(g, x, 6), outputs(g, x, 6, multistep=False)
+        assert torch.equal(fast, slow)
+    from dpap_deploy.executor.multistep import _pool_fn      # the divisor reaches the pool
+    pool = next(n for n in build_graph(odd, x).nodes if n.op == "pool")
+    t = torch.rand(2, 2, 8, 8)
+    assert torch.equal(_pool_fn(pool.attrs)(t), F.avg_pool2d(t, 2, divisor_override=3))
 
 
 @pytest.mark.parametrize("shape", [(3, 4, 8, 8), (2, 3, 7, 9), (2, 5, 28, 28)])

@@ -365,3 +365,40 @@ def test_held_compacted_copy_is_reset_by_snntorch_and_probe_copies_can_opt_out(o
     probe = compact(net, x, time_steps=T, register=False).model
     probe_neurons = [m for m in probe.modules() if isinstance(m, snn.SpikingNeuron)]
     assert not any(is_registered(m) for m in probe_neurons)
+
+
+def test_multistep_executor_pools_with_every_recorded_option():
+    """The multi-step executor runs a functional max pool with dilation and an average pool
+    that divides by the window's real size at a padded edge as the step loop does (it dropped
+    both options: a shape error for the dilation, other values for the average)."""
+    import torch.nn.functional as F
+    from torch import nn
+
+    from dpap_deploy.executor import MultiStep
+    from dpap_deploy.graph import build_graph, outputs
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 4, 3, padding=1)
+            self.lif1 = snn.Leaky(beta=0.8, init_hidden=True)
+            self.fc = nn.Linear(4 * 3 * 3, 3)
+            self.lif2 = snn.Leaky(beta=0.8, init_hidden=True)
+
+        def forward(self, x):
+            cur = F.avg_pool2d(self.conv(x), 3, 1, 1, False, False)   # count_include_pad=False
+            s = F.max_pool2d(self.lif1(cur), 2, dilation=2)            # 8x8 -> 3x3
+            return self.lif2(self.fc(s.flatten(1)))
+
+    torch.manual_seed(0)
+    model = Net().eval()
+    with torch.no_grad():
+        model.conv.weight.mul_(6.0)
+        model.conv.bias.fill_(0.3)
+        model.fc.weight.mul_(8.0)
+    x = torch.rand(6, 1, 8, 8)
+    graph = build_graph(model, x)
+    assert MultiStep.supports(graph)
+    fast = outputs(graph, x, 5)
+    slow = outputs(graph, x, 5, multistep=False)
+    assert torch.equal(fast, slow) and 0 < int(slow.sum()) < slow.numel()

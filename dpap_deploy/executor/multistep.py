@@ -88,6 +88,12 @@ def _pool_fn(attrs: dict, channels_last: bool = False):
           ("max", 1): F.max_pool1d, ("max", 2): F.max_pool2d}[(kind, dims)]
     kw = dict(kernel_size=attrs["kernel"], stride=attrs["stride"], padding=attrs["padding"],
               ceil_mode=attrs["ceil_mode"])
+    if kind == "max":
+        kw["dilation"] = attrs.get("dilation", 1)
+    else:
+        kw["count_include_pad"] = attrs.get("count_include_pad", True)
+        if attrs.get("divisor_override") is not None and dims == 2:
+            kw["divisor_override"] = attrs["divisor_override"]
     return lambda x: fn(x, **kw)
 
 
@@ -162,8 +168,6 @@ class MultiStep:
                 return f"'{n.name}' concatenates along the batch"
             if n.op == NEURON and n.adapter.kind != "snn":
                 return f"'{n.name}' is not a spiking neuron"
-            if n.op == POOL and not n.attrs.get("exact", True):
-                return f"pool '{n.name}' sets divisor_override or count_include_pad=False"
         return None
 
     @classmethod

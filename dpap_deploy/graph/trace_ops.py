@@ -49,6 +49,8 @@ def _pool_attrs(m: nn.Module) -> dict:
             "padding": pad, "dims": n,
             "dilation": _dilation(m.dilation if is_max else 1, n),
             "ceil_mode": bool(m.ceil_mode),
+            "count_include_pad": bool(getattr(m, "count_include_pad", True)),
+            "divisor_override": getattr(m, "divisor_override", None),
             "exact": is_max or _exact_avg(pad, getattr(m, "count_include_pad", True),
                                           getattr(m, "divisor_override", None))}
 
@@ -75,6 +77,8 @@ def _pool_fn_attrs(name: str, args, kwargs) -> dict:
             "padding": pad, "dims": n,
             "dilation": _dilation(vals.get("dilation", 1) if is_max else 1, n),
             "ceil_mode": bool(vals.get("ceil_mode", False)),
+            "count_include_pad": bool(vals.get("count_include_pad", True)),
+            "divisor_override": vals.get("divisor_override"),
             "exact": is_max or _exact_avg(pad, vals.get("count_include_pad", True),
                                           vals.get("divisor_override"))}
 
