@@ -366,7 +366,7 @@ def test_sum_pooling_leaves_the_recurrent_weight_of_a_neuron_after_the_pool(monk
     torch.manual_seed(0)
     model = _PoolThenRecurrent().eval()
     x = torch.rand(2, 1, 8, 8)
-    with pytest.raises(ValueError, match="type mismatch"):
+    with pytest.raises(UnsupportedModelError, match="type mismatch"):
         to_nir(model, x, 4)
     real = nir.NIRGraph
     monkeypatch.setattr(nir, "NIRGraph", lambda **kw: real(**kw, type_check=False))
