@@ -62,6 +62,7 @@ def write_rows(path: Path, rows: list[dict]) -> None:
         w = csv.DictWriter(f, COLUMNS)
         w.writeheader()
         w.writerows(rows)
+    os.chmod(tmp, 0o644)                 # mkstemp makes it owner-only
     os.replace(tmp, path)
 
 
