@@ -302,3 +302,34 @@ def test_an_output_computed_by_a_function_runs_from_the_forwards_returns():
         want = torch.stack([model(x) for _ in range(5)])
     assert got.shape == (5, 3, 3) and torch.equal(got, want)
     assert 0 < int(got.sum()) < 2 * got.numel()
+
+
+@pytest.mark.parametrize("start", ["int", "zeros"])
+def test_a_running_sum_of_a_linear_readout_is_its_current(start):
+    """``out = 0`` (or a tensor of zeros), then ``out = out + readout(spk)`` at every step: the
+    first step's add passes the readout through (it became an element-wise node, and DPAP's
+    attach refused the readout as a synapse without a neuron); the readout is its current."""
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1 = nn.Linear(8, 6)
+            self.lif1 = snn.Leaky(beta=0.9)
+            self.readout = nn.Linear(6, 3)
+
+        def forward(self, x):
+            mem1 = self.lif1.init_leaky()
+            out = 0 if start == "int" else torch.zeros(x.shape[0], 3)
+            for _ in range(4):
+                spk1, mem1 = self.lif1(self.fc1(x), mem1)
+                out = out + self.readout(spk1)
+            return out
+
+    torch.manual_seed(0)
+    model = Net().eval()
+    x = torch.rand(5, 8) * 3
+    graph = build_graph(model, x)
+    assert graph.readout == "current" and graph.nodes[graph.output].name == "readout"
+    with torch.no_grad():
+        from dpap_deploy.graph.run import run_window
+        got = run_window(graph, x, None)
+        assert torch.allclose(got.sum(0), model(x), atol=1e-6)

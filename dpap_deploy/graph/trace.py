@@ -212,6 +212,15 @@ class _Tracer(TorchFunctionMode):
             self.late[id(o)] = origin
             self.keep.append(o)
 
+    def _adds_zero(self, args, kwargs) -> bool:
+        """An add whose operands other than the traced one are zero (a Python 0 or a tensor of
+        zeros): the first step of a running sum, which passes its traced operand through."""
+        others = [a for a in (*args, *kwargs.values())
+                  if not (isinstance(a, torch.Tensor) and id(a) in self.tag)]
+        return bool(others) and all(
+            (isinstance(a, (int, float)) and not isinstance(a, bool) and a == 0) or
+            (isinstance(a, torch.Tensor) and not bool(a.ne(0).any())) for a in others)
+
     def record(self, func, args, kwargs, out) -> None:
         name = _fname(func)
         if name in _IGNORE or not _tensors(out):
@@ -231,6 +240,9 @@ class _Tracer(TorchFunctionMode):
                 self.time_index = axis         # x[t] / x[:, t]: one step of the input
                 self.step_shape = tuple(_first_tensor(out).shape[1:])
             self._tag(out, ins[0])
+            return
+        if name in _ADD and len(ins) == 1 and self._adds_zero(args, kwargs):
+            self._tag(out, ins[0])             # out = 0; out = out + readout(spk): a running sum
             return
         self.counter += 1
         label = f"{name.strip('_')}_{self.counter}"
