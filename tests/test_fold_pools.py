@@ -221,7 +221,10 @@ def test_netx_blockers_are_a_structure_only_pass_with_the_same_reasons():
 
 
 @pytest.mark.parametrize("cls", ["LeakyForSynaptic", "LeakyForAlpha", "LeakyForLapicque"])
-def test_netx_takes_make_deployables_leaky_replacements(cls):
+def test_netx_takes_make_deployables_leaky_replacements(cls, monkeypatch):
+    # snnTorch registers every neuron for good, and a DeltaLeaky keeps mem = None, which makes
+    # snntorch.utils.reset fail for every later Leaky network: this test's neurons stay apart
+    monkeypatch.setattr(snn.SpikingNeuron, "instances", list(snn.SpikingNeuron.instances))
     from dpap_deploy import convert_neurons
     from dpap_deploy.exporters.netx_neurons import neuron_reasons
     m = getattr(convert_neurons, cls)(beta=0.5, reset_mechanism="zero")
