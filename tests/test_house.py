@@ -136,7 +136,7 @@ def test_a_static_input_without_time_steps_is_refused_not_run_for_8_steps():
     from dpap_deploy.zoo import build_model
     model, _ = build_model("snn-digits", (1, 8, 8), 10)
     graph = build_graph(model, torch.zeros(2, 1, 8, 8))
-    with pytest.raises(ConfigError, match="pass the T the network runs with"):
+    with pytest.raises(ConfigError, match="the T the network runs with"):
         outputs(graph, torch.zeros(2, 1, 8, 8), None)
     with pytest.raises(ConfigError, match="needs the run's time steps"):
         ExportJob(model, "snn", torch.zeros(2, 1, 8, 8), torch.zeros(2, dtype=torch.long))

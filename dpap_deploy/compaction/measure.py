@@ -59,7 +59,8 @@ def compact_and_measure(model: nn.Module, kind: str, masks, x: torch.Tensor, y: 
     ``build_graph`` (``None``: none, or inferred)."""
     from ..neurobench_defs import neurobench_metrics
     model = model.eval()
-    graph = build_graph(model, x, time_axis=time_axis)       # traces two samples
+    # traces two samples (streamed event frames are no tensor: their first two, batch first)
+    graph = build_graph(model, x if isinstance(x, torch.Tensor) else x[:2], time_axis=time_axis)
     xv = batch_slice(x, graph.time_axis, 0, VERIFY_SAMPLES)
     n, nv = f"{len(y):,} samples", f"{min(len(y), VERIFY_SAMPLES):,} samples"
     with Stage(log, "compact", f"removing pruned units, checking the result on {nv}"):
