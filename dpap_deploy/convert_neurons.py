@@ -109,6 +109,14 @@ class SynapticForAlpha(snn.Synaptic):
         return spk, syn, torch.zeros_like(syn), mem
 
 
+def _leaky_step(neuron: snn.Leaky, input_, mem):
+    """One ``snn.Leaky`` step of a neuron called as another type: ``(spk, mem)``, or the
+    spikes alone from a hidden-state neuron without ``output=True`` (returned as they are)."""
+    if neuron.init_hidden:
+        return snn.Leaky.forward(neuron, input_)
+    return snn.Leaky.forward(neuron, input_, mem)
+
+
 class LeakyForSynaptic(snn.Leaky):
     """``snn.Leaky`` called as ``snn.Synaptic``: ``forward(input_, syn=None, mem=None)`` returns
     ``(spk, zeros, mem)`` (``spk`` alone with ``init_hidden=True`` unless ``output=True``);
@@ -119,13 +127,10 @@ class LeakyForSynaptic(snn.Leaky):
         return torch.zeros_like(mem), mem
 
     def forward(self, input_, syn=None, mem=None):
-        if self.init_hidden:
-            out = super().forward(input_)
-            if not self.output:
-                return out
-            spk, mem = out
-        else:
-            spk, mem = super().forward(input_, mem)
+        out = _leaky_step(self, input_, mem)
+        if not isinstance(out, tuple):
+            return out
+        spk, mem = out
         return spk, torch.zeros_like(mem), mem
 
 
@@ -138,13 +143,10 @@ class LeakyForAlpha(snn.Leaky):
         return torch.zeros_like(mem), torch.zeros_like(mem), mem
 
     def forward(self, input_, syn_exc=None, syn_inh=None, mem=None):
-        if self.init_hidden:
-            out = super().forward(input_)
-            if not self.output:
-                return out
-            spk, mem = out
-        else:
-            spk, mem = super().forward(input_, mem)
+        out = _leaky_step(self, input_, mem)
+        if not isinstance(out, tuple):
+            return out
+        spk, mem = out
         return spk, torch.zeros_like(mem), torch.zeros_like(mem), mem
 
 
