@@ -121,6 +121,39 @@ def _synapse_lines(e: dict, params: dict) -> list[str]:
     return lines
 
 
+def _kib(n: int) -> str:
+    return f"{n / 1024:,.1f} KiB"
+
+
+def _chip_lines(chip: dict | None) -> list[str]:
+    """Loihi 2 neuro-cores and synaptic memory, dense vs compacted (``chip.resources``)."""
+    if not chip:
+        return []
+    d, c, s = chip["dense"], chip["compacted"], chip["saving"]
+    lim = chip["limits"]
+    lines = ["", "## Loihi 2 resources (estimate)", "",
+             f"- neuro-cores: {d['cores']:,} dense -> {c['cores']:,} compacted (saves "
+             f"{s['cores']:,}); chips: {d['chips']} -> {c['chips']}",
+             f"- synaptic memory: {_kib(d['memory_bytes'])} dense -> "
+             f"{_kib(c['memory_bytes'])} compacted (saves {_kib(s['memory_bytes'])}); "
+             f"neurons: {d['neurons']:,} -> {c['neurons']:,}", "",
+             "| layer | kind | neurons | weights stored | synaptic memory | cores | set by |",
+             "|---|---|---|---|---|---|---|"]
+    dense = {l["name"]: l for l in d["layers"]}
+    for l in c["layers"]:
+        o = dense.get(l["name"], l)
+        lines.append(f"| {l['name']} | {l['kind']} | {o['neurons']:,} -> {l['neurons']:,} | "
+                     f"{o['weights']:,} -> {l['weights']:,} | {_kib(o['memory_bytes'])} -> "
+                     f"{_kib(l['memory_bytes'])} | {o['cores']} -> {l['cores']} | {l['bound']} |")
+    lines += ["", f"An **estimate**, not a measurement on hardware: each layer takes cores of its "
+              f"own, enough for its neurons ({lim['neurons_per_core']:,} per core) and for its "
+              f"{lim['weight_bits']}-bit weights ({_kib(lim['memory_bytes_per_core'])} per core, "
+              "all of a core's memory counted as synaptic), conv kernels stored once (shared "
+              f"over positions); {lim['cores_per_chip']} cores per chip. Sources and rule: "
+              "docs/deploy.md, *Chip resources*."]
+    return lines
+
+
 # What each target's parity check requires (the exporters' own rules).
 PASS_RULES = {"loihi-sim": "at least 99% of the samples predict the class torch predicts",
               "nir": "identical output spike trains on every sample",
@@ -154,6 +187,7 @@ def render(report: dict[str, Any], plots: list[str]) -> str:
                   f"{o['energy_pj_dense'] / 1e3:,.1f} nJ dense -> "
                   f"{o['energy_pj_compact'] / 1e3:,.1f} nJ compacted"]
     lines += _neurobench_lines(r.get("neurobench"), r.get("ops"))
+    lines += _chip_lines(r.get("chip"))
     lines += ["", "## Layers", ""]
     if "compaction" in r:
         lines += ["| layer | kind | neurons kept | neurons pruned + derived | synapses kept | "
