@@ -32,6 +32,7 @@ multiplied by ``s``, up to rounding.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -108,66 +109,106 @@ def _max_input_currents(graph: ModelGraph, layers: list[NetxLayer], x: torch.Ten
     return peaks
 
 
+@dataclass
+class QuantLayer:
+    """One netx layer in Lava's integers (the module docstring's rules): what the file holds
+    and what the fixed-point models compute, with what the rounding cost."""
+    layer: NetxLayer
+    weight: np.ndarray          # even int32 in [-256, 254], the synapse's shape
+    bias: np.ndarray            # int32 in [-BIAS_LIMIT, BIAS_LIMIT]
+    vth: int
+    i_decay: int                # 4096 - i_decay: the current kept per step, of 4096
+    v_decay: int
+    scale: float                # float -> integer factor of the layer (the input's 2^q included)
+    weights_clipped: int        # weights beyond [-256, 254] before clipping
+    bias_clipped: int
+
+    def summary(self, index: int) -> dict:
+        from lava.lib.dl.netx.utils import optimize_weight_bits
+        _, bits, exp, _ = optimize_weight_bits(self.weight)   # what the netx loader makes of it
+        return {"layer": index, "type": self.layer.kind, "name": self.layer.name,
+                "scale": self.scale, "vThMant": self.vth, "weight_exponent": int(exp),
+                "weight_bits": int(bits),
+                "weight_range": [int(self.weight.min()), int(self.weight.max())],
+                "weights_clipped": self.weights_clipped, "bias_clipped": self.bias_clipped,
+                "pools_folded": self.layer.pooled,
+                "synapses": int(np.count_nonzero(self.weight))}
+
+
+def quantise(graph: ModelGraph, x: torch.Tensor, time_steps: int,
+             layers: list[NetxLayer] | None = None) -> list[QuantLayer | NetxLayer]:
+    """The netx layers of the deployment ``graph`` in Lava's integers (``flatten`` steps
+    left as they are), scales set from the input currents measured on ``x``."""
+    seq = _layers(graph) if layers is None else layers
+    peaks = _max_input_currents(graph, seq, x, time_steps)
+    out, in_scale = [], 2.0 ** INPUT_BITS
+    for i, layer in enumerate(seq, start=1):
+        if layer.kind == "flatten":
+            out.append(layer)
+            continue
+        w, b = layer.weight.numpy(), layer.bias.numpy()
+        w_max = float(np.abs(w).max()) or 1.0
+        peak = layer.peak if layer.peak is not None else peaks.get(id(layer), 0.0)
+        s = min(254.0 / w_max, A_IN_LIMIT / max(peak * in_scale, 1e-12),
+                U_LIMIT * (1.0 - layer.alpha) / max(peak * in_scale, 1e-12))
+        w_even = 2 * np.round(w * s / 2)
+        eff = s * in_scale
+        vth = int(round(layer.threshold * eff))
+        bias_q = np.round(b * eff)
+        if not 0 < vth <= 131071:
+            raise UnsupportedModelError(f"netx threshold {vth} of layer {i} ('{layer.name}') "
+                                        "is outside Loihi's 17-bit range")
+        out.append(QuantLayer(
+            layer, np.clip(w_even, -256, 254).astype(np.int32),
+            np.clip(bias_q, -BIAS_LIMIT, BIAS_LIMIT).astype(np.int32), vth,
+            int(round((1 - layer.alpha) * 4096)), int(round((1 - layer.beta) * 4096)), eff,
+            int(((w_even < -256) | (w_even > 254)).sum()),
+            int((np.abs(bias_q) > BIAS_LIMIT).sum())))
+        in_scale = 1.0
+    return out
+
+
 def write_netx(model: nn.Module | ModelGraph, x: torch.Tensor, path: Path, time_steps: int) -> dict:
     """Write the folded SNN (or its graph) as a netx HDF5 file; returns the quantisation summary."""
     import h5py
     graph = model if isinstance(model, ModelGraph) else build_graph(model, x)
-    seq = _layers(graph)
-    peaks = _max_input_currents(graph, seq, x, time_steps)
-    summary, first = [], True
+    seq = quantise(graph, x, time_steps)
     # A network that flattens its input first takes it flat (torch's (c, h, w) order), so the
     # dense weights' columns need no permutation from Lava's (w, h, c) order.
-    input_flat = bool(seq) and seq[0].kind == "flatten"
+    input_flat = bool(seq) and isinstance(seq[0], NetxLayer) and seq[0].kind == "flatten"
     if input_flat:
         seq = seq[1:]
+    first = seq[0].layer if seq and isinstance(seq[0], QuantLayer) else None
     # a 1-D input (C, L) of a Conv1d is the map (C, 1, L) netx convolves (``netx_plan``)
     in_shape = [int(np.prod(graph.input_shape))] if input_flat else \
-        list(seq[0].in_shape if seq and seq[0].kind == "conv" else graph.input_shape)
+        list(first.in_shape if first is not None and first.kind == "conv" else graph.input_shape)
+    summary = []
     with atomic_buffer(path) as buf, h5py.File(buf, "w") as f:   # see nir_export.write_nir
         group = f.create_group("layer")
         g0 = group.create_group("0")
         g0.create_dataset("type", data=np.bytes_("input"))
         g0.create_dataset("shape", data=np.array(in_shape))
-        for i, layer in enumerate(seq, start=1):
+        for i, q in enumerate(seq, start=1):
+            layer = q.layer if isinstance(q, QuantLayer) else q
             g = group.create_group(str(i))
             g.create_dataset("type", data=np.bytes_(layer.kind))
             g.create_dataset("shape", data=np.array(layer.out_shape))
             if layer.kind == "flatten":
                 continue
-            w, b = layer.weight.numpy(), layer.bias.numpy()
-            in_scale = 2.0 ** INPUT_BITS if first else 1.0
-            w_max = float(np.abs(w).max()) or 1.0
-            peak = layer.peak if layer.peak is not None else peaks.get(id(layer), 0.0)
-            s = min(254.0 / w_max, A_IN_LIMIT / max(peak * in_scale, 1e-12),
-                    U_LIMIT * (1.0 - layer.alpha) / max(peak * in_scale, 1e-12))
-            w_q = np.clip(2 * np.round(w * s / 2), -256, 254).astype(np.int32)
-            eff = s * in_scale
-            vth = int(round(layer.threshold * eff))
-            bias_q = np.round(b * eff)
-            clipped = int((np.abs(bias_q) > BIAS_LIMIT).sum())
-            bias_q = np.clip(bias_q, -BIAS_LIMIT, BIAS_LIMIT).astype(np.int32)
-            if not 0 < vth <= 131071:
-                raise UnsupportedModelError(f"netx threshold {vth} of layer {i} ('{layer.name}') "
-                                            "is outside Loihi's 17-bit range")
-            g.create_dataset("weight", data=w_q)
-            g.create_dataset("bias", data=bias_q)
+            g.create_dataset("weight", data=q.weight)
+            g.create_dataset("bias", data=q.bias)
             if layer.kind == "conv":
                 for k in ("stride", "padding", "dilation"):
                     g.create_dataset(k, data=np.array(getattr(layer, k)))
                 g.create_dataset("groups", data=np.array(layer.groups))
             n = g.create_group("neuron")
             n.create_dataset("type", data=np.bytes_("CUBA"))
-            n.create_dataset("iDecay", data=np.array(int(round((1 - layer.alpha) * 4096))))
-            n.create_dataset("vDecay", data=np.array(int(round((1 - layer.beta) * 4096))))
-            n.create_dataset("vThMant", data=np.array(vth))
+            n.create_dataset("iDecay", data=np.array(q.i_decay))
+            n.create_dataset("vDecay", data=np.array(q.v_decay))
+            n.create_dataset("vThMant", data=np.array(q.vth))
             n.create_dataset("refDelay", data=np.array(1))
             n.create_dataset("gradedSpike", data=np.array(False))
-            summary.append({"layer": i, "type": layer.kind, "name": layer.name,
-                            "scale": s * in_scale, "vThMant": vth,
-                            "weight_range": [int(w_q.min()), int(w_q.max())],
-                            "bias_clipped": clipped, "pools_folded": layer.pooled,
-                            "synapses": int(np.count_nonzero(w_q))})
-            first = False
+            summary.append(q.summary(i))
     return {"input_bits": INPUT_BITS, "input_flat": input_flat, "input_shape": in_shape,
             "layers": summary}
 
