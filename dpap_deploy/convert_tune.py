@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from .errors import ConfigError
-from .graph import ModelGraph, run_window
-from .graph.run import outputs
+from .executor.run import outputs, run_window
+from .graph import ModelGraph
 from .graph.state import reset_states
 from .graph.time_axis import batch_axis, batch_len, batch_slice
 

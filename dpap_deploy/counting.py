@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .graph import ModelGraph, batch_len, build_graph, outputs
+from .executor.run import outputs
+from .graph import ModelGraph, batch_len, graph_of
 from .graph.model_graph import NEURON, POOL, SYNAPSE
 
 PJ_PER_AC = 0.9
@@ -108,7 +109,7 @@ def _spike_multiplicity(graph: ModelGraph) -> dict[str, float]:
 def count_ops(model: nn.Module, x: torch.Tensor, time_steps: int | None = None,
               batch_size: int = 256, graph: ModelGraph | None = None) -> OpsReport:
     """Run ``model`` (evaluation mode) on ``x`` and count per sample."""
-    graph = graph or build_graph(model, x)     # checks the model and the input
+    graph = graph_of(graph or model, x)     # checks the model and the input
     kind, layers = graph.kind, graph.layers
     mult = _spike_multiplicity(graph)
     spiking_input = _spiking_inputs(graph)

@@ -10,9 +10,10 @@ import torch
 from torch import nn
 
 from .errors import ConfigError
+from .executor.run import run_window
+from .graph import build_graph
 from .graph.time_axis import batch_slice
 from .metrics import correct as n_correct, output_activity, predictions
-from .neurons import run_snn
 
 
 def model_output(model: nn.Module, x: torch.Tensor, kind: str, time_steps: int,
@@ -27,7 +28,7 @@ def model_output(model: nn.Module, x: torch.Tensor, kind: str, time_steps: int,
                 with observer.windows():
                     return executor.run(x, time_steps, observer).mean(0)
             return executor.run(x, time_steps).mean(0)
-        return run_snn(model, x, time_steps, time_axis=time_axis).mean(0)
+        return run_window(build_graph(model, x, time_axis=time_axis), x, time_steps).mean(0)
     if x.dim() == 5:
         raise ConfigError("event frames [N, T, C, H, W] need a spiking model (an snn-* model)")
     return model(x)

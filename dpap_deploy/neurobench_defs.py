@@ -32,7 +32,8 @@ import torch
 from torch import nn
 
 from .counting import fanout
-from .graph import ModelGraph, adapter_for, batch_len, build_graph, outputs
+from .executor.run import outputs
+from .graph import ModelGraph, adapter_for, batch_len, graph_of
 
 SYNAPSES = (nn.Linear, nn.Conv1d, nn.Conv2d)
 ACTIVATIONS = (nn.ReLU, nn.Sigmoid)
@@ -64,7 +65,7 @@ def neurobench_metrics(model: nn.Module, x: torch.Tensor, time_steps: int | None
     """NeuroBench's metrics of ``model`` on ``x`` (see the module's docstring); with labels
     ``y`` also NeuroBench's accuracy beside ours."""
     footprint = footprint_bytes(model)
-    graph = graph or build_graph(model, x)       # two samples along the batch axis
+    graph = graph_of(graph or model, x)
     samples = batch_len(x, graph.time_axis)
     ops = {"acs": 0.0, "macs": 0.0, "dense": 0.0}
     active = [0, 0]                # non-zero outputs, all outputs of the neuron layers

@@ -1,4 +1,4 @@
-"""The paper's spiking neuron (Eq 1-4) as ordinary snnTorch, and the SNN time loop.
+"""The paper's spiking neuron (Eq 1-4) as ordinary snnTorch.
 
     u[t+1] = lambda * u[t] * (1 - o[t]) + sum_j w_ij o_j[t+1] + b_i        (Eq 1)
     o[t+1] = 1 if u[t+1] > V_th else 0                                      (Eq 2)
@@ -14,6 +14,8 @@ from __future__ import annotations
 import snntorch as snn
 import torch
 from torch import nn
+
+from .graph.state import reset_states  # noqa: F401  (one reset; kept for its callers)
 
 LAMBDA = 0.2
 V_TH = 0.5
@@ -48,25 +50,11 @@ def lif(beta: float = LAMBDA, threshold: float = V_TH, width: float = SURROGATE_
                      reset_mechanism="zero", init_hidden=True)
 
 
-def reset_states(model: nn.Module) -> None:
-    """Zero the membrane of every snnTorch neuron (start of a new input window)."""
-    for m in model.modules():
-        if isinstance(m, snn.SpikingNeuron) and hasattr(m, "reset_mem"):
-            m.reset_mem()
-
-
 def run_snn(model: nn.Module, x: torch.Tensor, time_steps: int | None,
             time_axis: int | None = None) -> torch.Tensor:
-    """The output ``[T, B, out]`` of one input window, through the model graph's one time loop
-    (``graph.run.run_window``), whatever the model's style: direct encoding (the static input
-    ``x [B, ...]`` fed as current at every one of ``time_steps`` steps), frames along a time
-    axis (``[B, T, ...]`` event frames, or ``[T, B, ...]`` with ``time_axis=0``; ``T`` is then
-    theirs), or a forward running its own time loop and returning ``(spk, mem)`` or records.
-    Runs with the model's mode and autograd setting."""
-    from .graph import build_graph, run_window
+    """``executor.run.run_window`` on the model's graph (kept for its callers): the output
+    ``[T, B, out]`` of one window, whatever the model's style and input layout."""
+    from .executor.run import run_window
+    from .graph import build_graph
     return run_window(build_graph(model, x, time_axis=time_axis), x, time_steps)
 
-
-def run_snn_frames(model: nn.Module, frames: torch.Tensor) -> torch.Tensor:
-    """Time-binned input ``[B, T, C, H, W]``: step ``t`` sees ``frames[:, t]``."""
-    return run_snn(model, frames, None, time_axis=1)

@@ -26,7 +26,7 @@ BYTES = 4
 @torch.no_grad()
 def activations_per_step(model: nn.Module, x1: torch.Tensor) -> int:
     """Output values of all leaf modules for one sample ``x1 [1, ...]`` and one step."""
-    from .neurons import reset_states
+    from .graph.state import reset_states
     total = 0
 
     def hook(_m, _inp, out):

@@ -171,7 +171,7 @@ def _scaled_loop(readout):
 
 @pytest.mark.parametrize("readout", ["spikes", "membrane", "current"])
 def test_outputs_record_the_readout(readout):
-    from dpap_deploy.graph import outputs
+    from dpap_deploy.executor.run import outputs
     model, x = _scaled_loop(readout)
     g = build_graph(model, x)
     out = outputs(g, x, None, batch_size=4)                   # [T, B, C]
@@ -199,7 +199,7 @@ class LinearReadoutOneStep(nn.Module):
 def test_graded_one_step_models_run_the_step_loop(make):
     from snntorch import utils
     from dpap_deploy.executor import MultiStep
-    from dpap_deploy.graph import outputs
+    from dpap_deploy.executor.run import outputs
     torch.manual_seed(0)
     model = make().eval()
     with torch.no_grad():
@@ -277,7 +277,7 @@ def test_membrane_of_a_hidden_state_call_is_the_neurons_state():
 def test_an_output_computed_by_a_function_runs_from_the_forwards_returns():
     """``return lif(fc(x)) * 2`` (one call per step): no module to hook at the output, the
     readout is what the forward returns, call by call (it raised before)."""
-    from dpap_deploy.graph.run import run_window
+    from dpap_deploy.executor.run import run_window
 
     class Step(nn.Module):
         def __init__(self):
@@ -330,6 +330,6 @@ def test_a_running_sum_of_a_linear_readout_is_its_current(start):
     graph = build_graph(model, x)
     assert graph.readout == "current" and graph.nodes[graph.output].name == "readout"
     with torch.no_grad():
-        from dpap_deploy.graph.run import run_window
+        from dpap_deploy.executor.run import run_window
         got = run_window(graph, x, None)
         assert torch.allclose(got.sum(0), model(x), atol=1e-6)

@@ -13,7 +13,8 @@ from torch import nn
 
 from dpap_deploy.compaction import compact
 from dpap_deploy.errors import ConfigError
-from dpap_deploy.graph import build_graph, outputs
+from dpap_deploy.executor.run import outputs
+from dpap_deploy.graph import build_graph
 from dpap_deploy.graph import time_axis
 from dpap_deploy.graph.time_axis import batch_slice
 

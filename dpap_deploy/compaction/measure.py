@@ -16,7 +16,8 @@ from torch import nn
 
 from ..counting import OpsReport, count_ops, param_counts
 from ..errors import DPAPError
-from ..graph import ModelGraph, build_graph, outputs
+from ..executor.run import outputs
+from ..graph import ModelGraph, graph_of
 from ..graph.time_axis import batch_slice
 from ..metrics import correct, predictions
 from ..progress import Stage
@@ -59,8 +60,7 @@ def compact_and_measure(model: nn.Module, kind: str, masks, x: torch.Tensor, y: 
     ``build_graph`` (``None``: none, or inferred)."""
     from ..neurobench_defs import neurobench_metrics
     model = model.eval()
-    # traces two samples (streamed event frames are no tensor: their first two, batch first)
-    graph = build_graph(model, x if isinstance(x, torch.Tensor) else x[:2], time_axis=time_axis)
+    graph = graph_of(model, x, time_axis=time_axis)
     xv = batch_slice(x, graph.time_axis, 0, VERIFY_SAMPLES)
     n, nv = f"{len(y):,} samples", f"{min(len(y), VERIFY_SAMPLES):,} samples"
     with Stage(log, "compact", f"removing pruned units, checking the result on {nv}"):

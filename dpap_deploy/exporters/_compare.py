@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..graph import ModelGraph, build_graph, outputs
+from ..executor.run import outputs
+from ..graph import graph_of
 from ..metrics import accuracy, agreement, output_activity, predictions
 
 
@@ -13,7 +14,7 @@ def torch_spikes(model, x: torch.Tensor, time_steps: int,
     """``[N, T, classes]`` output spikes of an snnTorch model or its ``ModelGraph``
     (evaluation mode); ``x`` in the model's own layout (``time_axis``: as for ``build_graph``;
     a graph's own axis is used for a graph)."""
-    graph = model if isinstance(model, ModelGraph) else build_graph(model, x, time_axis=time_axis)
+    graph = graph_of(model, x, time_axis=time_axis)
     out = outputs(graph, x, time_steps)
     return out.reshape(out.shape[0], out.shape[1], -1).permute(1, 0, 2).cpu().numpy()
 

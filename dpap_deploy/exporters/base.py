@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, DPAPError
+from ..graph import graph_of
 from ..graph.time_axis import batch_axis, batch_slice, check_axis
 
 
@@ -87,18 +88,11 @@ class ExportJob:
         deploy = load_model(folder / "deploy.pt")[0] if (folder / "deploy.pt").is_file() else None
         return cls(model, kind, x, y, time_steps, max_samples, deploy=deploy, **options)
 
-    def _example(self) -> torch.Tensor:
-        """What ``build_graph`` traces: the inputs themselves (it takes two samples along the
-        batch axis, and infers a time-first axis from the whole input), or two samples of
-        frames binned on demand (batch first)."""
-        return self.x if isinstance(self.x, torch.Tensor) else self.x[:2]
-
     def model_graph(self):
         """The model's graph, traced with the job's ``time_axis`` (a wrong one is refused in
         one line); an inferred axis becomes the job's."""
         if self.graph is None:
-            from ..graph import build_graph
-            self.graph = build_graph(self.model, self._example(), time_axis=self.time_axis)
+            self.graph = graph_of(self.model, self.x, time_axis=self.time_axis)
             if self.time_axis is None and getattr(self.graph, "time_axis", None) is not None:
                 self.time_axis = self.graph.time_axis
                 self.__post_init__()                # the inferred axis: samples, steps
@@ -107,10 +101,8 @@ class ExportJob:
     def deployment_graph(self):
         """The folded network's graph (BatchNorm and average pooling folded into synapses):
         the one compaction saved and verified, else folded now."""
-        from ..graph import build_graph
         if self.deploy is not None:
-            axis = self.model_graph().time_axis
-            return build_graph(self.deploy, self._example(), time_axis=axis)
+            return graph_of(self.deploy, self.x, time_axis=self.model_graph().time_axis)
         from ..compaction import fold_for_deployment
         x, _ = self.samples()
         return fold_for_deployment(self.model, batch_slice(x, self.time_axis, 0, 64),

@@ -75,6 +75,26 @@ def index_axis(key) -> int | None:
     return None
 
 
+def has_frames(graph, x: torch.Tensor) -> bool:
+    """``x`` holds one frame per step (along ``graph.time_axis``; batch first when the graph
+    has none) for a model taking one step per call; a static input has one axis less."""
+    return graph.steps_per_call == 1 and x.dim() == len(graph.input_shape) + 2
+
+
+def window_steps(graph, x: torch.Tensor, time_steps: int | None) -> int:
+    """Steps in one window of ``graph`` (a ``ModelGraph``) on ``x``: the model's own loop, the
+    input's frames, or ``time_steps`` (the run's T: required for a static input, which has no
+    length of its own)."""
+    if graph.steps_per_call > 1:
+        return graph.steps_per_call
+    if has_frames(graph, x):
+        return int(x.shape[0 if graph.time_axis == 0 else 1])
+    if not isinstance(time_steps, int) or isinstance(time_steps, bool) or time_steps < 1:
+        raise ConfigError(f"a static input runs over time_steps steps, got {time_steps!r}; "
+                          "pass time_steps=<the T the network runs with>")
+    return time_steps
+
+
 def note_inferred(model_name: str, axis: int) -> None:
     """One line, once per model class and axis: what was inferred, and how to state it."""
     if (model_name, axis) in _NOTED:
@@ -90,4 +110,5 @@ def conflict(axis: int, seen: int) -> ConfigError:
                        f"as {_LAYOUT[seen]}; pass time_axis={seen}")
 
 
-__all__ = ["check_axis", "batch_axis", "batch_len", "batch_slice", "frame", "index_axis"]
+__all__ = ["check_axis", "batch_axis", "batch_len", "batch_slice", "frame", "index_axis",
+           "has_frames", "window_steps"]

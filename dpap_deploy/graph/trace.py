@@ -303,6 +303,16 @@ def build_graph(model: nn.Module, example_input: torch.Tensor,
     return graph
 
 
+def graph_of(model_or_graph, x, time_axis: int | None = None) -> ModelGraph:
+    """``model_or_graph`` itself when it is a ``ModelGraph``, else its graph traced on ``x``
+    (``build_graph``; two samples are taken along the batch axis; streamed event frames, which
+    are no tensor, give their first two, batch first)."""
+    if isinstance(model_or_graph, ModelGraph):
+        return model_or_graph
+    example = x if isinstance(x, torch.Tensor) else x[:2]
+    return build_graph(model_or_graph, example, time_axis=time_axis)
+
+
 def _trace_inferred(model: nn.Module, example_input: torch.Tensor) -> ModelGraph:
     """No axis stated: trace on two samples of axis 0; a forward that reads ``x[t]`` (or fails
     indexing a time axis cut to two) takes ``[T, B, ...]``: traced again on the whole time axis."""
@@ -449,4 +459,4 @@ def _fit_error(x: torch.Tensor, exc: Exception) -> DPAPError:
                      f"fit the model: {first}")
 
 
-__all__ = ["build_graph"]
+__all__ = ["build_graph", "graph_of"]
