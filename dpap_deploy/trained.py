@@ -17,11 +17,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import masks as mk
 from .checkpoint import check_finite, load_checkpoint
-from .dpap.masking import removed_fraction
 from .errors import DPAPError
 from .train_config import TrainConfig
-from .validate import check_checkpoint_keys, check_dpap_masks
+from .validate import check_checkpoint_keys
 
 
 @dataclass
@@ -32,8 +32,8 @@ class Trained:
     input_shape: tuple[int, ...]
     n_classes: int
     history: list[dict]
-    layer_stats: list[dict]                # per prunable layer, under the masks (masking.layer_stats)
-    masks: dict | None                     # {layer: (synapses, neurons)}; None: read from zero weights
+    layer_stats: list[dict]                # per prunable layer, under the masks (masks.layer_stats)
+    masks: mk.Masks | None                 # None: the pruner kept none (read zero weights)
     pruner_state: dict | None              # DPAP's state_dict (survival histories for plots)
     dpap_config: dict | None               # the resolved DPAP configuration, None without DPAP
     data_warnings: list[str] = field(default_factory=list)
@@ -49,7 +49,7 @@ class Trained:
 
     @property
     def params_removed_fraction(self) -> float:
-        return removed_fraction(self.layer_stats, self.params_total)
+        return mk.removed_fraction(self.layer_stats, self.params_total)
 
     def load_data(self):
         """The run's dataset (its configured name, root and time steps)."""
@@ -59,7 +59,6 @@ class Trained:
 
 def load_trained(source: str | Path) -> Trained:
     """The model, masks and record of the run at ``source`` (a run folder or a checkpoint)."""
-    from .compaction import masks_from_dpap_state
     from .graph import build_graph
     from .zoo import build_model
     ckpt = load_checkpoint(source)
@@ -79,17 +78,20 @@ def load_trained(source: str | Path) -> Trained:
     layers = build_graph(model, example).layers
     dpap_state = ckpt.get("dpap")
     if dpap_state is not None:
-        check_dpap_masks(dpap_state, layers, path)
+        mk.check_state(dpap_state, layers, path)
         migrate_kinds(dpap_state, ckpt["model"])
     pruner_state = dpap_state or ckpt.get("baseline") or {}
-    masks = masks_from_dpap_state(pruner_state) if "layers" in pruner_state else None
+    masks = mk.from_dpap_state(pruner_state) if "layers" in pruner_state else None
     try:
         model.load_state_dict(ckpt["model"])
     except (KeyError, RuntimeError, ValueError, TypeError) as exc:
         first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         raise DPAPError(f"{path} does not match its own model configuration: {first}; "
                         "train the run again") from None
-    stats = ckpt.get("layer_stats") or _layer_stats(layers, masks)
+    stats = ckpt.get("layer_stats")
+    if not stats:             # a checkpoint from before they were stored; no masks: zero weights
+        kept = masks or mk.from_weights(layers, units=True)
+        stats = [mk.layer_stats(l, *kept[l.name]) for l in layers]
     return Trained(cfg=cfg, kind=kind, model=model, input_shape=tuple(shape),
                    n_classes=n_classes, history=list(ckpt["history"]), layer_stats=stats,
                    masks=masks, pruner_state=dpap_state,
@@ -160,18 +162,3 @@ def migrate_kinds(state: dict, weights: dict) -> None:
     for d in state["layers"]:
         if "kind" not in d and f"{d['name']}.weight" in weights:
             d["kind"] = "conv" if weights[f"{d['name']}.weight"].dim() == 4 else "linear"
-
-
-def _layer_stats(layers, masks: dict | None) -> list[dict]:
-    """Per-layer counts of a checkpoint from before they were stored: under the masks, or
-    from the weights that are zero (a baseline run)."""
-    from .dpap.masking import layer_stats, nonzero_kernels
-    out = []
-    for layer in layers:
-        if masks and layer.name in masks:
-            syn, neu = masks[layer.name]
-        else:
-            syn = nonzero_kernels(layer.synapse.weight)
-            neu = syn.any(1)
-        out.append(layer_stats(layer, syn, neu))
-    return out

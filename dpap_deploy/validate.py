@@ -299,22 +299,6 @@ def check_checkpoint_keys(ckpt: Mapping[str, Any], path: str | Path) -> None:
 
 
 def check_dpap_masks(state: Any, layers: list, path: str | Path) -> None:
-    """The DPAP masks of a checkpoint fit the model rebuilt from its configuration: per layer,
-    ``syn_alive`` is a bool ``[n_out, n_in]`` and ``neu_alive`` a bool ``[n_out]``. A mask of
-    another shape would compact to a wrong network (or fail deep inside torch)."""
-    if not isinstance(state, Mapping) or not isinstance(state.get("layers"), list):
-        raise DPAPError(f"{path}: the DPAP state has no layer list; the checkpoint is corrupt")
-    if len(state["layers"]) != len(layers):
-        raise DPAPError(f"{path}: the DPAP state has masks for {len(state['layers'])} layers, the "
-                        f"model has {len(layers)} prunable layers; the checkpoint does not fit "
-                        "its model")
-    for d, layer in zip(state["layers"], layers):
-        want = {"syn_alive": (layer.n_out, layer.n_in), "neu_alive": (layer.n_out,)}
-        for key, shape in want.items():
-            m = d.get(key) if isinstance(d, Mapping) else None
-            got = tuple(getattr(m, "shape", ()))
-            if m is None or got != shape or str(getattr(m, "dtype", "")) != "torch.bool":
-                raise DPAPError(f"{path}: layer {layer.name} {key} mask is "
-                                f"{got or type(m).__name__} {getattr(m, 'dtype', '')}, the model "
-                                f"needs a bool mask of shape {shape}; the checkpoint does not fit "
-                                "its model")
+    """Moved to :func:`dpap_deploy.masks.check_state` (imported here only when called)."""
+    from .masks import check_state
+    check_state(state, layers, path)

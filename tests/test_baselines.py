@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from dpap_deploy.baselines import GradualPruner
-from dpap_deploy.dpap.masking import removed_fraction
+from dpap_deploy.masks import removed_fraction
 from dpap_deploy.errors import ConfigError
 
 

@@ -110,9 +110,9 @@ def test_compacted_and_folded_equal_masked_for_every_zoo_model(name, shape):
 
 def _masked_copy(model, x, masks):
     import copy
-    from dpap_deploy.compaction import apply_layer_masks
+    from dpap_deploy.masks import apply_to_model
     m = copy.deepcopy(model).eval()
-    return apply_layer_masks(m, x, masks)
+    return apply_to_model(m, x, masks)
 
 
 def test_derived_deaths_input_and_output_dead():
@@ -209,12 +209,12 @@ def test_compact_and_report_on_a_real_dpap_run(tmp_path):
 def _nonzero_within_kept(run_dir):
     """Non-zero masked weights and biases that lie inside the kept units and inputs."""
     from dpap_deploy.checkpoint import load_checkpoint
-    from dpap_deploy.compaction import masks_from_dpap_state
+    from dpap_deploy.masks import from_dpap_state
     from dpap_deploy.training import restore_run
     ck = load_checkpoint(run_dir)
     r = restore_run(ck)
     x = r.data.x_test[:4]
-    plan = compact(r.model, x, masks_from_dpap_state(ck["dpap"]), verify=False).plan
+    plan = compact(r.model, x, from_dpap_state(ck["dpap"]), verify=False).plan
     n = 0
     for layer, lp in zip(r.dpap.layers, plan.layers):
         w = layer.synapse.weight.detach()[lp.keep_out][:, lp.keep_in]
@@ -243,19 +243,18 @@ def test_cut_equals_torch_pruning_on_the_zoo(name, shape):
     tp = pytest.importorskip("torch_pruning")
     import copy
     from dpap_deploy.compaction.plan import plan_compaction
-    from dpap_deploy.compaction.compact import full_masks
     from dpap_deploy.graph import build_graph
+    from dpap_deploy.masks import apply_to_model, check
     gen = torch.Generator().manual_seed(4)
     model, _ = build_model(name, shape, 10)
     _randomise_bn(model, gen)
     model.eval()
     x = torch.rand(4, *shape, generator=gen)
     graph = build_graph(model, x)
-    masks = full_masks(graph, _random_masks(graph.layers, gen, p_syn=0.0, p_neu=0.4))
+    masks = check(graph, _random_masks(graph.layers, gen, p_syn=0.0, p_neu=0.4))
     ours = compact(model, x, masks, graph=graph, verify=False).model
     theirs = copy.deepcopy(model)
-    apply = __import__("dpap_deploy.compaction", fromlist=["apply_layer_masks"]).apply_layer_masks
-    apply(theirs, x, masks)
+    apply_to_model(theirs, x, masks)
     plan = plan_compaction(graph, masks)
     dg = tp.DependencyGraph().build_dependency(theirs, example_inputs=x[:2], verbose=False)
     named = dict(theirs.named_modules())

@@ -18,10 +18,11 @@ import math
 import torch
 
 from ..compaction.compact import compact
-from ..compaction.plan import Masks, plan_compaction
+from ..compaction.plan import plan_compaction
 from ..counting import count_ops
 from ..distributed import Dist, shard, sum_over_ranks
 from ..graph import ModelGraph, batch_slice
+from ..masks import Masks
 
 KINDS = ("params", "synops", "macs")
 

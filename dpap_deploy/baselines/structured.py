@@ -24,10 +24,9 @@ import torch
 from torch import nn
 
 from .. import distributed
-from ..compaction.plan import Masks
-from ..dpap.masking import apply_masks, layer_param_masks, layer_stats
 from ..errors import ConfigError
 from ..graph import build_graph
+from ..masks import Masks, apply_masks, check, layer_param_masks, layer_stats
 from .cost import KINDS, cost
 from .schedule import check_window, cubic_fraction
 from .unit_importance import SCORERS, normalized
@@ -78,13 +77,10 @@ class StructuredPruner:
                        for l, a in zip(self.layers, self.alive)]
 
     def masks(self, alive: list[torch.Tensor] | None = None) -> Masks:
+        """Every layer's masks: whole units (``alive``, by default the current ones)."""
         alive = self.alive if alive is None else alive
-        out = {l.name: (torch.ones(l.n_out, l.n_in, dtype=torch.bool), a)
-               for l, a in zip(self.layers, alive)}
-        for l in self.graph.layers:
-            out.setdefault(l.name, (torch.ones(l.n_out, l.n_in, dtype=torch.bool),
-                                    torch.ones(l.n_out, dtype=torch.bool)))
-        return out
+        return check(self.graph, {l.name: (torch.ones(l.n_out, l.n_in, dtype=torch.bool), a)
+                                  for l, a in zip(self.layers, alive)})
 
     @torch.no_grad()
     def step(self) -> None:

@@ -16,9 +16,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..dpap.layers import find_prunable_layers
-from ..dpap.masking import layer_stats
 from ..errors import ConfigError
+from ..graph import build_graph
+from ..masks import layer_stats
 from .schedule import check_window, cubic_fraction
 
 METHODS = ("magnitude", "random")   # the single-weight baselines
@@ -33,8 +33,8 @@ class GradualPruner:
             raise ConfigError(f"invalid prune target {target!r}: a fraction in [0, 1)")
         check_window(start_epoch, end_epoch)
         self.model, self.method = model, method
-        self.kind, all_layers = find_prunable_layers(model, example_input)
-        self.layers = [l for l in all_layers if not l.is_output]
+        graph = build_graph(model, example_input)
+        self.kind, self.layers = graph.kind, [l for l in graph.layers if not l.is_output]
         self.params = [l.synapse.weight for l in self.layers]
         total = sum(p.numel() for p in model.parameters())
         pool = sum(p.numel() for p in self.params)

@@ -1,26 +1,29 @@
 """``compact(model, example_input, masks)``: a physically smaller network that computes exactly
 what the masked network computed.
 
-The model graph is built once (``dpap_deploy.graph``); the plan (``plan.py``) says which units
-survive, derived deaths included and residual ties respected; Torch-Pruning's dependency graph
-cuts them (``surgery.py``). Synapse-level zeros inside kept units stay. The result is the
-user's own module type (a deep copy with smaller layers) and is verified against the masked
-model on ``example_input`` unless ``verify=False``.
+The model graph is built once (``dpap_deploy.graph``); the masks (``dpap_deploy.masks``) are
+checked against it and applied to a copy; the plan (``plan.py``) says which units survive,
+derived deaths included and residual ties respected; ``surgery.py`` cuts them from the graph's
+kept indices, one ``index_select`` per dimension (Torch-Pruning is not used: ``surgery.py``
+says why, a test checks both cut the zoo's chains alike). Synapse-level zeros inside kept
+units stay. The result is the user's own module type (a deep copy with smaller layers) and is
+verified against the masked model on ``example_input`` unless ``verify=False``.
 """
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ..dpap.masking import apply_masks, layer_param_masks
 from ..errors import DPAPError
 from ..graph import ModelGraph, build_graph, outputs as graph_outputs
 from ..graph.state import register_copies, reset_states
-from .plan import CompactionPlan, Masks, plan_compaction
+from ..masks import Masks, apply_to_model, check
+from ..masks import (apply_to_model as apply_layer_masks, check as full_masks,  # noqa: F401
+                     from_dpap_state as masks_from_dpap_state)   # their names here before
+from .plan import CompactionPlan, plan_compaction
 from .surgery import cut, strip_hooks
 
 
@@ -33,18 +36,6 @@ class Compacted:
     plan: CompactionPlan
     kind: str
     graph: ModelGraph | None = None       # the compacted model's graph
-
-
-def masks_from_dpap_state(state: dict) -> Masks:
-    """Masks from a DPAP ``state_dict`` (e.g. ``checkpoint['dpap']``)."""
-    layers = state.get("layers") if isinstance(state, Mapping) else None
-    keys = ("name", "syn_alive", "neu_alive")
-    if not isinstance(layers, list) or not all(isinstance(d, Mapping) and all(k in d for k in keys)
-                                               for d in layers):
-        raise DPAPError(f"not a DPAP state: expected a mapping with a 'layers' list of "
-                        f"{{{', '.join(keys)}}} entries, got {type(state).__name__}; pass "
-                        "DPAP.state_dict() or a checkpoint's 'dpap' entry")
-    return {d["name"]: (d["syn_alive"], d["neu_alive"]) for d in layers}
 
 
 def copy_with_graph(model: nn.Module, graph: ModelGraph) -> tuple[nn.Module, ModelGraph]:
@@ -62,42 +53,6 @@ def copy_with_graph(model: nn.Module, graph: ModelGraph) -> tuple[nn.Module, Mod
     return new_model, new_graph
 
 
-def full_masks(graph: ModelGraph, masks: Masks | None) -> Masks:
-    full = {l.name: (torch.ones(l.n_out, l.n_in, dtype=torch.bool),
-                     torch.ones(l.n_out, dtype=torch.bool)) for l in graph.layers}
-    if masks is not None and not (isinstance(masks, Mapping) and all(
-            isinstance(v, (tuple, list)) and len(v) == 2 and all(isinstance(t, torch.Tensor)
-                                                                 for t in v)
-            for v in masks.values())):
-        raise DPAPError(f"masks must map layer names to (synapses, neurons) bool tensors, got "
-                        f"{type(masks).__name__}; build them with masks_from_dpap_state("
-                        "dpap.state_dict())")
-    given = {k: (v[0].cpu().bool(), v[1].cpu().bool()) for k, v in (masks or {}).items()}
-    unknown = sorted(set(given) - set(full))
-    if unknown:
-        raise DPAPError(f"masks name layer(s) {', '.join(unknown)} that the model does not have; "
-                        f"its prunable layers are {', '.join(full)}")
-    for name, (syn, neu) in given.items():
-        want_s, want_n = full[name][0].shape, full[name][1].shape
-        if syn.shape != want_s or neu.shape != want_n:
-            raise DPAPError(f"the mask of layer '{name}' has shapes {tuple(syn.shape)} / "
-                            f"{tuple(neu.shape)} but the layer has {tuple(want_s)} synapses / "
-                            f"{tuple(want_n)} neurons; the masks belong to another model")
-    return {**full, **given}
-
-
-def apply_layer_masks(model: nn.Module, example_input: torch.Tensor | None, masks: Masks,
-                      graph: ModelGraph | None = None) -> nn.Module:
-    """Zero, in place, every parameter the masks remove (the 'masked model')."""
-    graph = graph or build_graph(model, example_input)
-    for layer in graph.layers:
-        if layer.name in masks:
-            syn, neu = masks[layer.name]
-            dev = layer.synapse.weight.device
-            apply_masks(layer_param_masks(layer, syn.to(dev), neu.to(dev)))
-    return model
-
-
 def compact(model: nn.Module, example_input: torch.Tensor, masks: Masks | None = None,
             verify: bool = True, time_steps: int | None = None,
             graph: ModelGraph | None = None, time_axis: int | None = None,
@@ -106,7 +61,7 @@ def compact(model: nn.Module, example_input: torch.Tensor, masks: Masks | None =
 
     ``masks``: ``{layer_name: (synapses [C_out, C_in] bool, neurons [C_out] bool)}``; layers
     not named keep everything; ``None`` keeps everything (only derived deaths are removed).
-    ``graph``: the model's graph if already built (``dpap.graph``), else it is built here.
+    ``graph``: the model's graph if already built (``dpap_deploy.graph``), else it is built here.
     ``time_axis``: the input's time axis (``0``: ``[T, B, ...]``, ``1``: ``[B, T, ...]``) when
     it has one; ``None``: none, or inferred from the model's forward (``build_graph``).
     ``time_steps``: the T a static input runs over (inputs with a time axis have their own).
@@ -118,8 +73,8 @@ def compact(model: nn.Module, example_input: torch.Tensor, masks: Masks | None =
     reset_states(model)
     masked, mgraph = copy_with_graph(model, graph)
     masked.eval()
-    masks = full_masks(mgraph, masks)
-    apply_layer_masks(masked, None, masks, graph=mgraph)
+    masks = check(mgraph, masks)
+    apply_to_model(masked, None, masks, graph=mgraph)
     plan = plan_compaction(mgraph, masks)
     small, sgraph = copy_with_graph(masked, mgraph)
     cut(small, sgraph, plan)

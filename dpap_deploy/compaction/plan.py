@@ -22,8 +22,7 @@ from ..errors import DPAPError
 from ..graph import ModelGraph, PrunableLayer
 from ..graph.model_graph import (ADD, CAT, ELEMENTWISE, FLATTEN, INPUT, NEURON, NORM, OUTPUT,
                                  PASS, POOL, SYNAPSE)
-
-Masks = dict[str, tuple[torch.Tensor, torch.Tensor]]   # layer name -> (synapses, neurons)
+from ..masks import Masks, recurrent_of
 
 
 @dataclass
@@ -48,7 +47,6 @@ def constant_drive(layer: PrunableLayer) -> torch.Tensor:
     """Input current of each unit when all its inputs are zero (evaluation mode)."""
     syn = layer.synapse
     b = syn.bias.detach() if syn.bias is not None else torch.zeros(layer.n_out, device=syn.weight.device)
-    from ..dpap.masking import recurrent_of
     rec = recurrent_of(layer)
     if rec is not None and rec.bias is not None:     # RLeaky: the recurrent bias drives too
         b = b + rec.bias.detach()
@@ -185,6 +183,7 @@ def tie_groups(graph: ModelGraph) -> list[list[PrunableLayer]]:
 
 
 def plan_compaction(graph: ModelGraph, masks: Masks) -> CompactionPlan:
+    """``masks``: every layer's, as :func:`dpap_deploy.masks.check` completes them."""
     layers = graph.layers
     alive = {l.name: masks[l.name][1].cpu().clone() for l in layers}
     for l in layers:
