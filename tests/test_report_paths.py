@@ -5,6 +5,7 @@ import json
 from contextlib import suppress
 from pathlib import Path
 
+import jsonschema
 import numpy as np
 import pytest
 
@@ -12,6 +13,7 @@ from dpap_deploy.data import load_dataset
 from dpap_deploy.errors import ParityError
 from dpap_deploy.pipeline import compact, export, report, train
 from dpap_deploy.report.paths import relative, resolve
+from dpap_deploy.report.schema import Report
 from dpap_deploy.training import TrainConfig
 
 
@@ -45,6 +47,11 @@ def test_train_compact_export_reports_hold_relative_paths(tmp_path):
     folders = [tmp_path / "runs" / n for n in ("a", "base", "small")] + [tmp_path / "exports/nir"]
     roots = sorted({str(tmp_path), str(tmp_path.resolve())})
     assert [f for f in folders if _absolute_paths(f, roots)] == []
+    schema = json.loads((Path(__file__).resolve().parents[1] / "docs/report.schema.json").read_text())
+    for f in folders:         # real reports: valid under the published schema, read back as written
+        text = (f / "report.json").read_text()
+        jsonschema.validate(json.loads(text), schema, jsonschema.Draft202012Validator)
+        assert json.dumps(Report.from_dict(json.loads(text)).to_dict(), indent=2) + "\n" == text
 
     small = json.loads((tmp_path / "runs/small/report.json").read_text())
     assert small["source_run"] == "../a" and small["baseline_run"] == "../base"

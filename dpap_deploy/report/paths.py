@@ -15,7 +15,6 @@ those), the report only describes them.
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 from pathlib import Path
 
 from .schema import Report
@@ -72,10 +71,12 @@ def with_relative_paths(report: Report, folder: str | Path) -> Report:
     if cfg is not None:
         cfg["dataset"] = _dataset(cfg.get("dataset"), folder)
         cfg["data_root"] = _optional(cfg.get("data_root"), folder)
-    new = replace(report, dataset=_dataset(report.dataset, folder), train_config=cfg,
-                  source_run=_optional(report.source_run, folder),
-                  baseline_run=_optional(report.baseline_run, folder),
-                  data_warnings=_replaced(report.data_warnings, moves))
+    new = report.model_copy(update=dict(
+        dataset=_dataset(report.dataset, folder), train_config=cfg,
+        source_run=_optional(report.source_run, folder),
+        baseline_run=_optional(report.baseline_run, folder),
+        data_warnings=_replaced(report.data_warnings, moves)))
     if new.export is not None and new.export.warnings:
-        new.export = replace(new.export, warnings=_replaced(new.export.warnings, moves))
+        new.export = new.export.model_copy(
+            update={"warnings": _replaced(new.export.warnings, moves)})
     return new

@@ -1,40 +1,41 @@
-"""``report.json`` as a typed object (contract.md): dataclass sections, checked when read.
+"""``report.json`` as a typed object (contract.md): pydantic models, checked when read.
 
     report = Report.from_dict(json.loads(text), where="runs/a/report.json")
     report.to_dict()          # the JSON object, key for key
 
-Every section knows its fields and their types; :meth:`Section.from_dict` refuses a missing
-field or a value of the wrong type with one line naming the key. Keys a section does not
-declare (a target's own details in ``export``, keys written by a newer version) are kept in
-``extra`` and written back unchanged. A field declared with ``omit_none`` is left out of the
-JSON while it is ``None`` (a section a later stage adds; SNN-only values of an ANN run).
-
-Numbers are checked too: a declared float must be finite (JSON's ``NaN`` / ``Infinity`` are
-refused), and one declared with :func:`fraction` must lie in [0, 1]. A ``schema_version``
-outside ``READABLE_VERSIONS`` is refused with the version found and those this one reads.
+A field is declared by its type: ``int``, ``float`` (finite; an int is taken as a float),
+``Fraction`` (a float in [0, 1]), ``str``, a section, ``list[...]``, ``dict``; ``X | None = None``
+is written as ``null``, ``X | None = optional()`` is left out of the JSON while it is ``None``
+(a section a later stage adds; SNN-only values of an ANN run). Values are checked strictly
+(``"3"`` is no int, ``true`` no number, JSON's ``NaN`` / ``Infinity`` no float), and
+:meth:`Section.from_dict` turns the first failure into one line naming the key. Keys a section
+does not declare are kept (and written back) by the sections declared with ``extra="allow"``
+(``Parity``, ``Export``: a target's own details, ``Report``: keys of a newer version). A
+``schema_version`` outside ``READABLE_VERSIONS`` is refused with the version found and those
+this one reads. ``docs/report.schema.json`` is :func:`json_schema`'s output, written again by
+``python -c 'from dpap_deploy.report.schema import json_schema; print(json_schema(), end="")'``.
 """
 from __future__ import annotations
 
-import math
-import types
-import typing
-from dataclasses import MISSING, dataclass, field, fields, replace
-from typing import Any
+import json
+from typing import Annotated, Any
+
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, model_serializer,
+                      model_validator)
+from pydantic.json_schema import SkipJsonSchema
 
 from ..errors import DPAPError
 
 SCHEMA_VERSION = 1
 READABLE_VERSIONS = (1,)
 
+Fraction = Annotated[float, Field(ge=0, le=1)]
+"""A float in [0, 1]: an accuracy, a share of samples or units."""
 
-def optional(default=None) -> Any:
+
+def optional(default: Any = None) -> Any:
     """A field left out of the JSON while it is ``None``."""
-    return field(default=default, metadata={"omit_none": True})
-
-
-def fraction(default: Any = MISSING, omit_none: bool = False) -> Any:
-    """A float field that must lie in [0, 1] (an accuracy, a share of samples or units)."""
-    return field(default=default, metadata={"fraction": True, "omit_none": omit_none})
+    return Field(default, exclude_if=lambda v: v is None)
 
 
 class SchemaVersionError(DPAPError):
@@ -55,110 +56,47 @@ def check_schema_version(d: dict, where: str) -> None:
             "wrote it with this one")
 
 
-def _check_fraction(value, where: str) -> None:
-    if value is not None and not 0.0 <= value <= 1.0:
-        raise DPAPError(f"{where} is {value!r}, not a fraction between 0 and 1")
+# what a value failing pydantic's check of that type is not, in the line of the refusal
+_NOT = {"float_type": "float", "int_type": "int", "string_type": "str", "bool_type": "bool",
+        "list_type": "a list", "dict_type": "an object", "model_type": "an object",
+        "finite_number": "a finite number", "greater_than_equal": "a fraction between 0 and 1",
+        "less_than_equal": "a fraction between 0 and 1"}
 
 
-def _type_name(tp) -> str:
-    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+def _line(err: dict, where: str) -> str:
+    """pydantic's error ``err`` as one line: ``report.pruning.layers[0] lacks 'name'``."""
+    *parent, last = (where, *err["loc"])
+    path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parent[1:])
+    if err["type"] == "missing":
+        return f"{where}{path} lacks {last!r}"
+    key = f"[{last}]" if isinstance(last, int) else f".{last}" if err["loc"] else ""
+    why = _NOT.get(err["type"])
+    return f"{where}{path}{key} is {err['input']!r:.60}, " + (f"not {why}" if why else err["msg"])
 
 
-def _check(value, tp, where: str):
-    """``value`` converted to ``tp`` (sections built, ints accepted as floats), or a DPAPError."""
-    if tp is Any:
-        return value
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _check(value, arg, where)
-            except DPAPError as exc:
-                errors.append(exc)
-        raise errors[0]
-    if origin is list:
-        if not isinstance(value, list):
-            raise DPAPError(f"{where} is {value!r:.60}, not a list")
-        (item,) = typing.get_args(tp) or (Any,)
-        return [_check(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict or tp is dict:
-        if not isinstance(value, dict):
-            raise DPAPError(f"{where} is {value!r:.60}, not an object")
-        return value
-    if isinstance(tp, type) and issubclass(tp, Section):
-        return tp.from_dict(value, where)
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if tp is int and isinstance(value, bool) or not isinstance(value, tp):
-        raise DPAPError(f"{where} is {value!r:.60}, not {_type_name(tp)}")
-    if tp is float and not math.isfinite(value):
-        raise DPAPError(f"{where} is {value!r}, not a finite number")
-    return value
-
-
-class Section:
-    """Base of the dataclass sections; subclasses may declare ``extra: dict`` to keep keys
-    they do not declare."""
+class Section(BaseModel):
+    """A section of ``report.json``: strict types, finite numbers, fields in the order
+    report.json has always had them (required or not)."""
+    model_config = ConfigDict(strict=True, allow_inf_nan=False)
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for f in fields(self):  # type: ignore[arg-type]
-            value = getattr(self, f.name)
-            if f.name == "extra":
-                out.update(value)
-            elif not (value is None and f.metadata.get("omit_none")):
-                out[f.name] = _plain(value)
-        return out
+        return self.model_dump()
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "report"):
-        if not isinstance(d, dict):
-            raise DPAPError(f"{where} is {d!r:.60}, not an object")
-        hints = typing.get_type_hints(cls)
-        declared = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-        values: dict[str, Any] = {}
-        for f in fields(cls):  # type: ignore[arg-type]
-            if f.name == "extra":
-                continue
-            if f.name not in d:
-                if f.default is MISSING and f.default_factory is MISSING:
-                    raise DPAPError(f"{where} lacks {f.name!r}")
-                continue
-            values[f.name] = _check(d[f.name], hints[f.name], f"{where}.{f.name}")
-            if f.metadata.get("fraction"):
-                _check_fraction(values[f.name], f"{where}.{f.name}")
-        rest = {k: v for k, v in d.items() if k not in declared}
-        if "extra" in declared:
-            values["extra"] = rest
-        return cls(**values)
+        try:
+            return cls.model_validate(d)
+        except ValidationError as exc:
+            raise DPAPError(_line(exc.errors()[0], where)) from None
 
 
-def _plain(value):
-    if isinstance(value, Section):
-        return value.to_dict()
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
-
-
-# Keyword-only sections: fields are declared in the order report.json has always had, required
-# or not, and to_dict writes them in that order.
-section = dataclass(kw_only=True)
-
-
-@section
 class Accuracy(Section):
-    test: float = fraction()
-    best: float = fraction()
+    test: Fraction
+    best: Fraction
     best_epoch: int | None = None
-    train: float | None = fraction(None, omit_none=True)
+    train: Fraction | None = optional()
 
 
-@section
 class LayerPruning(Section):
     """A layer under the pruner's masks (a conv synapse is a kernel)."""
     name: str
@@ -173,40 +111,34 @@ class LayerPruning(Section):
     synapses_pruned: int | None = optional()
 
 
-@section
 class Pruning(Section):
-    params_removed_fraction: float = fraction()
+    params_removed_fraction: Fraction
     params_total: int | None = optional()
     params_kept: int | None = None
     layers: list[LayerPruning]
 
 
-@section
 class Output(Section):
     """Output-layer activity on the test set (:func:`..metrics.output_activity`); an SNN's
     report names the SNN keys, null or not, an ANN's leaves them out."""
-    tie_fraction: float | None = fraction()
+    tie_fraction: Fraction | None
     measured_on: str
     firing_rate: float | None = None
-    silent_fraction: float | None = fraction(None)
+    silent_fraction: Fraction | None = None
     warning: str | None = None
-    snn: bool = False            # not written: whether the SNN keys are
+    snn: SkipJsonSchema[bool] = Field(False, exclude=True)  # not written: whether the SNN keys are
 
-    def to_dict(self) -> dict[str, Any]:
-        d = {"tie_fraction": self.tie_fraction, "measured_on": self.measured_on}
-        if self.snn:
-            d.update(firing_rate=self.firing_rate, silent_fraction=self.silent_fraction,
-                     warning=self.warning)
-        return d
-
+    @model_validator(mode="before")
     @classmethod
-    def from_dict(cls, d: Any, where: str = "report"):
-        out = super().from_dict(d, where)
-        out.snn = "firing_rate" in d
-        return out
+    def _snn_from_keys(cls, d: Any) -> Any:
+        return {**d, "snn": "firing_rate" in d} if isinstance(d, dict) and "snn" not in d else d
+
+    @model_serializer(mode="wrap")
+    def _snn_keys(self, handler) -> dict[str, Any]:
+        d = handler(self)
+        return d if self.snn else {k: d[k] for k in ("tie_fraction", "measured_on")}
 
 
-@section
 class Params(Section):
     dense: int
     nonzero: int
@@ -216,7 +148,6 @@ class Params(Section):
     deploy_nonzero_weights: int | None = optional()
 
 
-@section
 class Ops(Section):
     """Per test sample, measured on real inputs (counting.py)."""
     synops_dense: float
@@ -230,7 +161,6 @@ class Ops(Section):
     measured_on: str | None = optional()
 
 
-@section
 class CompactionLayer(Section):
     """A layer before and after compaction: kept = total - pruned - derived dead."""
     name: str
@@ -251,40 +181,47 @@ class CompactionLayer(Section):
     macs_compact: float
 
 
-@section
 class Compaction(Section):
-    accuracy_masked: float = fraction()
-    accuracy_compact: float = fraction()
+    accuracy_masked: Fraction
+    accuracy_compact: Fraction
     verified_on: int
     files: list[str]
     layers: list[CompactionLayer]
 
 
-@section
 class Parity(Section):
-    agreement: float = fraction()
+    """A target's parity check; its own keys kept as written."""
+    model_config = ConfigDict(extra="allow")
+    agreement: Fraction
     n_samples: int
-    extra: dict = field(default_factory=dict)
 
 
-@section
 class Export(Section):
-    """An export's result, or its ``pending`` / ``stale`` mark (then no parity)."""
+    """An export's result, or its ``pending`` / ``stale`` mark (then no parity); the target's
+    own details kept as written."""
+    model_config = ConfigDict(extra="allow")
     target: str
     status: str | None = optional()
     files: list[str]
-    accuracy: float | None = fraction(None, omit_none=True)
+    accuracy: Fraction | None = optional()
     parity: Parity | None = optional()
     passed: bool
     note: str | None = optional()
-    extra: dict = field(default_factory=dict)        # the target's own details
     warnings: list[str] | None = optional()
 
+    @model_serializer(mode="wrap")
+    def _warnings_last(self, handler) -> dict[str, Any]:
+        d = handler(self)              # after the target's own keys, as report.json has them
+        if "warnings" in d:
+            d["warnings"] = d.pop("warnings")
+        return d
 
-@section
+
 class Report(Section):
     """The whole ``report.json``: the training stage's sections, then what compaction
     (``params``, ``ops``, ``compaction``, ``neurobench``) and an export (``export``) add."""
+    model_config = ConfigDict(extra="allow", title="dpap-deploy report.json",
+                              json_schema_extra={"$schema": "https://json-schema.org/draft/2020-12/schema"})
     dataset: str
     model: str
     kind: str
@@ -296,7 +233,7 @@ class Report(Section):
     accuracy: Accuracy
     pruning: Pruning
     output: Output | None = optional()
-    data_warnings: list[str] = field(default_factory=list)
+    data_warnings: list[str] = []
     wall_time_s: float | None = optional()
     train_config: dict | None = optional()
     dpap_config: dict | None = None
@@ -308,7 +245,6 @@ class Report(Section):
     baseline_run: str | None = optional()
     export: Export | None = optional()
     schema_version: int = SCHEMA_VERSION
-    extra: dict = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "report"):
@@ -322,4 +258,9 @@ class Report(Section):
         keep = {f: getattr(self, f) for f in ("params", "ops", "compaction", "source_run",
                                                "neurobench", "export", "baseline_run")
                 if getattr(newer, f) is None}
-        return replace(newer, **keep)
+        return newer.model_copy(update=keep)
+
+
+def json_schema() -> str:
+    """The JSON Schema of ``report.json`` as published in ``docs/report.schema.json``."""
+    return json.dumps(Report.model_json_schema(), indent=2) + "\n"
