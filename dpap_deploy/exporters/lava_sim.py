@@ -6,7 +6,16 @@ folded: average pooling stays an ``AvgPool2d`` node), as a NIR graph (``FILE``,
 counts are reported. Reports Lava's accuracy and its agreement with torch (same predicted
 class; target >= 99% of samples). A graded readout (a leaky integrator's membrane, a Linear's
 current) is compared value by value within float32 rounding (``_compare.graded_parity``): >= 99%
-of samples within the bound and with the same prediction."""
+of samples within the bound and with the same prediction.
+
+**Fixed point** (``export(job, out, fixed_point=True)``, or a job whose ``fixed_point`` is
+true): the same network in Lava's bit-accurate models (``select_tag="fixed_pt"``: Lava's
+``Dense`` / ``Sparse`` / ``Conv`` / ``LIFReset`` and our ``Population`` and ``Relay`` fixed
+models) with the integers of ``fixed_point.network`` (calibrated on the first
+``CALIBRATION_SAMPLES`` samples). The parity check is then bit-exact: Lava's output equals the
+torch emulation (``fixed_point.emulate``) on every sample (``fixed_identical`` = 1.0); the
+decisions' agreement with the float torch network, its accuracy and the per-layer exponents,
+scales and saturation counts are reported as information."""
 from __future__ import annotations
 
 import time
@@ -29,7 +38,15 @@ MIN_AGREEMENT = 0.99
 FILE = "network-bn-folded.nir"   # BatchNorm folded; pooling is still a node
 
 
-def export(job: ExportJob, out: Path) -> ExportResult:
+CALIBRATION_SAMPLES = 64
+
+
+def export(job: ExportJob, out: Path, fixed_point: bool | None = None) -> ExportResult:
+    """``fixed_point``: None reads the job's ``fixed_point`` (False when it has none)."""
+    if fixed_point is None:
+        fixed_point = bool(getattr(job, "fixed_point", False))
+    if fixed_point:
+        return export_fixed(job, out)
     x, y = job.samples()
     path, fgraph = write_nir(job, Path(out) / FILE)
     graph = read_nir(path, job.time_steps)
@@ -50,6 +67,48 @@ def export(job: ExportJob, out: Path) -> ExportResult:
                         details={"lava_config": "Loihi2SimCfg(select_tag='floating_pt')",
                                  "lava_layers": [f"{l.name}:{l.kind}{list(l.shape)}" for l in net.layers],
                                  "lava_steps": len(y) * job.time_steps, "lava_wall_s": wall,
+                                 "synapses": net.synapses, "synapses_lava": net.synapses,
+                                 "synapses_nir": nir_synapses(graph)})
+
+
+def export_fixed(job: ExportJob, out: Path) -> ExportResult:
+    """The network in Lava fixed point against its torch emulation, bit for bit."""
+    x, y = job.samples()
+    path, fgraph = write_nir(job, Path(out) / FILE)
+    graph = read_nir(path, job.time_steps)
+    net = LavaNetwork(graph, job.time_steps)
+    xs = job.per_sample(x).numpy()
+    fx = net.fixed_point(xs[:CALIBRATION_SAMPLES])
+    stats: dict = {}
+    emulated = fx.run(xs, stats)
+    t0 = time.perf_counter()
+    got = net.run_fixed(xs, log=job.log)
+    wall = time.perf_counter() - t0
+    n = len(got)
+    same = (got.reshape(n, -1) == emulated.reshape(n, -1)).all(1)
+    ref = torch_spikes(fgraph, x, job.time_steps)
+    fixed = fx.to_float(got).reshape(n, got.shape[1], -1)
+    if getattr(fgraph, "readout", "spikes") == "spikes":
+        par = spike_parity(ref, fixed, y.numpy())
+    else:
+        par = graded_parity(ref, fixed, y.numpy(), job.time_steps)
+    par = {"fixed_identical": float(same.mean()), "n_samples": n,
+           "agreement_float": par["agreement"],
+           **{k: v for k, v in par.items() if k not in ("agreement", "n_samples")}}
+    par["agreement"] = par["fixed_identical"]
+    saturated = {k: v for k, v in stats.items() if v.get("u_wrapped") or v.get("v_clipped")}
+    if saturated:
+        job.log and job.log(f"fixed point: layers saturate on the test samples: {saturated}")
+    return ExportResult(TARGET, [path.name], par["accuracy"], par,
+                        passed=bool(same.all()) and n > 0,
+                        details={"lava_config": "Loihi2SimCfg(select_tag='fixed_pt')",
+                                 "lava_layers": [f"{l.name}:{l.kind}{list(l.shape)}" for l in net.layers],
+                                 "lava_steps": n * job.time_steps, "lava_wall_s": wall,
+                                 "fixed_point": {"input_bits": fx.input_bits, "layers": fx.layers,
+                                                 "saturation": stats,
+                                                 "saturated_layers": sorted(saturated),
+                                                 "edge_gains": {f"{a}->{b}": g for (a, b), g
+                                                                in fx.gains.items()}},
                                  "synapses": net.synapses, "synapses_lava": net.synapses,
                                  "synapses_nir": nir_synapses(graph)})
 

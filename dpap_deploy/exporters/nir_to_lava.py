@@ -97,6 +97,7 @@ class LavaNetwork(NeuronPlan):
         metadata ``dt``, else ``nir_topology.DT``). ``problems``: a list that collects every
         planning refusal instead of raising the first (:func:`blockers`)."""
         self.graph, self.T, self.problems = graph, int(time_steps), problems
+        self.fixed = None       # fixed_point.network.FixedNetwork: run_fixed's integers
         if self.T < 1:
             raise UnsupportedModelError(f"time_steps={time_steps}: give a positive number of steps")
         self.top = collapse(topology(graph, dt), problems)
@@ -209,50 +210,82 @@ class LavaNetwork(NeuronPlan):
 
     # ---- building the Lava processes -------------------------------------------------------
     def _synapse(self, name, node, lava):
-        """The Lava process of a weight or pooling node; returns it."""
+        """The Lava process of a weight or pooling node; returns it. In fixed point
+        (``self.fixed``) the weights are its integers (row scales and gains folded in) and a
+        ``Dense`` / ``Sparse`` gets its ``weight_exp``."""
         ins = self.top.inputs[name] + self.top.back[name]
         # spikes travel as bits; graded values, and spikes summed from several edges, need more
         bits = MESSAGE_BITS if len(ins) > 1 or any(self.graded[u] for u in ins) else 0
         in_lay = self.layout[ins[0]]
-        scale = self.row_scale.get(name, [None])[0]
+        fixed = self.fixed.lava.get(name) if self.fixed is not None else None
+        scale = None if fixed else self.row_scale.get(name, [None])[0]
+        kind = np.int32 if self.fixed is not None else np.float64
         if isinstance(node, (nir.Affine, nir.Linear)):
-            w = np.asarray(node.weight, np.float64)
+            w = np.asarray(node.weight if fixed is None else fixed["weight"], np.float64)
             if in_lay.perm is not None:
                 w = w[:, in_lay.perm]
             if scale is not None:
                 w = w * scale.reshape(-1, 1)
+            w = w.astype(kind)
+            extra = {} if fixed is None else {"weight_exp": int(fixed["exp"])}
             if (w == 0).any():
                 from scipy.sparse import csr_matrix
                 self.layers.append(LavaLayer(name, "sparse", (w.shape[0],)))
-                return lava.Sparse(weights=csr_matrix(w), num_message_bits=bits)
+                return lava.Sparse(weights=csr_matrix(w), num_message_bits=bits, **extra)
             self.layers.append(LavaLayer(name, "dense", (w.shape[0],)))
-            return lava.Dense(weights=w, num_message_bits=bits)
+            return lava.Dense(weights=w, num_message_bits=bits, **extra)
         conv1d = isinstance(node, nir.Conv1d)
         if isinstance(node, (nir.AvgPool2d, nir.SumPool2d)):
             k, st, pad = (_pair(getattr(node, a)) for a in ("kernel_size", "stride", "padding"))
             c = in_lay.torch_shape[0]
-            value = 1.0 if isinstance(node, nir.SumPool2d) else 1.0 / (k[0] * k[1])
+            value = 1.0 if isinstance(node, nir.SumPool2d) or self.fixed is not None \
+                else 1.0 / (k[0] * k[1])          # fixed point: a sum (its scale says k^2)
             w = np.full((c, k[1], k[0], 1), value)          # depthwise: one kernel per channel
-            groups, dil, kind = c, (1, 1), "pool"
+            groups, dil, kind_ = c, (1, 1), "pool"
         else:
-            w = np.asarray(node.weight, np.float64)
+            w = np.asarray(node.weight if fixed is None else fixed["weight"], np.float64)
             if conv1d:                                       # (C_out, C_in, K) as a 1 x K image
                 w = w[:, :, None, :]
             st, pad, dil = (_pair(getattr(node, a), (0 if a == "padding" else 1) if conv1d else None)
                             for a in ("stride", "padding", "dilation"))
-            groups, kind = int(node.groups), "conv"
+            groups, kind_ = int(node.groups), "conv"
             w = w.transpose(0, 3, 2, 1)[:, ::-1, ::-1, :]   # (C_out, W, H, C_in), flipped
             if scale is not None:
                 w = w * scale.reshape(scale.shape[0], -1)[:, :1, None, None]
-        w = np.ascontiguousarray(w)
+        w = np.ascontiguousarray(w).astype(kind)
         p = lava.Conv(weight=w, input_shape=in_lay.shape, stride=(st[1], st[0]),
                       padding=(pad[1], pad[0]), dilation=(dil[1], dil[0]), groups=groups,
                       num_message_bits=bits)
         if tuple(p.a_out.shape) != self.layout[name].shape:
             _refuse(name, node, f"gives Lava shape {tuple(p.a_out.shape)} where the graph has "
                     f"{self.layout[name].shape}", "check its padding and stride")
-        self.layers.append(LavaLayer(name, kind, tuple(p.a_out.shape)))
+        self.layers.append(LavaLayer(name, kind_, tuple(p.a_out.shape)))
         return p
+
+    def _neuron_process(self, name, node, shape, reset_offset):
+        """The Lava process of a neuron node (our ``Population`` for a :class:`Group`, else
+        ``LIFReset``), with its float constants or (``self.fixed``) its integers."""
+        from lava.proc.lif.process import LIFReset
+
+        from .lava_neurons.process import Population
+        c, T, lay = self.neuron[name], self.T, self.layout[name]
+        q = self.fixed.lava[name] if self.fixed is not None else None
+        L = (lambda a: np.ascontiguousarray(lay.to_lava(a))) if q is not None else None
+        if isinstance(node, Group):
+            kw = dict(du=c["du"], dv=c["dv"], vth=c["vth"], gain=c["gain"], bias_u=c["bias_u"],
+                      bias_mant=c["bias"]) if q is None else \
+                dict(du=L(q["du"]), dv=L(q["dv"]), vth=L(q["vth"]), bias_u=L(q["bias_u"]),
+                     bias_mant=L(q["bias_mant"]), bias_exp=L(q["bias_exp"]))
+            self.layers.append(LavaLayer(name, f"population-{c['reset']}", shape))
+            return Population(shape, reset_mode=c["reset"], reset_interval=T,
+                              reset_offset=reset_offset, **kw)
+        kw = dict(du=c["du"], dv=c["dv"], vth=c["vth"],
+                  bias_mant=np.ascontiguousarray(c["bias"])) if q is None else \
+            dict(du=int(q["du"].flat[0]) - 1, dv=int(q["dv"].flat[0]), vth=int(q["vth"].flat[0]),
+                 bias_mant=L(q["bias_mant"]).astype(np.int32),
+                 bias_exp=L(q["bias_exp"]).astype(np.int32))
+        self.layers.append(LavaLayer(name, c["kind"].lower(), shape))
+        return LIFReset(shape=shape, reset_interval=T, reset_offset=reset_offset, **kw)
 
     def _build(self, data: np.ndarray, total: int):
         import_lava_runtime()
@@ -262,10 +295,8 @@ class LavaNetwork(NeuronPlan):
         from lava.proc.dense.process import Dense
         from lava.proc.io.sink import RingBuffer as Sink
         from lava.proc.io.source import RingBuffer as Source
-        from lava.proc.lif.process import LIFReset
         from lava.proc.sparse.process import Sparse
 
-        from .lava_neurons.process import Population
         from .lava_relay.process import Relay
         lava = SimpleNamespace(Conv=Conv, Dense=Dense, Sparse=Sparse)
         top, T = self.top, self.T
@@ -281,26 +312,14 @@ class LavaNetwork(NeuronPlan):
             if isinstance(node, SYNAPSES):
                 p = self._synapse(name, node, lava)
                 in_port[name], out_port[name] = p.s_in, p.a_out
-            elif isinstance(node, Group):
-                c = self.neuron[name]
-                shape = self.layout[name].shape
-                p = Population(shape, du=c["du"], dv=c["dv"], vth=c["vth"], gain=c["gain"],
-                               bias_u=c["bias_u"], bias_mant=c["bias"], reset_mode=c["reset"],
-                               reset_interval=T, reset_offset=(self.depth[name] + 1) % T)
-                self.layers.append(LavaLayer(name, f"population-{c['reset']}", shape))
+            elif isinstance(node, (Group,) + NEURONS):
+                p = self._neuron_process(name, node, self.layout[name].shape,
+                                         (self.depth[name] + 1) % T)
                 procs[name] = p
                 in_port[name] = p.a_in
-                out_port[name] = p.v_out if c["out"] == "v" else p.s_out
+                out_port[name] = p.v_out if self.neuron[name].get("out") == "v" else p.s_out
             elif isinstance(node, Membrane):
                 out_port[name] = procs[node.group].v_out
-            elif isinstance(node, NEURONS):
-                c = self.neuron[name]
-                shape = self.layout[name].shape
-                p = LIFReset(shape=shape, du=c["du"], dv=c["dv"], vth=c["vth"],
-                             bias_mant=np.ascontiguousarray(c["bias"]), reset_interval=T,
-                             reset_offset=(self.depth[name] + 1) % T)
-                self.layers.append(LavaLayer(name, c["kind"].lower(), shape))
-                in_port[name], out_port[name] = p.a_in, p.s_out
             elif len(ins) == 1 and not top.back[name]:          # pass-through: the same port
                 port = out_port[ins[0]]
                 out_port[name] = port.flatten() if isinstance(node, nir.Flatten) \
@@ -318,10 +337,11 @@ class LavaNetwork(NeuronPlan):
             for u, back in [(u, False) for u in top.inputs[v]] + [(u, True) for u in top.back[v]]:
                 lag = d_in - self.depth[u] + (1 if back else 0)
                 port = out_port[u]
-                if lag or back:
+                gain = 1 if self.fixed is None else self.fixed.gains.get((u, v), 1)
+                if lag or back or gain != 1:
                     shape = tuple(port.shape)
                     r = Relay(shape, delay=lag, gate_interval=T if back else 0,
-                              gate_offset=(d_in + 1) % T)
+                              gate_offset=(d_in + 1) % T, gain=gain)
                     self.layers.append(LavaLayer(f"{u}->{v}", "relay", shape))
                     port.connect(r.a_in)
                     port = r.s_out
@@ -334,19 +354,40 @@ class LavaNetwork(NeuronPlan):
         """``x``: torch-layout inputs ``[N, ...]`` (repeated every step) or frames
         ``[N, T, ...]``; returns the Output node's values ``[N, T, ...]``. ``log``: a callable
         told how far the run is, every ``PROGRESS_SAMPLES`` samples (the run then goes in
-        pieces, which Lava continues where the last one stopped); ``None``: one run, silent."""
+        pieces, which Lava continues where the last one stopped); ``None``: one run, silent.
+        ``select_tag="fixed_pt"``: :meth:`run_fixed` (its integers: the output as integers)."""
         from lava.magma.core.run_configs import Loihi2SimCfg
 
         import_lava_runtime()
+        if select_tag == "fixed_pt" and self.fixed is None:
+            self.fixed_point(x)
+        fixed = self.fixed if select_tag == "fixed_pt" else None
         n, lag = len(x), self.depth[self.top.sink]
-        data = stream(self.layout[self.top.source], x, self.T, lag)
+        data = stream(self.layout[self.top.source], x if fixed is None else fixed.inputs(x),
+                      self.T, lag)
         total = data.shape[-1]
-        src, sink = self._build(data, total)
+        keep, self.fixed = self.fixed, fixed
+        try:
+            src, sink = self._build(data if fixed is None else data.astype(np.int32), total)
+        finally:
+            self.fixed = keep
         cfg = Loihi2SimCfg(select_tag=select_tag)
         out = lava_run(src, lambda: _run_steps(src, cfg, total, self.T, log),
                        lambda: sink.data.get())
         steps = self.layout[self.top.sink].from_lava(out[..., lag:lag + n * self.T])
         return steps.reshape((n, self.T) + steps.shape[1:])
+
+    def fixed_point(self, x_cal: np.ndarray, input_bits: int | None = None):
+        """Plan the network in fixed point (``fixed_point.network``), calibrated on the float
+        samples ``x_cal``; :meth:`run` with ``select_tag="fixed_pt"`` then runs these integers
+        and ``self.fixed.run(x)`` emulates them. Returns the plan."""
+        from ..fixed_point.network import fixed_network
+        self.fixed = fixed_network(self, x_cal, input_bits)
+        return self.fixed
+
+    def run_fixed(self, x: np.ndarray, log=None) -> np.ndarray:
+        """The Output's integers ``[N, T, ...]`` from Lava's fixed-point models."""
+        return self.run(x, "fixed_pt", log)
 
 
 PROGRESS_SAMPLES = 100      # a progress line per this many samples of a logged Lava run

@@ -23,8 +23,17 @@ voltage drive (NIR's ``v_leak``), as Lava's LIF adds ``bias_mant`` to ``v``. Wha
 from snnTorch is ``W x`` itself: Lava's ``Dense`` sums in float64 (rounded once to float32
 here), torch in float32, so a membrane within a rounding of the threshold may decide
 otherwise. The variables are named as in Lava's LIF so that a fixed-point model can be added
-beside this one. Floating point only. This file imports nothing from its package: Lava's
-compiler also executes it standalone.
+beside this one.
+
+**Fixed point** (``select_tag="fixed_pt"``, :class:`PyPopulationModelFixed`): Lava's
+bit-accurate LIF arithmetic (``lava.proc.lif.models.PyLifModelBitAcc``) with every constant
+per neuron, the integer forms of ``dpap_deploy.fixed_point`` and its emulation
+(``fixed_point/emulate.py``, equal bit for bit): ``du``, ``dv`` effective 12-bit decays
+(0..4096: ``x (4096 - d)`` truncated toward zero after ``>> 12``; no Loihi-1 offset), ``a_in``
+shifted left by 6, ``bias_u`` (integer) added to ``u`` (which wraps at 24 bits as Lava's does),
+``bias_mant << bias_exp`` to ``v`` (clipped to 24 bits), ``vth << 6`` the threshold (``2^17``:
+never), ``gain`` unused (folded into the weights). This file imports nothing from its package:
+Lava's compiler also executes it standalone.
 """
 import numpy as np
 from lava.magma.core.decorator import implements, requires, tag
@@ -46,7 +55,7 @@ class Population(AbstractProcess):
     ``reset_interval`` steps at ``reset_offset`` (interval 0: never)."""
 
     def __init__(self, shape, du, dv, vth, gain=1.0, bias_u=0.0, bias_mant=0.0, reset_mode="zero",
-                 reset_interval: int = 0, reset_offset: int = 0):
+                 reset_interval: int = 0, reset_offset: int = 0, bias_exp=0):
         if reset_mode not in RESET_MODES:
             raise ValueError(f"reset_mode {reset_mode!r}: choose one of {RESET_MODES}")
         shape = tuple(int(s) for s in shape)
@@ -68,6 +77,7 @@ class Population(AbstractProcess):
         self.gain = Var(shape=shape, init=full(gain))
         self.bias_u = Var(shape=shape, init=full(bias_u))
         self.bias_mant = Var(shape=shape, init=full(bias_mant))
+        self.bias_exp = Var(shape=shape, init=full(bias_exp))
 
 
 @implements(proc=Population, protocol=LoihiProtocol)
@@ -86,6 +96,7 @@ class PyPopulationModelFloat(PyLoihiProcessModel):
     gain: np.ndarray = LavaPyType(np.ndarray, float)
     bias_u: np.ndarray = LavaPyType(np.ndarray, float)
     bias_mant: np.ndarray = LavaPyType(np.ndarray, float)
+    bias_exp: np.ndarray = LavaPyType(np.ndarray, float)
 
     def __init__(self, proc_params):
         super().__init__(proc_params)
@@ -114,3 +125,59 @@ class PyPopulationModelFloat(PyLoihiProcessModel):
         self.s[:] = spk
         self.s_out.send(spk.astype(np.float64))
         self.v_out.send(self.v.copy())
+
+
+@implements(proc=Population, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyPopulationModelFixed(PyLoihiProcessModel):
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+    v_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+    u: np.ndarray = LavaPyType(np.ndarray, np.int64)
+    v: np.ndarray = LavaPyType(np.ndarray, np.int64)
+    s: np.ndarray = LavaPyType(np.ndarray, np.int64)
+    du: np.ndarray = LavaPyType(np.ndarray, np.int64)
+    dv: np.ndarray = LavaPyType(np.ndarray, np.int64)
+    vth: np.ndarray = LavaPyType(np.ndarray, np.int64)
+    gain: np.ndarray = LavaPyType(np.ndarray, float)
+    bias_u: np.ndarray = LavaPyType(np.ndarray, np.int64)
+    bias_mant: np.ndarray = LavaPyType(np.ndarray, np.int64)
+    bias_exp: np.ndarray = LavaPyType(np.ndarray, np.int64)
+
+    MAX = 2 ** 23
+
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        self.mode = proc_params["reset_mode"]
+        self.interval = proc_params["reset_interval"]
+        self.offset = proc_params["reset_offset"] % self.interval if self.interval else 0
+
+    @staticmethod
+    def _decay(x, d):
+        p = x.astype(np.int64) * (4096 - d)
+        return np.sign(p) * np.right_shift(np.abs(p), 12)
+
+    def run_spk(self):
+        a_in = self.a_in.recv().astype(np.int64)
+        if self.interval and self.time_step % self.interval == self.offset:
+            self.u[:] = 0
+            self.v[:] = 0
+            self.s[:] = 0
+        m = self.MAX
+        u = self._decay(self.u, self.du) + np.left_shift(a_in, 6) + self.bias_u
+        wrapped = np.where(u > m, u - 2 * m, u)
+        u = np.where(wrapped <= -m, u + 2 * m, wrapped)
+        vth = np.left_shift(self.vth, 6)
+        v = self._decay(self.v, self.dv) + u + np.left_shift(self.bias_mant, self.bias_exp)
+        if self.mode == "subtract":
+            v = v - vth * self.s
+        v = np.clip(v, -m + 1, m - 1)
+        spk = v > vth
+        if self.mode == "zero":
+            v = np.where(spk, 0, v)
+        self.u[:] = u
+        self.v[:] = v
+        self.s[:] = spk
+        self.s_out.send(spk.astype(np.int32))
+        self.v_out.send(v.astype(np.int32))
