@@ -2,18 +2,17 @@
 side by side in one process (interleaved repeats, medians), for snn-digits, the paper's MNIST
 SNN and (small batch) the CIFAR-10 SNN.
 
-    python benchmarks/bench_speed.py [--repeats 7] [--out benchmarks/results/speed.json]
+    python benchmarks/bench_speed.py [--repeats 7] [--quick] [--out benchmarks/results/speed.json]
 
 Each model is measured twice, in two child processes run one after the other: with glibc's
-default allocator, and with the allocator tuning training applies on CPU
-(``dpap_deploy.executor.tune_cpu_allocator``); both executors share the process, so each
-ratio compares like with like. A training step is forward, backward and an Adam step on one
+default allocator, and with the allocator tuning the command line applies to its own process
+on CPU (``dpap_deploy.executor.tune_cpu_allocator``); both executors share the process, so
+each ratio compares like with like. ``--quick``: the paper's MNIST SNN only (batch 128, at
+initialisation), 3 repeats. A training step is forward, backward and an Adam step on one
 batch (DPAP not attached; the fused Adam training uses); inference is a no-grad forward of one batch. Inputs: real digits
 (upsampled to 28x28 for snn-mnist, to 32x32 RGB for snn-cifar10), direct encoding, T = 8.
-The multi-step executor multiplies only the nonzero inputs of layers fed by spikes, so its
-speed depends on how many there are: snn-mnist is measured at initialisation and again after
-300 training steps ("snn-mnist+300"), each synapse's input density is printed, and the
-multi-step executor is also timed with every product dense, for the gain of the sparse ones.
+snn-mnist is measured at initialisation and again after 300 training steps ("snn-mnist+300"),
+where its layers' inputs hold more nonzero spikes; each synapse's input density is printed.
 Run it alone: two torch processes at once slow each other down.
 """
 from __future__ import annotations
@@ -29,6 +28,7 @@ import time
 # after some training, where its layers' inputs hold more nonzeros than at initialisation
 MODELS = [("snn-digits", (1, 8, 8), 64, 0), ("snn-mnist", (1, 28, 28), 100, 0),
           ("snn-mnist", (1, 28, 28), 100, 300), ("snn-cifar10", (3, 32, 32), 16, 0)]
+QUICK = [("snn-mnist", (1, 28, 28), 128, 0)]
 
 
 def input_densities(graph, x, steps: int) -> dict:
@@ -53,7 +53,7 @@ def measure(name: str, shape, batch: int, repeats: int, trained: int = 0, steps:
     import torch.nn.functional as F
     from common import interleaved_medians, median
     from dpap_deploy.data import load_dataset
-    from dpap_deploy.executor import MultiStep, sparse
+    from dpap_deploy.executor import MultiStep
     from dpap_deploy.graph import build_graph, run_window
     from dpap_deploy.zoo import build_model
 
@@ -93,14 +93,7 @@ def measure(name: str, shape, batch: int, repeats: int, trained: int = 0, steps:
     step = lambda: run_window(graph, x, steps)          # noqa: E731
     multi = lambda: executor.run(x, steps)               # noqa: E731
 
-    def dense():        # the multi-step executor with every product dense (sparse.py off)
-        sparse.SPARSE = False
-        try:
-            return executor.run(x, steps)
-        finally:
-            sparse.SPARSE = True
-
-    runs = (step, multi, dense)
+    runs = (step, multi)
     for f in runs:                                       # warm-up, and a firing check
         infer(f)
         train_step(f)
@@ -111,12 +104,11 @@ def measure(name: str, shape, batch: int, repeats: int, trained: int = 0, steps:
     inf = interleaved_medians([lambda f=f: infer(f) for f in runs], repeats)
     out = {"batch": batch, "time_steps": steps, "output_rate": rate, "trained_steps": trained,
            "input_nonzeros": input_densities(graph, x, steps)}
-    for i, key in enumerate(("step_loop", "multistep", "multistep_dense")):
+    for i, key in enumerate(("step_loop", "multistep")):
         out[f"train_{key}"] = batch / median(tr[i])
         out[f"infer_{key}"] = batch / median(inf[i])
     for mode in ("train", "infer"):
         out[f"{mode}_ratio"] = out[f"{mode}_multistep"] / out[f"{mode}_step_loop"]
-        out[f"{mode}_sparse_gain"] = out[f"{mode}_multistep"] / out[f"{mode}_multistep_dense"]
     return out
 
 
@@ -126,7 +118,7 @@ def child(args) -> None:
         assert tune_cpu_allocator()
     import torch
     res = {"threads": torch.get_num_threads(), "models": {}}
-    for name, shape, batch, trained in MODELS:
+    for name, shape, batch, trained in (QUICK if args.quick else MODELS):
         label = f"{name}+{trained}" if trained else name
         res["models"][label] = measure(name, shape, batch, args.repeats, trained)
     print(json.dumps(res))
@@ -134,16 +126,19 @@ def child(args) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--repeats", type=int, default=None, help="7, or 3 with --quick")
+    ap.add_argument("--quick", action="store_true", help="snn-mnist (batch 128) only")
     ap.add_argument("--out", default="benchmarks/results/speed.json")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--tuned", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    args.repeats = args.repeats or (3 if args.quick else 7)
     if args.child:
         return child(args)
     results = {}
     for label, tuned in (("default_allocator", False), ("tuned_allocator", True)):
-        cmd = [sys.executable, __file__, "--child", "--repeats", str(args.repeats)]
+        cmd = [sys.executable, __file__, "--child", "--repeats", str(args.repeats)] + \
+            (["--quick"] if args.quick else [])
         env = dict(os.environ, DPAP_DEPLOY_MALLOC_TUNING="1")
         t0 = time.perf_counter()
         r = subprocess.run(cmd + (["--tuned"] if tuned else []), capture_output=True, text=True,
@@ -162,15 +157,11 @@ def main() -> None:
     for name in results["default_allocator"]["models"]:
         old = results["default_allocator"]["models"][name]
         new = results["tuned_allocator"]["models"][name]
-        print(f"{name}: what training does now (multi-step, tuned allocator) against before "
-              f"(step loop, default allocator): train "
+        print(f"{name}: the command line's training (multi-step, tuned allocator) against the "
+              f"step loop (default allocator): train "
               f"{new['train_multistep'] / old['train_step_loop']:.2f}x, infer "
-              f"{new['infer_multistep'] / old['infer_step_loop']:.2f}x")
-    print("products over nonzero inputs (multi-step all dense -> as it runs), like for like:")
-    for label, res in results.items():
-        for name, m in res["models"].items():
-            print(f"  {name:15s} {label.split('_')[0]:9s} train {m['train_sparse_gain']:.2f}x, "
-                  f"infer {m['infer_sparse_gain']:.2f}x")
+              f"{new['infer_multistep'] / old['infer_step_loop']:.2f}x; the allocator tuning "
+              f"alone (multi-step): train {new['train_multistep'] / old['train_multistep']:.2f}x")
     print("nonzeros in each synapse's input (snn-mnist+300: after 300 training steps):")
     for name, m in results["default_allocator"]["models"].items():
         print(f"  {name}: " + ", ".join(f"{k} {v:.1%}" for k, v in m["input_nonzeros"].items()))

@@ -7,8 +7,10 @@ fault per 4 KB on first touch: measured here, that doubled the time of a fused L
 PyTorch's CPU performance guide recommends a caching allocator (jemalloc, tcmalloc) for the
 same reason; without replacing the allocator, glibc's own knobs do it: a high mmap threshold
 and trim threshold keep freed blocks in the heap for reuse. The cost: the process keeps its
-peak memory instead of returning it. Called by training on CPU; ``DPAP_DEPLOY_MALLOC_TUNING=0``
-turns it off.
+peak memory instead of returning it. Process-wide, so the library never calls it (importing
+``dpap_deploy`` or calling its API leaves malloc alone): a program that owns its process opts
+in, as ``dpap-deploy``'s command line does for itself; ``DPAP_DEPLOY_MALLOC_TUNING=0`` turns
+that off.
 """
 from __future__ import annotations
 

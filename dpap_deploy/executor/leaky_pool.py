@@ -1,5 +1,5 @@
 """A fused ``snn.Leaky`` window and the 2x2 average pool that is its only reader, as one
-autograd operation: the compiled kernel (``native.py``, ``leaky_pool_forward``) pools each
+autograd operation: the compiled kernel (``csrc/leaky_pool.cpp``, via ``native.py``) pools each
 step's spikes while they are in cache, and its backward pass spreads the pool's gradient
 inside the Leaky loop. The ``[T, B, C, H, W]`` spikes are written only when DPAP's observer
 asks for them, and their gradient is never written: on snn-mnist's two conv populations that
@@ -88,7 +88,8 @@ def leaky_pool(neuron, current: torch.Tensor, steps: int | None, out_channels_la
         beta = torch.tensor(float(beta))
     if (H % 2 or W % 2 or width is None or current.numel() * (T if static else 1) < pool.SMALL
             or beta.numel() != 1 or thr.numel() != 1 or beta.requires_grad or thr.requires_grad
-            or _native(current, beta, thr, neuron.graded_spikes_factor) is None):
+            or _native(current, beta, thr, neuron.graded_spikes_factor,
+                       torch.is_grad_enabled() and current.requires_grad) is None):
         return None
     layout = _layout(current, static)
     if layout is None:

@@ -35,13 +35,14 @@ RESETS = {"subtract": 0, "zero": 1, "none": 2}
 CODED = True
 
 
-def _native(current, beta, threshold, graded):
-    """The compiled kernel when it covers this case (``native.py``), else ``None``."""
+def _native(current, beta, threshold, graded, build: bool):
+    """The compiled kernel when it covers this case (``native.py``; built now only if ``build``:
+    a training step), else ``None``: the torch path, also CUDA's."""
     if current.device.type != "cpu" or current.dtype != torch.float32 or beta.numel() != 1 \
             or threshold.numel() != 1 or not bool(graded.eq(1).all()):
         return None
     from . import native
-    return native.kernel()
+    return native.kernel(build)
 
 
 class LeakyWindow(torch.autograd.Function):
@@ -51,13 +52,13 @@ class LeakyWindow(torch.autograd.Function):
         T = steps if static else current.shape[0]
         shape = tuple(current.shape if static else current.shape[1:])
         ctx.spike_grad, ctx.reset, ctx.static, ctx.shape = spike_grad, reset, static, shape
-        k = _native(current, beta, threshold, graded)
+        k = _native(current, beta, threshold, graded, any(ctx.needs_input_grad[:3]))
         ctx.native = k is not None
         if k is not None:
             b = float(beta.clamp(0, 1))
             width = _rectangle_width(spike_grad)
             # what the backward pass needs: nothing, one byte per neuron and step (spike, and
-            # inside the rectangle's window), or the membrane U (native.py, leaky_forward)
+            # inside the rectangle's window), or the membrane U (csrc/leaky.cpp, leaky_forward)
             if not any(ctx.needs_input_grad[:3]):
                 save = 0
             elif CODED and width and not ctx.needs_input_grad[1] and not ctx.needs_input_grad[2]:

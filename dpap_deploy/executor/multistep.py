@@ -10,9 +10,10 @@ directly encoded input and what stateless layers make of it) or a *sequence* (``
   module, so everything the graph can hold still runs. A population read only by a 2x2
   average pool runs with it as one operation (``leaky_pool.py``).
 - BatchNorm in training mode normalises each step's batch on its own, as the step loop does.
-- A fully connected synapse reading a sequence of mostly zeros (spikes) multiplies only the
-  nonzeros (``sparse.py``), and so does the forward of a channels-last convolution (below),
-  with the dense product's numbers.
+- On the CPU, in float32, the fused Leaky windows and 2x2 pools of a training step run compiled
+  kernels (``native.py``, built on the first such step); everything else, and CUDA tensors,
+  runs torch operations (the Leaky window as its torch path in ``lif.py``, a loop over the
+  window of element-wise operations; not tested on a GPU here).
 The result equals the snnTorch step loop: identical spikes, gradients equal up to float
 rounding (tests). Models whose forward runs its own time loop are not run here: they keep
 running as written (``MultiStep.supports`` says which).
@@ -35,7 +36,6 @@ from ..graph.state import reset_states
 from .leaky_pool import leaky_pool
 from .lif import fusable, leaky_window
 from .pool import avg_pool_2x2, is_2x2
-from . import sparse
 
 
 CHANNELS_LAST = True        # False: every layer in torch's default layout (A/B, tests)
@@ -60,13 +60,6 @@ def _fold(fn, v, T: int):
         y = fn(x.reshape((x.shape[0] * x.shape[1],) + x.shape[2:]))
         return _Seq(y.reshape((x.shape[0], x.shape[1]) + y.shape[1:]))
     return fn(v)
-
-
-def _sparse_or_dense(m: nn.Module, x: torch.Tensor, over_nonzeros) -> torch.Tensor:
-    """``m(x)``, over ``x``'s nonzeros where ``over_nonzeros`` (``sparse.linear`` /
-    ``sparse.conv2d``, or ``None``) takes it."""
-    y = over_nonzeros(m, x) if over_nonzeros else None
-    return m(x) if y is None else y
 
 
 def _large_cpu_seq(v, shrink: int = 1) -> bool:
@@ -142,10 +135,6 @@ class MultiStep:
         only = {i: node[u[0]] for i, u in users.items() if len(u) == 1}
         self.pooled_by = {i: r.id for i, r in only.items()
                           if i in self.fused and r.op == POOL and is_2x2(r.attrs)}
-        # fully connected synapses, which run over their input's nonzeros where it is a
-        # sequence of mostly zeros (sparse.py: the same numbers as the dense product)
-        self.fully_connected = {n.id for n in graph.nodes
-                                if n.op == SYNAPSE and type(n.module) is nn.Linear}
 
     @staticmethod
     def unsupported(graph: ModelGraph) -> str | None:
@@ -189,12 +178,8 @@ class MultiStep:
             elif n.op == SYNAPSE:
                 fn = n.module
                 if n.id in self.channels_last and _large_cpu_seq(ins[0]):
-                    over = sparse.conv2d if sparse.hooks_allow(n.module, observer) else None
-                    fn = lambda t, m=n.module, o=over: _sparse_or_dense(  # noqa: E731
-                        m, t.contiguous(memory_format=torch.channels_last), o)
-                elif n.id in self.fully_connected and isinstance(ins[0], _Seq) \
-                        and sparse.hooks_allow(n.module, observer):
-                    fn = lambda t, m=n.module: _sparse_or_dense(m, t, sparse.linear)  # noqa: E731
+                    fn = lambda t, m=n.module: m(  # noqa: E731
+                        t.contiguous(memory_format=torch.channels_last))
                 val[n.id] = _fold(fn, ins[0], T)
             elif n.op == NORM:
                 val[n.id] = self._norm(n.module, ins[0], T)

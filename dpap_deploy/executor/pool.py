@@ -1,6 +1,6 @@
 """2x2 average pooling (stride 2, no padding): the same numbers as ``F.avg_pool2d(x, 2)``,
-faster on CPU: one pass of the compiled kernel (``native.py``) each way, else four strided
-slices.
+faster on CPU: one pass of the compiled kernel (``csrc/pool.cpp``, built by a training step:
+``native.py``) each way, else four strided slices.
 
 ``F.avg_pool2d`` on a ``[T*B, C, H, W]`` window of spikes spends its time in a generic
 window loop; four strided views summed in aten's order, ``((x00 + x01) + x10) + x11``, then
@@ -15,18 +15,20 @@ import torch
 import torch.nn.functional as F
 
 
-def _native(x: torch.Tensor):
+def _native(x: torch.Tensor, build: bool):
+    """The compiled kernel (built now only if ``build``: a training step), else ``None``: the
+    torch path, also CUDA's."""
     if x.device.type != "cpu" or x.dtype != torch.float32:
         return None
     from . import native
-    return native.kernel()
+    return native.kernel(build)
 
 
 class AvgPool2x2(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, out_channels_last: bool = False) -> torch.Tensor:
         ctx.in_shape = x.shape
-        k = _native(x)
+        k = _native(x, ctx.needs_input_grad[0])
         ctx.native, ctx.in_cl = k is not None, _channels_last(x)
         if k is not None:
             if x.dim() == 4:
@@ -44,7 +46,7 @@ class AvgPool2x2(torch.autograd.Function):
         h, w = g.shape[-2:]
         H, W = ctx.in_shape[-2:]
         if ctx.native:
-            k = _native(g)
+            k = _native(g, False)
             if g.dim() == 4:
                 return k.avg_pool2x2_backward_4d(g, H, W, ctx.in_cl), None
             gx = k.avg_pool2x2_backward_4d(g.reshape((-1, 1) + g.shape[-2:]), H, W, False)
