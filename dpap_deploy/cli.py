@@ -20,7 +20,7 @@ from .errors import DPAPError, NotDeployableError, one_line
 
 TRAIN_OPTIONS = ("dataset", "data_root", "model", "epochs", "batch_size", "time_steps", "lr",
                  "device", "seed", "baseline", "prune_target", "prune_target_kind", "executor",
-                 "precision", "workers", "augment", "rule", "preset", "no_dpap")
+                 "precision", "workers", "augment", "optimizer", "rule", "preset", "no_dpap")
 
 
 class _Names:
@@ -76,7 +76,13 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, help="training epochs (default 60)")
     p.add_argument("--batch-size", type=int, help="batch size (default 64)")
     p.add_argument("--time-steps", type=int, help="SNN time steps T (default 8)")
-    p.add_argument("--lr", type=float, help="Adam learning rate (default 5e-3)")
+    p.add_argument("--lr", type=float, help="learning rate (default 5e-3; 2.44e-4 with "
+                   "--optimizer braincog)")
+    from .train_config import OPTIMIZERS
+    p.add_argument("--optimizer", choices=OPTIMIZERS,
+                   help="adam (default: Adam, cosine to 0) or braincog (the authors' code: "
+                        "AdamW, weight decay 0.01, 5 warm-up epochs, cosine to 1e-5; batch 50 "
+                        "unless --batch-size is given)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--executor", choices=["multistep", "step"],
@@ -101,7 +107,8 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rule", choices=_Names(_rules), metavar="RULE",
                    help="plasticity rule: %(choices)s (default bcm)")
     p.add_argument("--preset", help="DPAP preset: default, keep-conv, ann, short (~10-20 "
-                   "epochs), short-keep-conv, minmax, conv-pruning (= default)")
+                   "epochs), short-keep-conv, minmax, conv-pruning (= default), braincog "
+                   "(the authors' code)")
     p.add_argument("--config", help="TOML or JSON file with training options and a [dpap] table")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--out", required=True, help="run directory")

@@ -7,6 +7,13 @@ from dataclasses import asdict, dataclass, fields
 from .errors import ConfigError
 from .validate import check_new_run_options, check_train_config, read_config_file
 
+# Optimizer and learning-rate schedule (training/run.py builds them). "adam": Adam, no weight
+# decay, cosine to 0 over the run. "braincog": the authors' code, AdamW with weight decay
+# 0.01, 5 epochs of linear warm-up from 1e-6, then cosine to 1e-5; from_file also sets their
+# lr (5e-3 * 50 / 1024) and batch size when not given.
+OPTIMIZERS = ("adam", "braincog")
+BRAINCOG_DEFAULTS = {"lr": 5e-3 * 50 / 1024, "batch_size": 50}
+
 
 @dataclass
 class TrainConfig:
@@ -32,6 +39,7 @@ class TrainConfig:
     precision: str = "fp32"              # autocast dtype of the training forward: fp32, bf16, fp16
     workers: int = 0                     # DataLoader worker processes (0: in-memory fast path)
     augment: bool | None = None          # random crop (pad 4) + flip; None: on for cifar10
+    optimizer: str = "adam"              # OPTIMIZERS: adam (cosine to 0) or braincog (AdamW)
 
     # Names the user gave (a config file's keys and the overrides): a resumed run must match
     # them. Not a field: not saved, not compared; None means every field was given.
@@ -39,6 +47,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_train_config(self)
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"invalid optimizer {self.optimizer!r}: use {' or '.join(OPTIMIZERS)}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -62,7 +72,8 @@ class TrainConfig:
     def from_file(cls, path: str | None = None, **overrides) -> "TrainConfig":
         """Defaults < the TOML or JSON file at ``path`` (training options and a ``[dpap]``
         table) < ``overrides`` (``None`` values are ignored: options not given). ``rule``
-        and ``preset`` overrides go into the ``[dpap]`` table; ``no_dpap=True`` turns DPAP off.
+        and ``preset`` overrides go into the ``[dpap]`` table; ``no_dpap=True`` turns DPAP off;
+        ``optimizer="braincog"`` brings the authors' lr and batch size unless they are given.
 
             TrainConfig.from_file("run.toml", epochs=5, rule="hebb")
         """
@@ -76,6 +87,8 @@ class TrainConfig:
         if overrides.pop("no_dpap", False):
             values["dpap"] = False
         values.update({k: v for k, v in overrides.items() if v is not None})
+        if values.get("optimizer") == "braincog":
+            values = {**BRAINCOG_DEFAULTS, **values}
         if table:
             dpap = {**(dpap or {}), **table}
         if dpap is not None:

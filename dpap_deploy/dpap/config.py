@@ -26,6 +26,13 @@ from ..validate import check_field_types
 CONV_BETA, SHORT_CONV_BETA = 5.3, 1.5
 KEEP_CONV_BETA, SHORT_KEEP_CONV_BETA = 10.0, 3.0
 NORMALIZATIONS = ("p75", "minmax")
+# The switches between this project's reading of the paper (first value, the default) and the
+# authors' code (second value); docs/method.md, "Switches: the authors' code".
+DECAYS = ("smooth", "staircase")
+MASK_TIMINGS = ("step", "epoch")
+ACCUMULATIONS = ("epoch", "cumulative")
+POPULATIONS = ("alive", "all")
+IMPORTANCES = ("product", "minmax-product")
 
 
 @dataclass(frozen=True)
@@ -34,7 +41,8 @@ class SurvivalParams:
 
     ``delta = 2 * Normalized(x) - epsilon``; ``dF = delta + C if delta >= 0 else delta``;
     ``F = gamma * F + exp(-(epoch - warmup) / eta) * dF`` for ``epoch >= warmup``; ``F`` starts
-    at ``beta``; an element with ``F < 0`` is pruned.
+    at ``beta``; an element with ``F < 0`` is pruned. ``decay``: ``smooth`` (that exponent) or
+    ``staircase`` (the authors' code: ``exp(-floor((epoch - warmup) / eta))``).
     """
 
     epsilon: float
@@ -43,6 +51,7 @@ class SurvivalParams:
     gamma: float = 0.999
     C: float = 2.0
     warmup: int = 2
+    decay: str = "smooth"
 
     def __post_init__(self) -> None:
         check_field_types(self, "DPAP hyperparameter")
@@ -55,6 +64,7 @@ class SurvivalParams:
         _check(math.isfinite(self.C) and self.C >= 0, "C", self.C, "must be >= 0")
         _check(isinstance(self.warmup, int) and not isinstance(self.warmup, bool)
                and self.warmup >= 0, "warmup", self.warmup, "must be an integer >= 0")
+        _check(self.decay in DECAYS, "decay", self.decay, f"choose one of {', '.join(DECAYS)}")
 
 
 def _check(ok: bool, name: str, value: Any, why: str) -> None:
@@ -73,6 +83,18 @@ class DPAPConfig:
     ``prune_output_synapses``: also prune the output layer's synapses (its neurons never are).
     ``mask_dead_synapses_in_spine``: pruned synapses contribute nothing to a neuron's spine
     importance (Eq 11 sums over the synapses that still exist).
+
+    The authors' code differs in the switches below (docs/method.md; ``preset("braincog")``
+    sets them all). ``mask_timing``: ``step`` (weights re-masked after every optimizer step,
+    gradients masked: permanent) or ``epoch`` (the masks multiplied into the weights once, at
+    the end of each epoch; no gradient masking, so pruned weights train and regrow until the
+    next epoch's mask). ``accumulation``: ``epoch`` (plasticity and trace sums reset every
+    epoch, nothing summed in the warm-up) or ``cumulative`` (summed from epoch 0, never reset).
+    ``population``: the elements normalisation and min-max run over, ``alive`` or ``all``
+    (pruned ones too). ``importance``: ``product`` (``D = trace * sum_j BCM``, Eq 11) or
+    ``minmax-product`` (``minmax(sum_j BCM) * minmax(trace)``, each over the population).
+    ``prune_conv_kernels``: conv synapses (channel-pair kernels) are pruned as well as channels
+    (the authors prune conv channels only).
     """
 
     conv: SurvivalParams = field(default_factory=lambda: SurvivalParams(
@@ -85,11 +107,20 @@ class DPAPConfig:
     prune_output_synapses: bool = False
     mask_dead_synapses_in_spine: bool = True
     history_synapse_samples: int = 256
+    mask_timing: str = "step"
+    accumulation: str = "epoch"
+    population: str = "alive"
+    importance: str = "product"
+    prune_conv_kernels: bool = True
 
     def __post_init__(self) -> None:
         check_field_types(self, "DPAP option")
         from .rules import RULES
         _check(self.rule in RULES, "rule", self.rule, f"choose one of {', '.join(RULES)}")
+        for name, choices in (("mask_timing", MASK_TIMINGS), ("accumulation", ACCUMULATIONS),
+                              ("population", POPULATIONS), ("importance", IMPORTANCES)):
+            _check(getattr(self, name) in choices, name, getattr(self, name),
+                   f"choose one of {', '.join(choices)}")
         _check(self.normalization in NORMALIZATIONS, "normalization", self.normalization,
                f"choose one of {', '.join(NORMALIZATIONS)}")
         _check(0.0 <= self.tau < 1.0, "tau", self.tau, "must be in [0, 1)")
@@ -159,7 +190,24 @@ PRESETS: dict[str, Any] = {
     "short-keep-conv": lambda: _short(SHORT_KEEP_CONV_BETA),
     "minmax": lambda: replace(preset("keep-conv"), normalization="minmax",
                               linear=replace(_default().linear, epsilon=0.2, beta=1.0)),
+    "braincog": lambda: _braincog(),
 }
+
+
+def _braincog() -> DPAPConfig:
+    """The authors' code (BrainCog's DPAP example, CIFAR-10 SNN): conv eps/eta/beta
+    .65/12/10, FC 1.5/13/10, C 5 / 2, 5 warm-up epochs, staircase decay, soft masks once per
+    epoch, cumulative sums over all elements, D from min-max normalised factors, pruned
+    synapses in the spine sum, conv channels only. Its optimizer is the training option
+    ``optimizer="braincog"`` (docs/method.md)."""
+    return DPAPConfig(
+        conv=SurvivalParams(epsilon=0.65, eta=12.0, beta=10.0, gamma=0.999, C=5.0, warmup=5,
+                            decay="staircase"),
+        linear=SurvivalParams(epsilon=1.5, eta=13.0, beta=10.0, gamma=0.999, C=2.0, warmup=5,
+                              decay="staircase"),
+        mask_timing="epoch", accumulation="cumulative", population="all",
+        importance="minmax-product", mask_dead_synapses_in_spine=False,
+        prune_conv_kernels=False)
 
 
 def _short(conv_beta: float) -> DPAPConfig:

@@ -1,6 +1,7 @@
 """Dendritic-spine importance (Eq 11) and the normalisation of Eq 12-13.
 
-Normalisation is over a layer's *still-alive* elements. ``p75`` (default) maps
+Normalisation is over a population of a layer's elements: its *still-alive* ones by default,
+every one with ``DPAPConfig.population = "all"`` (the authors' code). ``p75`` (default) maps
 ``x -> clip((x - min) / (p75 - min), 0, 1)``, ``p75`` = 75th percentile of the alive values
 (linear interpolation, as ``numpy.quantile``); ``minmax`` maps ``x -> (x - min) / (max - min)``.
 When the scale is zero (``p75 == min``, or ``max == min``) the layer has no evidence this epoch
@@ -17,6 +18,23 @@ def spine_importance(trace_e: torch.Tensor, plast_e: torch.Tensor) -> torch.Tens
     """``D_e[i] = trace_e[i] * sum_j BCM_e[i, j]`` (Eq 11). ``plast_e`` is ``[C_out, C_in]``
     with pruned synapses already zeroed if they should not count."""
     return trace_e * plast_e.sum(1)
+
+
+def minmax(x: torch.Tensor, population: torch.Tensor) -> torch.Tensor:
+    """``(x - min) / (max - min)`` with min and max over ``x[population]``; zeros when that
+    range is empty or zero (no evidence)."""
+    vals = x[population]
+    if vals.numel() == 0:
+        return torch.zeros_like(x)
+    lo, hi = vals.min(), vals.max()
+    return (x - lo) / (hi - lo) if bool(hi > lo) else torch.zeros_like(x)
+
+
+def spine_importance_minmax(trace_e: torch.Tensor, plast_e: torch.Tensor,
+                            population: torch.Tensor) -> torch.Tensor:
+    """The authors' code's importance: ``minmax(sum_j BCM_e[i, j]) * minmax(trace_e[i])``,
+    each factor min-max normalised over ``population``."""
+    return minmax(plast_e.sum(1), population) * minmax(trace_e, population)
 
 
 def _quantile(values: torch.Tensor, q: float) -> torch.Tensor:

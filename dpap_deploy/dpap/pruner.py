@@ -12,7 +12,9 @@ Traces are recorded by forward hooks while the model is in training mode with au
 is one time step (Eq 5, 6; one call per batch for an ANN, Eq 18, 19). ``step`` turns the batch's
 end-of-window traces into the plasticity term (Eq 7) and moves the sliding threshold (Eq 8);
 ``end_epoch`` computes spine importance (Eq 11), updates the survival functions and prunes.
-Gradients of pruned parameters are masked by tensor hooks; weights are re-masked in ``step``.
+Gradients of pruned parameters are masked by tensor hooks; weights are re-masked in ``step``
+(``mask_timing = "epoch"``: neither; the masks are multiplied into the weights once, at the end
+of each epoch, and pruned weights train again in between, as in the authors' code).
 Accumulators are float64 (values reach 1e12). Traces are read in float32 (also under autocast).
 In a data-parallel run ``reduce`` sums the batch's per-process sums over the processes before
 they are folded (``_step_reduced``), so every process takes the one-process decision.
@@ -46,7 +48,7 @@ from torch import nn
 from ..errors import CheckpointError, ConfigError
 from . import plasticity, rules, survival
 from .config import DPAPConfig
-from .importance import normalize, spine_importance
+from .importance import normalize, spine_importance, spine_importance_minmax
 from ..graph import ModelGraph, PrunableLayer, build_graph
 from ..graph.state import neuron_membrane     # the one reading of a neuron call's membrane
 from .masking import apply_masks, layer_param_masks, layer_stats
@@ -276,10 +278,12 @@ class DPAP:
     # ------------------------------------------------------------- per batch
     @torch.no_grad()
     def step(self) -> None:
-        """After ``optimizer.step()``: re-zero pruned weights and fold the batch's traces."""
-        for i, pairs in enumerate(self._pairs):
-            if pairs:
-                apply_masks(pairs)
+        """After ``optimizer.step()``: re-zero pruned weights (``mask_timing = "step"``) and
+        fold the batch's traces."""
+        if self.config.mask_timing == "step":
+            for pairs in self._pairs:
+                if pairs:
+                    apply_masks(pairs)
         if not any(r.s_post is not None for r in self._rec):
             return
         self.num_batches += 1
@@ -298,11 +302,13 @@ class DPAP:
             rec.clear()
 
     def _batch_term(self, i: int) -> torch.Tensor | None:
-        """The plasticity term of the batch (Eq 7: a sum over its samples), or None in warm-up."""
+        """The plasticity term of the batch (Eq 7: a sum over its samples), or None in warm-up
+        (summed in the warm-up too when the sums are cumulative, as in the authors' code)."""
         layer, st, rec = self.layers[i], self.states[i], self._rec[i]
         if rec.s_pre is None:
             raise RuntimeError(f"layer '{layer.name}' produced output without input")
-        if survival.in_warmup(self.epoch, self.config.params_for(layer.kind)):
+        if self.config.accumulation == "epoch" and \
+                survival.in_warmup(self.epoch, self.config.params_for(layer.kind)):
             return None
         return self.rule.measure(rec, st.theta)
 
@@ -344,23 +350,27 @@ class DPAP:
     def end_epoch(self) -> dict[str, dict[str, int]]:
         """Survival update and pruning for the epoch just finished; returns what died."""
         died: dict[str, dict[str, int]] = {}
-        method = self.config.normalization
+        cfg = self.config
+        method, everyone = cfg.normalization, cfg.population == "all"
         for i, (layer, st) in enumerate(zip(self.layers, self.states)):
-            params = self.config.params_for(layer.kind)
+            params = cfg.params_for(layer.kind)
             n_syn = n_neu = 0
             if self._tracked(layer) and not survival.in_warmup(self.epoch, params):
                 syn_alive = st.syn_alive & st.neu_alive[:, None]
-                plast = st.plast_e * syn_alive if self.config.mask_dead_synapses_in_spine \
-                    else st.plast_e
-                norm = normalize(st.plast_e, syn_alive, method)
+                plast = st.plast_e * syn_alive if cfg.mask_dead_synapses_in_spine else st.plast_e
+                syn_pop = torch.ones_like(syn_alive) if everyone else syn_alive
+                neu_pop = torch.ones_like(st.neu_alive) if everyone else st.neu_alive
+                norm = normalize(st.plast_e, syn_pop, method) \
+                    if cfg.prune_conv_kernels or layer.kind != "conv" else None
                 if norm is not None:
                     st.F_syn = survival.update_survival(st.F_syn, norm, syn_alive, params, self.epoch)
                     dead = survival.prune_decisions(st.F_syn, syn_alive)
                     st.syn_alive &= ~dead
                     n_syn = int(dead.sum())
                 if not layer.is_output:
-                    D = spine_importance(st.trace_e, plast)
-                    norm = normalize(D, st.neu_alive, method)
+                    D = spine_importance(st.trace_e, plast) if cfg.importance == "product" \
+                        else spine_importance_minmax(st.trace_e, plast, neu_pop)
+                    norm = normalize(D, neu_pop, method)
                     if norm is not None:
                         st.F_neu = survival.update_survival(st.F_neu, norm, st.neu_alive, params,
                                                             self.epoch)
@@ -370,10 +380,13 @@ class DPAP:
                         n_neu = int(dead.sum())
             st.f_neu_hist.append(st.F_neu.float().cpu())
             st.f_syn_hist.append(st.F_syn.flatten()[st.syn_sample].float().cpu())
-            st.plast_e.zero_()
-            st.trace_e.zero_()
+            if cfg.accumulation == "epoch":
+                st.plast_e.zero_()
+                st.trace_e.zero_()
             if n_syn or n_neu:
                 self._refresh_masks(i)
+            elif self._pairs[i] and cfg.mask_timing == "epoch":   # pruned weights regrew
+                apply_masks(self._pairs[i])
             died[layer.name] = {"synapses": n_syn, "neurons": n_neu}
         self.epoch += 1
         return died
@@ -385,7 +398,7 @@ class DPAP:
             return
         self._pairs[i] = layer_param_masks(layer, st.syn_alive, st.neu_alive)
         apply_masks(self._pairs[i])
-        if i not in self._grad_handles:
+        if i not in self._grad_handles and self.config.mask_timing == "step":
             self._grad_handles[i] = [
                 p.register_hook(lambda g, i=i, k=k: g * self._pairs[i][k][1] if self._pairs[i] else g)
                 for k, (p, _) in enumerate(self._pairs[i])]
