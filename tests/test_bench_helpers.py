@@ -54,3 +54,25 @@ def test_plot_results_writes_a_figure_per_result(tmp_path):
     assert pngs == ["methods_digits_snn-digits.png", "sweep.png"]
     assert all((tmp_path / "img" / p).read_bytes()[:4] == b"\x89PNG" for p in pngs)
     assert plot_results.main(["--results", str(tmp_path / "missing")]) == 1
+
+
+def test_peers_spike_as_our_executor_from_the_same_weights():
+    """bench_peers' claim that every contender runs the same network: given our weights (made
+    larger, so that every population fires), the step loop, the bare snnTorch loop and each
+    installed peer (Norse, SpikingJelly) give the spike counts of our multi-step executor."""
+    import importlib.util
+    import bench_peers
+    import torch
+    from dpap_deploy.zoo import build_model
+    torch.manual_seed(0)
+    model, _ = build_model("snn-digits", (1, 8, 8), 10)   # the same layer types, smaller
+    with torch.no_grad():
+        for m in model:
+            if hasattr(m, "weight"):
+                m.weight.mul_(3)
+    peers = {name: make for name, make in bench_peers.PEERS.items()
+             if name == "snnTorch loop" or importlib.util.find_spec(name.lower())}
+    agree = bench_peers.spike_agreement(model, torch.rand(6, 1, 8, 8), peers)
+    assert min(agree["firing_rate"]) > 0.05, agree["firing_rate"]
+    for name in [bench_peers.OUR_STEP, *peers]:
+        assert agree[name] == [1.0] * 4, (name, agree[name])
