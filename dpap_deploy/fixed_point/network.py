@@ -33,6 +33,7 @@ from . import quantize as Q
 
 INPUT_BITS = 7            # graded inputs: round(x * 128)
 VTH_TARGET = 2 ** 14      # threshold mantissas at most this (v keeps 2^23 / 2^20 = 8x headroom)
+VTH_MIN = 16              # fewer integer steps below a threshold: refused (what sets the scale)
 CALIBRATION_ROUNDS = 8
 WEIGHTS = (nir.Conv1d, nir.Conv2d, nir.Affine, nir.Linear)
 POOLS = (nir.AvgPool2d, nir.SumPool2d)
@@ -136,6 +137,7 @@ class _Planner:
         self.fx = FixedNetwork(net, input_bits)
         self.w = {}                                   # weight layer -> float weights (torch)
         self.gain = {}                                # population -> folded gain (torch)
+        self.gain_div = {}                            # population -> gain taken into F
 
     def refuse(self, name, why, fix):
         Q.refuse(name, why, fix)
@@ -151,7 +153,11 @@ class _Planner:
             self.gain[name] = g
             if np.all(g == 1.0):
                 continue
-            for u in net._feeders(name):
+            feeders = net._feeders(name)
+            if np.ptp(g) == 0 and not any(isinstance(top.nodes[u], WEIGHTS) for u in feeders):
+                self.gain_div[name] = float(g.flat[0])      # no weights: the gain goes to F
+                continue
+            for u in feeders:
                 if not isinstance(top.nodes[u], WEIGHTS):
                     self.refuse(name, f"has an input gain and an input {u!r} without weights",
                                 "fixed point folds gains into weights: put a weight layer "
@@ -209,26 +215,28 @@ class _Planner:
         hi = Q.grid_limits(w)[1] or 255
         return hi * self._f_of(self.top.inputs[s][0]) / top if top > 0 else np.inf
 
-    def _cap(self, name) -> float:
+    def _cap(self, name) -> tuple[float, str]:
         """The largest ``F`` the population's threshold (``VTH_TARGET``) and biases
-        (13-bit mantissa << 7) allow, and calibration's limit."""
-        c, cap = self.net.neuron[name], self.caps.get(name, np.inf)
+        (13-bit mantissa << 7) allow, and calibration's limit; with what sets it."""
+        c, cap, why = self.net.neuron[name], self.caps.get(name, np.inf), "24-bit state"
         vth = np.asarray(c["vth"], np.float64)
         vth = vth[np.isfinite(vth)]
-        if vth.size and vth.max() > 0:
-            cap = min(cap, VTH_TARGET / float(vth.max()))
+        if vth.size and vth.max() > 0 and VTH_TARGET / float(vth.max()) < cap:
+            cap, why = VTH_TARGET / float(vth.max()), "threshold"
         biases = [np.asarray(c["bias"], np.float64)]
         if c.get("own"):
             biases.append(np.asarray(c["bias_u"], np.float64) * np.asarray(c["gain"]))
         top = max(float(np.abs(b).max()) for b in biases)
-        if top > 0:
-            cap = min(cap, (Q.BIAS_MANT_MAX * 2 ** Q.BIAS_EXP_MAX) / (Q.ACT * top))
-        return cap
+        if top > 0 and (Q.BIAS_MANT_MAX * 2 ** Q.BIAS_EXP_MAX) / (Q.ACT * top) < cap:
+            cap, why = (Q.BIAS_MANT_MAX * 2 ** Q.BIAS_EXP_MAX) / (Q.ACT * top), \
+                f"bias {top:.4g}"
+        return cap, why
 
     def _scale(self, name):
         """A population's ``F`` (module docstring); its weight layers' output scales. An input
         without weights (spikes summed into a current, as a residual '+' does) gets an integer
-        gain on its edge (a ``Relay`` in Lava), and ``F`` is that gain times its factor."""
+        gain on its edge (a ``Relay`` in Lava), and ``F`` is that gain times its factor; a
+        population fed only so takes its uniform input gain ``g`` into ``F = f / g``."""
         ups = self._upstream(name)
         forced = [(u, m) for u, m, w in ups if not w]
         fs = {round(self._f_of(u) * m, 9) for u, m in forced}
@@ -236,7 +244,8 @@ class _Planner:
             self.refuse(name, f"sums inputs of different scales {sorted(fs)}",
                         "give each input a weight layer")
         weighted = [self._preferred(u) * m for u, m, w in ups if w]
-        F = min([self._cap(name)] + weighted)
+        cap, why = self._cap(name)
+        F = min([cap] + weighted)
         if forced:
             f = fs.pop()
             if weighted:
@@ -249,7 +258,15 @@ class _Planner:
                     self.fx.gains[(u, name)] = g
                 F = g * f
             else:
-                F = f
+                F = f / self.gain_div.get(name, 1.0)
+        elif F == cap and weighted:
+            vth = np.asarray(self.net.neuron[name]["vth"], np.float64)
+            vmax = float(vth[np.isfinite(vth)].max()) if np.isfinite(vth).any() else 0.0
+            if 0 < F * vmax < VTH_MIN:
+                self.refuse(name, f"has its scale set to {F:.3g} by its {why}, which leaves "
+                            f"its threshold {vmax:.4g} only {int(F * vmax)} integer steps",
+                            "lower the bias relative to the threshold (or raise the threshold"
+                            " and the weights together)")
         F = 1.0 if not np.isfinite(F) else F
         self.fx.scale[name] = F
         for u, m, w in ups:

@@ -6,7 +6,8 @@
   ``weights`` picks the exponent ``e`` (``-8..7``; 0 for a ``Conv``, which Lava runs without
   one) and counts the weights clipped at the grid's ends;
 - decays: ``decay`` ``round(d 4096)`` on 12 bits (4096: full decay);
-- threshold: ``threshold`` ``round(F vth)``, a 17-bit mantissa (compared as ``<< 6``);
+- threshold: ``threshold`` ``floor(F vth)``, a 17-bit mantissa (compared as ``<< 6``: an
+  integer drive ``v`` exceeds ``F vth`` exactly when it exceeds its floor);
 - biases: ``bias`` ``round(64 F b)`` as ``mant << exp`` (13-bit signed mantissa, ``exp``
   0..7), the mantissa rounded at the smallest exponent that holds it.
 
@@ -77,10 +78,10 @@ def decay(layer: str, what: str, d: np.ndarray) -> np.ndarray:
 
 
 def threshold(layer: str, vth: np.ndarray, scale: float) -> np.ndarray:
-    """``round(F vth)`` (an infinite threshold: ``emulate.VTH_NEVER``)."""
+    """``floor(F vth)`` (an infinite threshold: ``emulate.VTH_NEVER``)."""
     from .emulate import VTH_NEVER
     vth = np.asarray(vth, np.float64)
-    q = np.where(np.isinf(vth), VTH_NEVER, np.round(np.where(np.isinf(vth), 0, vth) * scale))
+    q = np.where(np.isinf(vth), VTH_NEVER, np.floor(np.where(np.isinf(vth), 0, vth) * scale))
     finite = q[np.isfinite(vth)]
     if finite.size and (finite.max() > VTH_MAX or finite.min() < 0):
         refuse(layer, f"needs a threshold mantissa {int(finite.max())} at the scale "

@@ -1,0 +1,113 @@
+"""loihi-sim in fixed point: every model style that reaches Lava (the zoo, the corpus, snnTorch's
+default neurons in our Population process, graded readouts, max pooling over spikes, a residual
+'+') run in Lava's fixed_pt models equals the torch emulation (dpap_deploy.fixed_point) bit for
+bit on every sample. Weights are scaled up so that every output is active (silence would make
+any parity trivial)."""
+import numpy as np
+import pytest
+import snntorch as snn
+import torch
+from torch import nn
+
+from corpus_models import STYLES, T as CT
+from dpap_deploy.errors import UnsupportedModelError
+from dpap_deploy.exporters.nir_graph import to_nir
+from dpap_deploy.exporters.nir_to_lava import LavaNetwork
+from dpap_deploy.exporters.nir_torch import run_reference
+from dpap_deploy.graph import build_graph
+from test_lava_forms import MAKERS, T as FT, OwnLoop, PoolLoop, _seed_input
+
+N = 12
+LAVA_STYLES = [s for s in STYLES if s.expect.get("loihi-sim") == "ok"]
+
+
+def _louder(model, factor=3.0):
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)):
+                m.weight.mul_(factor)
+    return model.eval()
+
+
+def _parity(model, x, T, active=True, **kw):
+    """Lava fixed point against the emulation on ``x``; returns (plan, emulated, float ref)."""
+    g = to_nir(build_graph(model, x[:2]), time_steps=T, **kw)
+    net = LavaNetwork(g, T)
+    fx = net.fixed_point(x.numpy())
+    emulated = fx.run(x.numpy())
+    got = net.run_fixed(x.numpy())
+    assert got.shape == emulated.shape
+    if active:
+        assert np.any(emulated != 0), "test too weak: silent output"
+    n_diff = int((got != emulated).sum())
+    assert n_diff == 0, f"{n_diff} of {got.size} output values differ"
+    return fx, emulated, run_reference(g, x.numpy(), T)
+
+
+@pytest.mark.parametrize("style", LAVA_STYLES, ids=[s.name for s in LAVA_STYLES])
+def test_corpus_model_in_lava_fixed_point_equals_emulation(style):
+    torch.manual_seed(0)
+    model = _louder(style.build())
+    x = torch.rand(N, *style.in_shape) * 2
+    fx, emulated, ref = _parity(model, x, CT)
+    # the integers compute the float network: most output values agree
+    assert (fx.to_float(emulated).reshape(ref.shape) == ref).mean() > 0.75
+
+
+FORMS = {
+    "no-reset": dict(make=MAKERS["leaky"](reset_mechanism="none")),
+    "rsynaptic": dict(make=MAKERS["rsynaptic"]()),
+    "lapicque": dict(make=MAKERS["lapicque"](), factor=8.0),
+    "li-readout": dict(make=MAKERS["leaky"](), record="mem",
+                       last=lambda n: snn.Leaky(beta=0.8, reset_mechanism="none")),
+    "linear-readout": dict(make=MAKERS["leaky"](), readout="linear"),
+    "membrane-readout": dict(make=MAKERS["leaky"](), record="mem"),
+}
+
+
+@pytest.mark.parametrize("form", list(FORMS))
+def test_population_forms_in_lava_fixed_point_equal_emulation(form):
+    kw = dict(FORMS[form])
+    factor = kw.pop("factor", 3.0)
+    torch.manual_seed(20)
+    net = _louder(OwnLoop(kw.pop("make"), **kw), factor)
+    _parity(net, _seed_input(10)[:N], FT)
+
+
+@pytest.mark.parametrize("encoding,mech", [("gain", "subtract"), ("unit-r", "zero")])
+def test_max_pool_over_spikes_in_lava_fixed_point_equals_emulation(encoding, mech):
+    torch.manual_seed(22)
+    net = _louder(PoolLoop(mech), 2.0)
+    torch.manual_seed(23)
+    x = torch.rand(N, 1, 8, 8) * 2
+    fx, emulated, ref = _parity(net, x, FT, encoding=encoding)
+    assert (fx.to_float(emulated).reshape(ref.shape) == ref).mean() > 0.9
+
+
+def test_a_changed_rounding_step_breaks_the_parity(monkeypatch):
+    """The check can fail: the emulation with decays rounded to nearest instead of truncated
+    toward zero no longer equals Lava on the same network (its membrane read out)."""
+    from dpap_deploy.fixed_point import emulate as E
+    torch.manual_seed(20)
+    net = _louder(OwnLoop(MAKERS["synaptic"](), record="mem"))
+    x = _seed_input(10)[:N]
+    g = to_nir(build_graph(net, x[:2]), time_steps=FT)
+    lava = LavaNetwork(g, FT)
+    fx = lava.fixed_point(x.numpy())
+    got = lava.run_fixed(x.numpy())
+    assert np.array_equal(fx.run(x.numpy()), got)
+    monkeypatch.setattr(E, "decay", lambda v, d: torch.round(v * (E.UNITY - d) / E.UNITY))
+    assert not np.array_equal(fx.run(x.numpy()), got)
+
+
+def test_a_layer_that_cannot_fit_is_refused_in_one_line():
+    torch.manual_seed(20)
+    net = OwnLoop(MAKERS["leaky"]()).eval()
+    with torch.no_grad():
+        net.fc1.bias.fill_(4000.0)          # a bias thousands of thresholds large
+    x = _seed_input(10)[:N]
+    lava = LavaNetwork(to_nir(build_graph(net, x[:2]), time_steps=FT), FT)
+    with pytest.raises(UnsupportedModelError) as exc:
+        lava.fixed_point(x.numpy())
+    msg = str(exc.value)
+    assert "fixed point: layer" in msg and "\n" not in msg, msg
