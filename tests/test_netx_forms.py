@@ -485,3 +485,49 @@ def test_what_netx_takes_has_no_blocker():
     for model in (CurrentPool("avg-fn"), CurrentPool("avg-mod"), SpikePool("max-fn"),
                   SpikePool("max-mod"), SpikePool("avg-mod", to_fc=True), Any(conv1d=True)):
         assert _blockers(model) == []
+
+
+# ------------------------------------------------------------ the emulation is Lava's netx
+class OffGrid(nn.Module):
+    """Weights, biases, decays and thresholds off every grid (fixed point differs from float):
+    a Leaky, average pooling over spikes, a Synaptic with current memory, max pooling over
+    spikes and per-neuron thresholds."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(5)
+        self.conv1, self.lif1 = nn.Conv2d(1, 4, 3), snn.Leaky(beta=0.83, reset_mechanism="zero")
+        self.conv2 = nn.Conv2d(4, 6, 3, padding=1, bias=False)
+        self.lif2 = snn.Synaptic(alpha=0.71, beta=0.87, reset_mechanism="zero", reset_delay=False)
+        self.fc = nn.Linear(24, 10)
+        self.lif3 = snn.Leaky(beta=0.9, reset_mechanism="zero",
+                              threshold=torch.linspace(0.7, 1.3, 10))
+        with torch.no_grad():
+            for p in self.parameters():
+                p.mul_(2.5)
+
+    def forward(self, x):
+        m1, m3, out = self.lif1.init_leaky(), self.lif3.init_leaky(), []
+        c2, m2 = self.lif2.init_synaptic()
+        for _ in range(8):
+            s1, m1 = self.lif1(self.conv1(x), m1)
+            s2, c2, m2 = self.lif2(self.conv2(F.avg_pool2d(s1, 2)), c2, m2)
+            s3, m3 = self.lif3(self.fc(F.max_pool2d(s2, 2).flatten(1)), m3)
+            out.append(s3)
+        return torch.stack(out)
+
+
+def test_the_emulation_computes_what_lava_runs_from_the_file_bit_for_bit(tmp_path):
+    from dpap_deploy.exporters.netx_export import emulate, quantise
+    model, x = OffGrid().eval(), torch.rand(12, 1, 10, 10)
+    graph = build_graph(model, x[:2])
+    seq = quantise(graph, x, 8)
+    stats = [{} for _ in seq]
+    quant = write_netx(graph, x, tmp_path / "n.net", 8, seq)
+    got = run_netx(tmp_path / "n.net", x.reshape(12, *quant["input_shape"]).numpy(), 8)
+    emu = emulate(seq, x.numpy(), 8, stats=stats)
+    assert 0.05 < got.mean() < 0.9                       # the output is neither silent nor full
+    assert np.array_equal(emu, got), f"{(emu != got).sum()} of {got.size} spikes differ"
+    # ...while float torch differs: the rounding matters on these samples
+    assert not np.array_equal(torch_spikes(graph, x, 8), got)
+    assert all(set(s) == {"u_wrapped", "v_clipped"} for s in stats if s)

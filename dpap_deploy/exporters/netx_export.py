@@ -28,6 +28,12 @@ In fixed point a neuron then computes ``u = u (4096 - iDecay) / 4096 + sum W_q s
 ``v = v (4096 - vDecay) / 4096 + u + bias`` and spikes when ``v > vThMant`` (Lava scales
 ``u``, bias and threshold by 2^6 alike), i.e. the float network with every quantity
 multiplied by ``s``, up to rounding.
+
+``quantise`` computes these integers once; ``write_netx`` writes them and ``emulate`` runs them
+through ``fixed_point.emulate`` (Lava's bit-accurate synapse and ``LIFReset`` steps in torch):
+the spikes Lava computes from the file, bit for bit (``export`` reports the fraction of
+identical trains as ``emulation_identical``, and each layer's ``u_wrapped`` / ``v_clipped``
+counts over the samples), which ``qat`` fine-tunes through.
 """
 from __future__ import annotations
 
@@ -42,6 +48,7 @@ from torch import nn
 from ..atomic import atomic_buffer
 from ..graph import ModelGraph, batch_slice, build_graph, outputs
 from ..errors import UnsupportedModelError
+from ..fixed_point import emulate as E
 from ..lava_compat import import_lava_runtime
 from ._compare import spike_parity, torch_spikes
 from .base import ExportJob, ExportResult
@@ -124,6 +131,7 @@ class QuantLayer:
     bias_clipped: int
 
     def summary(self, index: int) -> dict:
+        import_lava_runtime()
         from lava.lib.dl.netx.utils import optimize_weight_bits
         _, bits, exp, _ = optimize_weight_bits(self.weight)   # what the netx loader makes of it
         return {"layer": index, "type": self.layer.kind, "name": self.layer.name,
@@ -168,11 +176,71 @@ def quantise(graph: ModelGraph, x: torch.Tensor, time_steps: int,
     return out
 
 
-def write_netx(model: nn.Module | ModelGraph, x: torch.Tensor, path: Path, time_steps: int) -> dict:
-    """Write the folded SNN (or its graph) as a netx HDF5 file; returns the quantisation summary."""
+def _t(a) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(a), dtype=torch.float64)
+
+
+def stages(seq: list[QuantLayer | NetxLayer]) -> list[tuple[E.Synapse, E.Neurons] | None]:
+    """The integer synapse and neurons of each layer as ``fixed_point.emulate`` runs them
+    (``None`` for a flatten step): netx's ``Dense`` keeps the even weights exactly (its
+    ``weight_exponent`` only drops their zero low bits), its ``Conv`` takes them as they are;
+    the CUBA neuron is Lava's ``LIFReset`` with ``du = iDecay - 1`` (effective decay
+    ``iDecay``), ``dv = vDecay``, ``bias_exp = 6`` (effective bias ``64 bias``)."""
+    out = []
+    for q in seq:
+        if not isinstance(q, QuantLayer):
+            out.append(None)
+            continue
+        l, rows = q.layer, (-1,) + (1,) * (len(q.layer.out_shape) - 1)
+        syn = (E.Synapse("dense", _t(q.weight)) if l.kind == "dense" else
+               E.Synapse("conv", _t(q.weight), args={"stride": l.stride, "padding": l.padding,
+                                                     "dilation": l.dilation, "groups": l.groups}))
+        out.append((syn, E.Neurons(_t(q.i_decay), _t(q.v_decay), _t(q.vth),
+                                   _t(q.bias).view(rows) * 64, _t(0.0))))
+    return out
+
+
+def run_stages(stages_, x: torch.Tensor, time_steps: int, frames: bool = False,
+               step=E.neuron_step, stats: list[dict] | None = None) -> torch.Tensor:
+    """The layers' output spikes ``[N, T, out]`` for integer inputs ``x`` (``[N, ...]``
+    repeated every step, or frames ``[N, T, ...]``), every state zero at each sample's start
+    and no pipeline delay (netx's one step per layer, which ``run_netx`` offsets). ``step``:
+    the neuron step (``fixed_point.emulate.neuron_step``, or one with straight-through
+    gradients of the same values); ``stats``: one dict per layer for its saturation counts."""
+    n, state, out = x.shape[0], [None] * len(stages_), []
+    for t in range(time_steps):
+        h = x[:, t] if frames else x
+        for i, st in enumerate(stages_):
+            if st is None:
+                h = h.flatten(1)
+                continue
+            syn, neu = st
+            a = E.synapse(syn, h)
+            if state[i] is None:
+                state[i] = (torch.zeros_like(a), torch.zeros_like(a), torch.zeros_like(a))
+            state[i] = step(neu, *state[i], a, **({"stats": stats[i]} if stats else {}))
+            h = state[i][2]
+        out.append(h.reshape(n, -1))
+    return torch.stack(out, 1)
+
+
+def emulate(seq: list[QuantLayer | NetxLayer], x: np.ndarray, time_steps: int,
+            frames: bool = False, stats: list[dict] | None = None) -> np.ndarray:
+    """What the netx file of ``seq`` (``quantise``) computes in Lava fixed point, bit for bit:
+    output spikes ``[N, T, out]`` for float samples ``x`` in the file's input layout (the
+    graded input ``round(x 2^INPUT_BITS)``)."""
+    x_int = torch.round(_t(x) * 2 ** INPUT_BITS)
+    with torch.no_grad():
+        return run_stages(stages(seq), x_int, time_steps, frames, stats=stats).numpy()
+
+
+def write_netx(model: nn.Module | ModelGraph, x: torch.Tensor, path: Path, time_steps: int,
+               seq: list[QuantLayer | NetxLayer] | None = None) -> dict:
+    """Write the folded SNN (or its graph) as a netx HDF5 file (``seq``: its ``quantise``,
+    made here when not given); returns the quantisation summary."""
     import h5py
     graph = model if isinstance(model, ModelGraph) else build_graph(model, x)
-    seq = quantise(graph, x, time_steps)
+    seq = quantise(graph, x, time_steps) if seq is None else seq
     # A network that flattens its input first takes it flat (torch's (c, h, w) order), so the
     # dense weights' columns need no permutation from Lava's (w, h, c) order.
     input_flat = bool(seq) and isinstance(seq[0], NetxLayer) and seq[0].kind == "flatten"
@@ -259,7 +327,8 @@ def export(job: ExportJob, out: Path) -> ExportResult:
     x, y = job.samples()
     folded = deployment_graph(job)
     path = Path(out) / "network.net"
-    quant = write_netx(folded, x, path, job.time_steps)
+    seq = quantise(folded, x, job.time_steps)
+    quant = write_netx(folded, x, path, job.time_steps, seq)
     xs = job.per_sample(x)                    # [N, ...], or frames [N, T, ...]
     lead = xs.shape[:2] if xs.dim() == len(folded.input_shape) + 2 else xs.shape[:1]
     x_in = xs.reshape(*lead, *quant["input_shape"])      # flat, or (C, 1, L) for a Conv1d
@@ -268,8 +337,14 @@ def export(job: ExportJob, out: Path) -> ExportResult:
     t0 = time.perf_counter()
     got = run_netx(path, x_in.numpy(), job.time_steps)
     wall = time.perf_counter() - t0
+    stats = [{} for _ in seq]
+    emu = emulate(seq, x_in.numpy(), job.time_steps, frames=len(lead) == 2, stats=stats)
+    for row, st in zip(quant["layers"], [st for q, st in zip(seq, stats)
+                                         if isinstance(q, QuantLayer)]):
+        row.update(st)                        # u_wrapped, v_clipped: over every sample and step
     par = spike_parity(torch_spikes(folded, x, job.time_steps), got, y.numpy())
     par["accuracy_float"] = par.pop("accuracy_torch")
+    par["emulation_identical"] = float((emu == got).all(axis=(1, 2)).mean())
     drop = par["accuracy_float"] - par["accuracy"]
     return ExportResult(TARGET, [path.name, *extra_files], par["accuracy"], par,
                         passed=drop <= MAX_ACCURACY_DROP,
