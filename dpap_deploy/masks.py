@@ -1,22 +1,10 @@
-"""Pruning masks: which units and synapses of each prunable layer survive. The one module that
-knows the mask contract; the pruners, compaction, the baselines and the later stages use it.
+"""Pruning masks, the one module that knows their contract (docs/compaction.md, *Masks*).
 
 ``Masks`` maps a prunable layer's name (``graph.layers``) to two bool tensors, ``synapses
-[C_out, C_in]`` (a conv synapse is a whole kernel ``W[i, j, ...]``) and ``neurons [C_out]``.
-The weight mask is ``synapses & neurons[:, None]`` broadcast over the kernel; the bias, the
-BatchNorm affine parameters and (``RLeaky``) the recurrent weight's rows, columns and bias of a
-removed neuron are zeroed too, so a pruned neuron can never fire again.
-
-- derive: :func:`from_dpap_state` (``DPAP.state_dict()``, a checkpoint's ``dpap`` entry or a
-  structured baseline's state: the only reader of that format), :func:`from_weights` (kernels
-  whose weights are all zero: a network pruned without masks of its own);
-- check: :func:`check_state` (a checkpoint's state against the model rebuilt from its
-  configuration), :func:`check` (masks against a graph: names, shapes, values 0 / 1; layers
-  not named keep everything);
-- apply: :func:`layer_param_masks` and :func:`param_pairs` (every masked parameter with its
-  mask), :func:`apply_masks` (in place, after every optimizer step), :func:`apply_to_model`;
-- measure: :func:`layer_stats`, :func:`removed_fraction`, and :func:`digest`, the hash every
-  rank of a data-parallel run compares after each epoch (``distributed.Dist.check_same``).
+[C_out, C_in]`` (a conv synapse is a whole kernel) and ``neurons [C_out]``. The weight mask is
+``synapses & neurons[:, None]`` over the kernel; the bias, the BatchNorm affine parameters and
+(``RLeaky``) the recurrent weight's rows, columns and bias of a removed neuron are zeroed too,
+so a pruned neuron can never fire again.
 """
 from __future__ import annotations
 
@@ -34,7 +22,6 @@ Masks = dict[str, tuple[torch.Tensor, torch.Tensor]]   # layer name -> (synapses
 STATE_KEYS = ("name", "syn_alive", "neu_alive")          # a state's per-layer mask entries
 
 
-# ------------------------------------------------------------------------------ derive
 def from_dpap_state(state: Any) -> Masks:
     """Masks from a DPAP ``state_dict`` (``checkpoint['dpap']``) or a structured baseline's."""
     layers = state.get("layers") if isinstance(state, Mapping) else None
@@ -62,7 +49,6 @@ def nonzero_kernels(weight: torch.Tensor) -> torch.Tensor:
     return w.reshape(w.shape[0], w.shape[1], -1).ne(0).any(2)
 
 
-# ------------------------------------------------------------------------------ check
 def check_state(state: Any, layers: list, where: Any) -> None:
     """A stored state's masks fit the model rebuilt from its configuration: per layer, in
     order, ``syn_alive`` a bool ``[n_out, n_in]`` and ``neu_alive`` a bool ``[n_out]``. A mask
@@ -122,7 +108,6 @@ def check(graph: ModelGraph, masks: Mapping | None) -> Masks:
     return out
 
 
-# ------------------------------------------------------------------------------ apply
 def recurrent_of(layer: PrunableLayer) -> nn.Module | None:
     """The recurrent weight owned by the layer's neuron (``RLeaky``), or ``None``."""
     adapter = adapter_for(layer.neuron) if layer.neuron is not None else None
@@ -148,7 +133,8 @@ def layer_param_masks(layer: PrunableLayer, syn_alive: torch.Tensor,
     return pairs
 
 
-def param_pairs(graph: ModelGraph, masks: Mapping | None) -> list[tuple[nn.Parameter, torch.Tensor]]:
+def param_pairs(graph: ModelGraph, masks: Mapping | None) -> list[tuple[nn.Parameter,
+                                                                      torch.Tensor]]:
     """``(parameter, mask)`` of every masked parameter of the graph's layers (checked masks,
     on each layer's device)."""
     full = check(graph, masks)
@@ -170,7 +156,6 @@ def apply_to_model(model: nn.Module, example_input: torch.Tensor | None, masks: 
     return model
 
 
-# ------------------------------------------------------------------------------ measure
 def layer_stats(layer: PrunableLayer, syn_alive: torch.Tensor | None = None,
                 neu_alive: torch.Tensor | None = None) -> dict:
     """Neurons, synapses (a conv synapse is a kernel) and parameters of a layer, total and

@@ -18,8 +18,8 @@ X = torch.rand(2, 1, 4, 4, generator=torch.Generator().manual_seed(0))
 def _net() -> nn.Sequential:
     """conv 1 -> 2 (3x3), BatchNorm, Leaky, Flatten (2 x 2 x 2 = 8), Linear 8 -> 3, Leaky:
     every parameter non-zero."""
-    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), snn.Leaky(beta=0.9, init_hidden=True),
-                        nn.Flatten(), nn.Linear(8, 3),
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2),
+                        snn.Leaky(beta=0.9, init_hidden=True), nn.Flatten(), nn.Linear(8, 3),
                         snn.Leaky(beta=0.9, init_hidden=True, output=True))
     with torch.no_grad():
         for i, p in enumerate(net.parameters()):
