@@ -129,6 +129,8 @@ class QuantLayer:
     scale: float                # float -> integer factor of the layer (the input's 2^q included)
     weights_clipped: int        # weights beyond [-256, 254] before clipping
     bias_clipped: int
+    peak: float = 0.0           # the largest input current measured (``layer_scale``)
+    in_scale: float = 1.0       # the input's factor: 2^INPUT_BITS for the first layer
 
     def summary(self, index: int) -> dict:
         import_lava_runtime()
@@ -143,6 +145,26 @@ class QuantLayer:
                 "synapses": int(np.count_nonzero(self.weight))}
 
 
+def layer_scale(w_max: float, peak: float, in_scale: float, alpha: float) -> float:
+    """The float -> integer factor ``s`` of a layer's weights (module docstring): the largest
+    weight on 254, unless the peak input current would overflow the neuron's input or, with
+    current memory, its 24-bit current."""
+    p = max(peak * in_scale, 1e-12)
+    return min(254.0 / (w_max or 1.0), A_IN_LIMIT / p, U_LIMIT * (1.0 - alpha) / p)
+
+
+def input_layout(graph: ModelGraph, seq: list) -> tuple[bool, list[int]]:
+    """``(flat, shape)`` of the file's input: a network that flattens its input first takes
+    it flat (torch's ``(c, h, w)`` order: its dense weights need no permutation from Lava's
+    ``(w, h, c)``); a 1-D input ``(C, L)`` of a Conv1d is the map ``(C, 1, L)`` netx convolves."""
+    flat = bool(seq) and isinstance(seq[0], NetxLayer) and seq[0].kind == "flatten"
+    first = next((q.layer for q in seq if isinstance(q, QuantLayer)), None)
+    if flat:
+        return True, [int(np.prod(graph.input_shape))]
+    return False, list(first.in_shape if first is not None and first.kind == "conv"
+                       else graph.input_shape)
+
+
 def quantise(graph: ModelGraph, x: torch.Tensor, time_steps: int,
              layers: list[NetxLayer] | None = None) -> list[QuantLayer | NetxLayer]:
     """The netx layers of the deployment ``graph`` in Lava's integers (``flatten`` steps
@@ -155,10 +177,8 @@ def quantise(graph: ModelGraph, x: torch.Tensor, time_steps: int,
             out.append(layer)
             continue
         w, b = layer.weight.numpy(), layer.bias.numpy()
-        w_max = float(np.abs(w).max()) or 1.0
         peak = layer.peak if layer.peak is not None else peaks.get(id(layer), 0.0)
-        s = min(254.0 / w_max, A_IN_LIMIT / max(peak * in_scale, 1e-12),
-                U_LIMIT * (1.0 - layer.alpha) / max(peak * in_scale, 1e-12))
+        s = layer_scale(float(np.abs(w).max()), peak, in_scale, layer.alpha)
         w_even = 2 * np.round(w * s / 2)
         eff = s * in_scale
         vth = int(round(layer.threshold * eff))
@@ -171,7 +191,7 @@ def quantise(graph: ModelGraph, x: torch.Tensor, time_steps: int,
             np.clip(bias_q, -BIAS_LIMIT, BIAS_LIMIT).astype(np.int32), vth,
             int(round((1 - layer.alpha) * 4096)), int(round((1 - layer.beta) * 4096)), eff,
             int(((w_even < -256) | (w_even > 254)).sum()),
-            int((np.abs(bias_q) > BIAS_LIMIT).sum())))
+            int((np.abs(bias_q) > BIAS_LIMIT).sum()), peak, in_scale))
         in_scale = 1.0
     return out
 
@@ -241,15 +261,8 @@ def write_netx(model: nn.Module | ModelGraph, x: torch.Tensor, path: Path, time_
     import h5py
     graph = model if isinstance(model, ModelGraph) else build_graph(model, x)
     seq = quantise(graph, x, time_steps) if seq is None else seq
-    # A network that flattens its input first takes it flat (torch's (c, h, w) order), so the
-    # dense weights' columns need no permutation from Lava's (w, h, c) order.
-    input_flat = bool(seq) and isinstance(seq[0], NetxLayer) and seq[0].kind == "flatten"
-    if input_flat:
-        seq = seq[1:]
-    first = seq[0].layer if seq and isinstance(seq[0], QuantLayer) else None
-    # a 1-D input (C, L) of a Conv1d is the map (C, 1, L) netx convolves (``netx_plan``)
-    in_shape = [int(np.prod(graph.input_shape))] if input_flat else \
-        list(first.in_shape if first is not None and first.kind == "conv" else graph.input_shape)
+    input_flat, in_shape = input_layout(graph, seq)
+    seq = seq[1:] if input_flat else seq
     summary = []
     with atomic_buffer(path) as buf, h5py.File(buf, "w") as f:   # see nir_export.write_nir
         group = f.create_group("layer")
