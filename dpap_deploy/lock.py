@@ -1,22 +1,21 @@
 """One writer per output folder.
 
-A command that writes into ``DIR`` holds an exclusive ``fcntl.flock`` on ``DIR/.dpap-lock``
-for as long as it writes; the file holds the holder's process id and command line, so a second
-writer is refused with one line naming the holder. The kernel releases a flock when its
-holder exits, however it exits (``kill -9`` included): a stale lock file never blocks anyone.
-
-The lock file is removed on release. Removing a lock file races with a process that opened it
-just before: it would then lock an unlinked file while a third process creates and locks a new
-one. So after locking, the holder checks that the path still names the file it locked, and
-retries otherwise (the usual remedy).
+A command that writes into ``DIR`` holds ``DIR/.dpap-lock`` with filelock (an exclusive
+``flock``: the kernel releases it when its holder exits, ``kill -9`` included, so a stale lock
+file never blocks anyone). The file holds the holder's process id and command line, so a
+second writer is refused at once with one line naming the holder. The holder removes the file
+while it still holds it: filelock then sees the removed file in a process that opened it just
+before, and does not count that lock as held. A command re-entering a folder its own process
+holds (``train_and_export``'s stages) takes the same lock again.
 
 Taking the lock also removes the temporary files a writer killed mid-write left in the folder
 (``.NAME.XXXX.tmp*``, see atomic.py): nobody else can be writing them.
 
 No write follows a symbolic link planted inside the folder: a lock file or a folder written
-into (``plots``) that is a link is refused with one line before anything is written, and the
-lock file is opened with ``O_NOFOLLOW`` (a link planted after that check is refused too). The
-output folder itself may be a link: the user named it.
+into (``plots``) that is a link is refused with one line before anything is written, and
+filelock opens the lock file with ``O_NOFOLLOW`` (a link planted after that check is refused
+too; filelock >= 3.20.1 does so, CVE-2025-68146). The output folder itself may be a link: the
+user named it.
 
 A folder the command created and left empty (it failed before writing anything) is removed, so
 a refused or failed command leaves no trace in a fresh output folder.
@@ -25,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import os
 import sys
 from pathlib import Path
@@ -39,11 +37,9 @@ SUBFOLDERS = ("plots",)     # folders the commands write into inside an output f
 
 
 def _holder(path: Path) -> str:
-    try:
-        text = path.read_text().strip()
-    except OSError:
-        return "another process"
-    return text or "another process"
+    with contextlib.suppress(OSError):
+        return path.read_text().strip() or "another process"
+    return "another process"
 
 
 def _refuse_link(path: Path) -> UnsafePathError:
@@ -63,36 +59,27 @@ def refuse_links(folder: Path) -> None:
             raise _refuse_link(folder / name)
 
 
-def _open_lock_file(path: Path) -> int:
+def _lock(path: Path):
+    """The process's one lock object of ``path`` (filelock, imported here: its fork hooks are
+    registered when the first command takes a lock, not at import)."""
+    from filelock import FileLock
+    return FileLock(path, timeout=0, thread_local=False, is_singleton=True)
+
+
+def _acquire(path: Path):
+    """``path``'s lock, taken now, or one line: who holds it, or that it is a link."""
+    from filelock import Timeout
+    lock = _lock(path)
     try:
-        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        lock.acquire()
+    except Timeout:
+        raise DPAPError(f"{path.parent} is in use by {_holder(path)}; wait for it to finish or "
+                        "choose another --out") from None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise _refuse_link(path) from None
         raise
-
-
-def _acquire(path: Path) -> int:
-    while True:
-        fd = _open_lock_file(path)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise DPAPError(f"{path.parent} is in use by {_holder(path)}; wait for it to "
-                                "finish or choose another --out") from None
-            raise
-        try:
-            same = os.fstat(fd).st_ino == os.lstat(path).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
-            return fd
-        os.close(fd)   # the previous holder removed the file after we opened it: try again
-
-
-_HELD: dict[Path, int] = {}   # folders this process holds -> nesting depth (stages nest)
+    return lock
 
 
 @contextlib.contextmanager
@@ -100,36 +87,33 @@ def output_lock(folder: str | Path, command: str | None = None) -> Iterator[Path
     """Hold ``folder``'s write lock (creating the folder) for the ``with`` body. Re-entrant
     within a process: ``train_and_export`` holds it while its stages take it again."""
     folder = Path(folder)
-    key = folder.resolve()
-    if key in _HELD:
-        _HELD[key] += 1
-        try:
+    path = folder / LOCK_NAME
+    if folder.is_dir() and _lock(path).is_locked:           # this process holds it
+        with _lock(path):
             yield folder
-        finally:
-            _HELD[key] -= 1
         return
     created = _missing_ancestors(folder)
-    path = folder / LOCK_NAME
     try:
         with report_disk_full(path):
             folder.mkdir(parents=True, exist_ok=True)
         refuse_links(folder)
-        fd = _acquire(path)
+        lock = _acquire(path)
     except BaseException:
         _remove_if_empty(created)
         raise
-    _HELD[key] = 1
     try:
         remove_stale_temporaries(folder)
-        os.ftruncate(fd, 0)
-        with report_disk_full(path):
-            os.write(fd, f"pid {os.getpid()} ({command or ' '.join(sys.argv)})\n".encode())
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW)
+        try:
+            with report_disk_full(path):
+                os.write(fd, f"pid {os.getpid()} ({command or ' '.join(sys.argv)})\n".encode())
+        finally:
+            os.close(fd)
         yield folder
     finally:
-        del _HELD[key]
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-        os.close(fd)
+            os.unlink(path)                                 # while held: see above
+        lock.release()
         _remove_if_empty(created)
 
 

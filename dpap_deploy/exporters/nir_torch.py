@@ -11,6 +11,15 @@ spikes come back). Shapes exclude the batch. Nodes: ``Input``, ``Output``, ``Con
 anything else is refused with one line. A node fed by several edges adds them, after the
 decay, in the order the graph lists them, feed-forward edges first
 (``beta v + a + b + rec + reset``: snnTorch's order for the forms ``nir_forms`` writes).
+
+Why not nirtorch 2.6's ``nir_to_torch`` with this module's nodes as its node map: it gives the
+same spikes on feed-forward graphs, but (measured on tests/nir_graphs.py) a recurrent edge
+delivers zeros before the first step where snnTorch's ``RLeaky`` delivers ``recurrent(0)``
+(an ``Affine``'s bias: 3% of the output spikes differ), a node fed by several edges adds them
+in the order of a Python set (string hashes: it changes with ``PYTHONHASHSEED``, and an ``LI``
+output differs by an ulp in a quarter of its values), and it gives no node's value but the
+output's (``nir_to_lava`` takes every node's shape from :meth:`NIRTorch.shapes`). nirtorch
+stays a test dependency only: an independent reader of our files (test_nir_readers.py).
 """
 from __future__ import annotations
 
