@@ -4,8 +4,8 @@ emulation of the whole network over time (``emulate``), which the Lava run in ``
 must equal spike for spike.
 
 **Scales.** Each value carries a factor ``f``: its integer is ``f`` times the float one. The
-input is ``round(x 2^q)`` (``q = 0`` for integer inputs such as spikes or event counts, else
-``INPUT_BITS``): ``f = 2^q``. A population ``n`` has one scale ``F`` (its integer current and
+input is ``round(x 2^q)`` (``q``: the fewest fraction bits that hold the calibration samples
+exactly, 0 for spikes or event counts, at most ``INPUT_BITS``): ``f = 2^q``. A population ``n`` has one scale ``F`` (its integer current and
 voltage are ``64 F`` times the float ones, its threshold mantissa ``round(F vth)``): the largest
 that keeps every weight feeding it within its 8-bit mantissa (``254 f_in / max|W|`` per weight
 layer, times the window of a pool between them), its threshold mantissa at or below
@@ -358,8 +358,7 @@ def fixed_network(net, x: np.ndarray, input_bits: int | None = None) -> FixedNet
     samples ``x`` (``[N, ...]`` or frames): a population whose current or voltage leaves 24
     bits on them gets half the scale, up to ``CALIBRATION_ROUNDS`` times, then is refused."""
     if input_bits is None:
-        xa = np.asarray(x, np.float64)
-        input_bits = 0 if np.array_equal(xa, np.round(xa)) else INPUT_BITS
+        input_bits = exact_input_bits(x)
     caps: dict = {}
     for _ in range(CALIBRATION_ROUNDS + 1):
         fx = _Planner(_fresh(net), input_bits, caps).plan()
@@ -376,6 +375,17 @@ def fixed_network(net, x: np.ndarray, input_bits: int | None = None) -> FixedNet
         f"fixed point: layer {k!r} leaves the 24-bit state on the calibration samples "
         f"({v['u_wrapped']} current wraps, {v['v_clipped']} voltage clips) even at the scale "
         f"{fx.scale[k]:.4g}; lower its inputs' weights or the threshold range")
+
+
+def exact_input_bits(x: np.ndarray) -> int:
+    """The fewest fraction bits ``q <= INPUT_BITS`` that hold every value of ``x`` exactly
+    (0 for spikes and counts, 4 for sixteenths), else ``INPUT_BITS``: the fewer, the finer
+    the first layer's weights at the same threshold scale."""
+    xa = np.asarray(x, np.float64)
+    for q in range(INPUT_BITS):
+        if np.array_equal(xa * 2.0 ** q, np.round(xa * 2.0 ** q)):
+            return q
+    return INPUT_BITS
 
 
 def _fresh(net):
