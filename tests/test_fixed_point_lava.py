@@ -111,3 +111,27 @@ def test_a_layer_that_cannot_fit_is_refused_in_one_line():
         lava.fixed_point(x.numpy())
     msg = str(exc.value)
     assert "fixed point: layer" in msg and "\n" not in msg, msg
+
+
+TUTORIAL = ["t5-fcn-spikegen-time-first", "maxpool-over-spikes", "linear-readout-summed"]
+
+
+@pytest.mark.parametrize("name", TUTORIAL)
+def test_loihi_sim_fixed_point_export_of_tutorial_styles(name, tmp_path):
+    """The target itself in fixed point (``export(job, out, fixed_point=True)``): spike frames
+    handed time first, max pooling over spikes, a summed Linear readout; Lava equal to the
+    emulation on every sample, the float network's decisions reported beside it."""
+    from corpus_stages import _job, user_data
+    from corpus_tutorials import STYLES as USER
+    from corpus_user import num_steps
+    from dpap_deploy.exporters import lava_sim
+    style = next(s for s in USER if s.name == name)
+    torch.manual_seed(0)
+    model = _louder(style.build())
+    x = user_data(style, torch.round(torch.rand(N, 1, 8, 8) * 16) / 16, 0)
+    job = _job(style, model, "snn", x, torch.randint(0, 10, (N,)), num_steps, None, N)
+    r = lava_sim.export(job, tmp_path, fixed_point=True)
+    assert r.passed and r.parity["fixed_identical"] == 1.0 and r.parity["n_samples"] == N
+    assert r.parity["agreement_float"] >= 0.75
+    assert r.details["lava_config"] == "Loihi2SimCfg(select_tag='fixed_pt')"
+    assert r.details["fixed_point"]["input_bits"] in (0, 4)     # spikes, sixteenths
