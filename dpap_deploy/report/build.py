@@ -2,8 +2,9 @@
 
 - :func:`training_report`: the run (configuration, accuracy, pruning per layer, output
   activity) from a :class:`~dpap_deploy.trained.Trained` run.
-- :func:`compaction_sections`: parameters, operations, NeuroBench's metrics and the
-  per-layer table of a compaction (:class:`~dpap_deploy.compaction.measure.Measured`).
+- :func:`compaction_sections`: parameters, operations, NeuroBench's metrics, the per-layer
+  table of a compaction (:class:`~dpap_deploy.compaction.measure.Measured`) and, for an SNN,
+  its Loihi 2 resources (``chip``: an estimate, dense vs compacted).
 - :func:`export_section`: an exporter's result.
 """
 from __future__ import annotations
@@ -16,8 +17,8 @@ from ..counting import PJ_PER_AC, PJ_PER_MAC, OpsReport
 from ..dpap.masking import nonzero_kernels
 from ..metrics import silent_warning
 from ..notices import warn
-from .schema import (Accuracy, Compaction, CompactionLayer, Export, LayerPruning, Ops, Output,
-                     Params, Pruning, Report)
+from .schema import (Accuracy, Chip, Compaction, CompactionLayer, Export, LayerPruning, Ops,
+                     Output, Params, Pruning, Report)
 
 ENERGY_NOTE = f"estimate: {PJ_PER_AC} pJ per accumulate, {PJ_PER_MAC} pJ per MAC (45 nm)"
 
@@ -83,7 +84,14 @@ def compaction_sections(c, masks, files: list[str]) -> dict:
                                  verified_on=c.verified_on, files=list(files),
                                  layers=_layer_rows(c, masks)),
         "neurobench": c.neurobench,
+        "chip": chip_section(c.graph, c.result.graph) if c.graph.kind == "snn" else None,
     }
+
+
+def chip_section(dense, compact) -> Chip:
+    """Loihi 2 cores and memory of the trained (every unit) and compacted graphs."""
+    from ..chip import resources
+    return Chip.from_dict(resources(dense, compact), "chip")
 
 
 def export_section(result) -> Export:

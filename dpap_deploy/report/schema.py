@@ -189,6 +189,57 @@ class Compaction(Section):
     layers: list[CompactionLayer]
 
 
+class ChipLayer(Section):
+    """One layer's Loihi 2 cores (``chip.LayerCores``): ``bound`` names the limit that sets
+    them, ``neurons`` or ``memory``."""
+    name: str
+    kind: str
+    neurons: int
+    weights: int
+    synapses: int
+    memory_bytes: int
+    cores: int
+    bound: str
+
+
+class ChipEstimate(Section):
+    layers: list[ChipLayer]
+    neurons: int
+    memory_bytes: int
+    cores: int
+    chips: int
+
+
+class ChipSaving(Section):
+    cores: int
+    memory_bytes: int
+    neurons: int
+
+
+class Chip(Section):
+    """Loihi 2 neuro-cores and synaptic memory, an estimate from public limits (``chip.py``)."""
+    dense: ChipEstimate
+    compacted: ChipEstimate
+    saving: ChipSaving
+    limits: dict
+    note: str
+
+
+class Qat(Section):
+    """Quantization-aware fine-tuning (``qat.py``): accuracy of the float network, of its
+    fixed-point form before and after fine-tuning (the emulation of what the export runs)."""
+    target: str
+    accuracy_float: Fraction
+    accuracy_quantised: Fraction
+    accuracy_fine_tuned: Fraction
+    accuracy_fine_tuned_float: Fraction
+    epochs: int
+    lr: float
+    train_samples: int
+    measured_on: str
+    loss: list[float]
+
+
 class Parity(Section):
     """A target's parity check; its own keys kept as written."""
     model_config = ConfigDict(extra="allow")
@@ -242,6 +293,8 @@ class Report(Section):
     compaction: Compaction | None = optional()
     source_run: str | None = optional()
     neurobench: dict | None = optional()
+    chip: Chip | None = optional()
+    qat: Qat | None = optional()
     baseline_run: str | None = optional()
     export: Export | None = optional()
     schema_version: int = SCHEMA_VERSION
