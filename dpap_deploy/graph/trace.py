@@ -4,7 +4,9 @@ The model runs once, as written, on the example input (evaluation mode, no gradi
 forward hooks on its leaf modules and a ``TorchFunctionMode`` that sees every torch function
 called *between* modules (functional pooling, ``flatten`` / ``view``, residual ``+``,
 ``torch.cat``...). Each produced tensor is tagged with the node that made it, so the edges are
-the real dataflow, whatever Python the forward contains.
+the real dataflow, whatever Python the forward contains. A function is known by the function
+object itself (``trace_ops.OPS``); one the table does not know is refused once the trace is
+done, naming it and the forward's line that calls it.
 
 Time: a model whose forward runs its own time loop calls its modules ``T`` times; the second
 call of the *first* module starts step 1, and only step 0 becomes the graph
@@ -27,19 +29,14 @@ from .model_graph import (ADD, CAT, ELEMENTWISE, FLATTEN, INPUT, NEURON, NORM, N
                           PASS, PASSIVE, POOL, POOLS, SYNAPSE, SYNAPSES, ModelGraph, Node,
                           find_layers)
 from .neurons import adapter_for, supported_names
-from .trace_ops import (_ACT_FN, _ADD, _DROPOUT_FN, _IGNORE, _POOL_FN, _SAME, _SHAPE, _pool_attrs,
-                        _pool_fn_attrs, _restore_hooks, _stash_hooks)
+from .trace_ops import (ACT, DROPOUT, HINTS, IGNORE, INDEX, SAME, SHAPE, _pool_attrs,
+                        _pool_fn_attrs, _restore_hooks, _stash_hooks, describe, op_of)
 from .state import neuron_membrane, reset_states
 from .unknown import refuse_unknown_neurons
 from .time_axis import batch_slice, check_axis, conflict, frame, index_axis, note_inferred
 
 SUPPORTED_TEXT = ("Conv1d, Conv2d, Linear, BatchNorm1d/2d, pooling (module or functional), "
                   "flatten/view/reshape, Dropout, residual '+', torch.cat, and neurons: ")
-
-
-def _fname(func) -> str:
-    name = getattr(func, "__name__", None) or str(func)
-    return name
 
 
 def _first_tensor(x):
@@ -222,18 +219,19 @@ class _Tracer(TorchFunctionMode):
             (isinstance(a, torch.Tensor) and not bool(a.ne(0).any())) for a in others)
 
     def record(self, func, args, kwargs, out) -> None:
-        name = _fname(func)
-        if name in _IGNORE or not _tensors(out):
+        if not _tensors(out):
             return
         ins = self.producers(*args, *kwargs.values())
-        if not ins:
+        op = op_of(func)
+        if not ins or (op and op[0] == IGNORE):
             return
+        kind, name = op or (None, None)
         src = _first_tensor(args)
         in_t = [t for t in _tensors(list(args)) if id(t) in self.tag]
-        if name in _SAME:
+        if kind == SAME:
             self._tag(out, ins[0])
             return
-        if name == "__getitem__" and self.nodes[ins[0]].op == INPUT:
+        if kind == INDEX and self.nodes[ins[0]].op == INPUT:
             self.indexed = True
             axis = index_axis(args[1] if len(args) > 1 else None)
             if axis is not None and self.time_index is None:
@@ -241,17 +239,17 @@ class _Tracer(TorchFunctionMode):
                 self.step_shape = tuple(_first_tensor(out).shape[1:])
             self._tag(out, ins[0])
             return
-        if name in _ADD and len(ins) == 1 and self._adds_zero(args, kwargs):
+        if kind == ADD and len(ins) == 1 and self._adds_zero(args, kwargs):
             self._tag(out, ins[0])             # out = 0; out = out + readout(spk): a running sum
             return
         self.counter += 1
-        label = f"{name.strip('_')}_{self.counter}"
-        if name in _ADD and len(ins) == 2:
+        label = f"{(name or 'unknown').strip('_')}_{self.counter}"
+        if kind == ADD and len(ins) == 2:
             nid = self.add_node(ADD, label, ins, out, in_t)
-        elif name == "cat":
+        elif kind == CAT:
             dim = kwargs.get("dim", args[1] if len(args) > 1 else 0)
             nid = self.add_node(CAT, label, ins, out, in_t, attrs={"dim": int(dim)})
-        elif name in _SHAPE:
+        elif kind == SHAPE:
             o = _first_tensor(out)
             if o.dim() == 2 and src is not None and o.shape[0] == src.shape[0] \
                     and src.dim() > 2:
@@ -262,16 +260,50 @@ class _Tracer(TorchFunctionMode):
             else:
                 nid = self.add_node(ELEMENTWISE, label, ins, out, in_t,
                                     attrs={"fn": name, "reshape": True})
-        elif name in _POOL_FN or "pool" in name:
+        elif kind == POOL:
             nid = self.add_node(POOL, label, ins, out, in_t, attrs=_pool_fn_attrs(name, args, kwargs))
-        elif name in _DROPOUT_FN:
+        elif kind == DROPOUT:
             p = kwargs.get("p", args[1] if len(args) > 1 and isinstance(args[1], float) else 0.5)
             nid = self.add_node(PASS, label, ins, out, in_t, attrs={"fn": name, "p": p})
-        elif name in _ACT_FN:
+        elif kind == ACT:
             nid = self.add_node(ELEMENTWISE, label, ins, out, in_t, attrs={"fn": name, "act": True})
-        else:
+        elif kind in (ELEMENTWISE, ADD):    # ADD: a constant added (``x + 1``)
             nid = self.add_node(ELEMENTWISE, label, ins, out, in_t, attrs={"fn": name})
+        else:       # refused once the step is known to be step 0 (``refuse_unknown``)
+            nid = self.add_node(ELEMENTWISE, label, ins, out, in_t,
+                                attrs={"fn": describe(func), "unknown": (func, _user_line())})
         self._tag(out, nid)
+
+
+def _user_line() -> str:
+    """Where the user's code called the function: the innermost frame outside torch and this
+    package, as ``file:line (`code`)``."""
+    import os
+    import traceback
+    skip = (os.path.dirname(torch.__file__), os.path.dirname(os.path.dirname(__file__)))
+    for f in reversed(traceback.extract_stack()):
+        if not f.filename.startswith(skip):
+            code = f" (`{f.line.strip()}`)" if f.line else ""
+            return f"{os.path.basename(f.filename)}:{f.lineno}{code}"
+    return "an unknown line"
+
+
+def refuse_unknown(graph: ModelGraph) -> None:
+    """The first function of the traced step the table (``trace_ops.OPS``) does not know, in one
+    line: which, where in the forward, and what to write instead."""
+    for n in graph.nodes:
+        if "unknown" not in n.attrs:
+            continue
+        func, where = n.attrs["unknown"]
+        after = ", ".join(f"'{graph.nodes[i].name}'" for i in n.inputs)
+        fix = HINTS.get(func) or (
+            "write it with operations the graph knows (modules, torch.relu and other "
+            "activations, pooling, flatten/view/reshape, '+', torch.cat, arithmetic with "
+            "constants), or, if it acts on each value alone, put it in an nn.Module of its own")
+        raise UnsupportedModelError(
+            f"{describe(func)} at {where} in {type(graph.model).__name__}.forward (applied to "
+            f"{after}) is not an operation the model graph knows: it cannot tell which channels "
+            f"it moves; {fix}")
 
 
 def build_graph(model: nn.Module, example_input: torch.Tensor,
@@ -309,7 +341,8 @@ def graph_of(model_or_graph, x, time_axis: int | None = None) -> ModelGraph:
     are no tensor, give their first two, batch first)."""
     if isinstance(model_or_graph, ModelGraph):
         return model_or_graph
-    example = x if isinstance(x, torch.Tensor) else x[:2]
+    lazy = not isinstance(x, torch.Tensor) and hasattr(x, "__getitem__")
+    example = x[:2] if lazy else x          # anything else: build_graph says what it takes
     return build_graph(model_or_graph, example, time_axis=time_axis)
 
 
@@ -427,9 +460,11 @@ def _trace(model, x, tracer: _Tracer, event: bool) -> ModelGraph:
     out_id, membrane = _output_node(tracer, result)
     tracer.nodes.append(Node(len(tracer.nodes), OUTPUT, "output", [out_id],
                              tracer.nodes[out_id].out_shape, [tracer.nodes[out_id].out_shape]))
-    return ModelGraph(model=model, nodes=tracer.nodes, kind=kind, steps_per_call=steps,
-                      output=out_id, input_shape=tracer.nodes[inp].out_shape,
-                      output_membrane=membrane, input_indexed=tracer.indexed and steps == 1)
+    graph = ModelGraph(model=model, nodes=tracer.nodes, kind=kind, steps_per_call=steps,
+                       output=out_id, input_shape=tracer.nodes[inp].out_shape,
+                       output_membrane=membrane, input_indexed=tracer.indexed and steps == 1)
+    refuse_unknown(graph)
+    return graph
 
 
 

@@ -1,26 +1,97 @@
-"""What the tracer (``trace.py``) needs to know of torch's functions and layers: the names it
-treats alike, the attributes it records for pooling, and hiding the model's hooks while it
-traces."""
+"""What the tracer (``trace.py``) knows of torch's functions and layers: what each function
+it sees between modules is to the graph (keyed on the function object itself, never its name),
+the attributes it records for pooling, and hiding the model's hooks while it traces. A function
+not in the table is refused at trace time (``unknown``): the graph cannot tell how it moves
+channels, and a wrong guess would only show later, as a compacted network that computes
+something else."""
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.overrides import resolve_name
 
-_SAME = {"detach", "clone", "contiguous", "to", "float", "double", "half", "type_as", "cpu",
-         "cuda", "requires_grad_", "detach_"}
-_ADD = {"add", "__add__", "__radd__", "__iadd__", "add_"}
-_SHAPE = {"flatten", "view", "reshape", "squeeze", "unsqueeze"}
-_POOL_FN = {"max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d", "max_pool2d_with_indices",
-            "max_pool1d_with_indices", "_max_pool2d", "_max_pool1d", "boolean_dispatch"}
-_DROPOUT_FN = {"dropout", "dropout1d", "dropout2d", "feature_dropout", "alpha_dropout"}
-_ACT_FN = {"relu", "relu_", "gelu", "silu", "sigmoid", "tanh", "leaky_relu", "elu", "hardtanh",
-           "relu6", "softplus"}
-_IGNORE = {"size", "dim", "numel", "__len__", "__getattribute__", "__get__", "shape", "stack",
-           "__format__", "__repr__", "item", "tolist", "__bool__", "__index__", "__int__",
-           "__float__", "requires_grad", "grad_fn", "is_floating_point", "__setitem__",
-           "append", "zeros_like", "ones_like", "new_zeros", "dtype", "device"}
+from .model_graph import ADD, CAT, ELEMENTWISE, POOL
+
+# what a function is to the graph: a node op (ADD, CAT, POOL, ELEMENTWISE) or one of these
+SAME = "same"            # passes its tensor through (a copy, another dtype or device)
+IGNORE = "ignore"        # makes no data of this step (``zeros_like``, ``stack`` of records)
+SHAPE, DROPOUT, ACT, INDEX = "shape", "dropout", "act", "index"
 
 
-def _pair(v, n: int = 2) -> tuple[int, ...]:
+def _fns(kind: str, names: str, *owners) -> dict:
+    """``{function: (kind, name)}`` for each of ``names`` that ``torch``, ``torch.Tensor`` or
+    ``torch.nn.functional`` (or ``owners``) has."""
+    return {getattr(o, n): (kind, n) for n in names.split()
+            for o in owners or (torch, torch.Tensor, F) if hasattr(o, n)}
+
+
+OPS: dict = {
+    **_fns(SAME, "detach clone contiguous to float double half bfloat16 type_as cpu cuda "
+                 "requires_grad_ detach_ data", torch.Tensor),
+    **_fns(SAME, "detach clone"),
+    **_fns(IGNORE, "stack zeros_like ones_like full_like empty_like new_zeros new_ones "
+                   "new_full new_empty __setitem__"),
+    **_fns(ADD, "add __add__ __radd__ __iadd__ add_"),
+    **_fns(CAT, "cat concat concatenate", torch),
+    **_fns(SHAPE, "flatten view reshape squeeze unsqueeze"),
+    **_fns(POOL, "max_pool1d max_pool2d avg_pool1d avg_pool2d max_pool1d_with_indices "
+                 "max_pool2d_with_indices _max_pool1d _max_pool2d"),
+    **_fns(DROPOUT, "dropout dropout1d dropout2d feature_dropout alpha_dropout", torch, F),
+    **_fns(ACT, "relu relu_ gelu silu sigmoid tanh leaky_relu elu hardtanh relu6 softplus"),
+    **_fns(ELEMENTWISE, "mul __mul__ __rmul__ mul_ __imul__ div __truediv__ __rtruediv__ div_ "
+                        "true_divide sub __sub__ __rsub__ sub_ __isub__ neg __neg__ abs __abs__ "
+                        "exp exp2 expm1 log log1p log2 pow __pow__ __rpow__ sqrt rsqrt square "
+                        "reciprocal sign sgn heaviside clamp clip clamp_min clamp_max clamp_ "
+                        "round floor ceil trunc sin cos erf where maximum minimum "
+                        "gt ge lt le eq ne __gt__ __ge__ __lt__ __le__ __eq__ __ne__ "
+                        "logical_not logical_and logical_or __invert__ __and__ __or__ "
+                        "bernoulli hardsigmoid hardswish mish softsign tanhshrink logsigmoid "
+                        "sigmoid_ tanh_"),
+    **_fns(ELEMENTWISE, "bool long int", torch.Tensor),       # (torch.bool ... are dtypes)
+    torch.Tensor.__getitem__: (INDEX, "__getitem__"),
+}
+
+# a better form for functions often met (the generic advice is below)
+HINTS = {
+    **{f: "use nn.Linear / nn.Conv1d / nn.Conv2d modules for the weights (the graph prunes "
+          "modules)" for f in (F.linear, F.conv1d, F.conv2d, torch.matmul, torch.Tensor.matmul,
+                               torch.mm, torch.Tensor.__matmul__, torch.bmm)},
+    **{f: "use nn.AvgPool2d / nn.MaxPool2d (or F.avg_pool2d / F.max_pool2d) with a fixed kernel "
+          "(input size / output size)" for f in (F.adaptive_avg_pool1d, F.adaptive_avg_pool2d,
+                                                 F.adaptive_max_pool1d, F.adaptive_max_pool2d)},
+    **{f: "return the output neuron's spikes or membrane and apply it to the returned records "
+          "outside the model" for f in (F.softmax, F.log_softmax, torch.softmax, torch.log_softmax,
+                                        torch.Tensor.softmax, torch.Tensor.log_softmax)},
+    F.batch_norm: "use nn.BatchNorm1d / nn.BatchNorm2d modules",
+    torch.Tensor.__getitem__: "index only the model's input (x[t], x[:, t] for a time step); "
+                              "take channels with a module (nn.Linear, nn.Conv2d), not a slice",
+}
+
+
+def op_of(func) -> tuple[str, str] | None:
+    """``(kind, name)`` of a function the tracer saw, ``None`` if it is not in ``OPS``. A
+    property read (``x.data``) arrives as its descriptor's ``__get__``."""
+    key = func.__self__ if type(func).__name__ == "method-wrapper" else func
+    try:
+        return OPS.get(key)
+    except TypeError:          # an unhashable callable: not one of torch's
+        return None
+
+
+def describe(func) -> str:
+    """The function as a user writes it: ``torch.cumsum``, ``torch.Tensor.T``."""
+    try:
+        name = resolve_name(func)
+    except Exception:          # pragma: no cover - resolve_name reads attributes only
+        name = None
+    if name is None:
+        name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or repr(func)
+    return name.removesuffix(".__get__")
+
+
+def pair(v, n: int = 2) -> tuple[int, ...]:
+    """A kernel size, stride or padding as a tuple of ``n`` ints (torch takes an int for all)."""
     if isinstance(v, (tuple, list)):
         return tuple(int(x) for x in v)
     return (int(v),) * n
@@ -28,7 +99,7 @@ def _pair(v, n: int = 2) -> tuple[int, ...]:
 
 def _dilation(v, n: int):
     """A pool's dilation as torch's modules hold it: an int for 1-d, a pair for 2-d."""
-    d = _pair(v, n)
+    d = pair(v, n)
     return d[0] if n == 1 else d
 
 
@@ -41,11 +112,11 @@ def _exact_avg(padding: tuple[int, ...], count_include_pad, divisor_override) ->
 
 def _pool_attrs(m: nn.Module) -> dict:
     n = 1 if isinstance(m, (nn.AvgPool1d, nn.MaxPool1d)) else 2
-    k = _pair(m.kernel_size, n)
-    pad = _pair(m.padding, n)
+    k = pair(m.kernel_size, n)
+    pad = pair(m.padding, n)
     is_max = isinstance(m, (nn.MaxPool1d, nn.MaxPool2d))
     return {"pool": "max" if is_max else "avg",
-            "kernel": k, "stride": _pair(m.stride or m.kernel_size, n),
+            "kernel": k, "stride": pair(m.stride or m.kernel_size, n),
             "padding": pad, "dims": n,
             "dilation": _dilation(m.dilation if is_max else 1, n),
             "ceil_mode": bool(m.ceil_mode),
@@ -69,11 +140,11 @@ def _pool_fn_attrs(name: str, args, kwargs) -> dict:
     is_max = "max" in name
     vals = dict(zip(_MAX_ARGS if is_max else _AVG_ARGS, args[1:]))
     vals.update(kwargs)
-    k = _pair(vals.get("kernel_size", 2), n)
+    k = pair(vals.get("kernel_size", 2), n)
     s = vals.get("stride")
-    pad = _pair(vals.get("padding", 0), n)
+    pad = pair(vals.get("padding", 0), n)
     return {"pool": "max" if is_max else "avg", "kernel": k,
-            "stride": _pair(s, n) if s not in (None, [], ()) else k,
+            "stride": pair(s, n) if s not in (None, [], ()) else k,
             "padding": pad, "dims": n,
             "dilation": _dilation(vals.get("dilation", 1) if is_max else 1, n),
             "ceil_mode": bool(vals.get("ceil_mode", False)),
