@@ -21,6 +21,7 @@ every state zeroed per sample.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 import nir
@@ -28,6 +29,8 @@ import numpy as np
 import torch
 
 from ..errors import UnsupportedModelError
+from ..exporters.lava_groups import Membrane
+from ..exporters.lava_neuron_plan import _pair
 from . import emulate as E
 from . import quantize as Q
 
@@ -95,7 +98,7 @@ def emulate_network(fx: FixedNetwork, x: torch.Tensor, stats: dict | None = None
                 u, v, s = E.neuron_step(fx.neurons[name], *state[name], sum(parts), st)
                 state[name] = [u, v, s]
                 out[name] = v if fx.neurons[name].out == "v" else s
-            elif type(node).__name__ == "Membrane":
+            elif isinstance(node, Membrane):
                 out[name] = state[node.group][1]
             elif name in fx.synapses:
                 out[name] = E.synapse(fx.synapses[name], sum(parts))
@@ -181,7 +184,7 @@ class _Planner:
                 out.append((u, mult, True))
             elif isinstance(node, POOLS):
                 out += self._upstream(u, mult * _pool_factor(node))
-            elif u == top.source or u in self.net.neuron or type(node).__name__ == "Membrane":
+            elif u == top.source or u in self.net.neuron or isinstance(node, Membrane):
                 out.append((u, mult, False))
             else:
                 out += self._upstream(u, mult)
@@ -197,7 +200,7 @@ class _Planner:
         c = self.net.neuron.get(u)
         if c is not None and c.get("out", "s") == "s":
             return 1.0                                  # spikes
-        if c is not None or type(node).__name__ == "Membrane":
+        if c is not None or isinstance(node, Membrane):
             group = u if c is not None else node.group
             if group not in fx.scale:
                 self.refuse(u, "feeds back a graded value before its scale is known",
@@ -296,17 +299,15 @@ class _Planner:
                 if len(fs) > 1:
                     self.refuse(name, f"sums values of different scales {sorted(fs)}",
                                 "put a weight layer on each branch")
-                fx.factor[name] = self._f_of(name) if type(node).__name__ != "Membrane" \
-                    else 64.0 * fx.scale[node.group]
+                fx.factor[name] = self._f_of(name)
         return fx
 
     def _weights(self, name, node, F, f_in):
-        fx, net = self.fx, self.net
+        fx = self.fx
         conv = isinstance(node, (nir.Conv1d, nir.Conv2d))
         m, e, clipped = Q.weights(name, self.w[name], F / f_in, conv)
         fx.factor[name] = F
         if conv:
-            from ..exporters.lava_neuron_plan import _pair
             c1 = isinstance(node, nir.Conv1d)
             args = {a: (_pair(getattr(node, a))[1:] if c1 else _pair(getattr(node, a)))
                     for a in ("stride", "padding", "dilation")}
@@ -320,7 +321,6 @@ class _Planner:
                               weight_range=[int(m.min()), int(m.max())]))
 
     def _pool(self, name, node):
-        from ..exporters.lava_neuron_plan import _pair
         args = dict(kernel_size=_pair(node.kernel_size), stride=_pair(node.stride),
                     padding=_pair(node.padding))
         self.fx.synapses[name] = E.Synapse("pool", None, 0, args)
@@ -390,7 +390,6 @@ def exact_input_bits(x: np.ndarray) -> int:
 
 def _fresh(net):
     """``net`` with its row scales copied (the planner adds population gains to them)."""
-    import copy
     clone = copy.copy(net)
     clone.row_scale = {k: list(v) for k, v in net.row_scale.items()}
     return clone
