@@ -135,3 +135,20 @@ def test_loihi_sim_fixed_point_export_of_tutorial_styles(name, tmp_path):
     assert r.parity["agreement_float"] >= 0.75
     assert r.details["lava_config"] == "Loihi2SimCfg(select_tag='fixed_pt')"
     assert r.details["fixed_point"]["input_bits"] in (0, 4)     # spikes, sixteenths
+
+
+def test_a_silent_output_fails_in_fixed_point_too(tmp_path):
+    """Lava and the emulation agree on a network whose output never spikes, which proves
+    nothing: the export fails with the float path's reason."""
+    from dpap_deploy.exporters import lava_sim
+    from dpap_deploy.exporters.base import ExportJob
+    torch.manual_seed(20)
+    net = OwnLoop(MAKERS["leaky"]()).eval()
+    with torch.no_grad():
+        net.fc2.weight.zero_()
+        net.fc2.bias.fill_(-1.0)
+    x = _seed_input(10)[:N]
+    r = lava_sim.export(ExportJob(net, "snn", x, torch.zeros(N, dtype=torch.long), FT),
+                        tmp_path, fixed_point=True)
+    assert r.parity["fixed_identical"] == 1.0
+    assert not r.passed and r.parity["failure"].startswith("silent output"), r.parity

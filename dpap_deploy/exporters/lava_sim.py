@@ -13,7 +13,8 @@ true): the same network in Lava's bit-accurate models (``select_tag="fixed_pt"``
 ``Dense`` / ``Sparse`` / ``Conv`` / ``LIFReset`` and our ``Population`` and ``Relay`` fixed
 models) with the integers of ``fixed_point.network`` (calibrated on the first
 ``CALIBRATION_SAMPLES`` samples). The parity check is then bit-exact: Lava's output equals the
-torch emulation (``fixed_point.emulate``) on every sample (``fixed_identical`` = 1.0); the
+torch emulation (``fixed_point.emulate``) on every sample (``fixed_identical`` = 1.0; a
+silent or constant output fails, as in floating point); the
 decisions' agreement with the float torch network, its accuracy and the per-layer exponents,
 scales and saturation counts are reported as information."""
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from ..errors import DPAPError
 from . import nir_export
-from ._compare import graded_parity, spike_parity, torch_spikes
+from ._compare import graded_parity, silence, spike_parity, torch_spikes, with_failure
 from .base import ExportJob, ExportResult
 from .nir_export import nir_synapses, read_nir, write_nir
 from .nir_graph import to_nir
@@ -96,11 +97,14 @@ def export_fixed(job: ExportJob, out: Path) -> ExportResult:
            "agreement_float": par["agreement"],
            **{k: v for k, v in par.items() if k not in ("agreement", "n_samples")}}
     par["agreement"] = par["fixed_identical"]
+    failure = par.get("failure") or silence(par)     # two silent runs agree, proving nothing
+    if failure and "failure" not in par:
+        par = with_failure(par, failure)
     saturated = {k: v for k, v in stats.items() if v.get("u_wrapped") or v.get("v_clipped")}
     if saturated:
         job.log and job.log(f"fixed point: layers saturate on the test samples: {saturated}")
     return ExportResult(TARGET, [path.name], par["accuracy"], par,
-                        passed=bool(same.all()) and n > 0,
+                        passed=bool(same.all()) and n > 0 and not failure,
                         details={"lava_config": "Loihi2SimCfg(select_tag='fixed_pt')",
                                  "lava_layers": [f"{l.name}:{l.kind}{list(l.shape)}" for l in net.layers],
                                  "lava_steps": n * job.time_steps, "lava_wall_s": wall,

@@ -1,4 +1,6 @@
-"""A NIR graph as a Lava process graph, run in the Lava simulator (floating point).
+"""A NIR graph as a Lava process graph, run in the Lava simulator (floating point, or with
+``run_fixed`` in Lava's bit-accurate fixed-point models: the integers ``fixed_point.network``
+plans, which its torch emulation computes bit for bit).
 
 The graph's semantics are those of ``nir_topology`` (summed fan-in, recurrent edges deliver the
 previous step) and its neurons those of ``nir_neurons``; ``nir_torch.run_reference`` runs the
