@@ -87,5 +87,24 @@ def test_a_function_is_known_by_itself_not_by_its_name():
         build_graph(Net(lambda s: F.lp_pool2d(s, 2, 2)), torch.rand(2, 1, 8, 8))
 
 
+def test_a_softmax_is_taken_as_the_last_operation_only():
+    """An ANN returning ``F.log_softmax(logits, 1)`` (the classic MNIST example) traces as
+    before: the largest output is the same; compaction keeps every class."""
+    from dpap_deploy.compaction import compact
+    class Ann(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, 3))
+
+        def forward(self, x):
+            return F.log_softmax(self.net(x), dim=1)
+    model, x = Ann(), torch.rand(4, 1, 8, 8)
+    g = build_graph(model, x)
+    assert g.kind == "ann" and g.nodes[g.output].attrs["fn"] == "log_softmax"
+    masks = {"net.1": (torch.ones(8, 64, dtype=torch.bool), torch.arange(8) < 5)}
+    small = compact(model, x, masks)
+    assert small.model.net[1].out_features == 5
+
+
 def test_pair():
     assert pair(3) == (3, 3) and pair([2, 1]) == (2, 1) and pair(4, 1) == (4,)

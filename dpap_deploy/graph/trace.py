@@ -29,8 +29,9 @@ from .model_graph import (ADD, CAT, ELEMENTWISE, FLATTEN, INPUT, NEURON, NORM, N
                           PASS, PASSIVE, POOL, POOLS, SYNAPSE, SYNAPSES, ModelGraph, Node,
                           find_layers)
 from .neurons import adapter_for, supported_names
-from .trace_ops import (ACT, DROPOUT, HINTS, IGNORE, INDEX, SAME, SHAPE, _pool_attrs,
-                        _pool_fn_attrs, _restore_hooks, _stash_hooks, describe, op_of)
+from .trace_ops import (ACT, DROPOUT, HINTS, IGNORE, INDEX, OUTPUT_ONLY, SAME, SHAPE,
+                        _pool_attrs, _pool_fn_attrs, _restore_hooks, _stash_hooks, describe,
+                        op_of)
 from .state import neuron_membrane, reset_states
 from .unknown import refuse_unknown_neurons
 from .time_axis import batch_slice, check_axis, conflict, frame, index_axis, note_inferred
@@ -243,7 +244,8 @@ class _Tracer(TorchFunctionMode):
             self._tag(out, ins[0])             # out = 0; out = out + readout(spk): a running sum
             return
         self.counter += 1
-        label = f"{(name or 'unknown').strip('_')}_{self.counter}"
+        name = name or describe(func).rsplit(".", 1)[-1]
+        label = f"{name.strip('_')}_{self.counter}"
         if kind == ADD and len(ins) == 2:
             nid = self.add_node(ADD, label, ins, out, in_t)
         elif kind == CAT:
@@ -271,7 +273,7 @@ class _Tracer(TorchFunctionMode):
             nid = self.add_node(ELEMENTWISE, label, ins, out, in_t, attrs={"fn": name})
         else:       # refused once the step is known to be step 0 (``refuse_unknown``)
             nid = self.add_node(ELEMENTWISE, label, ins, out, in_t,
-                                attrs={"fn": describe(func), "unknown": (func, _user_line())})
+                                attrs={"fn": name, "unknown": (func, _user_line())})
         self._tag(out, nid)
 
 
@@ -294,7 +296,9 @@ def refuse_unknown(graph: ModelGraph) -> None:
     for n in graph.nodes:
         if "unknown" not in n.attrs:
             continue
-        func, where = n.attrs["unknown"]
+        func, where = n.attrs.pop("unknown")
+        if func in OUTPUT_ONLY and n.id == graph.output:
+            continue            # (log-)softmax of the output: the same prediction
         after = ", ".join(f"'{graph.nodes[i].name}'" for i in n.inputs)
         fix = HINTS.get(func) or (
             "write it with operations the graph knows (modules, torch.relu and other "

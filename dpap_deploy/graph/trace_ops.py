@@ -52,6 +52,9 @@ OPS: dict = {
     torch.Tensor.__getitem__: (INDEX, "__getitem__"),
 }
 
+# mixes channels, but keeps which one is largest: taken as the model's last operation only
+OUTPUT_ONLY = set(_fns(ELEMENTWISE, "softmax log_softmax"))
+
 # a better form for functions often met (the generic advice is below)
 HINTS = {
     **{f: "use nn.Linear / nn.Conv1d / nn.Conv2d modules for the weights (the graph prunes "
@@ -60,9 +63,8 @@ HINTS = {
     **{f: "use nn.AvgPool2d / nn.MaxPool2d (or F.avg_pool2d / F.max_pool2d) with a fixed kernel "
           "(input size / output size)" for f in (F.adaptive_avg_pool1d, F.adaptive_avg_pool2d,
                                                  F.adaptive_max_pool1d, F.adaptive_max_pool2d)},
-    **{f: "return the output neuron's spikes or membrane and apply it to the returned records "
-          "outside the model" for f in (F.softmax, F.log_softmax, torch.softmax, torch.log_softmax,
-                                        torch.Tensor.softmax, torch.Tensor.log_softmax)},
+    **{f: "apply it to what the model returns (as its last operation, or outside the model)"
+       for f in OUTPUT_ONLY},
     F.batch_norm: "use nn.BatchNorm1d / nn.BatchNorm2d modules",
     torch.Tensor.__getitem__: "index only the model's input (x[t], x[:, t] for a time step); "
                               "take channels with a module (nn.Linear, nn.Conv2d), not a slice",
