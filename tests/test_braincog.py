@@ -253,3 +253,14 @@ def test_braincog_run_resumes_bit_exact(tmp_path, digits):
     assert any(st.plast_e.abs().sum() > 0 for st in full.dpap.states)   # never reset
     assert [h["test_acc"] for h in full.history] == [h["test_acc"] for h in resumed.history]
     assert math.isclose(full.history[-1]["lr"], resumed.history[-1]["lr"])
+
+
+def test_cli_options_reach_the_run_config():
+    from dpap_deploy.cli import build_parser, train_config_from_args
+    args = build_parser().parse_args(["train", "--out", "x", "--preset", "braincog",
+                                      "--optimizer", "braincog", "--epochs", "7"])
+    cfg = train_config_from_args(args)
+    assert (cfg.optimizer, cfg.lr, cfg.batch_size, cfg.dpap_config) == \
+        ("braincog", 5e-3 * 50 / 1024, 50, {"preset": "braincog"})
+    assert train_config_from_args(build_parser().parse_args(
+        ["train", "--out", "x"])).optimizer == "adam"
