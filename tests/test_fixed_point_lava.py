@@ -17,8 +17,11 @@ from dpap_deploy.exporters.nir_torch import run_reference
 from dpap_deploy.graph import build_graph
 from test_lava_forms import MAKERS, T as FT, OwnLoop, PoolLoop, _seed_input
 
-N = 12
-LAVA_STYLES = [s for s in STYLES if s.expect.get("loihi-sim") == "ok"]
+N = 8
+# every corpus style that reaches Lava, less those whose Lava processes another one already has
+SAME_PROCESSES = {"sequential-avgpool-zero", "fixed-per-neuron-beta", "functional-ops"}
+LAVA_STYLES = [s for s in STYLES if s.expect.get("loihi-sim") == "ok"
+               and s.name not in SAME_PROCESSES]
 
 
 def _louder(model, factor=3.0):
@@ -113,13 +116,13 @@ def test_a_layer_that_cannot_fit_is_refused_in_one_line():
     assert "fixed point: layer" in msg and "\n" not in msg, msg
 
 
-TUTORIAL = ["t5-fcn-spikegen-time-first", "maxpool-over-spikes", "linear-readout-summed"]
+TUTORIAL = ["t5-fcn-spikegen-time-first", "linear-readout-summed"]
 
 
 @pytest.mark.parametrize("name", TUTORIAL)
 def test_loihi_sim_fixed_point_export_of_tutorial_styles(name, tmp_path):
     """The target itself in fixed point (``export(job, out, fixed_point=True)``): spike frames
-    handed time first, max pooling over spikes, a summed Linear readout; Lava equal to the
+    handed time first, a summed Linear readout; Lava equal to the
     emulation on every sample, the float network's decisions reported beside it."""
     from corpus_stages import _job, user_data
     from corpus_tutorials import STYLES as USER
