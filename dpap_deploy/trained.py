@@ -33,7 +33,7 @@ class Trained:
     n_classes: int
     history: list[dict]
     layer_stats: list[dict]                # per prunable layer, under the masks (masks.layer_stats)
-    masks: mk.Masks | None                 # None: the pruner kept none (read zero weights)
+    masks: mk.Masks | None                 # None: the pruner stored none (zero weights tell)
     pruner_state: dict | None              # DPAP's state_dict (survival histories for plots)
     dpap_config: dict | None               # the resolved DPAP configuration, None without DPAP
     data_warnings: list[str] = field(default_factory=list)
