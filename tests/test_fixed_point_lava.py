@@ -155,3 +155,23 @@ def test_a_silent_output_fails_in_fixed_point_too(tmp_path):
                         tmp_path, fixed_point=True)
     assert r.parity["fixed_identical"] == 1.0
     assert not r.passed and r.parity["failure"].startswith("silent output"), r.parity
+
+
+def test_saturation_on_test_samples_is_counted_and_warned(tmp_path, monkeypatch):
+    """Calibrated on quiet samples, a network meets louder ones: the 24-bit wraps and clips are
+    counted per layer and warned about, and Lava still equals the emulation (which wraps and
+    clips as Lava does)."""
+    from dpap_deploy.exporters import lava_sim
+    from dpap_deploy.exporters.base import ExportJob
+    monkeypatch.setattr(lava_sim, "CALIBRATION_SAMPLES", 2)
+    torch.manual_seed(20)
+    net = _louder(OwnLoop(MAKERS["leaky"]()))
+    x = _seed_input(10)[:N]
+    x[2:] *= -400.0                          # inhibition far below what calibration saw
+    r = lava_sim.export(ExportJob(net, "snn", x, torch.zeros(N, dtype=torch.long), FT),
+                        tmp_path, fixed_point=True)
+    fp = r.details["fixed_point"]
+    assert r.parity["fixed_identical"] == 1.0
+    assert fp["saturated_layers"] and sum(fp["saturation"][k]["v_clipped"]
+                                          for k in fp["saturated_layers"]) > 0
+    assert any("saturates" in w and "\n" not in w for w in r.details["warnings"])

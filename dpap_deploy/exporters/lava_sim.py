@@ -101,8 +101,11 @@ def export_fixed(job: ExportJob, out: Path) -> ExportResult:
     if failure and "failure" not in par:
         par = with_failure(par, failure)
     saturated = {k: v for k, v in stats.items() if v.get("u_wrapped") or v.get("v_clipped")}
-    if saturated:
-        job.log and job.log(f"fixed point: layers saturate on the test samples: {saturated}")
+    warnings = [f"fixed point: layer {k!r} saturates on the test samples ({v['u_wrapped']} "
+                f"current wraps, {v['v_clipped']} voltage clips at 24 bits): lower its input "
+                "weights or threshold range" for k, v in saturated.items()]
+    for w in warnings:
+        job.log and job.log(w)
     return ExportResult(TARGET, [path.name], par["accuracy"], par,
                         passed=bool(same.all()) and n > 0 and not failure,
                         details={"lava_config": "Loihi2SimCfg(select_tag='fixed_pt')",
@@ -114,7 +117,8 @@ def export_fixed(job: ExportJob, out: Path) -> ExportResult:
                                                  "edge_gains": {f"{a}->{b}": g for (a, b), g
                                                                 in fx.gains.items()}},
                                  "synapses": net.synapses, "synapses_lava": net.synapses,
-                                 "synapses_nir": nir_synapses(graph)})
+                                 "synapses_nir": nir_synapses(graph),
+                                 **({"warnings": warnings} if warnings else {})})
 
 
 def blockers(graph, time_steps: int | None = None) -> list[str]:
