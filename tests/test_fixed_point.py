@@ -118,3 +118,31 @@ def test_refusals_name_the_layer_and_value():
         Q.bias("fc", np.array([1e4]), 100.0)
     with pytest.raises(UnsupportedModelError, match="layer 'fc'.*rounds every weight to 0"):
         Q.weights("fc", np.full((2, 2), 1e-4), 1.0, conv=True)
+
+
+def test_graded_dense_sums_wrap_in_int32_as_lava_does():
+    """A graded input (24-bit values) into a Dense sums in int32: where the sum leaves 32 bits
+    Lava wraps it, before the exponent's right shift, and so does the emulation."""
+    from dpap_deploy.exporters.lava_process import lava_run
+    from dpap_deploy.lava_compat import import_lava_runtime
+    import_lava_runtime()
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from lava.proc.dense.process import Dense
+    from lava.proc.io.sink import RingBuffer as Sink
+    from lava.proc.io.source import RingBuffer as Source
+    rng = np.random.default_rng(3)
+    x = rng.integers(-2 ** 23 + 1, 2 ** 23, (20, 4)).astype(np.int32)
+    m, _, _ = Q.weights("w", rng.normal(0, 1, (6, 20)), 100.0, conv=False)
+    src, sink = Source(data=x), Sink(shape=(6,), buffer=5)
+    dense = Dense(weights=m.astype(np.int32), weight_exp=-3, num_message_bits=24)
+    src.s_out.connect(dense.s_in)
+    dense.a_out.connect(sink.a_in)
+    cfg = Loihi2SimCfg(select_tag="fixed_pt")
+    lava = lava_run(src, lambda: src.run(condition=RunSteps(num_steps=5), run_cfg=cfg),
+                    lambda: sink.data.get())[:, 1:]            # Dense delivers a step later
+    syn = E.Synapse("dense", torch.as_tensor(m, dtype=torch.float64), -3)
+    got = E.synapse(syn, torch.as_tensor(x.T, dtype=torch.float64)).numpy().T
+    exact = np.floor((m @ x.astype(np.float64)) / 8)
+    assert np.any(np.abs(exact) >= 2 ** 28)                   # sums beyond int32 occur
+    assert np.array_equal(got, lava)

@@ -11,12 +11,14 @@ weights ``m`` (8-bit mantissa; mixed-sign matrices keep even values in ``[-256, 
     a = sum_j m_ij x_j                         (exact integer sum)
     a_out = a << e            (e >= 0)         (Dense/Sparse ``weight_exp``: :func:`shift`)
           = floor(a / 2^-e)   (e < 0)          (numpy's right_shift: toward -inf)
+    (graded inputs are summed in int32, and a_out travels as int32: :func:`wrap32` both)
     Conv: a_out = wrap24(a)  (Lava's Conv ignores weight_exp: e = 0; its output wraps at 24 bits)
 
 **Neuron** (Lava's ``LIF`` / ``LIFReset`` bit-accurate model; our ``Population`` fixed model adds
 ``bias_u``, the reset by subtraction and per-neuron constants), per step:
 
-    u = wrap_current(decay(u, du) + 64 a_in + bias_u)      (24-bit wrap, as Lava does it)
+    u = wrap_current(decay(u, du) + 64 a_in + bias_u)      (24-bit wrap, as Lava does it;
+                                                            the sum itself in int32)
     v = clip_voltage(decay(v, dv) + u + bias - 64 vth s_prev)    (subtract mode only)
     s = v > 64 vth                 (vth: 17-bit mantissa, 2^17 = never: v stays below 2^23)
     v = 0 where s                  (reset "zero"; "subtract" keeps v; "none" keeps v)
@@ -55,6 +57,12 @@ UNITY = 4096                    # decays are 12-bit: 4096 = full decay
 ACT_SHIFT = 6                   # a_in, vth (and so u, v) are MSB-aligned by 6 bits
 STATE_MAX = 2 ** 23             # u and v are 24-bit signed
 VTH_NEVER = 2 ** 17             # a threshold no 24-bit voltage exceeds (a graded integrator)
+
+
+def wrap32(a: torch.Tensor) -> torch.Tensor:
+    """numpy's int32 arithmetic: a signed 32-bit wrap (Lava's graded synapse sums, ``a_in << 6``
+    and ``u``'s sum are int32; only values far outside 24 bits ever wrap)."""
+    return torch.remainder(a + 2.0 ** 31, 2.0 ** 32) - 2.0 ** 31
 
 
 def shift(a: torch.Tensor, exp: int) -> torch.Tensor:
@@ -106,7 +114,7 @@ class Neurons:
 def neuron_step(n: Neurons, u, v, s, a_in, stats: dict | None = None):
     """One step of the population from state ``(u, v, s)`` (``s``: the previous spikes);
     returns the new ``(u, v, s)``. ``stats`` (optional) counts ``u_wrapped`` and ``v_clipped``."""
-    u_sum = decay(u, n.du) + activation(a_in) + n.bias_u
+    u_sum = wrap32(wrap32(decay(u, n.du) + wrap32(activation(a_in))) + n.bias_u)
     u = wrap_current(u_sum)
     v_sum = decay(v, n.dv) + u + n.bias
     vth = n.vth * float(2 ** ACT_SHIFT)
@@ -138,7 +146,7 @@ class Synapse:
 def synapse(syn: Synapse, x: torch.Tensor) -> torch.Tensor:
     """The synapse's integer output for the integer input ``x`` ``[B, ...]``."""
     if syn.kind == "dense":
-        return shift(x.flatten(1) @ syn.m.T, syn.exp)
+        return wrap32(shift(wrap32(x.flatten(1) @ syn.m.T), syn.exp))
     if syn.kind == "pool":
         return wrap24(F.avg_pool2d(x, divisor_override=1, **syn.args))
     conv = F.conv1d if syn.conv1d else F.conv2d

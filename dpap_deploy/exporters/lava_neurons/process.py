@@ -30,7 +30,8 @@ bit-accurate LIF arithmetic (``lava.proc.lif.models.PyLifModelBitAcc``) with eve
 per neuron, the integer forms of ``dpap_deploy.fixed_point`` and its emulation
 (``fixed_point/emulate.py``, equal bit for bit): ``du``, ``dv`` effective 12-bit decays
 (0..4096: ``x (4096 - d)`` truncated toward zero after ``>> 12``; no Loihi-1 offset), ``a_in``
-shifted left by 6, ``bias_u`` (integer) added to ``u`` (which wraps at 24 bits as Lava's does),
+shifted left by 6, ``bias_u`` (integer) added to ``u`` (the sum in int32, then wrapped at 24
+bits as Lava's is),
 ``bias_mant << bias_exp`` to ``v`` (clipped to 24 bits), ``vth << 6`` the threshold (``2^17``:
 never), ``gain`` unused (folded into the weights). This file imports nothing from its package:
 Lava's compiler also executes it standalone.
@@ -159,13 +160,15 @@ class PyPopulationModelFixed(PyLoihiProcessModel):
         return np.sign(p) * np.right_shift(np.abs(p), 12)
 
     def run_spk(self):
-        a_in = self.a_in.recv().astype(np.int64)
+        a_in = self.a_in.recv().astype(np.int32)
         if self.interval and self.time_step % self.interval == self.offset:
             self.u[:] = 0
             self.v[:] = 0
             self.s[:] = 0
-        m = self.MAX
-        u = self._decay(self.u, self.du) + np.left_shift(a_in, 6) + self.bias_u
+        m = self.MAX            # the current's sum in int32, as Lava's LIF computes it
+        u = (self._decay(self.u, self.du).astype(np.int32) + np.left_shift(a_in, 6)) \
+            + self.bias_u.astype(np.int32)
+        u = u.astype(np.int64)
         wrapped = np.where(u > m, u - 2 * m, u)
         u = np.where(wrapped <= -m, u + 2 * m, wrapped)
         vth = np.left_shift(self.vth, 6)
