@@ -106,5 +106,17 @@ def test_a_softmax_is_taken_as_the_last_operation_only():
     assert small.model.net[1].out_features == 5
 
 
+def test_an_activation_keeps_its_parameters():
+    """``F.hardtanh(s, 0.0, 0.5)`` is not ``F.hardtanh(s)``: the node's name says so, and the
+    multi-step path (which applies activations by name) gives the step loop's output."""
+    from dpap_deploy.executor.run import outputs
+    torch.manual_seed(0)
+    model = Net(lambda s: F.avg_pool2d(F.hardtanh(s, 0.0, 0.5), 2))
+    x = torch.rand(3, 1, 8, 8) * 4
+    g = build_graph(model, x)
+    assert "hardtanh(min_val=0.0, max_val=0.5)" in [n.attrs.get("fn") for n in g.nodes]
+    assert torch.equal(outputs(g, x, 6), outputs(g, x, 6, multistep=False))
+
+
 def test_pair():
     assert pair(3) == (3, 3) and pair([2, 1]) == (2, 1) and pair(4, 1) == (4,)

@@ -267,8 +267,11 @@ class _Tracer(TorchFunctionMode):
         elif kind == DROPOUT:
             p = kwargs.get("p", args[1] if len(args) > 1 and isinstance(args[1], float) else 0.5)
             nid = self.add_node(PASS, label, ins, out, in_t, attrs={"fn": name, "p": p})
-        elif kind == ACT:
-            nid = self.add_node(ELEMENTWISE, label, ins, out, in_t, attrs={"fn": name, "act": True})
+        elif kind == ACT:          # its parameters (``F.hardtanh(x, 0, 0.5)``) in its name
+            params = [repr(a) for a in args[1:]] + \
+                [f"{k}={v!r}" for k, v in kwargs.items() if k != "inplace"]
+            fn = f"{name}({', '.join(params)})" if params else name
+            nid = self.add_node(ELEMENTWISE, label, ins, out, in_t, attrs={"fn": fn, "act": True})
         elif kind in (ELEMENTWISE, ADD):    # ADD: a constant added (``x + 1``)
             nid = self.add_node(ELEMENTWISE, label, ins, out, in_t, attrs={"fn": name})
         else:       # refused once the step is known to be step 0 (``refuse_unknown``)
