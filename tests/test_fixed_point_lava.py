@@ -57,6 +57,17 @@ def test_corpus_model_in_lava_fixed_point_equals_emulation(style):
     assert (fx.to_float(emulated).reshape(ref.shape) == ref).mean() > 0.75
 
 
+def test_paper_mnist_snn_on_event_counts_in_lava_fixed_point_equals_emulation():
+    """The zoo's other SNN that reaches Lava (the paper's MNIST / N-MNIST network), sized for
+    two polarity channels of 8x8 event counts: integer inputs, so no fraction bits."""
+    from dpap_deploy.zoo import build_model
+    torch.manual_seed(0)
+    model = _louder(build_model("snn-mnist", (2, 8, 8), 10)[0])
+    x = torch.poisson(torch.full((N, 2, 8, 8), 0.7))
+    fx, _, _ = _parity(model, x, CT)
+    assert fx.input_bits == 0
+
+
 FORMS = {
     "no-reset": dict(make=MAKERS["leaky"](reset_mechanism="none")),
     "rsynaptic": dict(make=MAKERS["rsynaptic"]()),
