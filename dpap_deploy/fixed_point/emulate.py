@@ -1,8 +1,9 @@
 """Lava's fixed-point arithmetic (``Loihi2SimCfg(select_tag="fixed_pt")``) in torch, bit for bit.
 
-Every value is an integer held in a float64 tensor (exact below 2^53; the largest product here is
-a 24-bit state times a 12-bit decay), so each rounding step is one small function that a
-straight-through estimator can wrap. Vectorised over the batch and the neurons.
+Every value is an integer held in a float64 tensor (exact below 2^53: a graded synapse sum of
+24-bit inputs and 9-bit weights stays below it for fan-ins under 4 million), so each rounding
+step is one small function that a straight-through estimator can wrap. Vectorised over the
+batch and the neurons.
 
 **Synapse** (Lava's ``Dense`` / ``Sparse`` bit-accurate models; ``Conv`` fixed): integer
 weights ``m`` (8-bit mantissa; mixed-sign matrices keep even values in ``[-256, 254]``,
@@ -33,7 +34,8 @@ weights ``m`` (8-bit mantissa; mixed-sign matrices keep even values in ``[-256, 
 
 **Worked example** (one LIF neuron, ``du = 4096`` (no current memory), ``dv = 410``
 (``beta = 0.9``: ``410 = round(0.1 * 4096)``), ``vth = 100``, bias 0, reset zero; the synapse
-weight ``m = 60``, ``e = 0``, the input spikes at steps 0, 1, 2):
+weight ``m = 60``, ``e = 0``, its input spikes so that ``a_in = 60`` at steps 0, 1, 2; in Lava
+the ``Dense`` delivers each step's sum one step later, which ``LavaNetwork`` aligns):
 
     step 0: a_in = 60; u = decay(0, 4096) + 64*60 = 3840; v = decay(0, 410) + 3840 = 3840;
             3840 > 6400? no
