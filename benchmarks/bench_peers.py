@@ -310,7 +310,9 @@ def markdown(res: dict) -> str:
              f"{a['samples']} samples per repetition (real digits upsampled to 28x28), "
              f"{a['repeats']} interleaved repetitions, medians; torch threads "
              f"{res['torch_threads']}; " + ", ".join(f"{k} {v}" for k, v in res["versions"].items()
-                                                      if v) + ".", "",
+                                                      if v) + ". Every contender: the same "
+             "initial weights, inputs, loss (Eq 3) and fused Adam; forward, backward and "
+             "optimizer step per batch.", "",
              "| contender | samples/s | vs our step loop | spikes as ours | neuron, and "
              "where it differs |", "|---|---:|---:|---:|---|"]
     for r in res["rows"]:
