@@ -221,14 +221,14 @@ class LavaNetwork(NeuronPlan):
         in_lay = self.layout[ins[0]]
         fixed = self.fixed.lava.get(name) if self.fixed is not None else None
         scale = None if fixed else self.row_scale.get(name, [None])[0]
-        kind = np.int32 if self.fixed is not None else np.float64
+        dtype = np.int32 if self.fixed is not None else np.float64
         if isinstance(node, (nir.Affine, nir.Linear)):
             w = np.asarray(node.weight if fixed is None else fixed["weight"], np.float64)
             if in_lay.perm is not None:
                 w = w[:, in_lay.perm]
             if scale is not None:
                 w = w * scale.reshape(-1, 1)
-            w = w.astype(kind)
+            w = w.astype(dtype)
             extra = {} if fixed is None else {"weight_exp": int(fixed["exp"])}
             if (w == 0).any():
                 from scipy.sparse import csr_matrix
@@ -243,25 +243,25 @@ class LavaNetwork(NeuronPlan):
             value = 1.0 if isinstance(node, nir.SumPool2d) or self.fixed is not None \
                 else 1.0 / (k[0] * k[1])          # fixed point: a sum (its scale says k^2)
             w = np.full((c, k[1], k[0], 1), value)          # depthwise: one kernel per channel
-            groups, dil, kind_ = c, (1, 1), "pool"
+            groups, dil, kind = c, (1, 1), "pool"
         else:
             w = np.asarray(node.weight if fixed is None else fixed["weight"], np.float64)
             if conv1d:                                       # (C_out, C_in, K) as a 1 x K image
                 w = w[:, :, None, :]
             st, pad, dil = (_pair(getattr(node, a), (0 if a == "padding" else 1) if conv1d else None)
                             for a in ("stride", "padding", "dilation"))
-            groups, kind_ = int(node.groups), "conv"
+            groups, kind = int(node.groups), "conv"
             w = w.transpose(0, 3, 2, 1)[:, ::-1, ::-1, :]   # (C_out, W, H, C_in), flipped
             if scale is not None:
                 w = w * scale.reshape(scale.shape[0], -1)[:, :1, None, None]
-        w = np.ascontiguousarray(w).astype(kind)
+        w = np.ascontiguousarray(w).astype(dtype)
         p = lava.Conv(weight=w, input_shape=in_lay.shape, stride=(st[1], st[0]),
                       padding=(pad[1], pad[0]), dilation=(dil[1], dil[0]), groups=groups,
                       num_message_bits=bits)
         if tuple(p.a_out.shape) != self.layout[name].shape:
             _refuse(name, node, f"gives Lava shape {tuple(p.a_out.shape)} where the graph has "
                     f"{self.layout[name].shape}", "check its padding and stride")
-        self.layers.append(LavaLayer(name, kind_, tuple(p.a_out.shape)))
+        self.layers.append(LavaLayer(name, kind, tuple(p.a_out.shape)))
         return p
 
     def _neuron_process(self, name, node, shape, reset_offset):
