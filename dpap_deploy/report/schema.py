@@ -4,15 +4,14 @@
     report.to_dict()          # the JSON object, key for key
 
 A field is declared by its type: ``int``, ``float`` (finite; an int is taken as a float),
-``Fraction`` (a float in [0, 1]), ``str``, a section, ``list[...]``, ``dict``; ``X | None = None``
-is written as ``null``, ``X | None = optional()`` is left out of the JSON while it is ``None``
-(a section a later stage adds; SNN-only values of an ANN run). Values are checked strictly
-(``"3"`` is no int, ``true`` no number, JSON's ``NaN`` / ``Infinity`` no float), and
-:meth:`Section.from_dict` turns the first failure into one line naming the key. Keys a section
-does not declare are kept (and written back) by the sections declared with ``extra="allow"``
-(``Parity``, ``Export``: a target's own details, ``Report``: keys of a newer version). A
-``schema_version`` outside ``READABLE_VERSIONS`` is refused with the version found and those
-this one reads. ``docs/report.schema.json`` is :func:`json_schema`'s output, written again by
+``Fraction`` (a float in [0, 1]), ``str``, a section, ``list[...]``, ``dict``. ``X | None = None``
+is written as ``null``; ``X | None = optional()`` is left out while it is ``None`` (a section a
+later stage adds, SNN-only values of an ANN run). Values are checked strictly (``"3"`` is no
+int, ``true`` no number, ``NaN`` no float); :meth:`Section.from_dict` turns the first failure
+into one line naming the key. ``Parity``, ``Export`` (a target's own details) and ``Report``
+(keys of a newer version) keep and write back keys they do not declare. A ``schema_version``
+outside ``READABLE_VERSIONS`` is refused with the version found and those this one reads.
+``docs/report.schema.json`` is :func:`json_schema`'s output, written again by
 ``python -c 'from dpap_deploy.report.schema import json_schema; print(json_schema(), end="")'``.
 """
 from __future__ import annotations
@@ -63,15 +62,16 @@ _NOT = {"float_type": "float", "int_type": "int", "string_type": "str", "bool_ty
         "less_than_equal": "a fraction between 0 and 1"}
 
 
+def _path(where: str, loc: tuple) -> str:
+    return where + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
+
+
 def _line(err: dict, where: str) -> str:
     """pydantic's error ``err`` as one line: ``report.pruning.layers[0] lacks 'name'``."""
-    *parent, last = (where, *err["loc"])
-    path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parent[1:])
+    loc, why = err["loc"], _NOT.get(err["type"])
     if err["type"] == "missing":
-        return f"{where}{path} lacks {last!r}"
-    key = f"[{last}]" if isinstance(last, int) else f".{last}" if err["loc"] else ""
-    why = _NOT.get(err["type"])
-    return f"{where}{path}{key} is {err['input']!r:.60}, " + (f"not {why}" if why else err["msg"])
+        return f"{_path(where, loc[:-1])} lacks {loc[-1]!r}"
+    return f"{_path(where, loc)} is {err['input']!r:.60}, " + (f"not {why}" if why else err["msg"])
 
 
 class Section(BaseModel):
