@@ -10,18 +10,18 @@ lists every reason netx refuses a model, before any training.
 **Quantisation**, per synaptic layer ``l`` with float weights ``W``, bias ``b``:
 - weights become even integers in ``[-256, 254]`` (Loihi's 8-bit mixed-sign synapse keeps
   even values, as slayer's export does): ``W_q = 2 round(W s / 2)``;
-- the scale is ``s = min(254 / max|W|, 0.9 * 32767 / I_max)``: full weight resolution unless the
-  largest synaptic input ``I_max`` (measured at the neuron's input on calibration samples, in
-  float, bias excluded; a max-pool layer's is its window size) would overflow the neuron's
-  16-bit input;
+- the scale is ``s = 254 / max|W|``: full weight resolution, unless the largest synaptic
+  input ``I_max`` (measured at the neuron's input on calibration samples, in float, bias
+  excluded; a max-pool layer's is its window size) would then overflow the neuron's 16-bit
+  input: ``s`` is then the largest power of two at most ``0.9 * 32767 / I_max``;
 - the first layer gets the image as graded spikes ``x_q = round(x 2^q)`` (``q = INPUT_BITS``),
   so its effective scale is ``s 2^q``;
 - the threshold and the bias carry the same scale: ``vThMant = round(V_th s)``,
   ``bias = round(b s)`` (13-bit), where ``V_th`` is 1 (each row of ``W`` and ``b`` already
   divided by its neuron's threshold, ``netx_neurons``) or 1/2 (a max-pool layer);
 - the current ``u`` of a ``Synaptic`` layer sums its inputs over time, up to
-  ``I_max / (1 - alpha)``, and Lava wraps it at ``2^23`` (inputs shifted left by 6): the scale
-  also keeps ``s I_max / (1 - alpha) <= 0.9 * 2^17``;
+  ``I_max / (1 - alpha)``, and Lava wraps it at ``2^23`` (inputs shifted left by 6): the
+  limit also keeps ``s I_max / (1 - alpha) <= 0.9 * 2^17``;
 - CUBA decays on 12 bits (4096 = full decay): ``iDecay = round((1 - alpha) 4096)`` (4096, no
   current memory, for ``snn.Leaky``), ``vDecay = round((1 - beta) 4096)``.
 In fixed point a neuron then computes ``u = u (4096 - iDecay) / 4096 + sum W_q s_in``,
@@ -37,6 +37,7 @@ counts over the samples), which ``qat`` fine-tunes through.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,8 +109,8 @@ def _max_input_currents(graph: ModelGraph, layers: list[NetxLayer], x: torch.Ten
             cur = ((inp - b.view(shape)) * r.view(shape)).abs().max()
             peaks[i] = max(peaks.get(i, 0.0), float(cur))
         hooks.append(layer.neuron.register_forward_pre_hook(hook))
-    try:
-        outputs(graph, x, time_steps)
+    try:                                # the step loop: the multi-step executor calls no hooks
+        outputs(graph, x, time_steps, multistep=False)
     finally:
         for h in hooks:
             h.remove()
@@ -148,9 +149,13 @@ class QuantLayer:
 def layer_scale(w_max: float, peak: float, in_scale: float, alpha: float) -> float:
     """The float -> integer factor ``s`` of a layer's weights (module docstring): the largest
     weight on 254, unless the peak input current would overflow the neuron's input or, with
-    current memory, its 24-bit current."""
+    current memory, its 24-bit current: then the largest power of two below that limit, so
+    that a network fine-tuned on the integers (``qat``), whose peaks then move a little, or
+    calibrated on other samples, keeps the same scale (the weights' rule keeps it too: the
+    largest weight stays on 254)."""
     p = max(peak * in_scale, 1e-12)
-    return min(254.0 / (w_max or 1.0), A_IN_LIMIT / p, U_LIMIT * (1.0 - alpha) / p)
+    by_weight, by_peak = 254.0 / (w_max or 1.0), min(A_IN_LIMIT / p, U_LIMIT * (1.0 - alpha) / p)
+    return by_weight if by_weight <= by_peak else 2.0 ** math.floor(math.log2(by_peak))
 
 
 def input_layout(graph: ModelGraph, seq: list) -> tuple[bool, list[int]]:
