@@ -16,12 +16,13 @@ cosine to 1e-5) and, per seed, the same initial weights and data order (``TrainC
 seeds both; the CSV's ``init_digest`` shows it).
 
 Each finished run appends one row to the CSV (written whole, atomically): final and best-epoch
-test accuracy, parameters removed (masked parameters over all), SynOps removed (synaptic events
-landing on removed weights, over all events of the same network), SynOps per test sample,
-device, wall time, commit and the per-epoch curves; ``params_removed_compact`` counts the
-parameters of the compacted network (dead units' outgoing weights go too). A rerun skips the rows already there (same
-arm, seed, epochs, subsets); a run interrupted mid-way resumes from its checkpoint in
-``--runs``. ``--report`` reads the CSV only (rows from several machines mix), and says
+test accuracy, parameters removed (masked parameters over all; ``params_removed_compact``:
+those the compacted network no longer holds, dead units' outgoing weights too), SynOps removed
+(synaptic events landing on removed weights, over all events of the same network), SynOps per
+test sample, device, wall time (the epochs' own, summed across resumes), commit and the
+per-epoch curves. A rerun skips the rows already there (same arm, seed, epochs, subsets); a
+run interrupted mid-way resumes from its checkpoint in ``--runs``. ``--report`` reads the CSV
+only (rows from several machines mix), and says
 "partial" while rows are missing.
 """
 from __future__ import annotations
@@ -35,7 +36,6 @@ import math
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -180,15 +180,14 @@ def run_arm(arm: str, seed: int, args, data, target: float | None, window=None) 
     from dpap_deploy.training import train
     cfg = train_config(arm, seed, args, target, window)
     folder = args.runs / f"{arm}-seed{seed}-e{args.epochs}-n{args.train_subset}-{args.test_subset}"
-    t0 = time.perf_counter()
     run = train(cfg, folder, resume=folder.exists(), progress=False, data=data,
                 log=lambda m: print(f"  {arm} seed {seed}: {m}", flush=True))
-    wall = time.perf_counter() - t0
+    wall = sum(h["wall_time_s"] for h in run.history)     # every epoch, across resumes
     model = run.model.eval()
     x = data.x_test[:args.synops_samples].to(run.device)
     ops = count_ops(model, x, cfg.time_steps)
     trained = load_trained(folder)
-    small = compact(trained.model.to(run.device), x[:200], trained.masks,
+    small = compact(trained.model.cpu(), x[:200].cpu(), trained.masks,     # on the CPU
                     time_steps=cfg.time_steps, register=False).model
     total = param_counts(model)[0]
     accs = [h["test_acc"] for h in run.history]
