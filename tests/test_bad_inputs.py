@@ -1,10 +1,11 @@
 """Bad-input corpus (marker ``bad_inputs``: ``pytest -m bad_inputs``).
 
-Every case runs the real CLI in a subprocess and must end with exit status 2, exactly one
-stderr line ``dpap-deploy: error: ...`` that names the bad value, no traceback, nothing left in
-a fresh output folder and no file changed in an existing one. The cases run in a small thread
-pool (each is its own process with its own folders, so they cannot disturb each other); the
-Python API cases at the end check that the same functions raise the same errors.
+Every case runs the real CLI in its own process (``cli`` in conftest.py: ``python -m
+dpap_deploy`` forked from a process that has done the imports) and must end with exit status 2,
+exactly one stderr line ``dpap-deploy: error: ...`` that names the bad value, no traceback,
+nothing left in a fresh output folder and no file changed in an existing one. Four cases run at
+a time (each with its own folders, so they cannot disturb each other); the Python API cases at
+the end check that the same functions raise the same errors.
 """
 from __future__ import annotations
 
@@ -13,18 +14,13 @@ import gzip
 import hashlib
 import os
 import shutil
-import subprocess
-import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.bad_inputs
-WORKERS = 4
 CASE_TIMEOUT_S = 180   # a refusal takes seconds; a case that trains instead is stopped here
 
 
@@ -371,31 +367,18 @@ def _prepare(world, case_dir: Path, argv: str):
     return out, fresh, existing
 
 
-def _run_case(world, tmp: Path, case):
-    name, argv, _frags, _kind = case
-    case_dir = tmp / name
-    case_dir.mkdir()
-    args, fresh, existing = _prepare(world, case_dir, argv)
-    before = {str(e): _snapshot(e) for e in existing}
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-           "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "dpap_deploy", *args]
-    try:
-        r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env,
-                           timeout=CASE_TIMEOUT_S)
-    except subprocess.TimeoutExpired:      # an accepted option that runs on: this case fails
-        r = subprocess.CompletedProcess(cmd, -1, "", f"still running after {CASE_TIMEOUT_S} s")
-    after = {str(e): _snapshot(e) for e in existing}
-    return r, fresh, before, after
-
-
 @pytest.fixture(scope="module")
-def results(world, tmp_path_factory):
+def results(world, tmp_path_factory, cli):
     tmp = tmp_path_factory.mktemp("cases")
     inputs_before = _snapshot(world["w"])
-    with ThreadPoolExecutor(WORKERS) as pool:
-        done = dict(zip([c[0] for c in CASES],
-                        pool.map(lambda c: _run_case(world, tmp, c), CASES)))
+    prepared = {}
+    for name, argv, _frags, _kind in CASES:
+        (tmp / name).mkdir()
+        args, fresh, existing = _prepare(world, tmp / name, argv)
+        prepared[name] = (args, fresh, existing, {str(e): _snapshot(e) for e in existing})
+    runs = cli.many([p[0] for p in prepared.values()], timeout=CASE_TIMEOUT_S)
+    done = {name: (r, fresh, before, {str(e): _snapshot(e) for e in existing})
+            for (name, (_, fresh, existing, before)), r in zip(prepared.items(), runs)}
     done["__inputs__"] = (inputs_before, _snapshot(world["w"]))
     return done
 
