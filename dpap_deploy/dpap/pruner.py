@@ -51,7 +51,7 @@ from .config import DPAPConfig
 from .importance import normalize, spine_importance, spine_importance_minmax
 from ..graph import ModelGraph, PrunableLayer, build_graph
 from ..graph.state import neuron_membrane     # the one reading of a neuron call's membrane
-from .masking import apply_masks, layer_param_masks, layer_stats
+from ..masks import apply_masks, layer_param_masks, layer_stats
 from .traces import population_activity, update_trace
 
 _F64 = torch.float64

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .. import distributed, precision as amp
+from .. import distributed, masks, precision as amp
 from ..atomic import atomic_write_text
 from ..checkpoint import load_checkpoint
 from ..data import Dataset
@@ -136,7 +136,7 @@ def fit(run: Run, out: Path, progress: bool = True,
         died = run.dpap.end_epoch() if run.dpap is not None else {}
         if run.baseline is not None:
             run.baseline.end_epoch()
-        d.check_same(distributed.masks_digest(pruner_masks(run)),
+        d.check_same(masks.digest(pruner_masks(run)),
                      f"the pruning masks after epoch {run.epoch + 1}")
         row = None
         if d.is_main:   # rank 0 evaluates and writes; the others take its history row

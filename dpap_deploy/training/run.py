@@ -27,12 +27,12 @@ from ..checkpoint import check_finite, rng_state, save_checkpoint, set_rng_state
 from ..data import Dataset, load_dataset
 from ..data.loader import EpochBatchSampler, epoch_order, make_loader
 from ..dpap import DPAP, DPAPConfig, find_prunable_layers, preset
-from ..dpap.masking import layer_stats, removed_fraction
+from ..masks import check_state, layer_stats, removed_fraction
 from ..errors import ConfigError, DPAPError
 from ..evaluation import model_output
 from ..train_config import TrainConfig
 from ..trained import check_record
-from ..validate import check_checkpoint_keys, check_dpap_masks, check_training_cost
+from ..validate import check_checkpoint_keys, check_training_cost
 from ..zoo import build_model
 
 CHECKPOINT = "checkpoint.pt"
@@ -245,7 +245,7 @@ def restore_run(ckpt: dict, device: str | None = None, data: Dataset | None = No
         cfg_dict["device"] = device
     run = build_run(TrainConfig.from_dict(cfg_dict), data)
     if run.dpap is not None:
-        check_dpap_masks(ckpt.get("dpap"), run.dpap.layers, path)
+        check_state(ckpt.get("dpap"), run.dpap.layers, path)
     try:
         run.model.load_state_dict(ckpt["model"])
         run.optimizer.load_state_dict(ckpt["optimizer"])
