@@ -82,7 +82,8 @@ def compact(source: str | Path, out: str | Path, *, data=None, overwrite: bool =
         return _compact(trained, source, out, data, log=log)
 
 
-def _compact(trained, source: Path, out: Path, data, render: bool = True, log=None):
+def _compact(trained, source: Path, out: Path, data, render: bool = True, log=None,
+             fine_tune: int = 0):
     from .atomic import atomic_copy
     from .compaction.measure import compact_and_measure
     from .report import compaction_sections, mark_export_stale, run_folder, save_report, \
@@ -95,11 +96,17 @@ def _compact(trained, source: Path, out: Path, data, render: bool = True, log=No
     meta = {"dataset": trained.cfg.dataset, "model": trained.cfg.model,
             "time_steps": trained.cfg.time_steps, "input_shape": list(trained.input_shape),
             "n_classes": trained.n_classes}
+    tuned = _fine_tune(m.deploy, data, trained.cfg.time_steps, fine_tune, log)
+    deploy = tuned.model if tuned else m.deploy
     files = [save_model(out / "compact.pt", m.result.model, trained.kind, meta).name,
-             save_model(out / "deploy.pt", m.deploy, trained.kind, {**meta, "folded": True}).name]
+             save_model(out / "deploy.pt", deploy, trained.kind,
+                        {**meta, "folded": True, "fine_tuned": bool(tuned)}).name]
     rep = training_report(trained, len(data.y_test))
     for name, section in compaction_sections(m, trained.masks, files).items():
         setattr(rep, name, section)
+    if tuned:
+        from .report.schema import Qat
+        rep.qat = Qat.from_dict(tuned.section(), "qat")
     rep.source_run = str(run_folder(source).resolve())
     src_hist = run_folder(source) / HISTORY
     if src_hist.exists() and src_hist.resolve() != (out / HISTORY).resolve():
@@ -110,22 +117,51 @@ def _compact(trained, source: Path, out: Path, data, render: bool = True, log=No
     return rep
 
 
+def _fine_tune(deploy, data, time_steps: int, epochs: int, log):
+    """Quantization-aware fine-tuning of the folded network for netx (``qat.fine_tune``) on
+    the run's training set, or ``None`` for ``epochs == 0``."""
+    if not epochs:
+        return None
+    import torch
+    from .qat import fine_tune
+    if not isinstance(data.x_train, torch.Tensor):
+        from .errors import ConfigError
+        raise ConfigError("fine-tuning for fixed point takes a dataset held in memory; this "
+                          "one streams its event frames from files: export without it")
+    return fine_tune(deploy, (data.x_train, data.y_train), (data.x_test, data.y_test),
+                     time_steps, epochs=epochs, log=log)
+
+
+def _check_fine_tune(fine_tune, target: str) -> int:
+    from .validate import check_int
+    n = check_int("fine_tune", fine_tune, 0)
+    if n and target != "netx":
+        from .errors import ConfigError
+        raise ConfigError(f"fine-tuning for fixed point (fine_tune={n}) trains through netx's "
+                          f"integers; target {target!r} does not run them: use --target netx "
+                          "or leave it out")
+    return n
+
+
 def export(source: str | Path, target: str, out: str | Path, *, max_samples: int | None = None,
            data=None, overwrite: bool = False, log=None, nir_encoding: str | None = None,
-           nir_pooling: str | None = None):
+           nir_pooling: str | None = None, fine_tune: int = 0):
     """Compact the run at ``source``, export the compacted network to ``target``, verify it in
     the target's consumer, report. Raises ``ParityError`` (after writing the report) when the
     parity check fails. The report's ``export`` reads ``pending`` from before the export starts
     until its result is written: a killed export leaves no earlier result that reads as passed.
     ``out`` may hold what :func:`compact`'s may; ``overwrite`` replaces another run.
     ``nir_encoding`` / ``nir_pooling``: how the NIR file of ``nir`` and ``loihi-sim`` is
-    written (``"gain"`` / ``"unit-r"``, ``"avg"`` / ``"sum"``; docs/nir-compat.md)."""
+    written (``"gain"`` / ``"unit-r"``, ``"avg"`` / ``"sum"``; docs/nir-compat.md).
+    ``fine_tune``: epochs of quantization-aware fine-tuning of the folded network on the
+    training set before a ``netx`` export (``qat.py``; report.json's ``qat``), 0: none."""
     from .exporters import ExportJob, check_target, export as run_export, sample_limit
     from .exporters.nir_export import nir_options
     from .report import export_section, pending_export, save_export
     from .trained import load_trained
     source, out = check_run_source(source), check_out_dir(out)
     max_samples = check_optional_count("max_samples", max_samples)
+    fine_tune = _check_fine_tune(fine_tune, target)
     trained = load_trained(source)
     check_target(target, trained.kind)                     # fail before any work
     options = nir_options(target, nir_encoding, nir_pooling)
@@ -136,7 +172,8 @@ def export(source: str | Path, target: str, out: str | Path, *, max_samples: int
         take(claim)                                         # the refusals are behind us
         if (out / "report.json").exists():
             save_export(out, pending_export(target))
-        _compact(trained, source, out, data, render=False, log=log)  # keeps the pending mark
+        _compact(trained, source, out, data, render=False, log=log,   # keeps the pending mark
+                 fine_tune=fine_tune)
         save_export(out, pending_export(target))
         report(out)                                         # report.md says: pending
         job = ExportJob.from_files(out, data.x_test, data.y_test, trained.cfg.time_steps, limit,
@@ -161,8 +198,9 @@ def report(run_dir: str | Path, *, baseline: str | Path | None = None) -> Path:
 def train_and_export(cfg, target: str, out: str | Path, *, resume: bool = False,
                      progress: bool = True, log=None, max_samples: int | None = None,
                      overwrite: bool = False, nir_encoding: str | None = None,
-                     nir_pooling: str | None = None):
-    """Train with DPAP, compact, export, verify, report: the whole path in one call. The
+                     nir_pooling: str | None = None, fine_tune: int = 0):
+    """Train with DPAP, compact (``fine_tune``: and fine-tune for netx's fixed point, as
+    :func:`export`), export, verify, report: the whole path in one call. The
     export goes into the training folder itself (the same run); ``overwrite`` replaces a run
     already in ``out``. A model ``target`` would refuse is refused before training, with every
     blocker (``NotDeployableError``; nothing is trained or written)."""
@@ -178,6 +216,7 @@ def train_and_export(cfg, target: str, out: str | Path, *, resume: bool = False,
         check_target(target, ZOO[cfg.model].kind)     # refuse before training, not after
     nir_options(target, nir_encoding, nir_pooling)
     max_samples = check_optional_count("max_samples", max_samples)
+    fine_tune = _check_fine_tune(fine_tune, target)
     out = _check_train_out(cfg, out, resume)
     from .data import load_dataset
     data = load_dataset(cfg.dataset, cfg.data_root, cfg.time_steps)
@@ -186,7 +225,7 @@ def train_and_export(cfg, target: str, out: str | Path, *, resume: bool = False,
         train(cfg, out, resume=resume, progress=progress, log=log, data=data,
               overwrite=overwrite)
         return export(out, target, out, max_samples=max_samples, data=data, log=log,
-                      nir_encoding=nir_encoding, nir_pooling=nir_pooling)
+                      nir_encoding=nir_encoding, nir_pooling=nir_pooling, fine_tune=fine_tune)
 
 
 def check(source: str | Path, targets=None):

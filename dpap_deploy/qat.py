@@ -6,7 +6,7 @@ compaction, through the fixed-point arithmetic the exported file runs.
     result.accuracy_float, result.accuracy_quantised, result.accuracy_fine_tuned
 
 **What is trained.** The netx layers of the deployment network (``exporters/netx_plan.py``:
-BatchNorm and module average pools folded, ``deploy.pt``'s model), each layer's weights and
+BatchNorm and module average pools folded first, as in ``deploy.pt``), each layer's weights and
 bias in float, seen only through their integers: every step the layer's scale ``s`` is set by
 the exporter's own rule (``netx_export.layer_scale``: the largest weight on 254, the input
 currents measured once on the calibration samples), the weights become ``2 round(W s / 2)``
@@ -162,9 +162,8 @@ def _modules(graph, seq) -> list:
         if l.pooled:
             raise UnsupportedModelError(
                 f"fine-tuning: netx folds the average pooling {', '.join(l.pooled)} into the "
-                f"weights of '{l.name}', which are then no module's weights; fine-tune the "
-                "deployment network compaction saves (deploy.pt: module pools folded), or use "
-                "nn.AvgPool2d modules instead of F.avg_pool2d")
+                f"weights of '{l.name}', which are then no module's weights: use "
+                "nn.AvgPool2d modules (folded into the model first) instead of F.avg_pool2d")
         out.append(named.get(l.name) if l.neuron is not None else None)
     return out
 
@@ -186,16 +185,17 @@ def _check(epochs, lr, batch_size) -> None:
 
 def fine_tune(model: nn.Module, train, test, time_steps: int, *, epochs: int = 2,
               lr: float = 1e-4, batch_size: int = 64, log=None, seed: int = 0) -> QATResult:
-    """Fine-tune ``model`` (the deployment network, e.g. ``deploy.pt``'s; left unchanged) for
-    netx's fixed point: ``train`` and ``test`` are ``(x, y)`` pairs, ``x`` ``[N, ...]`` static
-    or ``[N, T, ...]`` frames; returns the fine-tuned copy and the four accuracies (module
-    docstring). ``log``: a callable taking one line per epoch."""
+    """Fine-tune ``model`` (left unchanged) for netx's fixed point: ``train`` and ``test`` are
+    ``(x, y)`` pairs, ``x`` ``[N, ...]`` static or ``[N, T, ...]`` frames; returns the
+    fine-tuned deployment network (BatchNorm and average pooling modules folded, as
+    ``deploy.pt`` holds it) and the four accuracies (module docstring). ``log``: a callable
+    taking one line per epoch."""
+    from .compaction import fold_for_deployment
     from .exporters._compare import torch_spikes
-    from .graph import build_graph
     _check(epochs, lr, batch_size)
     (xt, yt), (xe, ye) = train, test
-    model = copy.deepcopy(model).eval()
-    graph = build_graph(model, xt[:2])
+    model, graph = fold_for_deployment(copy.deepcopy(model).eval(), xt[:CALIBRATION_SAMPLES],
+                                       time_steps=time_steps)
     frames = xt.dim() == len(graph.input_shape) + 2
     seq = NX.quantise(graph, xt[:CALIBRATION_SAMPLES], time_steps)
     layers = [_Layer(q, m) for q, m in zip([q for q in seq if isinstance(q, NX.QuantLayer)],

@@ -101,8 +101,27 @@ def export_section(result) -> Export:
     failed = result.parity.get("failure")
     silent = None if failed else silent_warning(result.parity.get("output", {}),
                                                 f"{result.target} export")
-    return Export.from_dict({**result.to_report(), "warnings": [warn(silent)] if silent else []},
+    lines = ([silent] if silent else []) + saturation_warnings(result)
+    return Export.from_dict({**result.to_report(), "warnings": [warn(w) for w in lines]},
                             "export")
+
+
+def saturation_warnings(result) -> list[str]:
+    """One line per fixed-point layer whose integers saturated: weights or biases clipped when
+    quantised, or the 24-bit current wrapped / voltage clipped while the test samples ran."""
+    out = []
+    for l in (result.details.get("quantization") or {}).get("layers", []):
+        what = [f"{l[k]:,} {name}" for k, name in (
+            ("weights_clipped", "weights clipped to [-256, 254]"),
+            ("bias_clipped", "biases clipped to 13 bits"),
+            ("u_wrapped", "wrapped 24-bit currents"),
+            ("v_clipped", "clipped 24-bit voltages")) if l.get(k)]
+        if what:
+            out.append(f"{result.target} layer {l['layer']} ('{l['name']}') saturates: "
+                       f"{', '.join(what)} (over every sample and step); its fixed-point form "
+                       "computes less than the float one: lower the layer's weights and bias "
+                       "relative to its threshold, or fine-tune for fixed point (fine_tune=)")
+    return out
 
 
 def ops_section(masked: OpsReport, small: OpsReport) -> Ops:

@@ -154,6 +154,39 @@ def _chip_lines(chip: dict | None) -> list[str]:
     return lines
 
 
+def _quant_lines(e: dict) -> list[str]:
+    """A fixed-point export's layers: scale, threshold, weight exponent, clipping, saturation."""
+    rows = (e.get("quantization") or {}).get("layers")
+    if not rows:
+        return []
+    lines = ["", "| layer | name | scale | vThMant | weight exponent (bits) | weights clipped | "
+             "biases clipped | currents wrapped | voltages clipped | synapses |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for l in rows:
+        exp = (f"{l['weight_exponent']} ({l['weight_bits']})" if "weight_exponent" in l else "")
+        lines.append(f"| {l['layer']} | {l['name']} | {l['scale']:.4g} | {l['vThMant']} | {exp} | "
+                     f"{l.get('weights_clipped', '')} | {l.get('bias_clipped', '')} | "
+                     f"{l.get('u_wrapped', '')} | {l.get('v_clipped', '')} | "
+                     f"{l['synapses']:,} |")
+    return lines + ["", "Per layer: the float -> integer scale, the threshold mantissa, the weight "
+                    "exponent and bits the netx loader derives, values clipped when quantised, "
+                    "and the 24-bit currents wrapped and voltages clipped in the emulation over "
+                    "every test sample and step (a warning below when any is not 0)."]
+
+
+def _qat_lines(q: dict | None) -> list[str]:
+    if not q:
+        return []
+    return ["", f"## Fine-tuning for fixed point ({q['target']})", "",
+            f"- accuracy on the {q['measured_on']}: float {_pct(q['accuracy_float'])} -> "
+            f"post-training quantised {_pct(q['accuracy_quantised'])} -> fine-tuned "
+            f"{_pct(q['accuracy_fine_tuned'])} (fixed point, as the exported file runs); the "
+            f"fine-tuned float network {_pct(q['accuracy_fine_tuned_float'])}",
+            f"- {q['epochs']} epochs on {q['train_samples']:,} training samples, Adam lr "
+            f"{q['lr']:g}, through the integer arithmetic with straight-through rounding; pruned "
+            "weights stay zero; deploy.pt holds the fine-tuned network"]
+
+
 # What each target's parity check requires (the exporters' own rules).
 PASS_RULES = {"loihi-sim": "at least 99% of the samples predict the class torch predicts",
               "nir": "identical output spike trains on every sample",
@@ -188,6 +221,7 @@ def render(report: dict[str, Any], plots: list[str]) -> str:
                   f"{o['energy_pj_compact'] / 1e3:,.1f} nJ compacted"]
     lines += _neurobench_lines(r.get("neurobench"), r.get("ops"))
     lines += _chip_lines(r.get("chip"))
+    lines += _qat_lines(r.get("qat"))
     lines += ["", "## Layers", ""]
     if "compaction" in r:
         lines += ["| layer | kind | neurons kept | neurons pruned + derived | synapses kept | "
@@ -232,7 +266,9 @@ def render(report: dict[str, Any], plots: list[str]) -> str:
                   f"- agreement with torch: {_pct(par['agreement'])} of samples"
                   + (f"; identical spike trains: {_pct(par['identical_spike_trains'])}"
                      if "identical_spike_trains" in par else "")
-                  + (f"; max |logit difference| {par['max_abs_diff']:.2e}" if "max_abs_diff" in par else ""),
+                  + (f"; max |logit difference| {par['max_abs_diff']:.2e}" if "max_abs_diff" in par else "")
+                  + (f"; the fixed-point emulation gives Lava's trains on "
+                     f"{_pct(par['emulation_identical'])}" if "emulation_identical" in par else ""),
                   f"- parity check: {'passed' if e.get('passed') else 'FAILED'}"
                   + (f" (the rule: {PASS_RULES[e['target']]})" if e["target"] in PASS_RULES
                      else "")]
@@ -240,6 +276,7 @@ def render(report: dict[str, Any], plots: list[str]) -> str:
             lines.append(f"- float torch accuracy on the same samples: {_pct(par['accuracy_float'])}")
         lines += _output_lines(par.get("output"), "in the target")
         lines += _synapse_lines(e, r.get("params") or {})
+        lines += _quant_lines(e)
     warnings = (r.get("data_warnings") or []) + [w for w in [(r.get("output") or {}).get("warning")]
                                                   if w] + list(r.get("export", {}).get("warnings", []))
     if warnings:
