@@ -2,7 +2,7 @@
 #include "common.h"
 
 template <int RESET, int SAVE>
-static void leaky_forward_tiles(const float* I, float* s, float* u, uint8_t* code, int64_t T,
+DPAP_CLONES static void leaky_forward_tiles(const float* I, float* s, float* u, uint8_t* code, int64_t T,
                                 int64_t N, float b, float th, float half, bool is_static,
                                 int64_t c0, int64_t c1) {
   float mem[TILE];
@@ -51,6 +51,22 @@ std::vector<at::Tensor> leaky_forward(at::Tensor current, int64_t T, double beta
   return {S, saved};
 }
 
+DPAP_CLONES static void coded_tiles(const float* gs, const uint8_t* cd, float* out, int64_t T,
+                                    int64_t N, int64_t reset, bool is_static, float b,
+                                    float inv_w, int64_t c0, int64_t c1) {
+  float acc[TILE], sum[TILE];
+  for (int64_t c = c0; c < c1; ++c) {
+    const int64_t i0 = c * TILE, n = std::min(TILE, N - i0);
+    for (int64_t j = 0; j < n; ++j) { acc[j] = 0.f; sum[j] = 0.f; }
+    for (int64_t t = T - 1; t >= 0; --t) {
+      const int64_t k0 = t * N + i0;
+      coded_step(acc, gs + k0, cd + k0, n, t < T - 1, reset, b, inv_w);
+      store_grad(acc, out + k0, sum, n, is_static);
+    }
+    if (is_static) for (int64_t j = 0; j < n; ++j) out[i0 + j] = sum[j];
+  }
+}
+
 at::Tensor leaky_backward_coded(at::Tensor grad_s, at::Tensor code, double beta_d,
                                    int64_t reset, bool is_static, double width) {
   auto g = grad_s.contiguous();
@@ -61,17 +77,7 @@ at::Tensor leaky_backward_coded(at::Tensor grad_s, at::Tensor code, double beta_
   float* out = G.data_ptr<float>();
   const float b = (float)beta_d, inv_w = (float)(1.0 / width);
   for_chunks((N + TILE - 1) / TILE, [&](int64_t c0, int64_t c1, int) {
-    float acc[TILE], sum[TILE];
-    for (int64_t c = c0; c < c1; ++c) {
-      const int64_t i0 = c * TILE, n = std::min(TILE, N - i0);
-      for (int64_t j = 0; j < n; ++j) { acc[j] = 0.f; sum[j] = 0.f; }
-      for (int64_t t = T - 1; t >= 0; --t) {
-        const int64_t k0 = t * N + i0;
-        coded_step(acc, gs + k0, cd + k0, n, t < T - 1, reset, b, inv_w);
-        store_grad(acc, out + k0, sum, n, is_static);
-      }
-      if (is_static) for (int64_t j = 0; j < n; ++j) out[i0 + j] = sum[j];
-    }
+    coded_tiles(gs, cd, out, T, N, reset, is_static, b, inv_w, c0, c1);
   });
   return G;
 }

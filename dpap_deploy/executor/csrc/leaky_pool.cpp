@@ -25,7 +25,7 @@ struct PoolGeom {
 // result equals aten's ((x00 + x01) + x10) + x11, times 0.25. Per output row, the window
 // sums go into `buf` ([w, Cm], vectorised over Cm or, for Cm = 1, over the row), then to the
 // output in its layout: a plain copy when it is laid out as [w, Cm], else transposed.
-static inline void pool_units(const float* fired, float* out, float* buf, const int64_t* rows,
+static DPAP_INLINE void pool_units(const float* fired, float* out, float* buf, const int64_t* rows,
                               const PoolGeom& g, int64_t ua, int64_t ub, int64_t t,
                               const int64_t* os) {
   const int64_t L = g.L(), WC = g.W * g.Cm, w = g.W / 2, Cm = g.Cm, n = (ub - ua) * L;
@@ -61,7 +61,7 @@ static inline void pool_units(const float* fired, float* out, float* buf, const 
 
 // dL/dS of each neuron of units [ua, ub) at step t: its window's pooled gradient times 0.25,
 // gathered per output row into `buf` ([w, Cm]) and spread over the window's four neurons.
-static inline void unpool_units(const float* gp, float* gs, float* buf, const int64_t* rows,
+static DPAP_INLINE void unpool_units(const float* gp, float* gs, float* buf, const int64_t* rows,
                                 const PoolGeom& g, int64_t ua, int64_t ub, int64_t t,
                                 const int64_t* gst) {
   const int64_t L = g.L(), WC = g.W * g.Cm, w = g.W / 2, Cm = g.Cm;
@@ -92,29 +92,25 @@ static inline void unpool_units(const float* gp, float* gs, float* buf, const in
   }
 }
 
-// fn(ua, ub, i0, n, rows) for each tile of units [u0, u1): at most per_tile() whole units,
-// neurons [i0, i0 + n), rows[k] the output row of unit ua + k at step 0 under strides st.
-template <typename F>
-static inline void unit_tiles(const PoolGeom& g, int64_t u0, int64_t u1, const int64_t* st,
-                              F fn) {
-  const int64_t L = g.L(), per = g.per_tile();
-  std::vector<int64_t> rows(per);
-  for (int64_t ua = u0; ua < u1; ua += per) {
-    const int64_t ub = std::min(u1, ua + per);
-    for (int64_t u = ua; u < ub; ++u) rows[u - ua] = g.row(u, 0, st);
-    fn(ua, ub, ua * L, (ub - ua) * L, rows.data());
-  }
+// Units [u0, u1) go in tiles [ua, ub) of at most per_tile() whole units: neurons [ua L, ub L),
+// rows[k] the output row of unit ua + k at step 0 under strides st.
+static inline void tile_rows(const PoolGeom& g, int64_t ua, int64_t ub, const int64_t* st,
+                             int64_t* rows) {
+  for (int64_t u = ua; u < ub; ++u) rows[u - ua] = g.row(u, 0, st);
 }
 
 template <int RESET, int SAVE>
-static void leaky_pool_forward_units(const float* I, float* s, uint8_t* code, float* out,
-                                     const PoolGeom& g, const int64_t* os, int64_t T, int64_t N,
-                                     float b, float th, float half, bool is_static, int64_t u0,
-                                     int64_t u1) {
+DPAP_CLONES static void leaky_pool_forward_units(const float* I, float* s, uint8_t* code,
+                                                 float* out, const PoolGeom& g, const int64_t* os,
+                                                 int64_t T, int64_t N, float b, float th,
+                                                 float half, bool is_static, int64_t u0,
+                                                 int64_t u1) {
   const int64_t L = g.L(), per = g.per_tile();
   std::vector<float> mem(per * L), fired(per * L), buf(per * L / 2);
-  unit_tiles(g, u0, u1, os, [&](int64_t ua, int64_t ub, int64_t i0, int64_t n,
-                                const int64_t* rows) {
+  std::vector<int64_t> rows(per);
+  for (int64_t ua = u0; ua < u1; ua += per) {
+    const int64_t ub = std::min(u1, ua + per), i0 = ua * L, n = (ub - ua) * L;
+    tile_rows(g, ua, ub, os, rows.data());
     std::fill(mem.begin(), mem.begin() + n, 0.f);
     std::fill(fired.begin(), fired.begin() + n, 0.f);
     for (int64_t t = 0; t < T; ++t) {
@@ -122,9 +118,32 @@ static void leaky_pool_forward_units(const float* I, float* s, uint8_t* code, fl
       leaky_step<RESET, SAVE>(is_static ? I + i0 : I + k0, mem.data(), fired.data(),
                               s ? s + k0 : nullptr, nullptr, SAVE == 1 ? code + k0 : nullptr,
                               n, b, th, half);
-      pool_units(fired.data(), out, buf.data(), rows, g, ua, ub, t, os);
+      pool_units(fired.data(), out, buf.data(), rows.data(), g, ua, ub, t, os);
     }
-  });
+  }
+}
+
+DPAP_CLONES static void leaky_pool_backward_units(const float* gp, const uint8_t* cd, float* out,
+                                                  const PoolGeom& g, const int64_t* gst,
+                                                  int64_t T, int64_t N, int64_t reset,
+                                                  bool is_static, float b, float inv_w,
+                                                  int64_t u0, int64_t u1) {
+  const int64_t L = g.L(), per = g.per_tile();
+  std::vector<float> acc(per * L), sum(per * L), gs(per * L), buf(L / 4);
+  std::vector<int64_t> rows(per);
+  for (int64_t ua = u0; ua < u1; ua += per) {
+    const int64_t ub = std::min(u1, ua + per), i0 = ua * L, n = (ub - ua) * L;
+    tile_rows(g, ua, ub, gst, rows.data());
+    std::fill(acc.begin(), acc.begin() + n, 0.f);
+    std::fill(sum.begin(), sum.begin() + n, 0.f);
+    for (int64_t t = T - 1; t >= 0; --t) {
+      const int64_t k0 = t * N + i0;
+      unpool_units(gp, gs.data(), buf.data(), rows.data(), g, ua, ub, t, gst);
+      coded_step(acc.data(), gs.data(), cd + k0, n, t < T - 1, reset, b, inv_w);
+      store_grad(acc.data(), out + k0, sum.data(), n, is_static);
+    }
+    if (is_static) std::copy(sum.begin(), sum.begin() + n, out + i0);
+  }
 }
 
 // Returns {pooled [T * B, C, H / 2, W / 2] (channels-last if out_cl), spikes [T, N] or empty,
@@ -175,21 +194,8 @@ at::Tensor leaky_pool_backward_coded(at::Tensor grad_pooled, at::Tensor code,
   const uint8_t* cd = code.data_ptr<uint8_t>();
   float* out = G.data_ptr<float>();
   const float b = (float)beta_d, inv_w = (float)(1.0 / width);
-  const int64_t L = g.L(), per = g.per_tile();
   for_chunks(g.units(), [&](int64_t u0, int64_t u1, int) {
-    std::vector<float> acc(per * L), sum(per * L), gs(per * L), buf(L / 4);
-    unit_tiles(g, u0, u1, gst, [&](int64_t ua, int64_t ub, int64_t i0, int64_t n,
-                                   const int64_t* rows) {
-      std::fill(acc.begin(), acc.begin() + n, 0.f);
-      std::fill(sum.begin(), sum.begin() + n, 0.f);
-      for (int64_t t = T - 1; t >= 0; --t) {
-        const int64_t k0 = t * N + i0;
-        unpool_units(gp, gs.data(), buf.data(), rows, g, ua, ub, t, gst);
-        coded_step(acc.data(), gs.data(), cd + k0, n, t < T - 1, reset, b, inv_w);
-        store_grad(acc.data(), out + k0, sum.data(), n, is_static);
-      }
-      if (is_static) std::copy(sum.begin(), sum.begin() + n, out + i0);
-    });
-  }, std::max<int64_t>(1, per));
+    leaky_pool_backward_units(gp, cd, out, g, gst, T, N, reset, is_static, b, inv_w, u0, u1);
+  }, std::max<int64_t>(1, g.per_tile()));
   return G;
 }
