@@ -334,6 +334,9 @@ def markdown(res: dict) -> str:
     for label, r in fr.items():
         lines.append(f"| {label} | {r['build_run_s']:.2f} | {r['first_step_s']:.2f} | "
                      f"{r['second_step_s']:.3f} | {r['process_s']:.1f} | {r['kernel']} |")
+    if fr["filled"]["kernel"].startswith("compiled"):
+        lines += ["", "The filled cache was not used: the kernels' sources or flags changed "
+                  "between the two processes (a new build folder); measure again."]
     return "\n".join(lines) + "\n"
 
 
