@@ -23,12 +23,12 @@ constexpr int64_t TILE = 1024;   // neurons whose state stays in L1 while time r
 
 // The loops are memory- and vector-width-bound: built with portable flags, the functions that
 // run them (DPAP_CLONES) are compiled three times, for AVX-512, AVX2 and the x86-64 baseline,
-// and the dynamic loader picks the widest the CPU has (GCC / clang function multiversioning,
+// and the dynamic loader picks the widest the CPU has (GCC's function multiversioning,
 // x86-64 Linux): one binary that runs on any x86-64, as fast as one built for this CPU. The
 // step functions below are always inlined into them, so they take the clone's instruction set.
 // Elsewhere, the baseline. The float32 operations are the same in every clone (no
 // contraction: -ffp-contract=off), so are the results.
-#if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__)
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
 #define DPAP_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #define DPAP_INLINE inline __attribute__((always_inline))
 #else

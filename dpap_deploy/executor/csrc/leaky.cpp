@@ -82,6 +82,53 @@ at::Tensor leaky_backward_coded(at::Tensor grad_s, at::Tensor code, double beta_
   return G;
 }
 
+// One thread's tiles [c0, c1) of leaky_backward; its sums for d beta and d threshold in *gb, *gt.
+DPAP_CLONES static void backward_tiles(const float* gs, const float* u, const float* s,
+                                       const float* d, float* out, int64_t T, int64_t N,
+                                       int64_t reset, bool is_static, float b, float th,
+                                       float half, float inv_w, bool need_beta, bool need_thr,
+                                       int64_t c0, int64_t c1, double* gb_out, double* gt_out) {
+  const bool have_direct = d != nullptr;
+  float acc[TILE], sum[TILE], dk[TILE];
+  double gb = 0.0, gt = 0.0;
+  for (int64_t c = c0; c < c1; ++c) {
+    const int64_t i0 = c * TILE, n = std::min(TILE, N - i0);
+    for (int64_t j = 0; j < n; ++j) { acc[j] = 0.f; sum[j] = 0.f; }
+    for (int64_t t = T - 1; t >= 0; --t) {
+      const int64_t k0 = t * N + i0;
+      if (have_direct)
+        for (int64_t j = 0; j < n; ++j) dk[j] = d[k0 + j];
+      else   // both values computed, then selected: the loop vectorises
+        for (int64_t j = 0; j < n; ++j) {
+          const float m = gs[k0 + j] * inv_w;
+          dk[j] = std::fabs(u[k0 + j] - th) < half ? m : 0.f;
+        }
+      if (t < T - 1) {
+        if (reset == 1)
+          for (int64_t j = 0; j < n; ++j) acc[j] = (s[k0 + j] != 0.f ? 0.f : acc[j]) * b;
+        else
+          for (int64_t j = 0; j < n; ++j) acc[j] = acc[j] * b;
+      }
+      for (int64_t j = 0; j < n; ++j) acc[j] = acc[j] + dk[j];
+      store_grad(acc, out + k0, sum, n, is_static);
+      if (need_beta && t > 0)
+        for (int64_t j = 0; j < n; ++j) {
+          float prev = u[k0 - N + j];
+          if (reset == 1 && s[k0 - N + j] != 0.f) prev = 0.f;
+          gb += (double)acc[j] * (double)prev;
+        }
+      if (need_thr)
+        for (int64_t j = 0; j < n; ++j) {
+          gt -= (double)dk[j];
+          if (reset == 0 && t > 0 && s[k0 - N + j] != 0.f) gt -= (double)acc[j];
+        }
+    }
+    if (is_static) for (int64_t j = 0; j < n; ++j) out[i0 + j] = sum[j];
+  }
+  *gb_out = gb;
+  *gt_out = gt;
+}
+
 // Returns {grad of the current ([T, N] or [N]), sum for d beta, sum for d threshold}.
 // direct: dL/dS * surrogate'(U - th), or empty when `width` > 0 (rectangle computed here).
 std::vector<at::Tensor> leaky_backward(at::Tensor grad_s, at::Tensor U, at::Tensor S,
@@ -103,44 +150,8 @@ std::vector<at::Tensor> leaky_backward(at::Tensor grad_s, at::Tensor U, at::Tens
   const int slots = std::max(64, at::get_num_threads());
   std::vector<double> gbs(slots, 0.0), gts(slots, 0.0);
   for_chunks((N + TILE - 1) / TILE, [&](int64_t c0, int64_t c1, int slot) {
-    float acc[TILE], sum[TILE], dk[TILE];
-    double gb = 0.0, gt = 0.0;
-    for (int64_t c = c0; c < c1; ++c) {
-      const int64_t i0 = c * TILE, n = std::min(TILE, N - i0);
-      for (int64_t j = 0; j < n; ++j) { acc[j] = 0.f; sum[j] = 0.f; }
-      for (int64_t t = T - 1; t >= 0; --t) {
-        const int64_t k0 = t * N + i0;
-        if (have_direct)
-          for (int64_t j = 0; j < n; ++j) dk[j] = d[k0 + j];
-        else   // both values computed, then selected: the loop vectorises
-          for (int64_t j = 0; j < n; ++j) {
-            const float m = gs[k0 + j] * inv_w;
-            dk[j] = std::fabs(u[k0 + j] - th) < half ? m : 0.f;
-          }
-        if (t < T - 1) {
-          if (reset == 1)
-            for (int64_t j = 0; j < n; ++j) acc[j] = (s[k0 + j] != 0.f ? 0.f : acc[j]) * b;
-          else
-            for (int64_t j = 0; j < n; ++j) acc[j] = acc[j] * b;
-        }
-        for (int64_t j = 0; j < n; ++j) acc[j] = acc[j] + dk[j];
-        store_grad(acc, out + k0, sum, n, is_static);
-        if (need_beta && t > 0)
-          for (int64_t j = 0; j < n; ++j) {
-            float prev = u[k0 - N + j];
-            if (reset == 1 && s[k0 - N + j] != 0.f) prev = 0.f;
-            gb += (double)acc[j] * (double)prev;
-          }
-        if (need_thr)
-          for (int64_t j = 0; j < n; ++j) {
-            gt -= (double)dk[j];
-            if (reset == 0 && t > 0 && s[k0 - N + j] != 0.f) gt -= (double)acc[j];
-          }
-      }
-      if (is_static) for (int64_t j = 0; j < n; ++j) out[i0 + j] = sum[j];
-    }
-    gbs[slot] = gb;
-    gts[slot] = gt;
+    backward_tiles(gs, u, s, d, out, T, N, reset, is_static, b, th, half, inv_w, need_beta,
+                   need_thr, c0, c1, &gbs[slot], &gts[slot]);
   });
   double gb = 0.0, gt = 0.0;
   for (int c = 0; c < slots; ++c) { gb += gbs[c]; gt += gts[c]; }

@@ -18,7 +18,7 @@ at::Tensor avg_pool2x2_forward_4d(at::Tensor x, bool in_cl, bool out_cl) {
   float* o = out.data_ptr<float>();
   const int64_t op = out.stride(0), oc = out.stride(1), oi = out.stride(2), oj = out.stride(3);
   if (!in_cl) {
-    for_chunks(P * C, [&](int64_t r0, int64_t r1, int) {
+    for_chunks(P * C, [&](int64_t r0, int64_t r1, int) DPAP_CLONES {
       for (int64_t r = r0; r < r1; ++r) {
         const int64_t p = r / C, c = r % C;
         for (int64_t i = 0; i < h; ++i) {
@@ -35,7 +35,7 @@ at::Tensor avg_pool2x2_forward_4d(at::Tensor x, bool in_cl, bool out_cl) {
       }
     }, std::max<int64_t>(1, (1 << 18) / std::max<int64_t>(1, H * W)));
   } else {
-    for_chunks(P * h, [&](int64_t r0, int64_t r1, int) {
+    for_chunks(P * h, [&](int64_t r0, int64_t r1, int) DPAP_CLONES {
       std::vector<float> buf(w * C);   // one output row, [w, C]: computed along C, then stored
       for (int64_t r = r0; r < r1; ++r) {
         const int64_t p = r / h, i = r % h;
@@ -74,7 +74,7 @@ at::Tensor avg_pool2x2_backward_4d(at::Tensor g, int64_t H, int64_t W, bool in_c
   float* o = out.data_ptr<float>();
   const int64_t gp = g.stride(0), gc = g.stride(1), gy = g.stride(2), gx = g.stride(3);
   if (!in_cl) {
-    for_chunks(P * C, [&](int64_t r0, int64_t r1, int) {
+    for_chunks(P * C, [&](int64_t r0, int64_t r1, int) DPAP_CLONES {
       for (int64_t r = r0; r < r1; ++r) {
         const int64_t p = r / C, c = r % C;
         for (int64_t i = 0; i < h; ++i) {
@@ -89,7 +89,7 @@ at::Tensor avg_pool2x2_backward_4d(at::Tensor g, int64_t H, int64_t W, bool in_c
       }
     }, std::max<int64_t>(1, (1 << 18) / std::max<int64_t>(1, H * W)));
   } else {
-    for_chunks(P * h, [&](int64_t r0, int64_t r1, int) {
+    for_chunks(P * h, [&](int64_t r0, int64_t r1, int) DPAP_CLONES {
       std::vector<float> buf(w * C);   // one gradient row gathered as [w, C], then spread
       for (int64_t r = r0; r < r1; ++r) {
         const int64_t p = r / h, i = r % h;
