@@ -250,17 +250,13 @@ def test_training_from_lazy_frames_with_workers_equals_training_from_memory(
     assert report.compaction.accuracy_compact == ref.history[-1]["test_acc"]
 
 
-def test_cli_trains_streamed_nmnist_with_workers(nmnist_root, tmp_path):
+def test_cli_trains_streamed_nmnist_with_workers(nmnist_root, tmp_path, cli):
     import json
-    import os
-    import subprocess
-    import sys
-    env = dict(os.environ, **{ENV: "stream", "OMP_NUM_THREADS": "1"})
-    r = subprocess.run([sys.executable, "-m", "dpap_deploy", "train", "--dataset", "nmnist",
-                        "--data-root", str(nmnist_root), "--model", "snn-mnist", "--epochs", "1",
-                        "--batch-size", "8", "--time-steps", "3", "--workers", "2",
-                        "--device", "cpu", "--quiet", "--out", str(tmp_path / "run")],
-                       capture_output=True, text=True, env=env, timeout=300)
+    from conftest import CLI_ENV
+    r = cli(["train", "--dataset", "nmnist", "--data-root", nmnist_root, "--model", "snn-mnist",
+             "--epochs", "1", "--batch-size", "8", "--time-steps", "3", "--workers", "2",
+             "--device", "cpu", "--quiet", "--out", tmp_path / "run"],
+            env={**CLI_ENV, ENV: "stream"})
     assert r.returncode == 0, r.stderr
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert report["dataset"] == "nmnist" and report["epochs"] == 1

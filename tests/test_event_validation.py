@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +22,9 @@ from dpap_deploy.data import load_dataset
 from dpap_deploy.data.validation import MAX_ABS_PIXEL, DataError
 from dpap_deploy.errors import DPAPError
 
+from conftest import shared_cli
+
 pytest.importorskip("tonic")
-ROOT = Path(__file__).resolve().parents[1]
 T = 4
 
 
@@ -344,11 +344,10 @@ def test_npz_ordinary_pixels_and_standardised_data_are_accepted(tmp_path):
 
 
 def _cli(dataset: str, root: Path | None, out: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    """The real command line in its own process (conftest's ``Cli``)."""
     where = ["--data-root", str(root), "--time-steps", str(T)] if root else []
-    return subprocess.run([sys.executable, "-m", "dpap_deploy", "train", "--dataset", dataset,
-                           *where, "--out", str(out), "--epochs", "1", "--device", "cpu"],
-                          capture_output=True, text=True, env=env, timeout=120, cwd=ROOT)
+    return shared_cli()(["train", "--dataset", dataset, *where, "--out", out, "--epochs", "1",
+                         "--device", "cpu"], timeout=120)
 
 
 def _one_error_line(r: subprocess.CompletedProcess, *needles: str) -> None:
