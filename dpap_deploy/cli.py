@@ -322,8 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="%(choices)s; repeat for several (default: every target of the "
                         "model's kind)")
     p.set_defaults(func=cmd_check)
-    from .convert import add_cli
-    add_cli(sub)
+    from .convert_run import add_parser
+    add_parser(sub)
     p = sub.add_parser("report", help="regenerate report.md and plots/ of a run directory")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--baseline", help="a --no-dpap run to plot accuracy against")

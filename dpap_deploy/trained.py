@@ -71,7 +71,7 @@ def load_trained(source: str | Path) -> Trained:
     with torch.random.fork_rng(devices=[]):
         model, kind = build_model(cfg.model, shape, n_classes)
     if ckpt.get("conversion"):                 # a make-deployable run: its replaced ops
-        from .convert_run import apply_conversion
+        from .convert_record import apply_conversion
         apply_conversion(model, ckpt["conversion"])
     model.eval()
     example = torch.zeros(2, *sample_shape)

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import UnsupportedModelError
 from .lava_groups import Group
-from .nir_neurons import NEURONS, discretise
+from ..graph.nir_neurons import NEURONS, discretise
 
 NEURON_NODES = NEURONS + (Group,)
 WEIGHTS = (nir.Conv1d, nir.Conv2d, nir.Affine, nir.Linear)

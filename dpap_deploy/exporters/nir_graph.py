@@ -109,7 +109,7 @@ def _add_bias(nodes: dict, feeders: list[str], bias: np.ndarray, where: str) -> 
 def input_scale(node: nir.NIRNode, dt: float = DT) -> np.ndarray:
     """``s = 1 / (g g_syn)``: what a ``"unit-r"`` neuron's input weights are multiplied by, with
     ``g``, ``g_syn`` the float32 gains a reader computes from the node (1 when absent)."""
-    from .nir_neurons import discretise
+    from ..graph.nir_neurons import discretise
     d = discretise(node, dt)
     g = np.ones(1) if d.gain is None else np.asarray(d.gain, np.float64)
     gs = np.ones(1) if d.syn_gain is None else np.asarray(d.syn_gain, np.float64)

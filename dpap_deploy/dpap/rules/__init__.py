@@ -12,46 +12,7 @@ traces (``measure``), and may accumulate something at every time step of the bat
         def measure(self, rec, theta):
             return rec.s_post.T @ rec.s_pre
 """
-from __future__ import annotations
-
-import torch
-
-from ...errors import ConfigError
-
-
-class PlasticityRule:
-    """A plasticity measure. ``rec`` is the layer's per-batch record: end-of-window traces
-    ``s_pre [N, C_in]``, ``s_post [N, C_out]`` (Eq 5-6), this step's presynaptic activity
-    ``o_pre``, and ``acc``, the rule's own per-batch accumulator (None at the batch start)."""
-
-    name: str = ""
-    needs_time: bool = False      # needs spike timing: refused for an ANN (no time axis)
-
-    def on_step(self, rec, o_post: torch.Tensor) -> None:
-        """Called at every time step, before the post trace takes ``o_post``."""
-
-    def measure(self, rec, theta: torch.Tensor) -> torch.Tensor:
-        """The batch's ``[C_out, C_in]`` term; ``theta`` is BCM's sliding threshold (Eq 8)."""
-        raise NotImplementedError
-
-
-RULES: dict[str, PlasticityRule] = {}
-
-
-def register(cls: type[PlasticityRule]) -> type[PlasticityRule]:
-    if not cls.name:
-        raise ConfigError(f"plasticity rule {cls.__name__} has no name")
-    RULES[cls.name] = cls()
-    return cls
-
-
-def rule(name: str) -> PlasticityRule:
-    if name not in RULES:
-        raise ConfigError(f"rule={name!r}: unknown plasticity rule; choose one of "
-                          f"{', '.join(RULES)}")
-    return RULES[name]
-
-
-from . import bcm, hebb, stdp  # noqa: E402,F401  (the rules that come with the package)
+from .base import RULES, PlasticityRule, register, rule
+from . import bcm, hebb, stdp  # noqa: F401  (the rules that come with the package)
 
 __all__ = ["RULES", "PlasticityRule", "register", "rule"]

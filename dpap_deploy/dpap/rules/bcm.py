@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .. import plasticity
-from . import PlasticityRule, register
+from .base import PlasticityRule, register
 
 
 @register

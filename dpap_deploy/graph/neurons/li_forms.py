@@ -13,7 +13,7 @@ A population ``P`` becomes a group of nodes (``role: node``):
   so it delivers ``-thr S[t-1]``: ``U[t] = beta U[t-1] + I[t] - thr S[t-1]``, snnTorch's
   ``reset_delay=True`` subtraction (``R[t] = S[t-1]``).
 
-Each LI is checked to read back (``nir_neurons.discretise``, the readers' own float32 constants)
+Each LI is checked to read back (``graph.nir_neurons.discretise``, the readers' float32 constants)
 to the very decay the neuron multiplies by (and an input gain of exactly 1): ``tau`` is float32
 where that reads back to the decay, else float64 (below 0.5 several float32 decays share one
 float32 ``tau``); a decay that survives neither is refused in one line.
@@ -32,7 +32,7 @@ def li(decay: np.ndarray, dt: float, what: str = "beta", unit: bool = False) -> 
     """``nir.LI`` whose discrete step is ``v[t] = decay v[t-1] + x[t]`` exactly (``r = tau/dt``:
     gain 1, which the readers take as exactly 1); ``unit``: ``r = 1`` (gain ``1 - decay``, the
     ``"unit-r"`` encoding: the writer scales the inputs by its inverse)."""
-    from ...exporters.nir_neurons import discretise
+    from ..nir_neurons import discretise
     decay = np.asarray(decay, np.float64)
     for dtype in (F32, np.float64):          # float64 where float32 tau is ambiguous (< 0.5)
         tau = (dt / (1.0 - decay)).astype(dtype)
@@ -53,7 +53,7 @@ def li(decay: np.ndarray, dt: float, what: str = "beta", unit: bool = False) -> 
 
 def inverse_gain(node: nir.LI, dt: float) -> np.ndarray:
     """``1 / g`` of an LI as the readers compute ``g`` (float64; 1 for gain 1)."""
-    from ...exporters.nir_neurons import discretise
+    from ..nir_neurons import discretise
     g = discretise(node, dt).gain
     return np.ones(1) if g is None else 1.0 / np.asarray(g, np.float64)
 
