@@ -22,10 +22,11 @@ for bit. Loss: the package's ``sum_c (onehot_c - r_c)^2`` on the output rates (E
 compaction's folding) gets no gradient and stays exactly zero; no unit is added or removed.
 
 **After.** The model's parameters are set to what the chip computes: ``W = W_int / s`` (times
-each row's threshold), ``b = b_int / (s 2^q)``, ``beta = 1 - vDecay / 4096`` and, for a
-``Synaptic``, ``alpha = 1 - iDecay / 4096``: the float network then differs from its fixed-point
-form only by the decays' truncation and the input's rounding, and exporting it (``netx``)
-quantises it back to the same integers (its largest weight is on 254). Accuracies are measured
+each row's threshold), ``b = b_int / (s 2^q)``, the threshold times ``vThMant / (s 2^q)``,
+``beta = 1 - vDecay / 4096`` and, for a ``Synaptic``, ``alpha = 1 - iDecay / 4096``: the float
+network then differs from its fixed-point form only by the decays' truncation and the input's
+rounding, and exporting it (``netx``) quantises it back to the same integers (its largest
+weight is on 254, and its scale is then ``vThMant / 2^q`` exactly). Accuracies are measured
 on the test samples: float before, post-training quantised (the emulation of the file the
 export would write before fine-tuning), fine-tuned (the emulation of the file it writes after:
 Lava's spikes, ``tests/test_qat.py``) and the fine-tuned float network.
@@ -118,33 +119,36 @@ class _Layer:
         return NX.layer_scale(float(self.w.detach().abs().max()), q.peak, q.in_scale,
                               q.layer.alpha)
 
-    def integers(self) -> tuple[torch.Tensor, torch.Tensor, float]:
-        """Weights, bias (as ``netx_export.quantise`` makes them) and the scale ``s``."""
+    def integers(self) -> tuple[torch.Tensor, torch.Tensor, int, float]:
+        """Weights, bias, threshold mantissa (as ``netx_export.quantise`` makes them) and the
+        scale ``s``."""
         s = self.scale()
         eff = s * self.q.in_scale
         w = _st(self.w * s, (2 * torch.round(self.w * s / 2)).clamp(-256, 254))
         b = _st(self.b * eff, torch.round(self.b * eff).clamp(-NX.BIAS_LIMIT, NX.BIAS_LIMIT))
-        return w, b, s
+        return w, b, int(round(self.q.layer.threshold * eff)), s
 
     def stage(self) -> tuple[E.Synapse, E.Neurons]:
         syn, neu = NX.stages([self.q])[0]
-        w, b, _ = self.integers()
+        w, b, vth, _ = self.integers()
         return (E.Synapse(syn.kind, w, args=syn.args),
-                E.Neurons(neu.du, neu.dv, neu.vth, b.view(self.rows) * 64, neu.bias_u))
+                E.Neurons(neu.du, neu.dv, torch.tensor(float(vth), dtype=torch.float64),
+                          b.view(self.rows) * 64, neu.bias_u))
 
     @torch.no_grad()
     def write_back(self) -> None:
         """The module's parameters set to the integers' float values (module docstring)."""
         if not self.train:
             return
-        w, b, s = self.integers()
+        w, b, vth, s = self.integers()
         l, m = self.q.layer, self.module
         thr = torch.as_tensor(1.0 / np.asarray(l.row_scale), dtype=torch.float64)
         thr = thr.view(-1, *([1] * (w.dim() - 1))) if thr.dim() else thr
         m.weight.copy_((w / s * thr).reshape(m.weight.shape))
         if m.bias is not None:
             m.bias.copy_((b / (s * self.q.in_scale) * thr.reshape(-1)).reshape(m.bias.shape))
-        n = l.neuron
+        n = l.neuron          # its threshold onto vThMant: the scale becomes vThMant itself
+        n.threshold.mul_(vth / (s * self.q.in_scale * l.threshold))
         n.beta.fill_(1.0 - self.q.v_decay / 4096)
         if isinstance(n, snn.Synaptic):
             n.alpha.fill_(1.0 - self.q.i_decay / 4096)

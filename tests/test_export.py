@@ -257,3 +257,27 @@ def test_onnx_parity_fails_on_one_flipped_weight_sign(ann_run, tmp_path, monkeyp
     monkeypatch.setattr(torch.onnx, "export", export_flipped)
     res = export("onnx", ExportJob(model, kind, d.x_test, d.y_test), tmp_path)
     assert not res.passed and res.parity["max_abs_diff"] > 100 * res.parity["tolerance"]
+
+
+def test_compaction_fine_tuned_for_netx_reports_it_and_saves_the_tuned_network(snn_run, tmp_path):
+    """pipeline's compaction with fine_tune=1 (on a small slice of the data, for time): the
+    qat and chip sections, deploy.pt the fine-tuned network, report.md showing both."""
+    from types import SimpleNamespace
+    from dpap_deploy.pipeline import _compact, _check_fine_tune, report as render
+    from dpap_deploy.trained import load_trained
+    out, _, _ = snn_run
+    d = load_dataset("digits")
+    data = SimpleNamespace(x_train=d.x_train[:96], y_train=d.y_train[:96], x_test=d.x_test[:64],
+                           y_test=d.y_test[:64], is_sequence=False)
+    rep = _compact(load_trained(out), out, tmp_path, data, render=False, fine_tune=1).to_dict()
+    q = rep["qat"]
+    assert (q["target"], q["epochs"], q["train_samples"], len(q["loss"])) == ("netx", 1, 96, 1)
+    assert all(0 <= q[k] <= 1 for k in ("accuracy_float", "accuracy_quantised",
+                                         "accuracy_fine_tuned", "accuracy_fine_tuned_float"))
+    assert rep["chip"]["dense"]["cores"] >= rep["chip"]["compacted"]["cores"] >= 4
+    assert load_model(tmp_path / "deploy.pt")[2]["fine_tuned"] is True
+    render(tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert "## Fine-tuning for fixed point (netx)" in md and "## Loihi 2 resources" in md
+    with pytest.raises(Exception, match="target 'loihi-sim' does not run them"):
+        _check_fine_tune(2, "loihi-sim")

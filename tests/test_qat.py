@@ -64,6 +64,7 @@ def test_the_export_computes_what_was_fine_tuned(tuned, tmp_path):
     for q in (q for q in seq if isinstance(q, NX.QuantLayer) and q.layer.neuron is not None):
         s = q.scale / q.in_scale
         assert np.abs(q.layer.weight.numpy() * s - q.weight).max() < 1e-3   # float32 rounding
+        assert q.scale == pytest.approx(q.vth, rel=1e-6)    # the threshold is on the grid too
     emu = NX.emulate(seq, x.numpy(), T)
     from dpap_deploy.metrics import accuracy, predictions
     assert accuracy(predictions(torch.as_tensor(emu).sum(1)), y) == r.accuracy_fine_tuned
