@@ -12,10 +12,11 @@ from dpap_deploy.zoo import build_model
 
 
 @pytest.fixture
-def refused(monkeypatch):
+def refused(monkeypatch, tmp_path):
     """No compiled module in this process; every call of torch's extension loaders recorded and
-    refused (as a machine without a compiler would)."""
+    refused (as a machine without a compiler would); build folders under ``tmp_path``."""
     calls = []
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "extensions"))
 
     def refuse(*args, **kwargs):
         calls.append(kwargs.get("name"))
@@ -49,7 +50,7 @@ def test_compaction_counting_and_export_never_compile(refused, digits, tmp_path)
     assert refused == [] and native.error is None
 
 
-def test_a_training_step_asks_for_the_build(refused, digits):
+def test_a_training_step_asks_for_the_build(refused, digits, tmp_path):
     from dpap_deploy.executor import MultiStep
     from dpap_deploy.graph import build_graph
     model, _, x, y = digits
@@ -59,6 +60,7 @@ def test_a_training_step_asks_for_the_build(refused, digits):
     loss.backward()                  # the build refused: the torch path trains
     assert refused and set(refused) == {"dpap_deploy_native"}
     assert native.error.startswith("RuntimeError") and model[0].weight.grad.abs().sum() > 0
+    assert all(p.name.startswith("dpap_deploy_native-") for p in tmp_path.joinpath("extensions").iterdir())
     model.zero_grad()
 
 

@@ -11,12 +11,14 @@ not fused into one rounding), so spikes and gradients are bit-identical to the t
 Built only when a training step wants one (``kernel(build=True)``: autograd records the
 window); anything else (evaluation, compaction, counting, export, their verification batches)
 uses the kernels only if a training step of this process built them, else the torch path, with
-the same numbers. The build needs a C++ compiler and ninja; it uses portable flags (no
-``-march=native``), and its folder under torch's extension root is named by a hash of the
-compiler's version, the CPU (model and feature flags), torch, Python, the flags and the
-sources, so a cache on a shared home never hands one machine's binary to another. A failed
-build leaves the torch path and its reason in ``native.error``; ``DPAP_DEPLOY_NATIVE=0`` turns
-the kernels off. CUDA tensors always take the torch path (``lif.py``, ``pool.py``).
+the same numbers. The build needs a C++ compiler and ninja. Its flags are portable (no
+``-march=native``): the hot loops are compiled for AVX-512, AVX2 and the baseline, the widest
+the CPU has chosen at load (``csrc/common.h``). Its folder under torch's extension root
+(``TORCH_EXTENSIONS_DIR``) is named by a hash of the compiler's version, the CPU (model and
+feature flags), torch, Python, the flags and the sources: a cache on a shared home never hands
+one machine's binary to another. A failed build leaves the torch path and its reason in
+``native.error``; ``DPAP_DEPLOY_NATIVE=0`` turns the kernels off. CUDA tensors always take
+the torch path (``lif.py``, ``pool.py``).
 """
 from __future__ import annotations
 
@@ -83,7 +85,8 @@ def _ninja_on_path() -> None:
 
 def _load(flags: list[str], ldflags: list[str]):
     from torch.utils.cpp_extension import get_default_build_root, load
-    folder = Path(get_default_build_root()) / f"dpap_deploy_native-{build_key(flags)}"
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root()   # as torch's
+    folder = Path(root) / f"dpap_deploy_native-{build_key(flags)}"
     folder.mkdir(parents=True, exist_ok=True)
     return load(name="dpap_deploy_native", sources=[str(CSRC / s) for s in SOURCES],
                 extra_cflags=flags, extra_ldflags=ldflags, build_directory=str(folder),
