@@ -34,9 +34,11 @@ import torch
 from common import (bench_parser, dpap_window, interleaved_medians, load_bench_data,
                     median, merge_dpap_config, write_results)
 from dpap_deploy.atomic import atomic_write_text
-from dpap_deploy.compaction import compact, masks_from_dpap_state
+from dpap_deploy.compaction import compact
 from dpap_deploy.counting import count_ops
-from dpap_deploy.graph import build_graph, outputs
+from dpap_deploy.executor.run import outputs
+from dpap_deploy.graph import build_graph
+from dpap_deploy.masks import from_dpap_state
 from dpap_deploy.serialize import load_model, save_model
 from dpap_deploy.training import TrainConfig, evaluate, train
 
@@ -58,7 +60,7 @@ def train_and_compact(cfg: TrainConfig, data, label: str, run_dir: Path) -> dict
     wall = time.perf_counter() - t0
     model, T = run.model.eval(), cfg.time_steps
     if run.dpap is not None:
-        masks, graph = masks_from_dpap_state(run.dpap.state_dict()), run.dpap.graph
+        masks, graph = from_dpap_state(run.dpap.state_dict()), run.dpap.graph
     elif run.baseline is not None:
         masks, graph = run.baseline.masks(), run.baseline.graph
     else:

@@ -45,6 +45,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from . import masks as mk
 from .errors import ConfigError, UnsupportedModelError
 
 MAX_SAMPLES = 32          # test samples each target's parity check runs
@@ -182,7 +183,7 @@ def _make_deployable(model, example_input, train_data, targets, dpap, epochs, lr
     from .convert_calibrate import calibrate
     from .convert_check import export_parity
     from .convert_plan import convert
-    from .convert_tune import accuracy, apply_mask_table, fine_tune, resolve_masks
+    from .convert_tune import accuracy, fine_tune, resolve_masks
     from .graph import build_graph, register_copies, window_steps
     from .graph.state import reset_states
     say = log or (lambda line: None)
@@ -201,7 +202,7 @@ def _make_deployable(model, example_input, train_data, targets, dpap, epochs, lr
     plan = convert(work, graph0, example_input, targets, T, say)
     graph = plan.graph()
     masks = {plan.prefix + k: v for k, v in masks0.items()}
-    apply_mask_table(graph, masks)
+    mk.apply_masks(mk.param_pairs(graph, masks))
     x_cal, _ = _first_samples(train_data, CALIBRATION_SAMPLES, "train_data", axis)
     changes = plan.changes + list(calibrate(graph0, graph, plan.prefix, x_cal, T).values())
     result = Conversion(plan.model, changes, masks, T, accuracy_before=res_before)

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .graph import ModelGraph
-from .graph.run import outputs
+from .executor.run import outputs
 from .graph.time_axis import batch_len
 
 

@@ -1,7 +1,7 @@
 """Masks, a short fine-tuning and accuracy, for ``make_deployable`` (``convert.py``).
 
 The DPAP masks live on the synapses: ``{layer: (synapses [C_out, C_in], neurons [C_out])}``
-(``dpap/masking.py``). Fine-tuning keeps them as DPAP's own training step does: after every
+(``dpap_deploy.masks``). Fine-tuning keeps them as DPAP's own training step does: after every
 optimizer step the masked parameters (weights, biases and BatchNorm affine parameters of
 removed neurons, a recurrent weight's rows and columns) are multiplied by their masks, so a
 pruned weight is exactly zero after each step, and no pruning decision is taken.
@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import nn
 
+from . import masks as mk
 from .errors import ConfigError
 from .executor.run import outputs, run_window
 from .graph import ModelGraph
@@ -27,38 +28,16 @@ from .graph.time_axis import batch_axis, batch_len, batch_slice
 def resolve_masks(dpap, graph: ModelGraph) -> dict:
     """Masks keyed by layer name from a ``DPAP`` object, its ``state_dict()``, a mask table, or
     ``None`` (read from the weights: a kernel that is all zeros is pruned)."""
-    from .compaction import masks_from_dpap_state
-    from .dpap.masking import nonzero_kernels
     if dpap is None:
-        return {l.name: (nonzero_kernels(l.synapse.weight).cpu(),
-                         torch.ones(l.n_out, dtype=torch.bool)) for l in graph.layers}
+        return mk.from_weights(graph.layers)
     if hasattr(dpap, "state_dict") and hasattr(dpap, "layers"):
-        return masks_from_dpap_state(dpap.state_dict())
+        return mk.from_dpap_state(dpap.state_dict())
     if isinstance(dpap, Mapping) and "layers" in dpap:
-        return masks_from_dpap_state(dpap)
+        return mk.from_dpap_state(dpap)
     if isinstance(dpap, Mapping):
         return dict(dpap)
     raise ConfigError(f"dpap must be a DPAP object, its state_dict(), a mask table "
                       f"{{layer: (synapses, neurons)}} or None, got {type(dpap).__name__}")
-
-
-def mask_pairs(graph: ModelGraph, masks: dict) -> list:
-    """``(parameter, mask)`` of every masked parameter of the graph's layers."""
-    from .compaction.compact import full_masks
-    from .dpap.masking import layer_param_masks
-    full = full_masks(graph, masks)
-    pairs = []
-    for layer in graph.layers:
-        syn, neu = full[layer.name]
-        dev = layer.synapse.weight.device
-        pairs += layer_param_masks(layer, syn.to(dev), neu.to(dev))
-    return pairs
-
-
-def apply_mask_table(graph: ModelGraph, masks: dict) -> None:
-    """Zero, in the graph's model, every parameter the masks remove."""
-    from .dpap.masking import apply_masks
-    apply_masks(mask_pairs(graph, masks))
 
 
 def batches(data, batch_size: int, what: str,
@@ -94,9 +73,8 @@ def fine_tune(graph: ModelGraph, masks: dict, data, epochs: int, lr: float, time
     """Adam for ``epochs`` over ``data`` with the masks re-applied after every step; returns
     the mean loss of each epoch."""
     model: nn.Module = graph.model
-    pairs = mask_pairs(graph, masks)
-    from .dpap.masking import apply_masks
-    apply_masks(pairs)
+    pairs = mk.param_pairs(graph, masks)
+    mk.apply_masks(pairs)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr)
     losses = []
@@ -108,7 +86,7 @@ def fine_tune(graph: ModelGraph, masks: dict, data, epochs: int, lr: float, time
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            apply_masks(pairs)
+            mk.apply_masks(pairs)
             total, n = total + float(loss.detach()) * len(y), n + len(y)
         losses.append(total / max(n, 1))
     model.eval()

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .errors import DPAPError
-from .graph import ModelGraph, PrunableLayer, adapter_for, build_graph
+from .graph import ModelGraph, PrunableLayer, adapter_for, graph_of
 
 Masks = dict[str, tuple[torch.Tensor, torch.Tensor]]   # layer name -> (synapses, neurons)
 STATE_KEYS = ("name", "syn_alive", "neu_alive")          # a state's per-layer mask entries
@@ -152,7 +152,7 @@ def apply_to_model(model: nn.Module, example_input: torch.Tensor | None, masks: 
                    graph: ModelGraph | None = None) -> nn.Module:
     """Zero, in place, every parameter the masks remove (the 'masked model'); ``graph``: the
     model's graph if already built, else traced on ``example_input``."""
-    apply_masks(param_pairs(graph or build_graph(model, example_input), masks))
+    apply_masks(param_pairs(graph_of(graph or model, example_input), masks))
     return model
 
 

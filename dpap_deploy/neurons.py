@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import snntorch as snn
 import torch
-from torch import nn
 
 from .graph.state import reset_states  # noqa: F401  (one reset; kept for its callers)
 
@@ -48,13 +47,3 @@ def lif(beta: float = LAMBDA, threshold: float = V_TH, width: float = SURROGATE_
     """The paper's LIF population as an ``snn.Leaky`` with hidden state (``init_hidden``)."""
     return snn.Leaky(beta=beta, threshold=threshold, spike_grad=rectangle(width),
                      reset_mechanism="zero", init_hidden=True)
-
-
-def run_snn(model: nn.Module, x: torch.Tensor, time_steps: int | None,
-            time_axis: int | None = None) -> torch.Tensor:
-    """``executor.run.run_window`` on the model's graph (kept for its callers): the output
-    ``[T, B, out]`` of one window, whatever the model's style and input layout."""
-    from .executor.run import run_window
-    from .graph import build_graph
-    return run_window(build_graph(model, x, time_axis=time_axis), x, time_steps)
-

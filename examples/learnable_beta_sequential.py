@@ -13,10 +13,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from dpap_deploy import DPAP, DPAPConfig
-from dpap_deploy.compaction import compact, masks_from_dpap_state
+from dpap_deploy.compaction import compact
 from dpap_deploy.data import load_dataset
+from dpap_deploy.executor.run import outputs
 from dpap_deploy.exporters import ExportJob, export
-from dpap_deploy.graph import outputs, reset_states
+from dpap_deploy.graph import reset_states
+from dpap_deploy.masks import from_dpap_state
 
 T = 8
 
@@ -47,7 +49,7 @@ def main(out_dir: str) -> None:
             dpap.step()
         dpap.end_epoch()
     acc = (outputs(dpap.graph, data.x_test, T).sum(0).argmax(1) == data.y_test).float().mean()
-    small = compact(net, data.x_test, masks_from_dpap_state(dpap.state_dict()), time_steps=T)
+    small = compact(net, data.x_test, from_dpap_state(dpap.state_dict()), time_steps=T)
     lif = small.model[2]
     print(f"test accuracy {acc:.3f}; hidden neurons kept {lif.beta.numel()} of {hidden}; "
           f"learned beta in [{lif.beta.min():.3f}, {lif.beta.max():.3f}], threshold in "

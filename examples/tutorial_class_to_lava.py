@@ -14,9 +14,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from dpap_deploy import DPAP, DPAPConfig
-from dpap_deploy.compaction import compact, masks_from_dpap_state
+from dpap_deploy.compaction import compact
 from dpap_deploy.data import load_dataset
 from dpap_deploy.exporters import ExportJob, export
+from dpap_deploy.masks import from_dpap_state
 
 NUM_STEPS = 8
 
@@ -63,7 +64,7 @@ def main(out_dir: str) -> None:
             acc = (net(data.x_test).sum(0).argmax(1) == data.y_test).float().mean()
         print(f"epoch {epoch}: test accuracy {acc:.3f}, pruned {died}")
     # Compaction straight after the training loop: no extra forward pass needed.
-    small = compact(net, data.x_test, masks_from_dpap_state(dpap.state_dict()),
+    small = compact(net, data.x_test, from_dpap_state(dpap.state_dict()),
                     time_steps=NUM_STEPS)
     print(f"compacted: fc1 keeps {small.model.fc1.out_features} of 100 neurons; "
           f"{sum(p.numel() for p in small.model.parameters())} of "

@@ -30,9 +30,10 @@ from snntorch import spikegen, utils
 import dpap_deploy
 from corpus_user import num_steps
 from dpap_deploy import DPAP, DPAPConfig, SurvivalParams
-from dpap_deploy.compaction import compact, masks_from_dpap_state
+from dpap_deploy.compaction import compact
 from dpap_deploy.errors import DPAPError
 from dpap_deploy.exporters import ExportJob, export
+from dpap_deploy.masks import from_dpap_state
 
 STAGES = ["check", "train", "compact", "nir", "loihi-sim", "netx", "convert"]
 AGGRESSIVE = SurvivalParams(epsilon=1.5, eta=1.0, beta=0.5, gamma=1.0, C=0.5, warmup=0)
@@ -187,7 +188,7 @@ def compact_stage(style, model, dp, example, windows, time_steps: int):
     window, ``snntorch.utils.reset`` before each: spikes must be equal bit for bit, graded
     outputs within float32 rounding (``_compare``)."""
     try:
-        masks = masks_from_dpap_state(dp.state_dict())
+        masks = from_dpap_state(dp.state_dict())
         res = compact(model, example, masks, time_steps=time_steps, graph=dp.graph,
                       **_with_time_axis(compact, style))
     except Exception as e:                                              # noqa: BLE001

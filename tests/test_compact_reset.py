@@ -9,8 +9,9 @@ import torch
 from snntorch import utils
 from torch import nn
 
-from dpap_deploy.compaction import apply_layer_masks, compact, fold_for_deployment
+from dpap_deploy.compaction import compact, fold_for_deployment
 from dpap_deploy.graph import build_graph
+from dpap_deploy.masks import apply_to_model
 
 T = 6
 
@@ -80,7 +81,7 @@ def _masked(style):
     masks = {l.name: (torch.rand(l.n_out, l.n_in, generator=gen) < 0.8,
                       torch.rand(l.n_out, generator=gen) < (1.0 if l.is_output else 0.6))
              for l in g.layers}
-    apply_layer_masks(model, None, masks, graph=g)      # the user's model, masked in place
+    apply_to_model(model, None, masks, graph=g)      # the user's model, masked in place
     return model, x, masks
 
 

@@ -159,8 +159,9 @@ def test_compacted_model_saves_loads_and_trains_further(tmp_path):
     assert torch.equal(outputs(res.model, x, kind, 8), outputs(back, x, kind, 8))
     back.train()
     out = outputs(back, x, kind, 8)   # eval-mode helper; now a training step:
-    from dpap_deploy.neurons import run_snn
-    loss = run_snn(back, x, 4).mean()
+    from dpap_deploy.executor.run import run_window
+    from dpap_deploy.graph import graph_of
+    loss = run_window(graph_of(back, x), x, 4).mean()
     loss.backward()
     assert back[0].weight.grad is not None and out.shape[-1] == 10
     (tmp_path / "bad.pt").write_bytes(b"junk")

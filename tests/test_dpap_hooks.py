@@ -6,11 +6,15 @@ from torch import nn
 
 from dpap_deploy.dpap import DPAP, DPAPConfig, SurvivalParams
 from dpap_deploy.errors import ConfigError, UnsupportedModelError, DPAPError
-from dpap_deploy.neurons import lif, run_snn
+from dpap_deploy.executor.run import run_window
+from dpap_deploy.graph import graph_of
+from dpap_deploy.neurons import lif
 
 LIN = SurvivalParams(epsilon=1.5, eta=10.0, beta=1.0, gamma=0.999, C=2.0, warmup=0)
 CONV = SurvivalParams(epsilon=1.5, eta=10.0, beta=1.0, gamma=0.999, C=5.0, warmup=0)
 CFG = DPAPConfig(conv=CONV, linear=LIN)
+
+X45 = torch.tensor([[0.45]])      # one sample, one input current
 
 
 def _set(linear: nn.Module, w, b=None):
@@ -87,7 +91,7 @@ def test_snn_linear_lif_trace_through_hooks():
     model.train()
     spikes = []
     model[1].register_forward_hook(lambda m, i, o: spikes.append(float(o.detach())))
-    run_snn(model, torch.tensor([[0.45]]), time_steps=4)
+    run_window(graph_of(model, X45), X45, 4)
     # u = 0.45, 0.09+0.45 = 0.54 (spike), 0 + 0.45, 0.54 (spike)
     assert spikes == [0.0, 1.0, 0.0, 1.0]
     dp.step()
@@ -152,7 +156,7 @@ def test_hebb_and_stdp_rules():
     _set(snn_model[0], [[1.0]])
     dp = DPAP(snn_model, torch.zeros(1, 1), DPAPConfig(conv=CONV, linear=LIN, rule="stdp"))
     snn_model.train()
-    run_snn(snn_model, torch.tensor([[0.45]]), time_steps=4)
+    run_window(graph_of(snn_model, X45), X45, 4)
     dp.step()
     # pre current 0.45 every step; post spikes at t=2 and t=4
     # S_pre: .45, .675, .7875, .84375; S_post before each step: 0, 0, 1, .5

@@ -232,16 +232,16 @@ def test_compaction_keeps_a_graded_readout(readout):
     with torch.no_grad():
         broken.fc2.bias[0] += 0.25                         # one output shifted
     masked, mg = copy_with_graph(model, g)
-    from dpap_deploy.compaction import apply_layer_masks
-    apply_layer_masks(masked, None, masks, graph=mg)
+    from dpap_deploy.masks import apply_to_model
+    apply_to_model(masked, None, masks, graph=mg)
     with pytest.raises(DPAPError, match=f"{readout} difference"):
         check_same_function(mg, bg, x, None)
 
 
 def test_measure_runs_a_class_returning_spk_and_mem():
-    """The house bug: compact_and_measure ran the model one call per step (neurons.run_snn),
+    """The house bug: compact_and_measure ran the model one call per step (its own step loop),
     which fails for a tutorial class returning ``(spk, mem)`` from its own loop."""
-    from dpap_deploy.compaction import apply_layer_masks
+    from dpap_deploy.masks import apply_to_model
     from dpap_deploy.compaction.measure import compact_and_measure
     from dpap_deploy.metrics import correct, predictions
     model, x = _scaled_loop("spikes")
@@ -252,7 +252,7 @@ def test_measure_runs_a_class_returning_spk_and_mem():
     masks = {l.name: (torch.ones(l.n_out, l.n_in, dtype=torch.bool),
                       torch.rand(l.n_out, generator=gen) < (1.0 if l.is_output else 0.6))
              for l in g.layers}
-    apply_layer_masks(model, None, masks, graph=g)           # the masked model, as after DPAP
+    apply_to_model(model, None, masks, graph=g)           # the masked model, as after DPAP
     r = compact_and_measure(model, "snn", masks, x, y, None)
     with torch.no_grad():
         spk, _mem = model(x)

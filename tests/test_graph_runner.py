@@ -56,7 +56,8 @@ def test_tutorial_class_compacts_and_measures(time_first):
     """``compact`` and ``compact_and_measure`` (what ``dpap-deploy compact`` calls) run the
     tutorial class through the one loop: the accuracies are the user's own reading of its
     ``(spk, mem)`` records, and units pruned away are gone from the compacted copy."""
-    from dpap_deploy.compaction import apply_layer_masks, compact
+    from dpap_deploy.compaction import compact
+    from dpap_deploy.masks import apply_to_model
     from dpap_deploy.compaction.measure import compact_and_measure
     from dpap_deploy.metrics import correct, predictions
     model, x = _tutorial(time_first)
@@ -68,7 +69,7 @@ def test_tutorial_class_compacts_and_measures(time_first):
     keep = torch.tensor([True, False] * 5)
     masks = {"fc1": (torch.ones(10, 12, dtype=torch.bool), keep),
              "fc2": (torch.ones(4, 10, dtype=torch.bool), torch.ones(4, dtype=torch.bool))}
-    apply_layer_masks(model, None, masks, graph=g)            # the masked model, as after DPAP
+    apply_to_model(model, None, masks, graph=g)            # the masked model, as after DPAP
     small = compact(model, x, masks, time_steps=T, time_axis=axis)
     assert small.model.fc1.out_features == 5
     r = compact_and_measure(model, "snn", masks, x, y, T, time_axis=axis)
@@ -82,8 +83,7 @@ def test_tutorial_class_compacts_and_measures(time_first):
 
 def test_one_loop_for_both_styles_and_the_old_name():
     """The same network written one step per call runs through ``run_window`` / ``outputs``
-    to the very spikes the own-loop class records; ``neurons.run_snn`` is that loop."""
-    from dpap_deploy.neurons import run_snn
+    to the very spikes the own-loop class records."""
     model, x = _tutorial()
     step = nn.Sequential(model.fc1, snn.Leaky(beta=0.9, init_hidden=True),
                          model.fc2, snn.Leaky(beta=0.9, init_hidden=True, output=True))
@@ -92,7 +92,7 @@ def test_one_loop_for_both_styles_and_the_old_name():
         g_own, g_step = build_graph(model, x), build_graph(step, x)
         for got in (run_window(g_own, x, None), outputs(g_own, x, None, batch_size=5),
                     run_window(g_step, x, T), outputs(g_step, x, T, batch_size=5),
-                    outputs(g_step, x, T, multistep=False), run_snn(step, x, T)):
+                    outputs(g_step, x, T, multistep=False)):
             assert torch.equal(got, spk)
 
 

@@ -8,10 +8,12 @@ import torch.nn.functional as F
 
 from corpus_models import STYLES, T
 from dpap_deploy import DPAP, DPAPConfig, SurvivalParams
-from dpap_deploy.compaction import compact, masks_from_dpap_state
+from dpap_deploy.compaction import compact
 from dpap_deploy.errors import UnsupportedModelError
 from dpap_deploy.exporters import ExportJob, export
-from dpap_deploy.graph import build_graph, outputs
+from dpap_deploy.executor.run import outputs
+from dpap_deploy.graph import build_graph
+from dpap_deploy.masks import from_dpap_state
 
 AGGRESSIVE = SurvivalParams(epsilon=1.5, eta=1.0, beta=0.5, gamma=1.0, C=0.5, warmup=0)
 CONFIG = DPAPConfig(conv=AGGRESSIVE, linear=AGGRESSIVE)
@@ -51,7 +53,7 @@ def test_style_end_to_end(style, tmp_path):
     assert dp.kind == style.kind
     dead = sum(int((~st.neu_alive).sum()) + int((~st.syn_alive).sum()) for st in dp.states)
     assert dead > 0, "the aggressive configuration prunes in two epochs"
-    masks = masks_from_dpap_state(dp.state_dict())
+    masks = from_dpap_state(dp.state_dict())
     res = compact(model, x, masks, time_steps=T, graph=dp.graph)   # right after training
     assert sum(p.numel() for p in res.model.parameters()) < \
         sum(p.numel() for p in model.parameters())

@@ -21,7 +21,7 @@ from dpap_deploy.exporters.lava_process import descendants
 from dpap_deploy.exporters.nir_file import run_nir_file
 from dpap_deploy.exporters.nir_to_lava import LavaNetwork
 from dpap_deploy.exporters.nir_torch import run_reference
-from dpap_deploy.neurons import reset_states
+from dpap_deploy.graph import reset_states
 
 ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
        "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}

@@ -6,9 +6,13 @@ from torch import nn
 from dpap_deploy.dpap import DPAP, DPAPConfig
 from dpap_deploy.dpap.rules import RULES, PlasticityRule, register
 from dpap_deploy.errors import ConfigError
-from dpap_deploy.neurons import lif, run_snn
+from dpap_deploy.executor.run import run_window
+from dpap_deploy.graph import graph_of
+from dpap_deploy.neurons import lif
 
 from test_dpap_hooks import CONV, LIN, X, _ann_after_one_batch
+
+X45 = torch.tensor([[0.45]])      # one sample, one input current
 
 
 class SpikeCount(PlasticityRule):
@@ -46,8 +50,8 @@ def test_a_rule_added_in_one_place_feeds_dpap(coincidence):
     assert dp.rule is coincidence
     model.train()
     with torch.no_grad():                                      # not recorded by DPAP
-        spikes = run_snn(model[:2], torch.tensor([[0.45]]), 4)  # what layer 0 emits
-    run_snn(model, torch.tensor([[0.45]]), time_steps=4)
+        spikes = run_window(graph_of(model[:2], X45), X45, 4)  # what layer 0 emits
+    run_window(graph_of(model, X45), X45, 4)
     dp.step()
     # pre (the input current 0.45) is active at every step, post fires at steps 2 and 4:
     # two coincidences, each 0.45 (pre activity) x 1 (a spike)

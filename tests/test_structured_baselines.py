@@ -100,8 +100,9 @@ def test_gradual_schedule_and_masks_hold_through_training():
     dead0 = ~pr.alive[0]
     opt = torch.optim.Adam(model.parameters(), 0.1)
     for _ in range(2):
-        from dpap_deploy.neurons import run_snn
-        run_snn(model, x[:4], T).sum().backward()
+        from dpap_deploy.executor.run import run_window
+        from dpap_deploy.graph import graph_of
+        run_window(graph_of(model, x[:4]), x[:4], T).sum().backward()
         assert (model[0].weight.grad[dead0] == 0).all()
         opt.step()
         pr.step()

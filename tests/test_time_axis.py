@@ -139,10 +139,10 @@ def test_compaction_with_a_time_axis(case, stated):
     n_small = sum(p.numel() for p in result.model.parameters())
     assert n_small < sum(p.numel() for p in model.parameters())
     # the user's own forward on the whole input: the compacted model gives the masked spikes
-    from dpap_deploy.compaction import apply_layer_masks
+    from dpap_deploy.masks import apply_to_model
     from dpap_deploy.compaction.compact import copy_with_graph
     masked, mg = copy_with_graph(model, g)
-    apply_layer_masks(masked, None, masks, graph=mg)
+    apply_to_model(masked, None, masks, graph=mg)
     want, got = _own(masked, x), _own(result.model, x)
     assert want.sum() > 0 and torch.equal(want, got)
     # and on a batch cut the way the package cuts it

@@ -8,7 +8,9 @@ from torch import nn
 from dpap_deploy.checkpoint import load_checkpoint
 from dpap_deploy.data import Dataset, load_dataset
 from dpap_deploy.dpap import DPAP, DPAPConfig
-from dpap_deploy.neurons import lif, run_snn
+from dpap_deploy.executor.run import run_window
+from dpap_deploy.graph import graph_of
+from dpap_deploy.neurons import lif
 from dpap_deploy.training import TrainConfig, restore_run, train
 
 # Aggressive settings: pruning starts in the first epoch and is heavy, so the invariants are
@@ -36,7 +38,7 @@ def _spike_counts(model, x, kind, time_steps=8):
                 counts[name] = counts.get(name, 0) + s
             hooks.append(m.register_forward_hook(hook))
     with torch.no_grad():
-        run_snn(model, x, time_steps) if kind == "snn" else model(x)
+        run_window(graph_of(model, x), x, time_steps) if kind == "snn" else model(x)
     for h in hooks:
         h.remove()
     return counts
@@ -79,7 +81,7 @@ def test_bn_snn_pruned_channels_silent():
     for epoch in range(4):
         for _ in range(5):
             model.train()
-            out = run_snn(model, x, 4).mean(0)
+            out = run_window(graph_of(model, x), x, 4).mean(0)
             loss = ((out - nn.functional.one_hot(y, 4)) ** 2).sum(1).mean()
             opt.zero_grad()
             loss.backward()

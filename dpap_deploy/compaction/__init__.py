@@ -1,6 +1,6 @@
 """Compaction: physically smaller networks, and the folded graph for deployment."""
-from .compact import (Compacted, apply_layer_masks, check_same_function, compact,
-                      masks_from_dpap_state)
+from ..masks import apply_to_model as apply_layer_masks, from_dpap_state as masks_from_dpap_state
+from .compact import Compacted, check_same_function, compact
 from .fold import deployment_graph, fold_avgpool, fold_batchnorm, fold_for_deployment
 from .plan import CompactionPlan, LayerPlan
 

@@ -18,11 +18,10 @@ import torch
 from torch import nn
 
 from ..errors import DPAPError
-from ..graph import ModelGraph, build_graph, outputs as graph_outputs
+from ..executor.run import outputs as graph_outputs
+from ..graph import ModelGraph, build_graph, graph_of
 from ..graph.state import register_copies, reset_states
 from ..masks import Masks, apply_to_model, check
-from ..masks import (apply_to_model as apply_layer_masks, check as full_masks,  # noqa: F401
-                     from_dpap_state as masks_from_dpap_state)   # their names here before
 from .plan import CompactionPlan, plan_compaction
 from .surgery import cut, strip_hooks
 
@@ -69,7 +68,7 @@ def compact(model: nn.Module, example_input: torch.Tensor, masks: Masks | None =
     then resets it; weakly, see ``register_copies``); ``False`` for a copy only measured or
     probed and never handed to the user.
     """
-    graph = graph or build_graph(model, example_input, time_axis=time_axis)   # checks both
+    graph = graph_of(graph or model, example_input, time_axis=time_axis)   # checks both
     reset_states(model)
     masked, mgraph = copy_with_graph(model, graph)
     masked.eval()
@@ -92,10 +91,7 @@ def outputs(model, x: torch.Tensor, kind: str | None = None, time_steps: int | N
             graph: ModelGraph | None = None, multistep: bool = True) -> torch.Tensor:
     """SNN: output spikes ``[T, B, classes]``; ANN: logits (evaluation mode). ``multistep=False``
     calls every module once per step (for hooks that expect that)."""
-    if isinstance(model, ModelGraph):
-        graph = model
-    graph = graph or build_graph(model, x)
-    return graph_outputs(graph, x, time_steps, multistep=multistep)
+    return graph_outputs(graph_of(graph or model, x), x, time_steps, multistep=multistep)
 
 
 def check_same_function(reference: ModelGraph, candidate: ModelGraph, x: torch.Tensor,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..graph import ModelGraph, build_graph
+from ..graph import ModelGraph, build_graph, graph_of
 from ..graph.state import register_copies
 from .fold_pools import PoolFold, fold_avgpool
 from .surgery import replace_module
@@ -69,7 +69,7 @@ def fold_for_deployment(model: nn.Module, example_input: torch.Tensor, verify: b
     """``time_axis``: the input's time axis, as for ``build_graph`` (unused when ``graph`` is
     given: the graph knows it)."""
     from .compact import check_same_function, copy_with_graph
-    graph = graph or build_graph(model, example_input, time_axis=time_axis)
+    graph = graph_of(graph or model, example_input, time_axis=time_axis)
     folded, fgraph = copy_with_graph(model, graph)
     folded.eval()
     register_copies(folded)              # snntorch.utils.reset(folded) resets it

@@ -4,7 +4,7 @@ The compacted network, the folded deployment network (BatchNorm and average pool
 what netx takes), their operations counted on the test inputs, NeuroBench's metrics, and the
 accuracy of the masked and the compacted network on every test sample, which must be equal
 (compaction removes only what cannot change an output). Every network runs through the graph's
-one time loop (``graph.outputs``), whatever its forward returns; inputs with a time axis are
+one time loop (``executor.run.outputs``), whatever its forward returns; inputs with a time axis are
 cut along their batch axis.
 """
 from __future__ import annotations

@@ -11,7 +11,7 @@ import snntorch as snn
 import torch
 from torch import nn
 
-from ..graph import ModelGraph, PrunableLayer, build_graph
+from ..graph import ModelGraph, PrunableLayer, graph_of
 
 
 def model_kind(model: nn.Module) -> str:
@@ -22,7 +22,7 @@ def model_kind(model: nn.Module) -> str:
 def find_prunable_layers(model: nn.Module, example_input: torch.Tensor | None = None,
                          graph: ModelGraph | None = None) -> tuple[str, list[PrunableLayer]]:
     """Return ``(kind, layers)`` in forward order; the output layer has ``is_output``."""
-    graph = graph or build_graph(model, example_input)
+    graph = graph_of(graph or model, example_input)
     return graph.kind, graph.layers
 
 

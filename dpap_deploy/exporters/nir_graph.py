@@ -46,7 +46,8 @@ from torch import nn
 
 from ..compaction.fold import fold_bn_into
 from ..errors import ConfigError, UnsupportedModelError
-from ..graph import ModelGraph, build_graph
+from ..graph import ModelGraph, graph_of
+from ..graph.trace_ops import pair
 from .nir_forms import add_group, max_pool
 from ..graph.model_graph import (ADD, CAT, FLATTEN, INPUT, NEURON, NORM, OUTPUT, PASS, POOL,
                                  SYNAPSE)
@@ -60,10 +61,6 @@ def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().numpy().astype(np.float32)
 
 
-def _pair(v) -> np.ndarray:
-    return np.array((v, v) if isinstance(v, int) else tuple(v))
-
-
 def _synapse_node(m: nn.Module, in_shape: tuple[int, ...]):
     if isinstance(m, (nn.Conv1d, nn.Conv2d)):
         bias = m.bias if m.bias is not None else torch.zeros(m.out_channels)
@@ -72,8 +69,8 @@ def _synapse_node(m: nn.Module, in_shape: tuple[int, ...]):
                               stride=int(m.stride[0]), padding=int(m.padding[0]),
                               dilation=int(m.dilation[0]), groups=m.groups, bias=_np(bias))
         return nir.Conv2d(input_shape=tuple(in_shape[1:]), weight=_np(m.weight),
-                          stride=_pair(m.stride), padding=_pair(m.padding),
-                          dilation=_pair(m.dilation), groups=m.groups, bias=_np(bias))
+                          stride=np.array(pair(m.stride)), padding=np.array(pair(m.padding)),
+                          dilation=np.array(pair(m.dilation)), groups=m.groups, bias=_np(bias))
     if m.bias is not None:
         return nir.Affine(weight=_np(m.weight), bias=_np(m.bias))
     return nir.Linear(weight=_np(m.weight))
@@ -265,7 +262,7 @@ def to_nir(model: nn.Module | ModelGraph, example_input: torch.Tensor | None = N
     docstring)."""
     _check_choice("neuron encoding", encoding, ENCODINGS)
     _check_choice("pooling", pooling, POOLINGS)
-    graph = model if isinstance(model, ModelGraph) else build_graph(model, example_input)
+    graph = graph_of(model, example_input)
     if graph.kind != "snn":
         raise UnsupportedModelError("NIR export takes spiking networks; for an ANN use --target onnx")
     if time_steps is None:      # the file carries T, and readers run it for T steps

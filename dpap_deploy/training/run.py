@@ -30,6 +30,7 @@ from ..dpap import DPAP, DPAPConfig, find_prunable_layers, preset
 from ..masks import check_state, layer_stats, removed_fraction
 from ..errors import ConfigError, DPAPError
 from ..evaluation import model_output
+from ..graph import graph_of
 from ..train_config import TrainConfig
 from ..trained import check_record
 from ..validate import check_checkpoint_keys, check_training_cost
@@ -71,7 +72,8 @@ class WindowForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         r = self._run
-        return model_output(self.model, x, r.kind, r.cfg.time_steps, r.executor, r.dpap)
+        return model_output(self.model, x, r.kind, r.cfg.time_steps, r.executor, r.dpap,
+                            graph=r.graph)
 
 
 @dataclass
@@ -89,6 +91,7 @@ class Run:
     history: list[dict] = field(default_factory=list)
     baseline: Any = None                 # a baselines.GradualPruner, when cfg.baseline is set
     executor: Any = None                 # executor.MultiStep, when the SNN runs multi-step
+    graph: Any = None                    # the SNN's ModelGraph, traced once (the step loop's)
     data_warnings: list[str] = field(default_factory=list)   # data.checks, when training began
     dist: distributed.Dist = field(default_factory=distributed.Dist)   # this process's rank
     forward: Any = None                  # WindowForward, wrapped in DDP when distributed
@@ -125,8 +128,7 @@ def make_executor(cfg: TrainConfig, model: nn.Module, kind: str, example: torch.
     if cfg.executor != "multistep" or kind != "snn":
         return None
     from ..executor import MultiStep, tune_cpu_allocator
-    from ..graph import build_graph
-    graph = graph if graph is not None else build_graph(model, example)
+    graph = graph_of(graph or model, example)
     if not MultiStep.supports(graph):
         return None
     if example.device.type == "cpu":
@@ -176,8 +178,10 @@ def build_run(cfg: TrainConfig, data: Dataset | None = None) -> Run:
         dpap = DPAP(model, data.x_train[:2].to(device), resolve_dpap_config(cfg, kind),
                     seed=cfg.seed)
     run = Run(cfg, data, model, kind, device, optimizer, scheduler, dpap)
-    run.executor = make_executor(cfg, model, kind, data.x_train[:2].to(device),
-                                 dpap.graph if dpap is not None else None)
+    example = data.x_train[:2].to(device)
+    if kind == "snn":
+        run.graph = dpap.graph if dpap is not None else graph_of(model, example)
+    run.executor = make_executor(cfg, model, kind, example, run.graph)
     if cfg.baseline is not None:
         from ..baselines import MEASURE_SAMPLES, make_baseline
         start, end = cfg.prune_window or [2, max(3, cfg.epochs // 2)]
