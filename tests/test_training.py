@@ -148,3 +148,19 @@ def test_existing_run_needs_resume_and_same_options(tmp_path, digits):
     assert asked.given == {"epochs", "batch_size"}
     with pytest.raises(DPAPError, match="different batch-size"):
         train(asked, tmp_path, resume=True, progress=False, data=digits)
+
+
+@pytest.mark.parametrize("dpap", [False, True])
+def test_step_loop_forward_traces_the_model_once(monkeypatch, digits, dpap):
+    """With the step loop (``executor="step"``) the training forward runs the run's graph: the
+    model is traced when the run is built, never per batch."""
+    from dpap_deploy.graph import trace
+    from dpap_deploy.training import build_run
+    run = build_run(TrainConfig(model="snn-digits", epochs=1, batch_size=16, executor="step",
+                                dpap=dpap), digits)
+    assert run.executor is None and run.graph is not None and run.graph.model is run.model
+    traced, real = [], trace.build_graph
+    monkeypatch.setattr(trace, "build_graph", lambda *a, **k: traced.append(1) or real(*a, **k))
+    for i in range(2):
+        assert run.forward(digits.x_train[16 * i:16 * (i + 1)]).shape == (16, 10)
+    assert not traced, f"the forward traced the model {len(traced)} times in 2 batches"
