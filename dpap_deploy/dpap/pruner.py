@@ -49,7 +49,7 @@ from ..errors import CheckpointError, ConfigError
 from . import plasticity, rules, survival
 from .config import DPAPConfig
 from .importance import normalize, spine_importance, spine_importance_minmax
-from ..graph import ModelGraph, PrunableLayer, build_graph
+from ..graph import ModelGraph, PrunableLayer, graph_of
 from ..graph.state import neuron_membrane     # the one reading of a neuron call's membrane
 from ..masks import apply_masks, layer_param_masks, layer_stats
 from .traces import population_activity, update_trace
@@ -131,8 +131,7 @@ class DPAP:
         time steps, ``1`` for ``[B, T, ...]``, ``0`` for ``[T, B, ...]`` (``build_graph``)."""
         self.model = model
         self.config = _as_config(config)
-        self.graph = graph if graph is not None else \
-            build_graph(model, example_input, time_axis=time_axis)
+        self.graph = graph_of(graph or model, example_input, time_axis=time_axis)
         self.kind, self.layers = self.graph.kind, self.graph.layers
         self.deployability = None
         if check_deploy is not False and check_deploy is not None:
