@@ -102,8 +102,8 @@ def export_section(result) -> Export:
     silent = None if failed else silent_warning(result.parity.get("output", {}),
                                                 f"{result.target} export")
     lines = ([silent] if silent else []) + saturation_warnings(result)
-    return Export.from_dict({**result.to_report(), "warnings": [warn(w) for w in lines]},
-                            "export")
+    return Export.from_dict({**result.to_report(), "warnings": list(result.details.get(
+        "warnings") or []) + [warn(w) for w in lines]}, "export")
 
 
 def saturation_warnings(result) -> list[str]:
@@ -114,13 +114,14 @@ def saturation_warnings(result) -> list[str]:
         what = [f"{l[k]:,} {name}" for k, name in (
             ("weights_clipped", "weights clipped to [-256, 254]"),
             ("bias_clipped", "biases clipped to 13 bits"),
-            ("u_wrapped", "wrapped 24-bit currents"),
-            ("v_clipped", "clipped 24-bit voltages")) if l.get(k)]
+            ("u_wrapped", "24-bit currents wrapped"),
+            ("v_clipped", "24-bit voltages clipped")) if l.get(k)]
         if what:
             out.append(f"{result.target} layer {l['layer']} ('{l['name']}') saturates: "
-                       f"{', '.join(what)} (over every sample and step); its fixed-point form "
-                       "computes less than the float one: lower the layer's weights and bias "
-                       "relative to its threshold, or fine-tune for fixed point (fine_tune=)")
+                       f"{', '.join(what)} (clipped when quantised; wrapped and clipped over "
+                       "the test samples' steps): its fixed point computes less than the float "
+                       "layer: lower its weights and bias relative to its threshold, or "
+                       "fine-tune for fixed point (fine_tune=)")
     return out
 
 

@@ -174,6 +174,26 @@ def _quant_lines(e: dict) -> list[str]:
                     "every test sample and step (a warning below when any is not 0)."]
 
 
+def _fixed_lines(e: dict) -> list[str]:
+    """loihi-sim in fixed point: each synapse's exponent and clipping, each population's scale,
+    threshold and decays, and its 24-bit saturation on the test samples."""
+    fp = e.get("fixed_point") or {}
+    if not fp.get("layers"):
+        return []
+    sat = fp.get("saturation") or {}
+    lines = ["", "| layer | kind | scale | weight exponent | weights clipped | vth mantissa | "
+             "du, dv | biases rounded | currents wrapped | voltages clipped |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for l in fp["layers"]:
+        st, rng = sat.get(l["layer"], {}), lambda k: "..".join(map(str, l[k])) if k in l else ""
+        lines.append(f"| {l['layer']} | {l['kind']} | {l['scale']:.4g} | {l.get('weight_exp', '')} | "
+                     f"{l.get('weights_clipped', '')} | {rng('vth_mant')} | "
+                     f"{rng('du') + (', ' + rng('dv') if 'dv' in l else '')} | "
+                     f"{l.get('bias_rounded', '')} | {st.get('u_wrapped', '')} | "
+                     f"{st.get('v_clipped', '')} |")
+    return lines
+
+
 def _qat_lines(q: dict | None) -> list[str]:
     if not q:
         return []
@@ -276,7 +296,7 @@ def render(report: dict[str, Any], plots: list[str]) -> str:
             lines.append(f"- float torch accuracy on the same samples: {_pct(par['accuracy_float'])}")
         lines += _output_lines(par.get("output"), "in the target")
         lines += _synapse_lines(e, r.get("params") or {})
-        lines += _quant_lines(e)
+        lines += _quant_lines(e) + _fixed_lines(e)
     warnings = (r.get("data_warnings") or []) + [w for w in [(r.get("output") or {}).get("warning")]
                                                   if w] + list(r.get("export", {}).get("warnings", []))
     if warnings:
