@@ -40,6 +40,9 @@ else
   # NeuroBench's own metrics, which tests/test_neurobench_defs.py compares ours with; they need
   # none of its declared dependencies (torchaudio...), so they come without them.
   pip_q install --no-deps "neurobench==2.3.0"
+  # The peers benchmarks/bench_peers.py times (pyproject's 'peers' extra), without their
+  # declared dependencies: those would replace the pinned torch; loguru is SpikingJelly's import.
+  pip_q install --no-deps "norse==1.1.0" "spikingjelly==2.0.0" "loguru==0.7.3"
   pip_q install --no-deps -e .
   echo "$want" > "$stamp"
 fi
