@@ -202,7 +202,8 @@ def _qat_lines(q: dict | None) -> list[str]:
             f"post-training quantised {_pct(q['accuracy_quantised'])} -> fine-tuned "
             f"{_pct(q['accuracy_fine_tuned'])} (fixed point, as the exported file runs); the "
             f"fine-tuned float network {_pct(q['accuracy_fine_tuned_float'])}",
-            f"- {q['epochs']} epochs on {q['train_samples']:,} training samples, Adam lr "
+            f"- {q['epochs']} epoch{'' if q['epochs'] == 1 else 's'} on "
+            f"{q['train_samples']:,} training samples, Adam lr "
             f"{q['lr']:g}, through the integer arithmetic with straight-through rounding; pruned "
             "weights stay zero; deploy.pt holds the fine-tuned network"]
 
