@@ -220,8 +220,10 @@ def fine_tune(model: nn.Module, train, test, time_steps: int, *, epochs: int = 2
             out = torch.cat([forward(xe[i:i + EVAL_BATCH]) for i in range(0, len(xe), EVAL_BATCH)])
         return accuracy(predictions(out.sum(1)), ye)
 
-    acc_float = accuracy(predictions(torch.as_tensor(torch_spikes(graph, xe, time_steps)).sum(1)), ye)
-    acc_ptq = fixed_accuracy()
+    def float_accuracy() -> float:
+        return accuracy(predictions(torch.as_tensor(torch_spikes(graph, xe, time_steps)).sum(1)), ye)
+
+    acc_float, acc_ptq = float_accuracy(), fixed_accuracy()
     params = [t for l in layers for t in (l.w, l.b) if t.requires_grad]
     opt = torch.optim.Adam(params, lr=lr)
     gen, losses = torch.Generator().manual_seed(seed), []
@@ -240,7 +242,5 @@ def fine_tune(model: nn.Module, train, test, time_steps: int, *, epochs: int = 2
     acc_tuned = fixed_accuracy()
     for l in layers:
         l.write_back()
-    acc_tuned_float = accuracy(predictions(torch.as_tensor(
-        torch_spikes(graph, xe, time_steps)).sum(1)), ye)
-    return QATResult(model, acc_float, acc_ptq, acc_tuned, acc_tuned_float, epochs, lr,
+    return QATResult(model, acc_float, acc_ptq, acc_tuned, float_accuracy(), epochs, lr,
                      len(yt), f"{len(ye):,} test samples", losses)

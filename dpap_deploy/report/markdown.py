@@ -186,8 +186,8 @@ def _fixed_lines(e: dict) -> list[str]:
              "|---|---|---|---|---|---|---|---|---|---|"]
     for l in fp["layers"]:
         st, rng = sat.get(l["layer"], {}), lambda k: "..".join(map(str, l[k])) if k in l else ""
-        lines.append(f"| {l['layer']} | {l['kind']} | {l['scale']:.4g} | {l.get('weight_exp', '')} | "
-                     f"{l.get('weights_clipped', '')} | {rng('vth_mant')} | "
+        lines.append(f"| {l['layer']} | {l['kind']} | {l['scale']:.4g} | "
+                     f"{l.get('weight_exp', '')} | {l.get('weights_clipped', '')} | {rng('vth_mant')} | "
                      f"{rng('du') + (', ' + rng('dv') if 'dv' in l else '')} | "
                      f"{l.get('bias_rounded', '')} | {st.get('u_wrapped', '')} | "
                      f"{st.get('v_clipped', '')} |")
