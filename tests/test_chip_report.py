@@ -45,3 +45,23 @@ def test_the_qat_and_chip_sections_render():
     text = "\n".join(_chip_lines(resources(g, g)))
     assert "neuro-cores: 3 dense -> 3 compacted (saves 0)" in text and "**estimate**" in text
     assert "| 2 | maxpool | 36 -> 36 |" in text
+
+
+def test_loihi_sim_fixed_point_layers_render_with_their_saturation():
+    """The integers loihi-sim's fixed point runs (``fixed_point.network``, no Lava run needed
+    for the table): one row per synapse and per population, saturation counts beside them."""
+    from dpap_deploy.exporters.nir_graph import to_nir
+    from dpap_deploy.exporters.nir_to_lava import LavaNetwork
+    from dpap_deploy.report.markdown import _fixed_lines
+    x = torch.rand(6, 1, 6, 6)
+    net = LavaNetwork(to_nir(build_graph(_net(), x[:2]), x[:2], T), T)
+    fx, stats = net.fixed_point(x.numpy()), {}
+    fx.run(x.numpy(), stats)
+    lines = _fixed_lines({"fixed_point": {"layers": fx.layers, "saturation": stats}})
+    rows = [l.split("|")[1:-1] for l in lines if l.startswith("| ") and "---" not in l][1:]
+    assert len(rows) == len(fx.layers) >= 4
+    kinds = [r[1].strip() for r in rows]
+    assert kinds.count("neurons") >= 2 and "conv" in kinds and "dense" in kinds
+    for r in rows:
+        if r[1].strip() == "neurons":                   # threshold, decays and saturation shown
+            assert ".." in r[5] and r[8].strip().isdigit() and r[9].strip().isdigit()
