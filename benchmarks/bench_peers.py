@@ -13,8 +13,7 @@ rate against the one-hot label) and the same fused Adam. One repetition is one p
 interleaved (``common.interleaved_medians``) and samples/s is taken from the medians. Ours run
 ``training.train_epoch`` as ``dpap-deploy train`` does (its batching and shuffling, DPAP's
 per-batch bookkeeping; DPAP's end of epoch is timed apart, once); the peers run a plain loop
-over the batches. All share the process, so the allocator tuning our training applies on the
-CPU (``executor.tune_cpu_allocator``) serves them too.
+over the batches. All share the process (and its allocator).
 
 Each peer's neuron is set to the paper's LIF (u <- 0.2 u (1 - o) + I, o = [u > 0.5], reset to
 zero, rectangle surrogate of width 1) as closely as it can state it; ``NEURONS`` says where it
@@ -103,7 +102,7 @@ def our_epoch(run):
 
 def snntorch_forward(ref):
     """The model itself, stepped: what an snnTorch user writes."""
-    from dpap_deploy.neurons import reset_states
+    from dpap_deploy.graph import reset_states
     net = copy.deepcopy(ref)
 
     def forward(x):

@@ -4,10 +4,8 @@ SNN and (small batch) the CIFAR-10 SNN.
 
     python benchmarks/bench_speed.py [--repeats 7] [--quick] [--out benchmarks/results/speed.json]
 
-Each model is measured twice, in two child processes run one after the other: with glibc's
-default allocator, and with the allocator tuning the command line applies to its own process
-on CPU (``dpap_deploy.executor.tune_cpu_allocator``); both executors share the process, so
-each ratio compares like with like. ``--quick``: the paper's MNIST SNN only (batch 128, at
+Both executors share the process (glibc's default allocator), so each ratio compares like
+with like. ``--quick``: the paper's MNIST SNN only (batch 128, at
 initialisation), 3 repeats. A training step is forward, backward and an Adam step on one
 batch (DPAP not attached; the fused Adam training uses); inference is a no-grad forward of one batch. Inputs: real digits
 (upsampled to 28x28 for snn-mnist, to 32x32 RGB for snn-cifar10), direct encoding, T = 8.
@@ -18,9 +16,7 @@ Run it alone: two torch processes at once slow each other down.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import time
 
@@ -39,7 +35,7 @@ def input_densities(graph, x, steps: int) -> dict:
     hooks = [m.register_forward_pre_hook(
         lambda _m, inp, n=n: seen.setdefault(n, []).append(float((inp[0] != 0).float().mean())))
         for n, m in graph.model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
-    from dpap_deploy.graph import run_window
+    from dpap_deploy.executor.run import run_window
     graph.model.eval()
     with torch.no_grad():
         run_window(graph, x, steps)
@@ -54,7 +50,8 @@ def measure(name: str, shape, batch: int, repeats: int, trained: int = 0, steps:
     from common import interleaved_medians, median
     from dpap_deploy.data import load_dataset
     from dpap_deploy.executor import MultiStep
-    from dpap_deploy.graph import build_graph, run_window
+    from dpap_deploy.executor.run import run_window
+    from dpap_deploy.graph import build_graph
     from dpap_deploy.zoo import build_model
 
     torch.manual_seed(0)
@@ -112,62 +109,32 @@ def measure(name: str, shape, batch: int, repeats: int, trained: int = 0, steps:
     return out
 
 
-def child(args) -> None:
-    if args.tuned:
-        from dpap_deploy.executor import tune_cpu_allocator
-        assert tune_cpu_allocator()
-    import torch
-    res = {"threads": torch.get_num_threads(), "models": {}}
-    for name, shape, batch, trained in (QUICK if args.quick else MODELS):
-        label = f"{name}+{trained}" if trained else name
-        res["models"][label] = measure(name, shape, batch, args.repeats, trained)
-    print(json.dumps(res))
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=None, help="7, or 3 with --quick")
     ap.add_argument("--quick", action="store_true", help="snn-mnist (batch 128) only")
     ap.add_argument("--out", default="benchmarks/results/speed.json")
-    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--tuned", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     args.repeats = args.repeats or (3 if args.quick else 7)
-    if args.child:
-        return child(args)
-    results = {}
-    for label, tuned in (("default_allocator", False), ("tuned_allocator", True)):
-        cmd = [sys.executable, __file__, "--child", "--repeats", str(args.repeats)] + \
-            (["--quick"] if args.quick else [])
-        env = dict(os.environ, DPAP_DEPLOY_MALLOC_TUNING="1")
-        t0 = time.perf_counter()
-        r = subprocess.run(cmd + (["--tuned"] if tuned else []), capture_output=True, text=True,
-                           env=env, cwd=os.path.dirname(os.path.abspath(__file__)))
-        if r.returncode != 0:
-            sys.exit(r.stderr[-2000:])
-        results[label] = json.loads(r.stdout.strip().splitlines()[-1])
-        results[label]["wall_s"] = time.perf_counter() - t0
-    print(f"{'model':15s} {'allocator':9s} {'train step':>10s} {'multi':>8s} {'ratio':>6s}   "
-          f"{'infer step':>10s} {'multi':>8s} {'ratio':>6s}   (samples/s)")
-    for label, res in results.items():
-        for name, m in res["models"].items():
-            print(f"{name:15s} {label.split('_')[0]:9s} {m['train_step_loop']:10.0f} "
-                  f"{m['train_multistep']:8.0f} {m['train_ratio']:5.2f}x   "
-                  f"{m['infer_step_loop']:10.0f} {m['infer_multistep']:8.0f} {m['infer_ratio']:5.2f}x")
-    for name in results["default_allocator"]["models"]:
-        old = results["default_allocator"]["models"][name]
-        new = results["tuned_allocator"]["models"][name]
-        print(f"{name}: the command line's training (multi-step, tuned allocator) against the "
-              f"step loop (default allocator): train "
-              f"{new['train_multistep'] / old['train_step_loop']:.2f}x, infer "
-              f"{new['infer_multistep'] / old['infer_step_loop']:.2f}x; the allocator tuning "
-              f"alone (multi-step): train {new['train_multistep'] / old['train_multistep']:.2f}x")
-    print("nonzeros in each synapse's input (snn-mnist+300: after 300 training steps):")
-    for name, m in results["default_allocator"]["models"].items():
-        print(f"  {name}: " + ", ".join(f"{k} {v:.1%}" for k, v in m["input_nonzeros"].items()))
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import torch
     from common import write_results
-    write_results(args.out, {"benchmark": "speed", **results})
+    t0 = time.perf_counter()
+    res = {"threads": torch.get_num_threads(), "models": {}}
+    for name, shape, batch, trained in (QUICK if args.quick else MODELS):
+        label = f"{name}+{trained}" if trained else name
+        res["models"][label] = measure(name, shape, batch, args.repeats, trained)
+    res["wall_s"] = time.perf_counter() - t0
+    print(f"{'model':15s} {'train step':>10s} {'multi':>8s} {'ratio':>6s}   "
+          f"{'infer step':>10s} {'multi':>8s} {'ratio':>6s}   (samples/s)")
+    for name, m in res["models"].items():
+        print(f"{name:15s} {m['train_step_loop']:10.0f} "
+              f"{m['train_multistep']:8.0f} {m['train_ratio']:5.2f}x   "
+              f"{m['infer_step_loop']:10.0f} {m['infer_multistep']:8.0f} {m['infer_ratio']:5.2f}x")
+    print("nonzeros in each synapse's input (snn-mnist+300: after 300 training steps):")
+    for name, m in res["models"].items():
+        print(f"  {name}: " + ", ".join(f"{k} {v:.1%}" for k, v in m["input_nonzeros"].items()))
+    write_results(args.out, {"benchmark": "speed", **res})
 
 
 if __name__ == "__main__":

@@ -127,12 +127,10 @@ def make_executor(cfg: TrainConfig, model: nn.Module, kind: str, example: torch.
     (the step loop; ``--executor step`` asks for it)."""
     if cfg.executor != "multistep" or kind != "snn":
         return None
-    from ..executor import MultiStep, tune_cpu_allocator
+    from ..executor import MultiStep
     graph = graph_of(graph or model, example)
     if not MultiStep.supports(graph):
         return None
-    if example.device.type == "cpu":
-        tune_cpu_allocator()
     return MultiStep(graph, checked=True)
 
 
