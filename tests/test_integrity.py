@@ -3,7 +3,7 @@ non-finite weights, thresholds or decays, silent or constant outputs (a failed p
 "agreement 100%"), NIR files with bad metadata or data outside the file (HDF5 external links
 and external storage), checkpoints whose record fields have the wrong type.
 
-The CLI cases run the real command in a subprocess: exit 2, one stderr line naming the problem,
+The CLI cases run the real command in its own process (``cli`` in conftest.py): exit 2, one stderr line naming the problem,
 no traceback; a refused command leaves nothing in a fresh output folder and changes nothing in
 an existing one. The API cases check that the same functions raise a ``DPAPError``.
 """
@@ -14,10 +14,7 @@ import json
 import os
 import shutil
 import struct
-import subprocess
-import sys
 import zipfile
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import h5py
@@ -251,24 +248,18 @@ def _args(world, case_dir: Path, argv: str):
     return out, fresh, existing
 
 
-def _run(world, tmp: Path, case):
-    name, argv, _frags = case
-    case_dir = tmp / name
-    case_dir.mkdir()
-    args, fresh, existing = _args(world, case_dir, argv)
-    before = {str(e): _snapshot(e) for e in existing}
-    r = subprocess.run([sys.executable, "-m", "dpap_deploy", *args], capture_output=True,
-                       text=True, cwd=ROOT, env=ENV, timeout=300)
-    return r, fresh, before, {str(e): _snapshot(e) for e in existing}
-
-
 @pytest.fixture(scope="module")
-def results(world, tmp_path_factory):
+def results(world, tmp_path_factory, cli):
     tmp = tmp_path_factory.mktemp("cases")
     inputs = _snapshot(world["w"])
-    cases = REFUSED + FAILED_PARITY
-    with ThreadPoolExecutor(2) as pool:
-        done = dict(zip([c[0] for c in cases], pool.map(lambda c: _run(world, tmp, c), cases)))
+    prepared = {}
+    for name, argv, _frags in REFUSED + FAILED_PARITY:
+        (tmp / name).mkdir()
+        args, fresh, existing = _args(world, tmp / name, argv)
+        prepared[name] = (args, fresh, existing, {str(e): _snapshot(e) for e in existing})
+    runs = cli.many([p[0] for p in prepared.values()], env=ENV, timeout=300, jobs=2)
+    done = {name: (r, fresh, before, {str(e): _snapshot(e) for e in existing})
+            for (name, (_, fresh, existing, before)), r in zip(prepared.items(), runs)}
     done["__inputs__"] = (inputs, _snapshot(world["w"]))
     return done
 
@@ -411,13 +402,11 @@ def test_api_nir_file_checks_out_before_reading(world, monkeypatch):
     assert not (world["w"] / "never").exists()
 
 
-def test_nir_file_takes_the_output_lock(world, tmp_path):
+def test_nir_file_takes_the_output_lock(world, tmp_path, cli):
     from dpap_deploy.lock import output_lock
     out = tmp_path / "busy"
     with output_lock(out, "a test holding the folder"):
-        r = subprocess.run([sys.executable, "-m", "dpap_deploy", "export",
-                            str(world["signed_nir"]), "--target", "loihi-sim", "--out", str(out)],
-                           capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=300)
+        r = cli(["export", world["signed_nir"], "--target", "loihi-sim", "--out", out], env=ENV)
         assert sorted(p.name for p in out.iterdir()) == [".dpap-lock"]
     _one_line(r, ["is in use by", "a test holding the folder"])
 

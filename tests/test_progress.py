@@ -1,8 +1,6 @@
 """The longer stages say when they start and end, through a ``log`` callable: the API is silent
 unless given one, and the CLI's lines go to stderr, also into a pipe, leaving stdout to the
 result line."""
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -77,16 +75,13 @@ def test_export_says_start_and_check(snn_run, tmp_path):
     assert lines[2] == "export nir: checking the result against torch (agreement 100.00%)"
 
 
-def test_cli_compact_into_a_pipe(snn_run, tmp_path):
-    r = subprocess.run([sys.executable, "-m", "dpap_deploy", "compact", str(snn_run), "--out",
-                        str(tmp_path / "c")], capture_output=True, text=True, timeout=600)
+def test_cli_compact_into_a_pipe(snn_run, tmp_path, cli):
+    r = cli(["compact", snn_run, "--out", tmp_path / "c"], timeout=600)
     assert r.returncode == 0, r.stderr
     progress = [l for l in r.stderr.splitlines() if l.startswith("compact: ")]
     assert len(progress) >= 5 and progress[0].endswith(" ...")
     assert len(r.stdout.splitlines()) == 1 and r.stdout.startswith("parameters ")
-    quiet = subprocess.run([sys.executable, "-m", "dpap_deploy", "compact", str(snn_run),
-                            "--out", str(tmp_path / "q"), "--quiet"], capture_output=True,
-                           text=True, timeout=600)
+    quiet = cli(["compact", snn_run, "--out", tmp_path / "q", "--quiet"], timeout=600)
     assert quiet.returncode == 0, quiet.stderr
     assert not [l for l in quiet.stderr.splitlines() if l.startswith("compact: ")]
     assert quiet.stdout.splitlines()[0].split(";")[0] == r.stdout.split(";")[0]

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import shared_cli
 from test_bad_inputs import _npz, _snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,10 +30,10 @@ H5PY_FULL = ("Can't synchronously write data (file write failed: time = Sun Dec 
 
 
 def cli(*args, patch: str = "") -> subprocess.CompletedProcess:
-    """The real command line in a subprocess; ``patch`` runs first (an injected fault)."""
+    """The real command line in its own process (conftest's ``Cli``: ``python -c``, forked after
+    the imports); ``patch`` runs first (an injected fault)."""
     code = textwrap.dedent(patch) + "\nfrom dpap_deploy.cli import main\nsys.exit(main(sys.argv[1:]))"
-    return subprocess.run([sys.executable, "-c", "import sys\n" + code, *map(str, args)],
-                          cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    return shared_cli()(args, code="import sys\n" + code, env=ENV, timeout=300)
 
 
 def one_error_line(r: subprocess.CompletedProcess, *fragments: str) -> str:
