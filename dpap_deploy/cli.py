@@ -130,6 +130,20 @@ def _add_nir_options(p: argparse.ArgumentParser) -> None:
                    "for readers without AvgPool2d, e.g. Norse)")
 
 
+def _add_fixed_point_options(p: argparse.ArgumentParser) -> None:
+    # default None, not False / 0: a NIR file's run refuses them when given (RUN_ONLY_OPTIONS)
+    p.add_argument("--fixed-point", action="store_true", default=None, help="loihi-sim: Lava's "
+                   "bit-accurate fixed-point models, checked bit for bit against the torch "
+                   "emulation")
+    p.add_argument("--fine-tune", type=int, metavar="EPOCHS", help="netx: epochs of "
+                   "quantization-aware fine-tuning of the folded network on the training set "
+                   "before the export (report.json's qat; docs/deploy.md); default none")
+
+
+def _fixed_point_args(args: argparse.Namespace) -> dict:
+    return {"fixed_point": bool(args.fixed_point), "fine_tune": args.fine_tune or 0}
+
+
 def _add_quiet(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress lines")
 
@@ -183,7 +197,8 @@ def _print_export(e) -> None:
 
 
 NIR_FILE_OPTIONS = ("time_steps", "input", "dt")   # what a run folder's export would ignore
-RUN_ONLY_OPTIONS = ("nir_encoding", "nir_pooling")   # and what a NIR file's run would ignore
+# and what a NIR file's run would ignore
+RUN_ONLY_OPTIONS = ("nir_encoding", "nir_pooling", "fixed_point", "fine_tune")
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -192,8 +207,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     given = [f"--{n.replace('_', '-')}" for n in (RUN_ONLY_OPTIONS if nir_file else
                                                    NIR_FILE_OPTIONS) if getattr(args, n) is not None]
     if given and nir_file:
-        raise ConfigError(f"{', '.join(given)} shape the NIR file a run exports; {args.source} "
-                          "is a NIR file already, run as it is written: drop the option")
+        raise ConfigError(f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to a "
+                          f"run's export; {args.source} is a NIR file already, run as it is "
+                          "written: drop the option")
     if given:
         raise ConfigError(f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to a NIR "
                           f"file only; {args.source} is a run, which exports with its own "
@@ -204,7 +220,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     _print_export(pipeline.export(args.source, args.target, args.out,
                                   max_samples=args.max_samples, overwrite=args.overwrite,
                                   log=_log(args), nir_encoding=args.nir_encoding,
-                                  nir_pooling=args.nir_pooling).export)
+                                  nir_pooling=args.nir_pooling, **_fixed_point_args(args)).export)
     return 0
 
 
@@ -226,7 +242,8 @@ def cmd_train_and_export(args: argparse.Namespace) -> int:
     r = pipeline.train_and_export(train_config_from_args(args), args.target, args.out,
                                   resume=args.resume, progress=not args.quiet, log=_log(args),
                                   max_samples=args.max_samples, overwrite=args.overwrite,
-                                  nir_encoding=args.nir_encoding, nir_pooling=args.nir_pooling)
+                                  nir_encoding=args.nir_encoding, nir_pooling=args.nir_pooling,
+                                  **_fixed_point_args(args))
     print(f"test accuracy {r.accuracy.test:.4f}, parameters "
           f"{r.params.dense:,} -> {r.params.compact:,} after compaction")
     _print_export(r.export)
@@ -306,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dt", type=float, help="NIR file: the time step (s) its time constants were "
                    "written for (default: the file's metadata dt, else 1e-4 with a warning)")
     _add_nir_options(p)
+    _add_fixed_point_options(p)
     _add_quiet(p)
     p.set_defaults(func=cmd_export)
     p = sub.add_parser("train-and-export", help="train with DPAP, compact, export, verify")
@@ -314,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="%(choices)s (default loihi-sim)")
     p.add_argument("--max-samples", type=int, help="test samples the target runs")
     _add_nir_options(p)
+    _add_fixed_point_options(p)
     p.set_defaults(func=cmd_train_and_export)
     p = sub.add_parser("check", help="will it deploy? every blocker of a run's or model "
                        "file's model for each target, before (or without) exporting")

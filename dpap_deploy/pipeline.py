@@ -143,9 +143,20 @@ def _check_fine_tune(fine_tune, target: str) -> int:
     return n
 
 
+def _check_fixed_point(fixed_point, target: str) -> bool:
+    if fixed_point not in (True, False):
+        from .errors import ConfigError
+        raise ConfigError(f"fixed_point must be True or False, got {fixed_point!r}")
+    if fixed_point and target != "loihi-sim":
+        from .errors import ConfigError
+        raise ConfigError(f"--fixed-point is for --target loihi-sim, not {target!r} (netx is "
+                          "always fixed point): drop the option")
+    return bool(fixed_point)
+
+
 def export(source: str | Path, target: str, out: str | Path, *, max_samples: int | None = None,
            data=None, overwrite: bool = False, log=None, nir_encoding: str | None = None,
-           nir_pooling: str | None = None, fine_tune: int = 0):
+           nir_pooling: str | None = None, fine_tune: int = 0, fixed_point: bool = False):
     """Compact the run at ``source``, export the compacted network to ``target``, verify it in
     the target's consumer, report. Raises ``ParityError`` (after writing the report) when the
     parity check fails. The report's ``export`` reads ``pending`` from before the export starts
@@ -154,7 +165,9 @@ def export(source: str | Path, target: str, out: str | Path, *, max_samples: int
     ``nir_encoding`` / ``nir_pooling``: how the NIR file of ``nir`` and ``loihi-sim`` is
     written (``"gain"`` / ``"unit-r"``, ``"avg"`` / ``"sum"``; docs/nir-compat.md).
     ``fine_tune``: epochs of quantization-aware fine-tuning of the folded network on the
-    training set before a ``netx`` export (``qat.py``; report.json's ``qat``), 0: none."""
+    training set before a ``netx`` export (``qat.py``; report.json's ``qat``), 0: none.
+    ``fixed_point``: ``loihi-sim`` runs Lava's bit-accurate fixed-point models, checked bit for
+    bit against the torch emulation (``exporters/lava_sim.py``)."""
     from .exporters import ExportJob, check_target, export as run_export, sample_limit
     from .exporters.nir_export import nir_options
     from .report import export_section, pending_export, save_export
@@ -162,9 +175,12 @@ def export(source: str | Path, target: str, out: str | Path, *, max_samples: int
     source, out = check_run_source(source), check_out_dir(out)
     max_samples = check_optional_count("max_samples", max_samples)
     fine_tune = _check_fine_tune(fine_tune, target)
+    fixed_point = _check_fixed_point(fixed_point, target)
     trained = load_trained(source)
     check_target(target, trained.kind)                     # fail before any work
     options = nir_options(target, nir_encoding, nir_pooling)
+    if fixed_point:
+        options["fixed_point"] = True
     with output_lock(out, f"export --target {target}"):
         claim = claim_folder(out, source, f"export --target {target}", overwrite)
         data = data if data is not None else trained.load_data()
@@ -198,9 +214,10 @@ def report(run_dir: str | Path, *, baseline: str | Path | None = None) -> Path:
 def train_and_export(cfg, target: str, out: str | Path, *, resume: bool = False,
                      progress: bool = True, log=None, max_samples: int | None = None,
                      overwrite: bool = False, nir_encoding: str | None = None,
-                     nir_pooling: str | None = None, fine_tune: int = 0):
+                     nir_pooling: str | None = None, fine_tune: int = 0,
+                     fixed_point: bool = False):
     """Train with DPAP, compact (``fine_tune``: and fine-tune for netx's fixed point, as
-    :func:`export`), export, verify, report: the whole path in one call. The
+    :func:`export`), export (``fixed_point``: as :func:`export`), verify, report: the whole path in one call. The
     export goes into the training folder itself (the same run); ``overwrite`` replaces a run
     already in ``out``. A model ``target`` would refuse is refused before training, with every
     blocker (``NotDeployableError``; nothing is trained or written)."""
@@ -217,6 +234,7 @@ def train_and_export(cfg, target: str, out: str | Path, *, resume: bool = False,
     nir_options(target, nir_encoding, nir_pooling)
     max_samples = check_optional_count("max_samples", max_samples)
     fine_tune = _check_fine_tune(fine_tune, target)
+    fixed_point = _check_fixed_point(fixed_point, target)
     out = _check_train_out(cfg, out, resume)
     from .data import load_dataset
     data = load_dataset(cfg.dataset, cfg.data_root, cfg.time_steps)
@@ -225,7 +243,8 @@ def train_and_export(cfg, target: str, out: str | Path, *, resume: bool = False,
         train(cfg, out, resume=resume, progress=progress, log=log, data=data,
               overwrite=overwrite)
         return export(out, target, out, max_samples=max_samples, data=data, log=log,
-                      nir_encoding=nir_encoding, nir_pooling=nir_pooling, fine_tune=fine_tune)
+                      nir_encoding=nir_encoding, nir_pooling=nir_pooling, fine_tune=fine_tune,
+                      fixed_point=fixed_point)
 
 
 def check(source: str | Path, targets=None):

@@ -102,6 +102,35 @@ def test_nir_file_options_are_refused_for_a_run(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_fixed_point_options_reach_the_pipeline_or_are_refused_in_one_line(tmp_path, capsys):
+    """--fixed-point (loihi-sim) and --fine-tune EPOCHS (netx) on export and train-and-export;
+    for another target, or a NIR file's run (which would ignore them), one line, nothing
+    written."""
+    from dpap_deploy.cli import build_parser, main
+    parse = build_parser().parse_args
+    args = parse(["train-and-export", "--target", "loihi-sim", "--fixed-point", "--out", "o"])
+    assert (args.fixed_point, args.fine_tune) == (True, None)
+    args = parse(["export", "run", "--target", "netx", "--fine-tune", "2", "--out", "o"])
+    assert (args.fixed_point, args.fine_tune) == (None, 2)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint.pt").write_bytes(b"")        # refused before the checkpoint is read
+    cases = [(["export", str(run), "--target", "netx", "--fixed-point"],
+              "--fixed-point is for --target loihi-sim, not 'netx'"),
+             (["export", str(run), "--target", "loihi-sim", "--fine-tune", "1"],
+              "fine_tune=1", "use --target netx"),
+             (["export", "x.nir", "--target", "loihi-sim", "--fixed-point", "--fine-tune", "1"],
+              "--fixed-point, --fine-tune apply to a run's export"),
+             (["train-and-export", "--target", "nir", "--fixed-point"],
+              "--fixed-point is for --target loihi-sim, not 'nir'")]
+    for argv, *fragments in cases:
+        assert main([*argv, "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("dpap-deploy: error: "), err
+        assert all(f in err[0] for f in fragments), err[0]
+    assert not (tmp_path / "o").exists()
+
+
 def test_nir_file_does_not_write_over_another_run(tmp_path):
     """export FILE.nir --out D: D may hold an earlier run of the same file; another run there is
     refused (nothing changed) unless --overwrite."""
@@ -144,3 +173,8 @@ def test_export_writes_the_nir_encoding_asked_for(tmp_path):
             "--out", str(tmp_path / "netx"))
     _assert_one_line_error(r, "--nir-encoding", "--target netx writes none")
     assert not (tmp_path / "netx").exists()
+    r = cli("export", str(run), "--target", "loihi-sim", "--fixed-point", "--max-samples", "4",
+            "--quiet", "--out", str(tmp_path / "fixed"))
+    assert r.returncode == 0, r.stderr
+    parity = json.loads((tmp_path / "fixed" / "report.json").read_text())["export"]["parity"]
+    assert parity["fixed_identical"] == 1.0, parity

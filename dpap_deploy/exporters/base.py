@@ -48,6 +48,7 @@ class ExportJob:
     log: Any = None                  # told how a long consumer run goes (a line); None: silent
     time_axis: int | None = None     # the inputs' time axis: 1 [N, T, ...], 0 [T, N, ...]
                                      # (an own loop reading x[t]); None: none, or inferred
+    fixed_point: bool = False        # loihi-sim: Lava's bit-accurate fixed-point models
 
     def __post_init__(self) -> None:
         self.time_axis = check_axis(self.time_axis)

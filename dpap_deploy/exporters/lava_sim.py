@@ -43,10 +43,8 @@ CALIBRATION_SAMPLES = 64
 
 
 def export(job: ExportJob, out: Path, fixed_point: bool | None = None) -> ExportResult:
-    """``fixed_point``: None reads the job's ``fixed_point`` (False when it has none)."""
-    if fixed_point is None:
-        fixed_point = bool(getattr(job, "fixed_point", False))
-    if fixed_point:
+    """``fixed_point``: None reads the job's ``fixed_point``."""
+    if job.fixed_point if fixed_point is None else fixed_point:
         return export_fixed(job, out)
     x, y = job.samples()
     path, fgraph = write_nir(job, Path(out) / FILE)
