@@ -133,3 +133,21 @@ def test_an_ann_output_leaves_the_snn_keys_out_and_an_snn_output_names_them():
     snn = {**ann, "firing_rate": None, "silent_fraction": 0.5, "warning": None}
     for out in (ann, snn):
         assert Report.from_dict({**CONTRACT, "output": out}).to_dict()["output"] == out
+
+
+def test_a_later_stage_keeps_the_compaction_sections_it_lacks_but_not_a_fine_tuning():
+    """``Report.merged`` (save_report over an earlier report.json): the compaction's sections,
+    the chip estimate among them, stay when a newer report lacks them; ``qat`` does not (a
+    compaction without fine-tuning made the earlier one stale)."""
+    est = {"layers": [], "neurons": 1, "memory_bytes": 1, "cores": 1, "chips": 1}
+    qat = {"target": "netx", "accuracy_float": 0.5, "accuracy_quantised": 0.5,
+           "accuracy_fine_tuned": 0.5, "accuracy_fine_tuned_float": 0.5, "epochs": 1, "lr": 1e-4,
+           "train_samples": 1, "measured_on": "test", "loss": [0.1]}
+    old = Report.from_dict({**copy.deepcopy(CONTRACT), "qat": qat, "chip": {
+        "dense": est, "compacted": est, "saving": {"cores": 0, "memory_bytes": 0, "neurons": 0},
+        "limits": {}, "note": ""}})
+    newer = Report.from_dict({k: v for k, v in copy.deepcopy(CONTRACT).items()
+                              if k not in ("params", "ops", "export")})
+    merged = old.merged(newer)
+    assert (merged.chip, merged.params, merged.export) == (old.chip, old.params, old.export)
+    assert merged.qat is None

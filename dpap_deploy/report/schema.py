@@ -307,9 +307,10 @@ class Report(Section):
 
     def merged(self, newer: "Report") -> "Report":
         """``newer`` with the sections it lacks taken from this report (a compaction keeps an
-        export's pending mark and the baseline a report was drawn against)."""
+        export's pending mark and the baseline a report was drawn against). ``qat`` is not
+        kept: a compaction without fine-tuning makes an earlier one stale."""
         keep = {f: getattr(self, f) for f in ("params", "ops", "compaction", "source_run",
-                                               "neurobench", "export", "baseline_run")
+                                               "neurobench", "chip", "export", "baseline_run")
                 if getattr(newer, f) is None}
         return newer.model_copy(update=keep)
 
