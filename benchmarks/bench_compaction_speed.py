@@ -21,10 +21,11 @@ import tempfile
 import torch
 
 from common import digits_28, interleaved_medians, median, write_results
-from dpap_deploy.compaction import compact, masks_from_dpap_state
+from dpap_deploy.compaction import compact
 from dpap_deploy.compaction.compact import outputs
 from dpap_deploy.counting import fanout
 from dpap_deploy.graph import build_graph
+from dpap_deploy.masks import from_dpap_state
 from dpap_deploy.training import TrainConfig, train
 
 FAST = {"conv": {"epsilon": 1.0, "eta": 4.0, "beta": 3.0, "warmup": 1},
@@ -50,7 +51,7 @@ def bench(model_name: str, epochs: int, repeats: int, batch: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         run = train(TrainConfig(model=model_name, epochs=epochs, batch_size=64, device="cpu",
                                 dpap_config=FAST), tmp, progress=False, data=data)
-    masks = masks_from_dpap_state(run.dpap.state_dict())
+    masks = from_dpap_state(run.dpap.state_dict())
     model = run.model.eval()
     x = data.x_test.repeat(-(-batch // len(data.x_test)), 1, 1, 1)[:batch]
     T = run.cfg.time_steps

@@ -15,7 +15,8 @@ import sys
 import tempfile
 
 from common import bench_parser, load_bench_data, merge_dpap_config, write_results
-from dpap_deploy.compaction import compact, masks_from_dpap_state
+from dpap_deploy.compaction import compact
+from dpap_deploy.masks import from_dpap_state
 from dpap_deploy.training import TrainConfig, train
 
 
@@ -28,7 +29,7 @@ def measure(cfg: TrainConfig, data, label: str) -> dict:
            "layers": {s["name"]: [s["neurons_kept"], s["neurons_total"]] for s in run.layer_stats()}}
     if run.dpap is not None:
         x = data.x_test[:200]
-        small = compact(run.model.eval(), x, masks_from_dpap_state(run.dpap.state_dict()),
+        small = compact(run.model.eval(), x, from_dpap_state(run.dpap.state_dict()),
                         time_steps=cfg.time_steps, graph=run.dpap.graph)
         row["compacted"] = {lp.name: len(lp.keep_out) for lp in small.plan.layers}
     return row

@@ -18,9 +18,10 @@ import time
 import numpy as np
 
 from common import write_results
-from dpap_deploy.compaction import compact, deployment_graph, masks_from_dpap_state
+from dpap_deploy.compaction import compact, deployment_graph
 from dpap_deploy.exporters.nir_graph import to_nir
 from dpap_deploy.exporters.nir_to_lava import LavaNetwork
+from dpap_deploy.masks import from_dpap_state
 from dpap_deploy.training import TrainConfig, train
 
 
@@ -42,7 +43,7 @@ def main(argv=None) -> int:
     T = run.cfg.time_steps
     x = run.data.x_test[:n]
     masked = deployment_graph(run.model.eval(), x, time_steps=T)
-    masks = masks_from_dpap_state(run.dpap.state_dict())
+    masks = from_dpap_state(run.dpap.state_dict())
     small = deployment_graph(compact(run.model, x, masks, time_steps=T).model, x, time_steps=T)
     times = {"masked": [], "compact": []}
     outs = {}

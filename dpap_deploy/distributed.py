@@ -27,7 +27,6 @@ import torch
 import torch.distributed as dist
 
 from .errors import ConfigError, DPAPError
-from .masks import digest as masks_digest  # noqa: F401  (its name here before)
 
 
 @dataclass(frozen=True)

@@ -217,10 +217,10 @@ def train_and_export(cfg, target: str, out: str | Path, *, resume: bool = False,
                      nir_pooling: str | None = None, fine_tune: int = 0,
                      fixed_point: bool = False):
     """Train with DPAP, compact (``fine_tune``: and fine-tune for netx's fixed point, as
-    :func:`export`), export (``fixed_point``: as :func:`export`), verify, report: the whole path in one call. The
-    export goes into the training folder itself (the same run); ``overwrite`` replaces a run
-    already in ``out``. A model ``target`` would refuse is refused before training, with every
-    blocker (``NotDeployableError``; nothing is trained or written)."""
+    :func:`export`), export (``fixed_point``: as :func:`export`), verify, report: the whole
+    path in one call. The export goes into the training folder itself (the same run);
+    ``overwrite`` replaces a run already in ``out``. A model ``target`` would refuse is refused
+    before training, with every blocker (``NotDeployableError``; nothing is trained or written)."""
     from .distributed import env_world
     from .errors import ConfigError
     from .exporters import check_target

@@ -2,7 +2,7 @@
 
 | module | job |
 |---|---|
-| `schema.py` | the sections of ``report.json`` as dataclasses, checked when read, schema version |
+| `schema.py` | the sections as pydantic models (JSON Schema: docs/report.schema.json), checked |
 | `build.py` | the sections from what each stage measured (training, compaction, export) |
 | `files.py` | ``report.json`` written atomically and read back checked; ``history.csv`` read back |
 | `paths.py` | paths in a report relative to its folder (no absolute machine path) |

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from ..counting import PJ_PER_AC, PJ_PER_MAC, OpsReport
-from ..dpap.masking import nonzero_kernels
+from ..masks import nonzero_kernels
 from ..metrics import silent_warning
 from ..notices import warn
 from .schema import (Accuracy, Chip, Compaction, CompactionLayer, Export, LayerPruning, Ops,
