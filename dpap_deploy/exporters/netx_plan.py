@@ -28,6 +28,7 @@ from torch import nn
 
 from ..graph import ModelGraph
 from ..graph.model_graph import FLATTEN, INPUT, NEURON, NORM, OUTPUT, PASS, POOL, SYNAPSE
+from ..graph.trace_ops import pair
 from .netx_neurons import ELSEWHERE, neuron_reasons, neuron_values
 from .netx_pools import (as_2d, compose_after, describe, fold_before, pool_2d,
                          pool_shape_reason)
@@ -63,10 +64,6 @@ class NetxLayer:
     pooled: list[str] = field(default_factory=list)   # average pools folded into it
 
 
-def _pair(v) -> tuple[int, int]:
-    return (int(v), int(v)) if isinstance(v, int) else tuple(int(x) for x in v)
-
-
 def _conv_reason(node) -> str | None:
     m = node.module
     if m.padding_mode != "zeros" or isinstance(m.padding, str) and m.padding != "valid":
@@ -93,7 +90,7 @@ def _synapse(node, weights: bool = True) -> NetxLayer:
                          w.unsqueeze(2), b, (1, m.stride[0]), (0, pad[0]), (1, m.dilation[0]),
                          int(m.groups))
     return NetxLayer("conv", node.name, tuple(node.in_shape), tuple(node.out_shape), w, b,
-                     _pair(m.stride), _pair(pad), _pair(m.dilation), int(m.groups))
+                     pair(m.stride), pair(pad), pair(m.dilation), int(m.groups))
 
 
 def _maxpool_layer(node) -> tuple[NetxLayer | None, str | None]:
@@ -107,8 +104,8 @@ def _maxpool_layer(node) -> tuple[NetxLayer | None, str | None]:
     kh, kw = a["kernel"]
     return NetxLayer("conv", node.name, tuple(node.in_shape), tuple(node.out_shape),
                      torch.ones(c, 1, kh, kw, dtype=torch.float64),
-                     torch.zeros(c, dtype=torch.float64), _pair(a["stride"]),
-                     _pair(a["padding"]), (1, 1), c, beta=0.0, threshold=0.5,
+                     torch.zeros(c, dtype=torch.float64), pair(a["stride"]),
+                     pair(a["padding"]), (1, 1), c, beta=0.0, threshold=0.5,
                      peak=float(kh * kw)), None
 
 

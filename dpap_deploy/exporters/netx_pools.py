@@ -1,4 +1,5 @@
-"""Average pooling folded into netx weights, and pools given as 2-D (``netx_plan`` uses them).
+"""Average pooling folded into netx weights (the weight arithmetic is ``compaction.fold_pools``'s),
+and pools given as 2-D (``netx_plan`` uses them).
 
 Average pooling is linear, so it folds into a synapse exactly (float64 arithmetic):
 
@@ -21,8 +22,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 import torch
-import torch.nn.functional as F
 
+from ..compaction.fold_pools import pool_after_conv, pool_before_conv, pool_before_dense
 from ..graph.model_graph import POOL
 
 
@@ -65,47 +66,6 @@ def pool_shape_reason(node, need_tiling: bool) -> str | None:
         return (f"average pooling '{node.name}' (kernel {tuple(k)}, stride {tuple(s)}) after a "
                 "neuron folds into the next synapse only with stride = kernel")
     return None
-
-
-@torch.no_grad()
-def pool_after_conv(weight: torch.Tensor, stride: tuple[int, int],
-                    kernel: tuple[int, int]) -> torch.Tensor:
-    """The kernel of ``avgpool_kernel(conv_{weight, stride}(x))`` as one convolution (stride
-    ``stride * pool stride``, padding unchanged): ``W'[v] = sum_{a < k} W[v - S a] / (k_h k_w)``,
-    of shape ``[Co, Ci, (k_h - 1) S_h + K_h, (k_w - 1) S_w + K_w]``; summed in float64, then
-    rounded once to ``weight``'s dtype."""
-    kh, kw = kernel
-    co, ci, fh, fw = weight.shape
-    box = torch.full((1, 1, kh, kw), 1.0 / (kh * kw), dtype=torch.float64, device=weight.device)
-    w = F.conv_transpose2d(box, weight.double().reshape(1, co * ci, fh, fw), stride=tuple(stride))
-    return w.reshape(co, ci, *w.shape[-2:]).to(weight.dtype)
-
-
-@torch.no_grad()
-def pool_before_conv(weight: torch.Tensor, kernel: tuple[int, int]) -> torch.Tensor:
-    """The kernel of ``conv_weight(avgpool_kernel(x))`` (pool stride = kernel) as one
-    convolution on the unpooled map (stride and padding times the kernel):
-    ``W'[v] = W[v // k] / (k_h k_w)``, shape ``[Co, Ci, K_h k_h, K_w k_w]``."""
-    kh, kw = kernel
-    co, ci, fh, fw = weight.shape
-    box = torch.full((1, 1, kh, kw), 1.0 / (kh * kw), dtype=torch.float64, device=weight.device)
-    wk = F.conv_transpose2d(weight.double().reshape(co * ci, 1, fh, fw), box, stride=(kh, kw))
-    return wk.reshape(co, ci, *wk.shape[-2:]).to(weight.dtype)
-
-
-@torch.no_grad()
-def pool_before_dense(weight: torch.Tensor, in_shape: tuple[int, int, int],
-                      kernel: tuple[int, int]) -> torch.Tensor:
-    """The weight of ``linear(flatten(avgpool_kernel(x)))`` (pool stride = kernel) on the
-    flattened unpooled map ``in_shape = (C, H, W)``: each pooled column spread over its
-    ``k_h x k_w`` source pixels, divided by ``k_h k_w``; rows and columns the pool drops get
-    zero weights. Shape ``[O, C H W]``."""
-    (c, h, w), (kh, kw) = in_shape, kernel
-    hp, wp = h // kh, w // kw
-    wl = weight.double().view(weight.shape[0], c, hp, wp)
-    spread = wl.repeat_interleave(kh, 2).repeat_interleave(kw, 3) / (kh * kw)
-    return F.pad(spread, (0, w - wp * kw, 0, h - hp * kh)).reshape(weight.shape[0],
-                                                                    -1).to(weight.dtype)
 
 
 @torch.no_grad()
