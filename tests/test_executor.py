@@ -10,7 +10,8 @@ from torch import nn
 
 from corpus_models import STYLES
 from dpap_deploy.executor import MultiStep, leaky_window
-from dpap_deploy.graph import build_graph, run_window
+from dpap_deploy.executor.run import run_window
+from dpap_deploy.graph import build_graph
 from dpap_deploy.neurons import rectangle
 from dpap_deploy.zoo import build_model
 
@@ -355,7 +356,7 @@ def test_a_pool_with_its_own_divisor_runs_as_the_step_loop():
     """The executor's pools take every option the graph records (kernel, stride, padding,
     ceil_mode, count_include_pad, divisor_override, dilation): a pool whose divisor is not the
     plain mean gives the step loop's spikes."""
-    from dpap_deploy.graph import outputs
+    from dpap_deploy.executor.run import outputs
     from dpap_deploy.neurons import lif
     torch.manual_seed(1)
     x = torch.rand(4, 1, 8, 8)

@@ -20,7 +20,8 @@ from typing import Callable
 import torch
 
 from ..distributed import Dist, shard, sum_over_ranks
-from ..graph import ModelGraph, PrunableLayer, adapter_for, outputs
+from ..executor.run import outputs
+from ..graph import ModelGraph, PrunableLayer, adapter_for
 
 Scorer = Callable[..., list[torch.Tensor]]
 

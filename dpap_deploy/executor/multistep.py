@@ -31,8 +31,8 @@ from torch import nn
 from ..graph import ModelGraph
 from ..graph.model_graph import (ADD, CAT, ELEMENTWISE, FLATTEN, INPUT, NEURON, NORM, OUTPUT,
                                  PASS, POOL, SYNAPSE)
-from ..graph.run import window_steps
 from ..graph.state import reset_states
+from ..graph.time_axis import window_steps
 from .leaky_pool import leaky_pool
 from .lif import fusable, leaky_window
 from .pool import avg_pool_2x2, is_2x2

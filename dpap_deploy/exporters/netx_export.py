@@ -47,9 +47,10 @@ import torch
 from torch import nn
 
 from ..atomic import atomic_buffer
-from ..graph import ModelGraph, batch_slice, build_graph, outputs
 from ..errors import UnsupportedModelError
+from ..executor.run import outputs
 from ..fixed_point import emulate as E
+from ..graph import ModelGraph, batch_slice, build_graph
 from ..lava_compat import import_lava_runtime
 from ._compare import spike_parity, torch_spikes
 from .base import ExportJob, ExportResult
