@@ -48,7 +48,7 @@ def test_the_qat_and_chip_sections_render():
 
 
 def test_loihi_sim_fixed_point_layers_render_with_their_saturation():
-    """The integers loihi-sim's fixed point runs (``fixed_point.network``, no Lava run needed
+    """The integers loihi-sim's fixed point runs (``exporters.lava_fixed``, no Lava run needed
     for the table): one row per synapse and per population, saturation counts beside them."""
     from dpap_deploy.exporters.nir_graph import to_nir
     from dpap_deploy.exporters.nir_to_lava import LavaNetwork

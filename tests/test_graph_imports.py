@@ -5,7 +5,7 @@ the model is) imports nothing that runs or uses it (``executor/``, compaction, e
 Every ``import`` / ``from ... import`` of ``dpap_deploy`` counts, at module level or inside a
 function (a function-level import hides a cycle from Python, not from the design). A module's
 imports are those of its own file plus its package's ``__init__`` (importing
-``dpap_deploy.graph.run`` runs ``dpap_deploy/graph/__init__.py`` first).
+``dpap_deploy.graph.trace`` runs ``dpap_deploy/graph/__init__.py`` first).
 """
 from __future__ import annotations
 
@@ -20,22 +20,13 @@ ROOT = Path(__file__).resolve().parents[1] / "dpap_deploy"
 GRAPH_MAY_IMPORT = ("dpap_deploy.graph", "dpap_deploy.errors", "dpap_deploy.notices")
 # Imports that go the wrong way, each with what removes it (test_transitional_edges_exist fails
 # once one is gone, so the list only shrinks):
-# - old names kept importable while callers move: ``graph.outputs`` / ``graph.run_window`` /
-#   ``graph.run.outputs`` (module ``__getattr__``) are ``executor.run``'s; ``graph.run`` goes
-#   once ``executor/multistep.py`` imports ``window_steps`` from ``graph.time_axis``;
+# - old names kept importable while callers move: ``graph.outputs`` / ``graph.run_window``
+#   (module ``__getattr__``) are ``executor.run``'s;
 # - ``convert.add_cli`` / ``convert.cmd_make_deployable`` forward to ``convert_run`` (which
-#   imports ``convert.make_deployable``) until their test callers import ``convert_run``;
-# - ``fixed_point.network`` plans a ``LavaNetwork`` (``exporters.nir_to_lava``) in fixed point
-#   and reads its ``lava_groups.Membrane`` nodes: it belongs in ``exporters/`` beside
-#   ``nir_to_lava``, which imports it.
+#   imports ``convert.make_deployable``) until their test callers import ``convert_run``.
 TRANSITIONAL = {("dpap_deploy.graph", "dpap_deploy.executor"),
                 ("dpap_deploy.graph", "dpap_deploy.executor.run"),
-                ("dpap_deploy.graph.run", "dpap_deploy.executor"),
-                ("dpap_deploy.graph.run", "dpap_deploy.executor.run"),
-                ("dpap_deploy.convert", "dpap_deploy.convert_run"),
-                ("dpap_deploy.fixed_point.network", "dpap_deploy.exporters"),
-                ("dpap_deploy.fixed_point.network", "dpap_deploy.exporters.lava_groups"),
-                ("dpap_deploy.fixed_point.network", "dpap_deploy.exporters.lava_neuron_plan")}
+                ("dpap_deploy.convert", "dpap_deploy.convert_run")}
 
 
 def _module_name(path: Path, root: Path) -> str:

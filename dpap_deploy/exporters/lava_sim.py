@@ -11,7 +11,7 @@ of samples within the bound and with the same prediction.
 **Fixed point** (``export(job, out, fixed_point=True)``, or a job whose ``fixed_point`` is
 true): the same network in Lava's bit-accurate models (``select_tag="fixed_pt"``: Lava's
 ``Dense`` / ``Sparse`` / ``Conv`` / ``LIFReset`` and our ``Population`` and ``Relay`` fixed
-models) with the integers of ``fixed_point.network`` (calibrated on the first
+models) with the integers of ``lava_fixed`` (calibrated on the first
 ``CALIBRATION_SAMPLES`` samples). The parity check is then bit-exact: Lava's output equals the
 torch emulation (``fixed_point.emulate``) on every sample (``fixed_identical`` = 1.0; a
 silent or constant output fails, as in floating point); the

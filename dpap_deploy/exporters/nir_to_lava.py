@@ -1,5 +1,5 @@
 """A NIR graph as a Lava process graph, run in the Lava simulator (floating point, or with
-``run_fixed`` in Lava's bit-accurate fixed-point models: the integers ``fixed_point.network``
+``run_fixed`` in Lava's bit-accurate fixed-point models: the integers ``lava_fixed``
 plans, which its torch emulation computes bit for bit).
 
 The graph's semantics are those of ``nir_topology`` (summed fan-in, recurrent edges deliver the
@@ -99,7 +99,7 @@ class LavaNetwork(NeuronPlan):
         metadata ``dt``, else ``nir_topology.DT``). ``problems``: a list that collects every
         planning refusal instead of raising the first (:func:`blockers`)."""
         self.graph, self.T, self.problems = graph, int(time_steps), problems
-        self.fixed = None       # fixed_point.network.FixedNetwork: run_fixed's integers
+        self.fixed = None       # lava_fixed.FixedNetwork: run_fixed's integers
         if self.T < 1:
             raise UnsupportedModelError(f"time_steps={time_steps}: give a positive number of steps")
         self.top = collapse(topology(graph, dt), problems)
@@ -380,10 +380,10 @@ class LavaNetwork(NeuronPlan):
         return steps.reshape((n, self.T) + steps.shape[1:])
 
     def fixed_point(self, x_cal: np.ndarray, input_bits: int | None = None):
-        """Plan the network in fixed point (``fixed_point.network``), calibrated on the float
+        """Plan the network in fixed point (``lava_fixed``), calibrated on the float
         samples ``x_cal``; :meth:`run` with ``select_tag="fixed_pt"`` then runs these integers
         and ``self.fixed.run(x)`` emulates them. Returns the plan."""
-        from ..fixed_point.network import fixed_network
+        from .lava_fixed import fixed_network
         self.fixed = fixed_network(self, x_cal, input_bits)
         return self.fixed
 

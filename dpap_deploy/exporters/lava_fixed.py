@@ -29,10 +29,10 @@ import numpy as np
 import torch
 
 from ..errors import UnsupportedModelError
-from ..exporters.lava_groups import Membrane
-from ..exporters.lava_neuron_plan import _pair
-from . import emulate as E
-from . import quantize as Q
+from ..fixed_point import emulate as E
+from ..fixed_point import quantize as Q
+from .lava_groups import Membrane
+from .lava_neuron_plan import _pair
 
 INPUT_BITS = 7            # graded inputs: round(x * 128)
 VTH_TARGET = 2 ** 14      # threshold mantissas at most this (v keeps 2^23 / 2^20 = 8x headroom)
