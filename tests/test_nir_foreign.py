@@ -179,7 +179,7 @@ def test_scalar_neuron_parameters_apply_to_every_neuron():
 
 
 def test_beta_zero_tau_equal_to_dt_is_kept():
-    from dpap_deploy.exporters.nir_neurons import decay
+    from dpap_deploy.graph.nir_neurons import decay
     tau32 = np.float32(1e-4 / (1 - 0.0))          # snnTorch's beta = 0
     assert decay(np.array([tau32]), 1e-4).tolist() == [0.0]
 

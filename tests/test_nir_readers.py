@@ -24,8 +24,8 @@ from dpap_deploy.errors import ConfigError, UnsupportedModelError
 from dpap_deploy.exporters import ExportJob, export
 from dpap_deploy.exporters._compare import torch_spikes
 from dpap_deploy.exporters.nir_graph import DT, to_nir
-from dpap_deploy.exporters.nir_neurons import discretise
 from dpap_deploy.exporters.nir_torch import run_reference
+from dpap_deploy.graph.nir_neurons import discretise
 from dpap_deploy.pipeline import compact
 from dpap_deploy.serialize import load_model
 from dpap_deploy.training import TrainConfig, train

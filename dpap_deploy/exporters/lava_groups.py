@@ -35,7 +35,7 @@ import nir
 import numpy as np
 
 from ..errors import UnsupportedModelError
-from .nir_neurons import NEURONS, Discrete, discretise
+from ..graph.nir_neurons import NEURONS, Discrete, discretise
 from .nir_topology import Topology
 
 RESETS = ("zero", "subtract", "none")

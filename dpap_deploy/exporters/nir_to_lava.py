@@ -51,12 +51,12 @@ import nir
 import numpy as np
 
 from ..errors import UnsupportedModelError
+from ..graph.nir_neurons import NEURONS
 from ..lava_compat import import_lava_runtime
 from .lava_groups import Group, Membrane, collapse, stand_in
 from .lava_layout import Layout, stream
 from .lava_neuron_plan import NEURON_NODES, NeuronPlan, _pair, refuse as _refuse
 from .lava_process import lava_run
-from .nir_neurons import NEURONS
 from .nir_topology import DT, topology  # noqa: F401  (DT: public name, kept)
 from .nir_torch import NIRTorch, input_shape
 

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UnsupportedModelError
-from .nir_neurons import STATEFUL, discretise
+from ..graph.nir_neurons import STATEFUL, discretise
 from .nir_topology import Topology, topology
 
 PASS_THROUGH = (nir.Input, nir.Output)
