@@ -2,6 +2,8 @@
 memory estimate, mask checks and the content-keyed event cache."""
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,7 @@ from dpap_deploy.atomic import atomic_path, atomic_write_text
 from dpap_deploy.errors import ConfigError, DPAPError
 from dpap_deploy.lock import output_lock
 
-from conftest import shared_cli
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_atomic_write_keeps_old_file_when_the_writer_fails(tmp_path):
@@ -35,7 +37,8 @@ def test_lock_refuses_another_process_and_cleans_up(tmp_path):
     code = ("import sys; from dpap_deploy.lock import output_lock\n"
             "with output_lock(sys.argv[1], 'second'): pass")
     with output_lock(out, "first"):
-        r = shared_cli()([out], code=code)
+        r = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True,
+                           text=True, cwd=ROOT)
         assert r.returncode != 0 and "is in use by pid" in r.stderr and "(first)" in r.stderr
         with output_lock(out, "nested"):       # the same process may take it again
             pass
