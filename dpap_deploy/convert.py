@@ -31,8 +31,8 @@ left as it was (neuron states and training mode put back); the returned model is
 snnTorch's neuron registry (``graph.register_copies``), so ``snntorch.utils.reset(res.model)``
 clears it between the user's windows.
 
-The CLI route (``make-deployable RUN --target T --out DIR``) is :func:`add_cli` /
-:func:`cmd_make_deployable` (``convert_run.py`` does the run folders).
+The CLI route (``make-deployable RUN --target T --out DIR``) is ``convert_run.py`` (run
+folders in and out).
 """
 from __future__ import annotations
 
@@ -238,17 +238,4 @@ class _nullcontext:
         return False
 
 
-def add_cli(subparsers) -> None:
-    """``make-deployable RUN --target T --out DIR [--epochs N]`` (``convert_run.py``)."""
-    from .convert_run import add_parser
-    add_parser(subparsers)
-
-
-def cmd_make_deployable(args) -> int:
-    """Run the ``make-deployable`` command; prints the changes and the accuracies; returns
-    the exit status (0: every target's parity passed, 1: a parity failed)."""
-    from .convert_run import run_command
-    return run_command(args)
-
-
-__all__ = ["Conversion", "make_deployable", "add_cli", "cmd_make_deployable"]
+__all__ = ["Conversion", "make_deployable"]

@@ -14,7 +14,6 @@ from __future__ import annotations
 import snntorch as snn
 import torch
 
-from .graph.state import reset_states  # noqa: F401  (one reset; kept for its callers)
 
 LAMBDA = 0.2
 V_TH = 0.5

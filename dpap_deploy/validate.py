@@ -296,9 +296,3 @@ def check_checkpoint_keys(ckpt: Mapping[str, Any], path: str | Path) -> None:
     if missing or not isinstance(ckpt.get("train_config"), Mapping):
         raise DPAPError(f"{path} lacks {', '.join(missing) or 'a train_config table'}: not a "
                         "complete dpap-deploy checkpoint; train the run again")
-
-
-def check_dpap_masks(state: Any, layers: list, path: str | Path) -> None:
-    """Moved to :func:`dpap_deploy.masks.check_state` (imported here only when called)."""
-    from .masks import check_state
-    check_state(state, layers, path)

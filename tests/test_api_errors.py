@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from dpap_deploy import DPAP, DPAPConfig
-from dpap_deploy.compaction import compact, deployment_graph, masks_from_dpap_state
+from dpap_deploy.compaction import compact, deployment_graph
+from dpap_deploy.masks import from_dpap_state as masks_from_dpap_state
 from dpap_deploy.counting import count_ops
 from dpap_deploy import pipeline
 from dpap_deploy.data import load_dataset

@@ -113,7 +113,7 @@ def test_tutorial6_to_loihi_sim_and_nir(trained, tmp_path):
     assert isinstance(res.model, PoolSwapped)
     # the step loop (the model's forward under the mode) and the multi-step executor (the
     # graph) compute the same spikes
-    from dpap_deploy.graph import outputs
+    from dpap_deploy.executor.run import outputs
     assert torch.equal(outputs(graph, test[0], T, multistep=False), outputs(graph, test[0], T))
     # the user's model is untouched
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
@@ -384,21 +384,21 @@ def test_run_folder_record_round_trip():
 
 def test_cli_route_writes_a_run_that_compact_takes(tmp_path, capsys):
     from dpap_deploy import TrainConfig, pipeline
-    from dpap_deploy.convert import add_cli, cmd_make_deployable
+    from dpap_deploy.convert_run import add_parser, run_command
     run, new = tmp_path / "run", tmp_path / "new"
     pipeline.train(TrainConfig(model="snn-digits", dataset="digits", epochs=1, time_steps=4),
                    run, progress=False)
     parser = argparse.ArgumentParser(prog="dpap-deploy")
-    add_cli(parser.add_subparsers(dest="command"))
+    add_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["make-deployable", str(run), "--target", "loihi-sim", "--out",
                               str(new), "--epochs", "1", "--max-samples", "16"])
-    assert cmd_make_deployable(args) == 0
+    assert run_command(args) == 0
     text = capsys.readouterr().out
     assert "changed: nothing" in text and "accuracy:" in text and "loihi-sim: passed" in text
     rep = pipeline.compact(new, tmp_path / "small")
     assert rep.source_run
     with pytest.raises(DPAPError, match="already holds a run"):
-        cmd_make_deployable(args)
+        run_command(args)
 
 
 def test_blockers_without_the_deployability_check(trained, monkeypatch):
@@ -430,7 +430,7 @@ def test_cli_route_with_a_replaced_pool_reads_back_converted_or_refuses(tmp_path
     the converted model (the run loader applies the conversion record), or, where the loader
     does not apply it, the command refuses in one line and keeps no run files."""
     from dpap_deploy import TrainConfig, pipeline, zoo
-    from dpap_deploy.convert import add_cli, cmd_make_deployable
+    from dpap_deploy.convert_run import add_parser, run_command
     from dpap_deploy.neurons import lif
     from dpap_deploy.runfolder import run_files
     from dpap_deploy.trained import load_trained
@@ -444,11 +444,11 @@ def test_cli_route_with_a_replaced_pool_reads_back_converted_or_refuses(tmp_path
     pipeline.train(TrainConfig(model="snn-maxpool-test", dataset="digits", epochs=1,
                                time_steps=4), run, progress=False)
     parser = argparse.ArgumentParser(prog="dpap-deploy")
-    add_cli(parser.add_subparsers(dest="command"))
+    add_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["make-deployable", str(run), "--target", "nir", "--out", str(new),
                               "--epochs", "1", "--max-samples", "8"])
     try:
-        status = cmd_make_deployable(args)
+        status = run_command(args)
     except DPAPError as exc:
         assert "conversion record" in str(exc) and "\n" not in str(exc)
         assert run_files(new) == []

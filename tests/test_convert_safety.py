@@ -15,7 +15,8 @@ from torch import nn
 
 from dpap_deploy.convert import make_deployable
 from dpap_deploy.errors import DPAPError, UnsupportedModelError
-from dpap_deploy.graph import build_graph, run_window
+from dpap_deploy.executor.run import run_window
+from dpap_deploy.graph import build_graph
 
 T = 4
 
@@ -79,9 +80,9 @@ def run_folder(tmp_path_factory):
 
 
 def _args(run, out, target="nir"):
-    from dpap_deploy.convert import add_cli
+    from dpap_deploy.convert_run import add_parser
     parser = argparse.ArgumentParser(prog="dpap-deploy")
-    add_cli(parser.add_subparsers(dest="command"))
+    add_parser(parser.add_subparsers(dest="command"))
     return parser.parse_args(["make-deployable", str(run), "--target", target, "--out",
                               str(out), "--epochs", "1", "--max-samples", "8"])
 
@@ -95,7 +96,7 @@ def _tree(folder):
 def test_a_failure_after_fine_tuning_leaves_out_as_it_was(run_folder, tmp_path, monkeypatch,
                                                           out_state):
     from dpap_deploy import convert_tune, report
-    from dpap_deploy.convert import cmd_make_deployable
+    from dpap_deploy.convert_run import run_command
     out = tmp_path / "deep" / "new" if out_state == "absent" else tmp_path / "new"
     if out_state != "absent":
         out.mkdir()
@@ -111,7 +112,7 @@ def test_a_failure_after_fine_tuning_leaves_out_as_it_was(run_folder, tmp_path, 
         raise OSError("injected: the report could not be written")
     monkeypatch.setattr(report, "save_report", broken)   # the run's last file, after exports
     with pytest.raises(OSError, match="injected"):
-        cmd_make_deployable(_args(run_folder, out))
+        run_command(_args(run_folder, out))
     assert tuned, "the failure was injected after the fine-tuning"
     assert _tree(out) == before
     if out_state == "absent":            # the parent made for the staging folder is gone too
@@ -121,12 +122,12 @@ def test_a_failure_after_fine_tuning_leaves_out_as_it_was(run_folder, tmp_path, 
 
 
 def test_the_run_is_moved_in_whole_beside_other_files(run_folder, tmp_path, capsys):
-    from dpap_deploy.convert import cmd_make_deployable
+    from dpap_deploy.convert_run import run_command
     from dpap_deploy.trained import load_trained
     out = tmp_path / "new"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    cmd_make_deployable(_args(run_folder, out))
+    run_command(_args(run_folder, out))
     assert "new run:" in capsys.readouterr().out
     assert {"notes.txt", "run.json", "checkpoint.pt", "report.json", "parity"} <= \
         {p.name for p in out.iterdir()}
@@ -138,7 +139,7 @@ def test_the_run_is_moved_in_whole_beside_other_files(run_folder, tmp_path, caps
 
 def test_a_model_a_run_cannot_record_is_refused_before_fine_tuning(tmp_path, monkeypatch):
     from dpap_deploy import TrainConfig, convert_tune, pipeline, zoo
-    from dpap_deploy.convert import cmd_make_deployable
+    from dpap_deploy.convert_run import run_command
     from dpap_deploy.neurons import lif
 
     class FunctionalPool(nn.Module):
@@ -162,7 +163,7 @@ def test_a_model_a_run_cannot_record_is_refused_before_fine_tuning(tmp_path, mon
         raise AssertionError("fine-tuned a model whose run folder would be refused")
     monkeypatch.setattr(convert_tune, "fine_tune", no_tuning)
     with pytest.raises(UnsupportedModelError, match="cannot record"):
-        cmd_make_deployable(_args(run, out))
+        run_command(_args(run, out))
     assert not out.exists()
 
 

@@ -19,14 +19,8 @@ ROOT = Path(__file__).resolve().parents[1] / "dpap_deploy"
 # what graph/ may import from the package: itself and the leaves below it
 GRAPH_MAY_IMPORT = ("dpap_deploy.graph", "dpap_deploy.errors", "dpap_deploy.notices")
 # Imports that go the wrong way, each with what removes it (test_transitional_edges_exist fails
-# once one is gone, so the list only shrinks):
-# - old names kept importable while callers move: ``graph.outputs`` / ``graph.run_window``
-#   (module ``__getattr__``) are ``executor.run``'s;
-# - ``convert.add_cli`` / ``convert.cmd_make_deployable`` forward to ``convert_run`` (which
-#   imports ``convert.make_deployable``) until their test callers import ``convert_run``.
-TRANSITIONAL = {("dpap_deploy.graph", "dpap_deploy.executor"),
-                ("dpap_deploy.graph", "dpap_deploy.executor.run"),
-                ("dpap_deploy.convert", "dpap_deploy.convert_run")}
+# once one is gone, so the list only shrinks): none left.
+TRANSITIONAL: set[tuple[str, str]] = set()
 
 
 def _module_name(path: Path, root: Path) -> str:

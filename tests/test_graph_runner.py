@@ -97,10 +97,8 @@ def test_one_loop_for_both_styles_and_the_old_name():
 
 
 def test_one_reset_clears_every_neuron_type():
-    """``graph.state.reset_states`` (also ``neurons.reset_states``) zeroes hidden states of
-    any adapter type, so a second window equals the first."""
-    from dpap_deploy import neurons
-    assert neurons.reset_states is reset_states
+    """``graph.state.reset_states`` (the package's one reset) zeroes hidden states of any
+    adapter type, so a second window equals the first."""
     net = nn.Sequential(nn.Linear(12, 6), snn.Synaptic(alpha=0.8, beta=0.9, init_hidden=True),
                         nn.Linear(6, 4), snn.Leaky(beta=0.9, init_hidden=True, output=True))
     x = torch.rand(3, 12) * 4

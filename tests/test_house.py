@@ -132,7 +132,8 @@ def test_train_and_export_loads_the_dataset_once(tmp_path, monkeypatch):
 
 
 def test_a_static_input_without_time_steps_is_refused_not_run_for_8_steps():
-    from dpap_deploy.graph import build_graph, outputs
+    from dpap_deploy.executor.run import outputs
+    from dpap_deploy.graph import build_graph
     from dpap_deploy.zoo import build_model
     model, _ = build_model("snn-digits", (1, 8, 8), 10)
     graph = build_graph(model, torch.zeros(2, 1, 8, 8))

@@ -71,7 +71,7 @@ def test_memory_estimate_counts_activations():
 def test_masks_that_do_not_fit_the_model_are_refused():
     from types import SimpleNamespace as NS
 
-    from dpap_deploy.validate import check_dpap_masks
+    from dpap_deploy.masks import check_state as check_dpap_masks
     layer = NS(name="0", n_out=4, n_in=9)
     ok = {"layers": [{"syn_alive": torch.ones(4, 9, dtype=torch.bool),
                       "neu_alive": torch.ones(4, dtype=torch.bool)}]}

@@ -139,7 +139,7 @@ def test_synaptic_decay_one_zero_reset_refused_in_one_line(attr):
 def test_synaptic_decay_next_to_one_is_exact():
     """The largest float32 decay below 1 is written as a finite tau that reads back to itself
     (it was clipped to 1 - 1e-7, and the decoder divided by zero on the candidate 1.0)."""
-    from dpap_deploy.exporters.nir_neurons import discretise
+    from dpap_deploy.graph.nir_neurons import discretise
     near_one = float(np.nextafter(np.float32(1), np.float32(0)))
     torch.manual_seed(0)
     net = OneLayer(_synaptic(near_one, 0.75)).eval()
@@ -375,7 +375,8 @@ def test_multistep_executor_pools_with_every_recorded_option():
     from torch import nn
 
     from dpap_deploy.executor import MultiStep
-    from dpap_deploy.graph import build_graph, outputs
+    from dpap_deploy.executor.run import outputs
+    from dpap_deploy.graph import build_graph
 
     class Net(nn.Module):
         def __init__(self):

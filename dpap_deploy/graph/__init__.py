@@ -11,9 +11,3 @@ __all__ = ["ModelGraph", "Node", "PrunableLayer", "find_layers", "NeuronAdapter"
            "register", "window_steps", "reset_states", "register_copies", "batch_len",
            "batch_slice", "build_graph", "graph_of"]
 
-
-def __getattr__(name: str):
-    if name in ("run_window", "outputs"):
-        from ..executor import run            # transitional alias (tests/test_graph_imports.py)
-        return getattr(run, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
