@@ -3,7 +3,7 @@
 | target      | module          | takes | consumer that verifies it                           |
 |-------------|-----------------|-------|-----------------------------------------------------|
 | `nir`       | `nir_export`    | SNN   | `nir.read` + the graph run again in torch           |
-| `loihi-sim` | `lava_sim`      | SNN   | Lava simulator, `Loihi2SimCfg` floating point       |
+| `loihi-sim` | `lava_sim`      | SNN   | Lava simulator, floating point (or `fixed_point`)   |
 | `netx`      | `netx_export`   | SNN   | `lava.lib.dl.netx.hdf5.Network`, Lava fixed point   |
 | `onnx`      | `onnx_export`   | ANN   | `onnx.checker` + onnxruntime                        |
 """
