@@ -191,8 +191,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def _print_export(e) -> None:
     par = e.parity
+    ref = "its fixed-point emulation" if "fixed_identical" in (par.model_extra or {}) else "torch"
     print(f"{e.target}: accuracy {e.accuracy:.4f} on {par.n_samples} test samples, "
-          f"agreement with torch {par.agreement:.2%}, parity "
+          f"agreement with {ref} {par.agreement:.2%}, parity "
           f"{'passed' if e.passed else 'FAILED'}; files {', '.join(e.files)}")
 
 

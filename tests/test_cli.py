@@ -178,3 +178,7 @@ def test_export_writes_the_nir_encoding_asked_for(tmp_path):
     assert r.returncode == 0, r.stderr
     parity = json.loads((tmp_path / "fixed" / "report.json").read_text())["export"]["parity"]
     assert parity["fixed_identical"] == 1.0, parity
+    # what agrees is Lava with the emulation, and the line and report.md say so
+    assert "agreement with its fixed-point emulation 100.00%" in r.stdout, r.stdout
+    assert "agreement with the fixed-point emulation: 100" in \
+        (tmp_path / "fixed" / "report.md").read_text()

@@ -284,7 +284,8 @@ def render(report: dict[str, Any], plots: list[str]) -> str:
         lines += ["", f"## Export: {e['target']}", "",
                   f"- files: {', '.join(e['files'])}",
                   f"- accuracy in the target: {_pct(e['accuracy'])} on {par['n_samples']} test samples",
-                  f"- agreement with torch: {_pct(par['agreement'])} of samples"
+                  f"- agreement with {'the fixed-point emulation' if 'fixed_identical' in par else 'torch'}:"
+                  f" {_pct(par['agreement'])} of samples"
                   + (f"; identical spike trains: {_pct(par['identical_spike_trains'])}"
                      if "identical_spike_trains" in par else "")
                   + (f"; max |logit difference| {par['max_abs_diff']:.2e}" if "max_abs_diff" in par else "")
