@@ -46,6 +46,7 @@ from .exporters import netx_export as NX
 from .fixed_point import emulate as E
 from .metrics import accuracy, predictions
 from .neurons import rectangle
+from .training.loop import loss_fn
 
 CALIBRATION_SAMPLES = 256
 EVAL_BATCH = 256
@@ -172,12 +173,6 @@ def _modules(graph, seq) -> list:
     return out
 
 
-def _rates_loss(spikes: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Eq 3: ``sum_c (onehot_c - r_c)^2`` over the output rates ``r``, batch mean."""
-    rate = spikes.mean(1)
-    return ((nn.functional.one_hot(y, rate.shape[1]).to(rate.dtype) - rate) ** 2).sum(1).mean()
-
-
 def _check(epochs, lr, batch_size) -> None:
     for name, v, ok in (("epochs", epochs, isinstance(epochs, int) and epochs >= 0),
                         ("batch_size", batch_size, isinstance(batch_size, int) and batch_size > 0),
@@ -231,7 +226,7 @@ def fine_tune(model: nn.Module, train, test, time_steps: int, *, epochs: int = 2
         order, total = torch.randperm(len(yt), generator=gen), 0.0
         for i in range(0, len(yt), batch_size):
             idx = order[i:i + batch_size]
-            loss = _rates_loss(forward(xt[idx]), yt[idx])
+            loss = loss_fn(forward(xt[idx]).mean(1), yt[idx], "snn")   # Eq 3 on the rates
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -42,10 +42,6 @@ WEIGHTS = (nir.Conv1d, nir.Conv2d, nir.Affine, nir.Linear)
 POOLS = (nir.AvgPool2d, nir.SumPool2d)
 
 
-def _t(a) -> torch.Tensor:
-    return torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float64)
-
-
 @dataclass
 class FixedNetwork:
     net: object                     # the LavaNetwork (planned)
@@ -71,7 +67,7 @@ class FixedNetwork:
         """The network's output integers ``[N, T, ...]`` for float samples ``x`` (``[N, ...]``
         static or frames ``[N, T, ...]``); ``stats``: per population, ``u_wrapped`` and
         ``v_clipped`` counts."""
-        return emulate_network(self, _t(self.inputs(x)), stats).numpy()
+        return emulate_network(self, E.tensor64(self.inputs(x)), stats).numpy()
 
 
 def emulate_network(fx: FixedNetwork, x: torch.Tensor, stats: dict | None = None) -> torch.Tensor:
@@ -312,9 +308,9 @@ class _Planner:
             args = {a: (_pair(getattr(node, a))[1:] if c1 else _pair(getattr(node, a)))
                     for a in ("stride", "padding", "dilation")}
             args["groups"] = int(node.groups)
-            fx.synapses[name] = E.Synapse("conv", _t(m), 0, args, conv1d=c1)
+            fx.synapses[name] = E.Synapse("conv", E.tensor64(m), 0, args, conv1d=c1)
         else:
-            fx.synapses[name] = E.Synapse("dense", _t(m), e)
+            fx.synapses[name] = E.Synapse("dense", E.tensor64(m), e)
         fx.lava[name] = dict(weight=m, exp=e)
         fx.layers.append(dict(layer=name, kind="conv" if conv else "dense", weight_exp=e,
                               scale=F / f_in, weights_clipped=clipped,
@@ -342,8 +338,9 @@ class _Planner:
             um, ue, u_round = np.zeros_like(bm), np.zeros_like(bm), 0
         reset = c.get("reset", "zero")
         out = c.get("out", "s")
-        fx.neurons[name] = E.Neurons(_t(du), _t(dv), _t(vth), _t(bm * 2.0 ** be),
-                                     _t(um * 2.0 ** ue), reset, out)
+        t = E.tensor64
+        fx.neurons[name] = E.Neurons(t(du), t(dv), t(vth), t(bm * 2.0 ** be), t(um * 2.0 ** ue),
+                                     reset, out)
         fx.factor[name] = 1.0 if out == "s" else 64.0 * F
         fx.lava[name] = dict(du=du, dv=dv, vth=vth, bias_mant=bm, bias_exp=be,
                              bias_u=um * 2.0 ** ue)

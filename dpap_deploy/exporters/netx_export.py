@@ -202,10 +202,6 @@ def quantise(graph: ModelGraph, x: torch.Tensor, time_steps: int,
     return out
 
 
-def _t(a) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(a), dtype=torch.float64)
-
-
 def stages(seq: list[QuantLayer | NetxLayer]) -> list[tuple[E.Synapse, E.Neurons] | None]:
     """The integer synapse and neurons of each layer as ``fixed_point.emulate`` runs them
     (``None`` for a flatten step): netx's ``Dense`` keeps the even weights exactly (its
@@ -218,11 +214,12 @@ def stages(seq: list[QuantLayer | NetxLayer]) -> list[tuple[E.Synapse, E.Neurons
             out.append(None)
             continue
         l, rows = q.layer, (-1,) + (1,) * (len(q.layer.out_shape) - 1)
-        syn = (E.Synapse("dense", _t(q.weight)) if l.kind == "dense" else
-               E.Synapse("conv", _t(q.weight), args={"stride": l.stride, "padding": l.padding,
-                                                     "dilation": l.dilation, "groups": l.groups}))
-        out.append((syn, E.Neurons(_t(q.i_decay), _t(q.v_decay), _t(q.vth),
-                                   _t(q.bias).view(rows) * 64, _t(0.0))))
+        t = E.tensor64
+        syn = (E.Synapse("dense", t(q.weight)) if l.kind == "dense" else
+               E.Synapse("conv", t(q.weight), args={"stride": l.stride, "padding": l.padding,
+                                                    "dilation": l.dilation, "groups": l.groups}))
+        out.append((syn, E.Neurons(t(q.i_decay), t(q.v_decay), t(q.vth),
+                                   t(q.bias).view(rows) * 64, t(0.0))))
     return out
 
 
@@ -255,7 +252,7 @@ def emulate(seq: list[QuantLayer | NetxLayer], x: np.ndarray, time_steps: int,
     """What the netx file of ``seq`` (``quantise``) computes in Lava fixed point, bit for bit:
     output spikes ``[N, T, out]`` for float samples ``x`` in the file's input layout (the
     graded input ``round(x 2^INPUT_BITS)``)."""
-    x_int = torch.round(_t(x) * 2 ** INPUT_BITS)
+    x_int = torch.round(E.tensor64(x) * 2 ** INPUT_BITS)
     with torch.no_grad():
         return run_stages(stages(seq), x_int, time_steps, frames, stats=stats).numpy()
 

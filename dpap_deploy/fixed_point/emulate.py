@@ -52,6 +52,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -59,6 +60,12 @@ UNITY = 4096                    # decays are 12-bit: 4096 = full decay
 ACT_SHIFT = 6                   # a_in, vth (and so u, v) are MSB-aligned by 6 bits
 STATE_MAX = 2 ** 23             # u and v are 24-bit signed
 VTH_NEVER = 2 ** 17             # a threshold no 24-bit voltage exceeds (a graded integrator)
+
+
+def tensor64(a) -> torch.Tensor:
+    """An integer array (numpy or torch) as the float64 tensor the steps below compute on
+    (exact for every integer the 24/32-bit arithmetic holds)."""
+    return torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float64)
 
 
 def wrap32(a: torch.Tensor) -> torch.Tensor:
