@@ -270,6 +270,15 @@ def interval(deltas: list[float]) -> tuple[float, float | None]:
     return m, stats.t.ppf(0.975, len(deltas) - 1) * statistics.stdev(deltas) / math.sqrt(len(deltas))
 
 
+def late_gain(curve: list[float], span: int = 10, width: int = 5) -> float | None:
+    """How much a run still gained at its end, in points: the mean test accuracy of the last
+    ``width`` epochs minus that of the ``width`` epochs ``span`` epochs earlier (averaging
+    evens out the epoch-to-epoch noise). Near 0: converged; None: the run is too short."""
+    if len(curve) < span + width:
+        return None
+    return 100 * (statistics.fmean(curve[-width:]) - statistics.fmean(curve[-span - width:-span]))
+
+
 def report(args) -> str:
     rows = [r for r in read_rows(args.csv) if _key(r)[2:] ==
             (args.epochs, args.train_subset, args.test_subset)]
@@ -283,8 +292,9 @@ def report(args) -> str:
     lines = [f"{args.model} on {args.dataset}, {args.epochs} epochs, seeds "
              f"{', '.join(map(str, seeds))}, from {args.csv}"
              + (f"; PARTIAL: missing {', '.join(missing)}" if missing else "; complete"), "",
-             "| arm | seeds | final acc | best acc | params removed (masked) | (compacted) | "
-             "SynOps removed | SynOps / sample | devices |", "|---|---|---|---|---|---|---|---|---|"]
+             "| arm | seeds | final acc | best acc (epoch) | last-10 gain | params removed (masked) "
+             "| (compacted) | SynOps removed | SynOps / sample | devices |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for a in arms:
         rs = [by[(a, s)] for s in seeds if (a, s) in by]
 
@@ -292,9 +302,16 @@ def report(args) -> str:
             v = [float(r[col]) * (100 if pct else 1) for r in rs]
             sd = statistics.stdev(v) if len(v) > 1 else 0.0
             return f"{statistics.fmean(v):.2f} +- {sd:.2f}" if pct else f"{statistics.fmean(v):,.0f}"
-        lines.append(f"| {a} | {len(rs)} | {ms('final_acc')} | {ms('best_acc')} | "
-                     f"{ms('params_removed')} | {ms('params_removed_compact')} | {ms('synops_removed')} | {ms('synops', False)} | "
+        epochs = ", ".join(r["best_epoch"] for r in rs)
+        gains = [late_gain([float(v) for v in r["test_acc_curve"].split(";")]) for r in rs]
+        gain = ("n/a" if None in gains else
+                f"{statistics.fmean(gains):+.2f} (max {max(gains, key=abs):+.2f})")
+        lines.append(f"| {a} | {len(rs)} | {ms('final_acc')} | {ms('best_acc')} ({epochs}) | "
+                     f"{gain} | {ms('params_removed')} | {ms('params_removed_compact')} | {ms('synops_removed')} | {ms('synops', False)} | "
                      f"{', '.join(sorted({r['device'] for r in rs}))} |")
+    lines += ["", "last-10 gain: mean test accuracy of the last 5 epochs minus that of the 5 "
+              "epochs 10 before (points; mean over seeds, and the largest): near 0 once a run "
+              "has converged."]
     lines += ["", "Paired differences (points; mean and 95% interval, t over seeds):", "",
               "| pair | n | final acc | best acc | per seed (best) |", "|---|---|---|---|---|"]
     for a, b in PAIRS + tuple((x, "braincog") for x in arms if x.startswith("braincog-")):

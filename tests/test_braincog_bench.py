@@ -35,6 +35,26 @@ def test_interval_by_hand(bench):
     assert bench.interval([1.0]) == (1.0, None)
 
 
+def test_late_gain_by_hand(bench):
+    # 15 epochs: the first five at 80%, five at 90% (ignored), the last five at 85%, 86%, ...
+    curve = [0.80] * 5 + [0.90] * 5 + [0.85, 0.86, 0.87, 0.88, 0.89]
+    assert bench.late_gain(curve) == pytest.approx(7.0)        # mean 87% - 80%
+    assert bench.late_gain([0.9] * 30) == pytest.approx(0.0)
+    assert bench.late_gain(curve[1:]) is None                     # 14 epochs: too short
+
+
+def test_report_states_convergence(bench, tmp_path):
+    csv = tmp_path / "paired.csv"
+    args = bench.parse(["--csv", str(csv), "--seeds", "0", "1", "--report", "--arms",
+                        "unpruned", "--plots", str(tmp_path)])
+    for seed, late in ((0, 0.80), (1, 0.86)):       # seed 1 still climbing: +6 points
+        row = _row("unpruned", seed, 0.86)
+        row["test_acc_curve"] = ";".join(["0.8"] * 15 + [str(late)] * 5)
+        bench.append_row(csv, row)
+    line = next(l for l in bench.report(args).splitlines() if l.startswith("| unpruned "))
+    assert "| +3.00 (max +6.00) |" in line and "(50, 50)" in line
+
+
 def test_rows_append_and_report_partial_then_complete(bench, tmp_path):
     csv = tmp_path / "paired.csv"
     args = bench.parse(["--csv", str(csv), "--seeds", "0", "1", "--report",
