@@ -53,6 +53,7 @@ SWITCHES = {
     "decay": {"conv": {"decay": "smooth"}, "linear": {"decay": "smooth"}},
     "warmup": {"conv": {"warmup": 2}, "linear": {"warmup": 2}},
     "spine": {"mask_dead_synapses_in_spine": True}, "conv_kernels": {"prune_conv_kernels": True},
+    "zero_range": {"zero_range": "skip"},
 }
 COLUMNS = ("arm", "seed", "epochs", "train_subset", "test_subset", "final_acc", "best_acc",
            "best_epoch", "params_removed", "params_removed_compact", "synops_removed", "synops", "synops_dense",

@@ -100,6 +100,47 @@ def test_minmax_product_importance_by_hand():
         assert st.F_neu.tolist() == pytest.approx(want, abs=1e-6), imp
 
 
+def test_zero_range_skip_or_half_by_hand():
+    # trace constant: minmax(trace) has no range. skip: that factor is 0, D = 0, no update (F
+    # stays beta = 10). half: D = minmax([5,1,4,2,3]) * .5 = [.5,0,.375,.125,.25], min 0, p75
+    # .375 -> x = [1, 0, 1, 1/3, 2/3] -> dF = 2x - 1 (+2 when >= 0) -> F = 10 + dF
+    want = {"skip": [10] * 5, "half": [13, 9, 13, 10 - 1 / 3, 12 + 1 / 3]}
+    for zr, f in want.items():
+        dp = _dpap(None, importance="minmax-product", population="all", zero_range=zr)
+        st = _set(dp, [2] * 5, [5, 1, 4, 2, 3])
+        dp.end_epoch()
+        assert st.F_neu.tolist() == pytest.approx(f, abs=1e-6), zr
+    # raw product, every D equal: skip leaves F; half normalises to .5 -> dF = 0 + 2 -> 12
+    for zr, f in (("skip", 10), ("half", 12)):
+        dp = _dpap(None, zero_range=zr)
+        st = _set(dp, [1] * 5, [3] * 5)
+        dp.end_epoch()
+        assert st.F_neu.tolist() == pytest.approx([f] * 5, abs=1e-6), zr
+    assert preset("braincog").zero_range == "half" and DPAPConfig().zero_range == "skip"
+    with pytest.raises(ConfigError, match="zero_range"):
+        DPAPConfig(zero_range="zero")
+
+
+def test_braincog_weight_decay_spares_biases():
+    # timm's create_optimizer (the authors'): decay on weights, none on biases. One AdamW step
+    # with zero gradients moves only the decay: w -> w (1 - lr wd), the bias stays.
+    from dpap_deploy.training.run import make_optimizer
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), lif(), nn.Linear(4, 2), lif())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = TrainConfig.from_file(None, optimizer="braincog", lr=0.1, epochs=10)
+    opt, _ = make_optimizer(cfg, model, torch.device("cpu"))
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    lr0 = braincog_lr(0, 0.1, 10)
+    for k, v in model.state_dict().items():
+        if k.endswith("weight"):
+            torch.testing.assert_close(v, before[k] * (1 - lr0 * 0.01), rtol=0, atol=1e-9)
+        elif k.endswith("bias"):
+            assert torch.equal(v, before[k]), k
+
+
 def test_conv_kernels_kept_when_switched_off():
     for on in (True, False):
         dp = _dpap(None, conv=True, prune_conv_kernels=on)
@@ -199,7 +240,7 @@ def test_braincog_preset_and_its_spelling():
     assert (cfg.linear.epsilon, cfg.linear.eta, cfg.linear.beta, cfg.linear.C) == (1.5, 13.0, 10.0, 2.0)
     spelled = {"mask_timing": "epoch", "accumulation": "cumulative", "population": "all",
                "importance": "minmax-product", "mask_dead_synapses_in_spine": False,
-               "prune_conv_kernels": False,
+               "prune_conv_kernels": False, "zero_range": "half",
                "conv": {"beta": 10.0, "warmup": 5, "decay": "staircase"},
                "linear": {"warmup": 5, "decay": "staircase"}}
     assert DPAPConfig.from_dict(spelled) == cfg == DPAPConfig.from_dict({"preset": "braincog"})
@@ -253,6 +294,9 @@ def test_braincog_run_resumes_bit_exact(tmp_path, digits):
     assert any(st.plast_e.abs().sum() > 0 for st in full.dpap.states)   # never reset
     assert [h["test_acc"] for h in full.history] == [h["test_acc"] for h in resumed.history]
     assert math.isclose(full.history[-1]["lr"], resumed.history[-1]["lr"])
+    # each history row holds the rate its epoch trained at (epoch 1: the warm-up's 1e-6)
+    assert [h["lr"] for h in full.history] == pytest.approx([braincog_lr(e, 0.05, 3)
+                                                             for e in range(3)])
 
 
 def test_cli_options_reach_the_run_config():

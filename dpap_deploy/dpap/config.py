@@ -33,6 +33,7 @@ MASK_TIMINGS = ("step", "epoch")
 ACCUMULATIONS = ("epoch", "cumulative")
 POPULATIONS = ("alive", "all")
 IMPORTANCES = ("product", "minmax-product")
+ZERO_RANGES = ("skip", "half")
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,9 @@ class DPAPConfig:
     (pruned ones too). ``importance``: ``product`` (``D = trace * sum_j BCM``, Eq 11) or
     ``minmax-product`` (``minmax(sum_j BCM) * minmax(trace)``, each over the population).
     ``prune_conv_kernels``: conv synapses (channel-pair kernels) are pruned as well as channels
-    (the authors prune conv channels only).
+    (the authors prune conv channels only). ``zero_range``: what a normalisation whose range is
+    zero (every value equal: no evidence) gives, ``skip`` (no survival update that epoch) or
+    ``half`` (every element normalises to 0.5, as the authors' ``unit`` and ``unit_tensor``).
     """
 
     conv: SurvivalParams = field(default_factory=lambda: SurvivalParams(
@@ -112,13 +115,15 @@ class DPAPConfig:
     population: str = "alive"
     importance: str = "product"
     prune_conv_kernels: bool = True
+    zero_range: str = "skip"
 
     def __post_init__(self) -> None:
         check_field_types(self, "DPAP option")
         from .rules import RULES
         _check(self.rule in RULES, "rule", self.rule, f"choose one of {', '.join(RULES)}")
         for name, choices in (("mask_timing", MASK_TIMINGS), ("accumulation", ACCUMULATIONS),
-                              ("population", POPULATIONS), ("importance", IMPORTANCES)):
+                              ("population", POPULATIONS), ("importance", IMPORTANCES),
+                              ("zero_range", ZERO_RANGES)):
             _check(getattr(self, name) in choices, name, getattr(self, name),
                    f"choose one of {', '.join(choices)}")
         _check(self.normalization in NORMALIZATIONS, "normalization", self.normalization,
@@ -198,7 +203,7 @@ def _braincog() -> DPAPConfig:
     """The authors' code (BrainCog's DPAP example, CIFAR-10 SNN): conv eps/eta/beta
     .65/12/10, FC 1.5/13/10, C 5 / 2, 5 warm-up epochs, staircase decay, soft masks once per
     epoch, cumulative sums over all elements, D from min-max normalised factors, pruned
-    synapses in the spine sum, conv channels only. Its optimizer is the training option
+    synapses in the spine sum, conv channels only, 0.5 for a zero range. Its optimizer is the training option
     ``optimizer="braincog"`` (docs/method.md)."""
     return DPAPConfig(
         conv=SurvivalParams(epsilon=0.65, eta=12.0, beta=10.0, gamma=0.999, C=5.0, warmup=5,
@@ -207,7 +212,7 @@ def _braincog() -> DPAPConfig:
                               decay="staircase"),
         mask_timing="epoch", accumulation="cumulative", population="all",
         importance="minmax-product", mask_dead_synapses_in_spine=False,
-        prune_conv_kernels=False)
+        prune_conv_kernels=False, zero_range="half")
 
 
 def _short(conv_beta: float) -> DPAPConfig:

@@ -4,8 +4,10 @@ Normalisation is over a population of a layer's elements: its *still-alive* ones
 every one with ``DPAPConfig.population = "all"`` (the authors' code). ``p75`` (default) maps
 ``x -> clip((x - min) / (p75 - min), 0, 1)``, ``p75`` = 75th percentile of the alive values
 (linear interpolation, as ``numpy.quantile``); ``minmax`` maps ``x -> (x - min) / (max - min)``.
-When the scale is zero (``p75 == min``, or ``max == min``) the layer has no evidence this epoch
-and :func:`normalize` returns ``None``: the caller skips that survival update.
+When the scale is zero (``p75 == min``, or ``max == min``) the layer has no evidence this epoch:
+with ``zero_range="skip"`` (default) :func:`normalize` returns ``None`` and the caller skips that
+survival update, and :func:`minmax` gives zeros; with ``"half"`` (the authors' ``unit`` and
+``unit_tensor``) both give 0.5 everywhere.
 """
 from __future__ import annotations
 
@@ -20,21 +22,21 @@ def spine_importance(trace_e: torch.Tensor, plast_e: torch.Tensor) -> torch.Tens
     return trace_e * plast_e.sum(1)
 
 
-def minmax(x: torch.Tensor, population: torch.Tensor) -> torch.Tensor:
-    """``(x - min) / (max - min)`` with min and max over ``x[population]``; zeros when that
-    range is empty or zero (no evidence)."""
+def minmax(x: torch.Tensor, population: torch.Tensor, zero_range: str = "skip") -> torch.Tensor:
+    """``(x - min) / (max - min)`` with min and max over ``x[population]``; when that range is
+    empty or zero (no evidence), zeros (``zero_range="skip"``) or 0.5 (``"half"``)."""
     vals = x[population]
-    if vals.numel() == 0:
-        return torch.zeros_like(x)
-    lo, hi = vals.min(), vals.max()
-    return (x - lo) / (hi - lo) if bool(hi > lo) else torch.zeros_like(x)
+    if vals.numel() and bool(vals.max() > vals.min()):
+        lo, hi = vals.min(), vals.max()
+        return (x - lo) / (hi - lo)
+    return torch.full_like(x, 0.5 if zero_range == "half" else 0.0)
 
 
 def spine_importance_minmax(trace_e: torch.Tensor, plast_e: torch.Tensor,
-                            population: torch.Tensor) -> torch.Tensor:
+                            population: torch.Tensor, zero_range: str = "skip") -> torch.Tensor:
     """The authors' code's importance: ``minmax(sum_j BCM_e[i, j]) * minmax(trace_e[i])``,
     each factor min-max normalised over ``population``."""
-    return minmax(plast_e.sum(1), population) * minmax(trace_e, population)
+    return minmax(plast_e.sum(1), population, zero_range) * minmax(trace_e, population, zero_range)
 
 
 def _quantile(values: torch.Tensor, q: float) -> torch.Tensor:
@@ -49,9 +51,11 @@ def _quantile(values: torch.Tensor, q: float) -> torch.Tensor:
     return v_lo + (v_hi - v_lo) * (pos - lo)
 
 
-def normalize(x: torch.Tensor, alive: torch.Tensor, method: str = "p75") -> torch.Tensor | None:
+def normalize(x: torch.Tensor, alive: torch.Tensor, method: str = "p75",
+              zero_range: str = "skip") -> torch.Tensor | None:
     """Linear normalisation of ``x`` over ``x[alive]``; values of dead elements are returned
-    too (clipped) but are meaningless. Returns ``None`` when there is no evidence."""
+    too (clipped) but are meaningless. No evidence (zero scale): ``None``, or 0.5 everywhere
+    with ``zero_range="half"``."""
     vals = x[alive]
     if vals.numel() == 0:
         return None
@@ -64,5 +68,5 @@ def normalize(x: torch.Tensor, alive: torch.Tensor, method: str = "p75") -> torc
         raise ValueError(f"unknown normalisation {method!r}; use 'p75' or 'minmax'")
     scale = hi - lo
     if not bool(scale > 0):
-        return None
+        return torch.full_like(x, 0.5) if zero_range == "half" else None
     return ((x - lo) / scale).clamp_(0.0, 1.0)

@@ -350,7 +350,7 @@ class DPAP:
         """Survival update and pruning for the epoch just finished; returns what died."""
         died: dict[str, dict[str, int]] = {}
         cfg = self.config
-        method, everyone = cfg.normalization, cfg.population == "all"
+        method, everyone, zr = cfg.normalization, cfg.population == "all", cfg.zero_range
         for i, (layer, st) in enumerate(zip(self.layers, self.states)):
             params = cfg.params_for(layer.kind)
             n_syn = n_neu = 0
@@ -359,7 +359,7 @@ class DPAP:
                 plast = st.plast_e * syn_alive if cfg.mask_dead_synapses_in_spine else st.plast_e
                 syn_pop = torch.ones_like(syn_alive) if everyone else syn_alive
                 neu_pop = torch.ones_like(st.neu_alive) if everyone else st.neu_alive
-                norm = normalize(st.plast_e, syn_pop, method) \
+                norm = normalize(st.plast_e, syn_pop, method, zr) \
                     if cfg.prune_conv_kernels or layer.kind != "conv" else None
                 if norm is not None:
                     st.F_syn = survival.update_survival(st.F_syn, norm, syn_alive, params, self.epoch)
@@ -368,8 +368,8 @@ class DPAP:
                     n_syn = int(dead.sum())
                 if not layer.is_output:
                     D = spine_importance(st.trace_e, plast) if cfg.importance == "product" \
-                        else spine_importance_minmax(st.trace_e, plast, neu_pop)
-                    norm = normalize(D, neu_pop, method)
+                        else spine_importance_minmax(st.trace_e, plast, neu_pop, zr)
+                    norm = normalize(D, neu_pop, method, zr)
                     if norm is not None:
                         st.F_neu = survival.update_survival(st.F_neu, norm, st.neu_alive, params,
                                                             self.epoch)

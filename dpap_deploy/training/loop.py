@@ -99,10 +99,11 @@ def train_epoch(run: Run, progress: bool,
 
 
 def history_row(run: Run, loss: float, train_acc: float, test_acc: float, wall: float,
-                activity: dict | None = None) -> dict:
+                lr: float, activity: dict | None = None) -> dict:
+    """One epoch's row of history.csv; ``lr`` is the rate the epoch trained at."""
     row: dict[str, Any] = {"epoch": run.epoch + 1, "loss": loss,
                            "train_acc": train_acc, "test_acc": test_acc,
-                           "lr": run.optimizer.param_groups[0]["lr"], "wall_time_s": round(wall, 4)}
+                           "lr": lr, "wall_time_s": round(wall, 4)}
     if activity is not None:
         row["test_tie_fraction"] = activity["tie_fraction"]
         if run.kind == "snn":
@@ -129,6 +130,7 @@ def fit(run: Run, out: Path, progress: bool = True,
     log = log if log is not None and d.is_main else (lambda msg: None)
     while run.epoch < run.cfg.epochs:
         t0 = time.perf_counter()
+        lr = run.optimizer.param_groups[0]["lr"]    # the epoch's rate: train_epoch steps it on
         loss, train_acc = train_epoch(run, progress, progress_interval_s)
         if not math.isfinite(loss):
             raise DPAPError(f"training diverged in epoch {run.epoch + 1} (loss {loss}); nothing "
@@ -143,7 +145,8 @@ def fit(run: Run, out: Path, progress: bool = True,
             test_acc, activity = evaluate_outputs(run.model, run.data.x_test, run.data.y_test,
                                                   run.kind, run.cfg.time_steps, run.device,
                                                   executor=run.executor)
-            row = history_row(run, loss, train_acc, test_acc, time.perf_counter() - t0, activity)
+            row = history_row(run, loss, train_acc, test_acc, time.perf_counter() - t0, lr,
+                              activity)
         row = d.broadcast_object(row)
         run.history.append(row)
         if d.is_main:
