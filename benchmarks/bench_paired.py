@@ -350,17 +350,26 @@ def plots(args, by: dict, arms: list[str], seeds: list[int]) -> None:
     ax.set_title(f"{args.model}, {args.dataset}, {args.epochs} epochs")
     ax.legend(fontsize=7)
     fig.savefig(out / f"{stem}_synops.png", dpi=120, bbox_inches="tight")
-    fig = Figure(figsize=(7, 4.5))
-    ax = fig.add_subplot()
+    # test accuracy per epoch (y zoomed on where the runs settle: the first epochs, silent
+    # under the lr warm-up, would flatten the rest) and the fraction removed
+    fig = Figure(figsize=(7, 6.5))
+    ax, ax2 = fig.subplots(2, 1, sharex=True, height_ratios=(2, 1))
+    late = []
     for i, a in enumerate(arms):
-        for s in seeds:
-            if (a, s) in by:
-                curve = [100 * float(v) for v in by[(a, s)]["test_acc_curve"].split(";")]
-                ax.plot(range(1, len(curve) + 1), curve, color=f"C{i}", lw=1,
-                        label=a if s == seeds[0] else None)
-    ax.set_xlabel("epoch")
+        for j, s in enumerate(s for s in seeds if (a, s) in by):
+            curve = [100 * float(v) for v in by[(a, s)]["test_acc_curve"].split(";")]
+            removed = [100 * float(v) for v in by[(a, s)]["removed_curve"].split(";")]
+            x = range(1, len(curve) + 1)
+            ax.plot(x, curve, color=f"C{i}", lw=1, label=a if j == 0 else None)
+            ax2.plot(x, removed, color=f"C{i}", lw=1)
+            late += curve[len(curve) // 4:]
+    if late:
+        ax.set_ylim(min(late) - 1, max(late) + 0.5)
     ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"{args.model}, {args.dataset}: every seed's curve")
     ax.legend(fontsize=7)
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("params removed (%)")
     fig.savefig(out / f"{stem}_curves.png", dpi=120, bbox_inches="tight")
     print(f"wrote {out / f'{stem}_synops.png'} and {out / f'{stem}_curves.png'}")
 
