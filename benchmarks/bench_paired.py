@@ -359,9 +359,9 @@ def plots(args, by: dict, arms: list[str], seeds: list[int]) -> None:
         for j, s in enumerate(s for s in seeds if (a, s) in by):
             curve = [100 * float(v) for v in by[(a, s)]["test_acc_curve"].split(";")]
             removed = [100 * float(v) for v in by[(a, s)]["removed_curve"].split(";")]
-            x = range(1, len(curve) + 1)
-            ax.plot(x, curve, color=f"C{i}", lw=1, label=a if j == 0 else None)
-            ax2.plot(x, removed, color=f"C{i}", lw=1)
+            ax.plot(range(1, len(curve) + 1), curve, color=f"C{i}", lw=1,
+                    label=a if j == 0 else None)
+            ax2.plot(range(1, len(removed) + 1), removed, color=f"C{i}", lw=1)
             late += curve[len(curve) // 4:]
     if late:
         ax.set_ylim(min(late) - 1, max(late) + 0.5)
